@@ -1,0 +1,60 @@
+"""Data-dependent reads: embedding lookup and index_select.
+
+The table operand's map is `None` (indirect): which row is read depends on the index
+values. Everything else about them (the index operand, the result) is affine.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from codesign.ir.affine import AffineMap, Dim
+from codesign.ir.ops.registry import (AttrSpec, IterDim, OpDef, OpKind, ShapeError,
+                                      Structure, register)
+from codesign.ir.types import TensorType
+
+
+def _require_int(t: TensorType, op: str) -> None:
+    if not t.dtype.is_int:
+        raise ShapeError(f"{op} needs integer indices, got {t.dtype.value}")
+
+
+def _embedding_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
+    table, idx = operands
+    _require_int(idx, "embedding")
+    if table.rank != 2:
+        raise ShapeError(f"embedding table must be [rows, dim], got {list(table.shape)}")
+    return TensorType(idx.shape + (table.shape[1],), table.dtype)
+
+
+register(OpDef(
+    name="embedding", kind=OpKind.gather, min_operands=2, max_operands=2,
+    infer=_embedding_infer, run=lambda call: F.embedding(call.args[1], call.args[0]),
+    structure=lambda ops, res, at: Structure(
+        tuple(IterDim(s) for s in res.shape),
+        (None, AffineMap(res.rank, tuple(Dim(i) for i in range(res.rank - 1)))),
+        AffineMap.identity(res.rank), "gather"),
+    flops=lambda ops, res, at: 0, doc="operands: table[rows, dim], indices[...] → [..., dim]"))
+
+
+def _index_select_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
+    x, idx = operands
+    _require_int(idx, "index_select")
+    dim = attrs["dim"]
+    if idx.rank != 1 or not 0 <= dim < x.rank:
+        raise ShapeError(f"index_select needs 1-d indices and a dim in range, got {list(idx.shape)}, dim={dim}")
+    return TensorType(x.shape[:dim] + idx.shape + x.shape[dim + 1:], x.dtype)
+
+
+register(OpDef(
+    name="index_select", kind=OpKind.gather, min_operands=2, max_operands=2,
+    infer=_index_select_infer,
+    run=lambda call: torch.index_select(call.args[0], call.attrs["dim"], call.args[1]),
+    structure=lambda ops, res, at: Structure(
+        tuple(IterDim(s) for s in res.shape),
+        (None, AffineMap(res.rank, (Dim(at["dim"]),))), AffineMap.identity(res.rank), "gather"),
+    flops=lambda ops, res, at: 0, attrs={"dim": AttrSpec((int,), required=True)},
+    doc="x.index_select(dim, indices)"))

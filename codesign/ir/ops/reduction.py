@@ -1,0 +1,121 @@
+"""Reductions over a set of dims (`sum`, `mean`, `amax`, `var`, ...).
+
+The iteration domain is the operand's shape; reduced dims are reduction loops. With
+`keepdim=false` the result map drops them, with `keepdim=true` it pins them to 0.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from codesign.ir.affine import AffineMap, Const, Dim
+from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
+                                      ShapeError, Structure, register)
+from codesign.ir.types import DType, TensorType
+
+DIMS = AttrSpec((tuple,), required=True, doc="reduced dims, non-negative, ascending")
+KEEPDIM = AttrSpec((bool,), default=False)
+
+
+def check_dims(dims: object, rank: int, op: str) -> tuple[int, ...]:
+    if not isinstance(dims, tuple) or not all(isinstance(d, int) for d in dims):
+        raise ShapeError(f"{op}: dims must be a list of ints, got {dims!r}")
+    if any(d < 0 or d >= rank for d in dims) or len(set(dims)) != len(dims):
+        raise ShapeError(f"{op}: dims {list(dims)} out of range for rank {rank}")
+    return dims
+
+
+def reduced_shape(shape: Sequence[int], dims: Sequence[int], keepdim: bool) -> tuple[int, ...]:
+    if keepdim:
+        return tuple(1 if i in dims else s for i, s in enumerate(shape))
+    return tuple(s for i, s in enumerate(shape) if i not in dims)
+
+
+def reduction_structure(operand: TensorType, dims: Sequence[int], keepdim: bool,
+                        body: str) -> Structure:
+    rank = operand.rank
+    domain = tuple(IterDim(s, IterKind.reduction if i in dims else IterKind.parallel)
+                   for i, s in enumerate(operand.shape))
+    if keepdim:
+        result = [Const(0) if i in dims else Dim(i) for i in range(rank)]
+    else:
+        result = [Dim(i) for i in range(rank) if i not in dims]
+    return Structure(domain, (AffineMap.identity(rank),), AffineMap(rank, tuple(result)), body)
+
+
+def _define(name: str, run: Callable[[torch.Tensor, tuple[int, ...], bool, Mapping], torch.Tensor],
+            *, result_dtype: DType | None = None, float_only: bool = False,
+            extra_attrs: Mapping[str, AttrSpec] | None = None) -> OpDef:
+    def infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
+        (x,) = operands
+        dims = check_dims(attrs["dims"], x.rank, name)
+        if float_only and not x.dtype.is_float:
+            raise ShapeError(f"{name} needs a floating-point operand, got {x.dtype.value}")
+        return TensorType(reduced_shape(x.shape, dims, bool(attrs["keepdim"])), result_dtype or x.dtype)
+
+    def run_call(call: Call) -> torch.Tensor:
+        dims, keepdim = tuple(call.attrs["dims"]), bool(call.attrs["keepdim"])
+        x = call.args[0]
+        out = run(x, dims, keepdim, call.attrs) if dims else x.clone()
+        return out.to(call.type.dtype.torch).reshape(call.type.shape)
+
+    def structure(ops: Sequence[TensorType], res: TensorType, attrs: Mapping[str, object]) -> Structure:
+        return reduction_structure(ops[0], tuple(attrs["dims"]), bool(attrs["keepdim"]), name)
+
+    return register(OpDef(
+        name=name, kind=OpKind.reduction, min_operands=1, max_operands=1, infer=infer,
+        run=run_call, structure=structure,
+        flops=lambda ops, res, attrs: ops[0].numel,
+        attrs={"dims": DIMS, "keepdim": KEEPDIM, **(extra_attrs or {})}))
+
+
+_define("sum", lambda x, d, k, a: torch.sum(x, d, keepdim=k))
+_define("mean", lambda x, d, k, a: torch.mean(x, d, keepdim=k), float_only=True)
+_define("amax", lambda x, d, k, a: torch.amax(x, d, keepdim=k))
+_define("amin", lambda x, d, k, a: torch.amin(x, d, keepdim=k))
+_define("prod", lambda x, d, k, a: _prod(x, d, k))
+_define("any", lambda x, d, k, a: torch.any(x, d, keepdim=k), result_dtype=DType.i1)
+_define("var", lambda x, d, k, a: torch.var(x, d, correction=a["correction"], keepdim=k),
+        float_only=True, extra_attrs={"correction": AttrSpec((int, float), default=1)})
+
+
+def _prod(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:
+    for d in sorted(dims, reverse=True):
+        x = torch.prod(x, d, keepdim=keepdim)
+    return x
+
+
+def _arg_infer(name: str):
+    def infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
+        (x,) = operands
+        dims = check_dims((attrs["dim"],), x.rank, name)
+        return TensorType(reduced_shape(x.shape, dims, bool(attrs["keepdim"])), DType.i64)
+    return infer
+
+
+for _name, _fn in (("argmax", torch.argmax), ("argmin", torch.argmin)):
+    register(OpDef(
+        name=_name, kind=OpKind.reduction, min_operands=1, max_operands=1,
+        infer=_arg_infer(_name),
+        run=lambda call, fn=_fn: fn(call.args[0], call.attrs["dim"], keepdim=call.attrs["keepdim"]),
+        structure=lambda ops, res, at, n=_name: reduction_structure(ops[0], (at["dim"],), bool(at["keepdim"]), n),
+        flops=lambda ops, res, attrs: ops[0].numel,
+        attrs={"dim": AttrSpec((int,), required=True), "keepdim": KEEPDIM}))
+
+
+def _cumsum_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
+    check_dims((attrs["dim"],), operands[0].rank, "cumsum")
+    return operands[0]
+
+
+register(OpDef(
+    name="cumsum", kind=OpKind.reduction, min_operands=1, max_operands=1, infer=_cumsum_infer,
+    run=lambda call: torch.cumsum(call.args[0], call.attrs["dim"]).to(call.type.dtype.torch),
+    structure=lambda ops, res, at: Structure(
+        tuple(IterDim(s) for s in res.shape) + (IterDim(res.shape[at["dim"]], IterKind.reduction),),
+        (AffineMap.of(res.rank + 1, [Dim(res.rank) if i == at["dim"] else Dim(i) for i in range(res.rank)]),),
+        AffineMap.of(res.rank + 1, [Dim(i) for i in range(res.rank)]), "cumsum"),
+    flops=lambda ops, res, attrs: res.numel,
+    attrs={"dim": AttrSpec((int,), required=True)}, doc="inclusive prefix sum along dim"))

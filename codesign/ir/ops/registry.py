@@ -1,0 +1,154 @@
+"""Op definitions: what an op means, once, for every pass and backend.
+
+An `OpDef` gives an op's operand and attribute signature, its shape inference, its
+reference semantics in torch (the numerics oracle), and its *structure*: the iteration
+domain, one indexing map per operand and the result, and the scalar body — the same view
+as MLIR's `linalg.generic`. Tiling, fusion legality, traffic counting and code generation
+read the structure, so adding an op means adding its maps and its body here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from enum import Enum
+from math import prod
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from codesign.ir.affine import AffineMap
+from codesign.ir.types import TensorType
+
+
+class OpKind(str, Enum):
+    """Broad family of an op; passes use it to pick rules without naming every op."""
+
+    pointwise = "pointwise"
+    reduction = "reduction"
+    contraction = "contraction"
+    normalization = "normalization"
+    layout = "layout"
+    source = "source"
+    window = "window"
+    gather = "gather"
+    region = "region"
+
+
+class IterKind(str, Enum):
+    parallel = "parallel"
+    reduction = "reduction"
+
+
+@dataclass(frozen=True)
+class IterDim:
+    """One loop of an op's iteration domain."""
+
+    size: int
+    kind: IterKind = IterKind.parallel
+
+
+@dataclass(frozen=True)
+class Structure:
+    """The `linalg.generic` view of an op.
+
+    `operand_maps[i]` maps an iteration point to operand i's index; `None` marks an
+    indirect (data-dependent) access, e.g. the table read of an embedding. `body` names the
+    scalar computation (for a pointwise op, the op itself).
+    """
+
+    domain: tuple[IterDim, ...]
+    operand_maps: tuple[AffineMap | None, ...]
+    result_map: AffineMap
+    body: str
+
+    @property
+    def loop_sizes(self) -> tuple[int, ...]:
+        return tuple(d.size for d in self.domain)
+
+    @property
+    def points(self) -> int:
+        return prod(self.loop_sizes)
+
+
+class ShapeError(ValueError):
+    """Operands or attributes that do not fit the op; the verifier names the node."""
+
+
+@dataclass(frozen=True)
+class AttrSpec:
+    """Type and default of one attribute; `required` attrs have no default."""
+
+    kinds: tuple[type, ...]
+    required: bool = False
+    default: object = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Call:
+    """Everything a reference implementation needs to run one node."""
+
+    args: Sequence[torch.Tensor]
+    attrs: Mapping[str, object]
+    type: TensorType
+    regions: Sequence[Callable[..., torch.Tensor]] = ()
+
+
+Infer = Callable[[Sequence[TensorType], Mapping[str, object]], TensorType | None]  # None: source op
+Run = Callable[[Call], torch.Tensor]
+StructureFn = Callable[[Sequence[TensorType], TensorType, Mapping[str, object]], Structure]
+FlopsFn = Callable[[Sequence[TensorType], TensorType, Mapping[str, object]], int]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    name: str
+    kind: OpKind
+    min_operands: int
+    max_operands: int | None  # None: variadic
+    infer: Infer
+    run: Run
+    structure: StructureFn
+    flops: FlopsFn
+    attrs: Mapping[str, AttrSpec] = field(default_factory=dict)
+    regions: int = 0
+    doc: str = ""
+
+    def attr_values(self, given: Mapping[str, object]) -> dict[str, object]:
+        """The given attributes with defaults filled in."""
+        values = {k: spec.default for k, spec in self.attrs.items() if not spec.required}
+        values.update(given)
+        return values
+
+
+OPS: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in OPS:
+        raise ValueError(f"op {op.name!r} is defined twice")
+    OPS[op.name] = op
+    return op
+
+
+class UnknownOpError(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def get_op(name: str) -> OpDef:
+    try:
+        return OPS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, OPS, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownOpError(f"unknown op {name!r}{hint}") from None
+
+
+def elementwise_flops(per_element: int = 1) -> FlopsFn:
+    return lambda operands, result, attrs: per_element * result.numel
+
+
+def no_flops(operands, result, attrs) -> int:
+    return 0
