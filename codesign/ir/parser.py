@@ -184,7 +184,7 @@ class Parser:
                 dim = self.expect("int")
                 if dim.text.startswith("-"):
                     raise self.error_at(dim, f"dimension sizes must be non-negative, got {dim.text}")
-                shape.append(int(dim.text))
+                shape.append(self.parse_int(dim))
                 if self.accept("punct", "]"):
                     break
                 self.expect("punct", ",")
@@ -237,7 +237,7 @@ class Parser:
     def parse_attr(self) -> AttrValue:
         tok = self.next()
         if tok.kind == "int":
-            return int(tok.text)
+            return self.parse_int(tok)
         if tok.kind == "float":
             return float(tok.text)
         if tok.kind == "string":
@@ -259,6 +259,12 @@ class Parser:
         raise self.error_at(tok, f"expected an attribute value (number, string, true, false, none, "
                                  f"or [list]), got {self.describe(tok)}")
 
+    def parse_int(self, tok: Token) -> int:
+        try:
+            return int(tok.text)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            raise self.error_at(tok, f"integer literal with {len(tok.text)} digits is too long") from None
+
     def parse_string(self, tok: Token) -> str:
         try:
             return json.loads(tok.text)
@@ -268,7 +274,11 @@ class Parser:
 
 def parse_graph(text: str, filename: str = "<text>") -> Graph:
     """Parse one graph from text; raises `ParseError` with line and column on bad input."""
-    return Parser(text, filename).parse_module()
+    parser = Parser(text, filename)
+    try:
+        return parser.parse_module()
+    except RecursionError:  # attribute lists or regions nested thousands deep
+        raise parser.error_at(parser.peek, "nesting too deep") from None
 
 
 def load_graph(path: str | Path) -> Graph:

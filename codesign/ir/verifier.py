@@ -75,12 +75,16 @@ def check_node(node: Node, operand_types: list[TensorType]) -> list[str]:
         inferred = op.infer(operand_types, attrs)
     except ShapeError as exc:
         return [str(exc)]
+    except (TypeError, ValueError, ArithmeticError, IndexError) as exc:  # e.g. factor=0, perm=[[0], 1]
+        return [f"attributes do not fit {node.op}: {exc}"]
     if inferred is not None and (inferred.shape, inferred.dtype) != (node.type.shape, node.type.dtype):
         return [f"declared type {node.type} but operands give {inferred}"]
     try:
         structure = op.structure(operand_types, node.type, attrs)
     except ShapeError as exc:
         return [str(exc)]
+    except (TypeError, ValueError, ArithmeticError, IndexError) as exc:
+        return [f"attributes do not fit {node.op}: {exc}"]
     extents = structure.loop_sizes
     if any(s == 0 for s in extents):
         return problems

@@ -103,12 +103,13 @@ def load_target(name_or_path: str | Path) -> Target:
             raise TargetError(f"target file {what}: {path}", source=str(path))
     else:
         path = bundled_target_path(name_or_path)
-    return _load_file(str(path.resolve()), path.stat().st_mtime_ns)
+    stat = path.stat()
+    return _load_file(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 @lru_cache(maxsize=64)
-def _load_file(path: str, mtime_ns: int) -> Target:
-    """Parse and validate one file; cached per (path, mtime), as targets are immutable."""
+def _load_file(path: str, mtime_ns: int, size: int) -> Target:
+    """Parse and validate one file; cached per (path, mtime, size): targets are immutable."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -225,7 +226,7 @@ def _problem(error: Any, tree: yaml.Node | None) -> Problem:
         message = message.replace("expected ", "expected a number ", 1)
     if "[key]" in loc:
         message = f"unknown key {value!r}; {message}"
-    elif not isinstance(value, (dict, list, tuple)) and repr(value) not in message:
+    elif not isinstance(value, (dict, list, tuple)) and "got " not in message:
         message = f"{message}, got {_short(value)}"
     return Problem(path, message, line)
 

@@ -204,8 +204,9 @@ def format_bytes(n: float) -> str:
     """A size the way it was probably written: '64 GB', '520 MiB', '4160 MiB'.
 
     Among the decimal and binary spellings with at most four integer digits, the
-    shortest that states the size exactly wins, decimal on a tie, so 520 MiB stays '520 MiB' rather than
-    '545.26 MB'. If none is exact, the decimal one with the largest prefix.
+    shortest that states the size exactly wins, decimal on a tie, so 520 MiB stays
+    '520 MiB' rather than '545.26 MB'. If none is exact, the decimal one with the
+    largest prefix.
     """
     exact = Decimal(repr(n)) if isinstance(n, float) else Decimal(n)
     candidates: list[str] = []

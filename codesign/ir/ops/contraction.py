@@ -106,7 +106,10 @@ CONV_ATTRS = {
 
 def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool = False) -> int:
     span = size + 2 * pad - dilation * (kernel - 1) - 1
-    return (-(-span // stride) if ceil else span // stride) + 1
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad:  # as torch: the last window must start inside
+        out -= 1                                   # the input or its left padding
+    return out
 
 
 def _conv_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:

@@ -58,3 +58,48 @@ register(OpDef(
         (None, AffineMap(res.rank, (Dim(at["dim"]),))), AffineMap.identity(res.rank), "gather"),
     flops=lambda ops, res, at: 0, attrs={"dim": AttrSpec((int,), required=True)},
     doc="x.index_select(dim, indices)"))
+
+
+def _index_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
+    """x[..., i0, i1, ...] with index tensors on consecutive dims starting at `dim`."""
+    x, *indices = operands
+    dim = attrs["dim"]
+    for idx in indices:
+        if not (idx.dtype.is_int or idx.dtype.value == "i1"):
+            raise ShapeError(f"index needs integer index tensors, got {idx.dtype.value}")
+        if idx.dtype.value == "i1":
+            raise ShapeError("index with boolean masks is data-dependent in shape; not supported")
+    if not indices or dim < 0 or dim + len(indices) > x.rank:
+        raise ShapeError(f"index: {len(indices)} index tensors from dim {dim} do not fit {list(x.shape)}")
+    from codesign.ir.ops.pointwise import broadcast_shapes
+    batch = broadcast_shapes(*(i.shape for i in indices))
+    return TensorType(x.shape[:dim] + batch + x.shape[dim + len(indices):], x.dtype)
+
+
+def _index_run(call) -> torch.Tensor:
+    x, *indices = call.args
+    key = (slice(None),) * call.attrs["dim"] + tuple(indices)
+    return x[key]
+
+
+def _index_structure(ops: Sequence[TensorType], res: TensorType, attrs) -> Structure:
+    from codesign.ir.ops.pointwise import broadcast_map
+    x, *indices = ops
+    dim = attrs["dim"]
+    nb = res.rank - (x.rank - len(indices))  # rank of the broadcast index block
+    block = res.shape[dim:dim + nb]
+    idx_maps = []
+    for t in indices:
+        inner = broadcast_map(t.shape, block)
+        idx_maps.append(AffineMap(res.rank, tuple(Dim(r.index + dim) if isinstance(r, Dim) else r
+                                                 for r in inner.results)))
+    return Structure(tuple(IterDim(s) for s in res.shape), (None, *idx_maps),
+                     AffineMap.identity(res.rank), "gather")
+
+
+register(OpDef(
+    name="index", kind=OpKind.gather, min_operands=2, max_operands=None,
+    infer=_index_infer, run=_index_run, structure=_index_structure,
+    flops=lambda ops, res, at: 0, attrs={"dim": AttrSpec((int,), default=0)},
+    doc="advanced indexing x[:, ..., i0, i1, ...]: integer index tensors (broadcast together) "
+        "on consecutive dims from `dim`"))

@@ -52,7 +52,8 @@ def _moe_run(call: Call) -> torch.Tensor:
         rows, slot = torch.where(ids == e)
         if rows.numel() == 0:
             continue
-        y = expert(tokens[rows], *(w[e] for w in stacked))
+        # the region's type is [T, H] for all T tokens: run it on every token, keep the routed rows
+        y = expert(tokens, *(w[e] for w in stacked))[rows]
         out.index_add_(0, rows, y * weights[rows, slot, None])
     return out.reshape(x.shape)
 

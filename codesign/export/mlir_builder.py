@@ -1,0 +1,215 @@
+"""A thin, typed layer over the MLIR Python bindings for building linalg on tensors.
+
+The lowerings speak in codesign terms (`DType`, `AffineMap`, shapes); this module turns
+them into MLIR types, affine maps and ops, so that no lowering touches binding quirks
+(ODS builders that return ops, opdsl helpers that return values, the `linalg.index`
+name clash). Every method must run inside the `ir.Context` / `ir.Location` / insertion
+point that `to_mlir` sets up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from iree.compiler import ir
+from iree.compiler.dialects import arith, linalg, tensor
+
+from codesign.ir.affine import Add, AffineExpr, AffineMap, Const, Dim, FloorDiv, Mod, Mul
+from codesign.ir.ops.registry import IterKind
+from codesign.ir.types import DType
+
+
+class MlirExportError(NotImplementedError):
+    """A graph (or one node of it) that the MLIR exporter cannot lower; says what to do."""
+
+
+# Scalar bodies receive one block argument per input then per output; they return the
+# values to yield (one per output).
+Body = Callable[..., Sequence[ir.Value]]
+
+_INT_WIDTH = {DType.i64: 64, DType.i32: 32, DType.i16: 16, DType.i8: 8, DType.i1: 1}
+
+
+def element_type(dtype: DType) -> ir.Type:
+    """The MLIR element type of a codesign dtype (signless integers, as linalg expects)."""
+    if dtype is DType.f64:
+        return ir.F64Type.get()
+    if dtype is DType.f32:
+        return ir.F32Type.get()
+    if dtype is DType.f16:
+        return ir.F16Type.get()
+    if dtype is DType.bf16:
+        return ir.BF16Type.get()
+    if dtype in _INT_WIDTH:
+        return ir.IntegerType.get_signless(_INT_WIDTH[dtype])
+    raise MlirExportError(f"element type {dtype.value} has no MLIR lowering yet (u8 would need "
+                          f"unsigned semantics in every body); cast to i32 or i64 first")
+
+
+def tensor_type(shape: Sequence[int], dtype: DType) -> ir.RankedTensorType:
+    return ir.RankedTensorType.get(list(shape), element_type(dtype))
+
+
+def affine_expr(expr: AffineExpr) -> ir.AffineExpr:
+    """Translate one codesign affine expression to its MLIR twin."""
+    if isinstance(expr, Dim):
+        return ir.AffineDimExpr.get(expr.index)
+    if isinstance(expr, Const):
+        return ir.AffineConstantExpr.get(expr.value)
+    if isinstance(expr, Add):
+        return affine_expr(expr.lhs) + affine_expr(expr.rhs)
+    if isinstance(expr, Mul):
+        return affine_expr(expr.expr) * ir.AffineConstantExpr.get(expr.factor)
+    if isinstance(expr, FloorDiv):
+        return ir.AffineExpr.get_floor_div(affine_expr(expr.expr), expr.divisor)
+    if isinstance(expr, Mod):
+        return affine_expr(expr.expr) % ir.AffineConstantExpr.get(expr.divisor)
+    raise TypeError(f"unknown affine expression {expr!r}")
+
+
+def affine_map(amap: AffineMap) -> ir.AffineMap:
+    return ir.AffineMap.get(amap.num_dims, 0, [affine_expr(r) for r in amap.results])
+
+
+def iterator(kind: IterKind) -> linalg.IteratorType:
+    return linalg.IteratorType.parallel if kind is IterKind.parallel else linalg.IteratorType.reduction
+
+
+def substitute(amap: AffineMap, dims: dict[int, int], num_dims: int) -> AffineMap:
+    """`amap` with each `Dim(k)` renamed to `Dim(dims[k])` in a domain of `num_dims` loops.
+
+    Used to reuse one op's structure maps in the smaller domain of one of its stages
+    (attention's QKᵀ stage has no `e` loop, its PV stage no `d` loop).
+    """
+    def rename(e: AffineExpr) -> AffineExpr:
+        if isinstance(e, Dim):
+            return Dim(dims[e.index])
+        if isinstance(e, Add):
+            return rename(e.lhs) + rename(e.rhs)
+        if isinstance(e, Mul):
+            return rename(e.expr) * e.factor
+        if isinstance(e, FloorDiv):
+            return rename(e.expr) // e.divisor
+        if isinstance(e, Mod):
+            return rename(e.expr) % e.divisor
+        return e
+    return AffineMap(num_dims, tuple(rename(r) for r in amap.results))
+
+
+def shift(amap: AffineMap, offsets: Sequence[int]) -> AffineMap:
+    """`amap` with `offsets[i]` added to result i: reads a tensor padded by `offsets`."""
+    return AffineMap(amap.num_dims, tuple(r + o for r, o in zip(amap.results, offsets)))
+
+
+@dataclass(frozen=True)
+class Builder:
+    """Op-building helpers; stateless apart from the active MLIR insertion point."""
+
+    def constant(self, dtype: DType, value: float | int | bool) -> ir.Value:
+        """A scalar constant of `dtype` (floats may be ±inf)."""
+        et = element_type(dtype)
+        if dtype.is_float:
+            return arith.ConstantOp(et, ir.FloatAttr.get(et, float(value))).result
+        return arith.ConstantOp(et, ir.IntegerAttr.get(et, int(value))).result
+
+    def index_constant(self, value: int) -> ir.Value:
+        return arith.ConstantOp.create_index(int(value)).result
+
+    def splat(self, shape: Sequence[int], dtype: DType, value: float | int | bool) -> ir.Value:
+        """A constant tensor with every element `value`."""
+        et = element_type(dtype)
+        attr = (ir.FloatAttr.get(et, float(value)) if dtype.is_float
+                else ir.IntegerAttr.get(et, int(value)))
+        ttype = tensor_type(shape, dtype)
+        return arith.ConstantOp(ttype, ir.DenseElementsAttr.get_splat(ttype, attr)).result
+
+    def dense(self, array) -> ir.Value:
+        """A constant tensor from a numpy array (small tables only: it is inlined as hex)."""
+        attr = ir.DenseElementsAttr.get(array)
+        return arith.ConstantOp(attr.type, attr).result
+
+    def empty(self, shape: Sequence[int], dtype: DType) -> ir.Value:
+        return tensor.EmptyOp(list(shape), element_type(dtype)).result
+
+    def filled(self, shape: Sequence[int], dtype: DType, value: float | int | bool) -> ir.Value:
+        """An init tensor for a reduction: empty + linalg.fill with the identity `value`."""
+        return linalg.fill(self.constant(dtype, value), outs=[self.empty(shape, dtype)])
+
+    def loop_index(self, dim: int) -> ir.Value:
+        """The current iteration index along `dim`, inside a generic body (`linalg.index`)."""
+        return linalg.IndexOp(dim).result
+
+    def generic(self, inputs: Sequence[ir.Value], outputs: Sequence[ir.Value],
+                maps: Sequence[AffineMap], iterators: Sequence[IterKind], body: Body) -> list[ir.Value]:
+        """One `linalg.generic`; `maps` are inputs' then outputs' maps, codesign-style."""
+        op = linalg.GenericOp(
+            result_tensors=[o.type for o in outputs], inputs=list(inputs), outputs=list(outputs),
+            indexing_maps=[affine_map(m) for m in maps],
+            iterator_types=[iterator(k) for k in iterators])
+        block = op.regions[0].blocks.append(
+            *[v.type.element_type for v in list(inputs) + list(outputs)])
+        with ir.InsertionPoint(block):
+            linalg.YieldOp(list(body(*block.arguments)))
+        return list(op.results)
+
+    def map_elements(self, inputs: Sequence[ir.Value], maps: Sequence[AffineMap],
+                     shape: Sequence[int], dtype: DType, body: Body) -> ir.Value:
+        """A parallel generic over `shape` writing a fresh tensor (the output arg is unused)."""
+        rank = len(shape)
+        (out,) = self.generic(inputs, [self.empty(shape, dtype)],
+                              [*maps, AffineMap.identity(rank)], [IterKind.parallel] * rank,
+                              lambda *args: body(*args[:-1]))
+        return out
+
+    def reshape(self, value: ir.Value, shape: Sequence[int]) -> ir.Value:
+        """Row-major reshape: collapse to 1-d, then expand (both are free views)."""
+        src = list(value.type.shape)
+        if src == list(shape):
+            return value
+        et = value.type.element_type
+        if src and shape:
+            flat = value
+            if len(src) != 1:
+                flat = tensor.CollapseShapeOp(ir.RankedTensorType.get([_numel(src)], et), value,
+                                              [list(range(len(src)))]).result
+            if len(shape) == 1:
+                return flat
+            return tensor.ExpandShapeOp(ir.RankedTensorType.get(list(shape), et), flat,
+                                        [list(range(len(shape)))], output_shape=[],
+                                        static_output_shape=list(shape)).result
+        # To or from rank 0: every size is 1, so the reassociation is empty.
+        if not src:
+            return tensor.ExpandShapeOp(ir.RankedTensorType.get(list(shape), et), value, [],
+                                        output_shape=[], static_output_shape=list(shape)).result
+        return tensor.CollapseShapeOp(ir.RankedTensorType.get([], et), value, []).result
+
+    def pad(self, value: ir.Value, low: Sequence[int], high: Sequence[int], dtype: DType,
+            fill: float | int) -> ir.Value:
+        """`tensor.pad` with a constant; `low`/`high` are non-negative per-dim amounts."""
+        if not any(low) and not any(high):
+            return value
+        shape = [s + lo + hi for s, lo, hi in zip(value.type.shape, low, high)]
+        op = tensor.PadOp(tensor_type(shape, dtype), value, [], [], list(low), list(high))
+        block = op.regions[0].blocks.append(*[ir.IndexType.get()] * len(shape))
+        with ir.InsertionPoint(block):
+            tensor.YieldOp(self.constant(dtype, fill))
+        return op.result
+
+    def extract_slice(self, value: ir.Value, offsets: Sequence[int], sizes: Sequence[int],
+                      steps: Sequence[int]) -> ir.Value:
+        result = ir.RankedTensorType.get(list(sizes), value.type.element_type)
+        return tensor.ExtractSliceOp(result, value, [], [], [], static_offsets=list(offsets),
+                                     static_sizes=list(sizes), static_strides=list(steps)).result
+
+    def insert_slice(self, source: ir.Value, dest: ir.Value, offsets: Sequence[int]) -> ir.Value:
+        sizes = list(source.type.shape)
+        return tensor.InsertSliceOp(source, dest, [], [], [], static_offsets=list(offsets),
+                                    static_sizes=sizes, static_strides=[1] * len(sizes)).result
+
+
+def _numel(shape: Sequence[int]) -> int:
+    total = 1
+    for s in shape:
+        total *= s
+    return total

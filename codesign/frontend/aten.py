@@ -1,0 +1,615 @@
+"""ATen → codesign IR: one small converter per ATen op.
+
+Converters see the fx node's arguments with tensors already mapped to IR value names
+(`Val`), and the fx node's fake result (`meta["val"]`) for dtypes torch has promoted.
+They normalise what ATen leaves implicit — negative dims, `alpha`, scalar operands,
+type promotion — so that IR ops stay strict and simple.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from codesign.frontend.builder import GraphBuilder
+from codesign.ir.types import DType, TensorType
+
+
+class Val(str):
+    """An IR value name standing for a tensor argument (plain `str` args are attributes)."""
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a converter may read about the fx node it converts."""
+
+    b: GraphBuilder
+    node: torch.fx.Node
+    hint: str
+
+    @property
+    def out(self) -> TensorType:
+        return result_type(self.node.meta["val"])
+
+    def t(self, v: Val) -> TensorType:
+        return self.b.types[v]
+
+    def add(self, op: str, operands: Sequence[str], attrs: dict | None = None, **kw) -> Val:
+        return Val(self.b.add(op, list(operands), attrs, hint=kw.pop("hint", self.hint), **kw))
+
+
+class ConversionError(Exception):
+    """A supported op used in a way the converter cannot express."""
+
+
+def result_type(val: Any) -> TensorType:
+    return TensorType(tuple(int(s) for s in val.shape), DType.from_torch(val.dtype))
+
+
+Converter = Callable[..., Any]
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converts(*names: str):
+    def deco(fn: Converter) -> Converter:
+        for n in names:
+            CONVERTERS[n] = fn
+        return fn
+    return deco
+
+
+def norm_dim(d: int, rank: int) -> int:
+    return d + rank if d < 0 else d
+
+
+def norm_dims(dims, rank: int) -> tuple[int, ...]:
+    if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
+        return tuple(range(rank))
+    if isinstance(dims, int):
+        dims = [dims]
+    return tuple(sorted(norm_dim(d, rank) for d in dims))
+
+
+def tensor_operand(c: Ctx, x: Any, dtype: DType) -> Val:
+    """A tensor or Python scalar as an IR value of element type `dtype`."""
+    if isinstance(x, Val):
+        return Val(c.b.cast(x, dtype))
+    if isinstance(x, (bool, int, float)):
+        return Val(c.b.constant(x, dtype))
+    raise ConversionError(f"expected a tensor or a scalar, got {type(x).__name__}")
+
+
+def compute_dtype(c: Ctx, *args: Any) -> DType:
+    """torch's promotion of the operands (tensors and scalars)."""
+    probes = []
+    for a in args:
+        if isinstance(a, Val):
+            t = c.t(a)
+            probes.append(torch.empty((0,) if t.rank else (), dtype=t.dtype.torch, device="meta"))
+        else:
+            probes.append(a)
+    if len(probes) == 1:
+        p = probes[0]
+        return DType.from_torch(p.dtype) if isinstance(p, torch.Tensor) else c.out.dtype
+    dtype = torch.result_type(probes[0], probes[1])
+    for p in probes[2:]:
+        dtype = torch.promote_types(dtype, torch.result_type(probes[0], p))
+    return DType.from_torch(dtype)
+
+
+# -- pointwise ---------------------------------------------------------------------------
+def _binary(op: str, *, compare: bool = False):
+    def convert(c: Ctx, a, b_, *, alpha=1, **_):
+        dtype = compute_dtype(c, a, b_) if compare else c.out.dtype
+        lhs, rhs = tensor_operand(c, a, dtype), tensor_operand(c, b_, dtype)
+        if alpha != 1:
+            rhs = c.add("mul", [rhs, tensor_operand(c, alpha, dtype)])
+        return c.add(op, [lhs, rhs])
+    return convert
+
+
+for _aten, _op in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("maximum", "maximum"),
+                   ("minimum", "minimum"), ("remainder", "remainder"), ("pow", "pow"),
+                   ("logical_and", "logical_and"), ("logical_or", "logical_or"),
+                   ("bitwise_and", "logical_and"), ("__and__", "logical_and"),
+                   ("bitwise_or", "logical_or"), ("__or__", "logical_or")):
+    converts(_aten)(_binary(_op))
+for _aten in ("eq", "ne", "lt", "le", "gt", "ge"):
+    converts(_aten)(_binary(_aten, compare=True))
+
+
+@converts("rsub")
+def _rsub(c: Ctx, a, b_, alpha=1):
+    return _binary("sub")(c, b_, a, alpha=alpha)
+
+
+@converts("div")
+def _div(c: Ctx, a, b_, *, rounding_mode=None):
+    dtype = c.out.dtype
+    if rounding_mode is not None:
+        dtype = compute_dtype(c, a, b_)
+    out = c.add("div", [tensor_operand(c, a, dtype), tensor_operand(c, b_, dtype)],
+                {"rounding_mode": rounding_mode} if rounding_mode else None)
+    return Val(c.b.cast(out, c.out.dtype))
+
+
+def _unary(op: str):
+    def convert(c: Ctx, x, **_):
+        return c.add(op, [tensor_operand(c, x, c.out.dtype)])
+    return convert
+
+
+for _name in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal", "tanh", "sigmoid", "erf",
+              "sin", "cos", "floor", "relu", "silu"):
+    converts(_name)(_unary(_name))
+
+
+@converts("logical_not", "bitwise_not")
+def _not(c: Ctx, x):
+    if c.t(x).dtype is not DType.i1:
+        raise ConversionError("bitwise_not on integer tensors is not supported (only on bool)")
+    return c.add("logical_not", [x])
+
+
+@converts("gelu")
+def _gelu(c: Ctx, x, approximate="none"):
+    return c.add("gelu", [x], {"approximate": approximate})
+
+
+@converts("clamp", "hardtanh")
+def _clamp(c: Ctx, x, min=None, max=None):
+    return c.add("clamp", [x], {"min": min, "max": max})
+
+
+@converts("where")
+def _where(c: Ctx, cond, a, b_):
+    dtype = c.out.dtype
+    return c.add("where", [tensor_operand(c, cond, DType.i1), tensor_operand(c, a, dtype),
+                           tensor_operand(c, b_, dtype)])
+
+
+@converts("_to_copy", "to")
+def _to_copy(c: Ctx, x, *args, **_):
+    return Val(c.b.cast(x, c.out.dtype))
+
+
+@converts("clone", "alias", "contiguous", "detach", "lift_fresh_copy", "dropout", "lift_fresh",
+          "feature_dropout")
+def _identity(c: Ctx, x, *args, **_):
+    return x
+
+
+@converts("tril", "triu")
+def _tril(c: Ctx, x, diagonal=0):
+    return c.add(c.node.target.__name__.split(".")[0], [x], {"diagonal": diagonal})
+
+
+@converts("masked_fill")
+def _masked_fill(c: Ctx, x, mask, value):
+    return c.add("where", [mask, tensor_operand(c, value, c.out.dtype), x])
+
+
+# -- sources -----------------------------------------------------------------------------
+@converts("scalar_tensor", "full", "full_like", "zeros", "ones", "zeros_like", "ones_like",
+          "new_zeros", "new_ones")
+def _full(c: Ctx, *args, **_):
+    name = c.node.target.__name__.split(".")[0]
+    if name in ("scalar_tensor",):
+        value = args[0]
+    elif name in ("full",):
+        value = args[1]
+    elif name == "full_like":
+        value = args[1]
+    else:
+        value = 0 if "zeros" in name else 1
+    return Val(c.b.constant(value, c.out.dtype, c.out.shape))
+
+
+@converts("arange")
+def _arange(c: Ctx, *args, **kw):
+    nums = [a for a in args if isinstance(a, (int, float))]
+    start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
+    return c.add("iota", [], {"start": start, "step": step}, type=c.out)
+
+
+# -- reductions --------------------------------------------------------------------------
+def _reduction(op: str):
+    def convert(c: Ctx, x, dim=None, keepdim=False, *, dtype=None, **_):
+        rank = c.t(x).rank
+        if op in ("sum", "mean") and dtype is None and c.t(x).dtype is not c.out.dtype:
+            x = Val(c.b.cast(x, c.out.dtype))
+        elif dtype is not None:
+            x = Val(c.b.cast(x, DType.from_torch(dtype)))
+        return c.add(op, [x], {"dims": norm_dims(dim, rank), "keepdim": bool(keepdim)})
+    return convert
+
+
+for _aten, _op in (("sum", "sum"), ("mean", "mean"), ("amax", "amax"), ("amin", "amin"),
+                   ("any", "any"), ("prod", "prod")):
+    converts(_aten)(_reduction(_op))
+
+
+@converts("var")
+def _var(c: Ctx, x, dim=None, *, correction=None, keepdim=False, unbiased=None):
+    corr = 1 if correction is None and unbiased is None else (correction if correction is not None else int(unbiased))
+    return c.add("var", [x], {"dims": norm_dims(dim, c.t(x).rank), "keepdim": bool(keepdim),
+                              "correction": corr})
+
+
+@converts("argmax", "argmin")
+def _argmax(c: Ctx, x, dim=None, keepdim=False):
+    if dim is None:
+        x = Val(c.b.reshape(x, (c.t(x).numel,)))
+        dim = 0
+    return c.add(c.node.target.__name__.split(".")[0], [x],
+                 {"dim": norm_dim(dim, c.t(x).rank), "keepdim": bool(keepdim)})
+
+
+@converts("cumsum")
+def _cumsum(c: Ctx, x, dim, *, dtype=None):
+    x = Val(c.b.cast(x, c.out.dtype))
+    return c.add("cumsum", [x], {"dim": norm_dim(dim, c.t(x).rank)})
+
+
+@converts("softmax", "_softmax", "log_softmax", "_log_softmax")
+def _softmax(c: Ctx, x, dim, *rest, **_):
+    op = "log_softmax" if "log" in c.node.target.__name__ else "softmax"
+    x = Val(c.b.cast(x, c.out.dtype))
+    return c.add(op, [x], {"dim": norm_dim(dim, c.t(x).rank)})
+
+
+# -- contractions ------------------------------------------------------------------------
+@converts("linear")
+def _linear(c: Ctx, x, w, bias=None):
+    return c.add("linear", [x, w] + ([bias] if bias is not None else []))
+
+
+@converts("mm", "bmm", "matmul")
+def _matmul(c: Ctx, a, b_):
+    ta, tb = c.t(a), c.t(b_)
+    if ta.rank == 1 or tb.rank == 1:
+        a2 = Val(c.b.reshape(a, (1,) + ta.shape)) if ta.rank == 1 else a
+        b2 = Val(c.b.reshape(b_, tb.shape + (1,))) if tb.rank == 1 else b_
+        return Val(c.b.reshape(c.add("matmul", [a2, b2]), c.out.shape))
+    return c.add("matmul", [a, b_])
+
+
+@converts("addmm", "baddbmm")
+def _addmm(c: Ctx, bias, a, b_, *, beta=1, alpha=1):
+    prod_ = c.add("matmul", [a, b_])
+    dtype = c.out.dtype
+    if alpha != 1:
+        prod_ = c.add("mul", [prod_, tensor_operand(c, alpha, dtype)])
+    if beta == 0:
+        return prod_
+    if beta != 1:
+        bias = c.add("mul", [bias, tensor_operand(c, beta, dtype)])
+    return c.add("add", [prod_, bias])
+
+
+@converts("scaled_dot_product_attention")
+def _sdpa(c: Ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, *, scale=None, enable_gqa=False):
+    if dropout_p:
+        raise ConversionError("attention dropout is not supported (capture models in eval mode)")
+    scale = 1.0 / math.sqrt(c.t(q).shape[-1]) if scale is None else float(scale)
+    operands = [q, k, v]
+    if attn_mask is not None:
+        mask_t = c.t(attn_mask)
+        operands.append(attn_mask if mask_t.dtype is DType.i1 else Val(c.b.cast(attn_mask, c.t(q).dtype)))
+    return c.add("attention", operands, {"scale": scale, "causal": bool(is_causal)}, hint="attention")
+
+
+@converts("embedding")
+def _embedding(c: Ctx, weight, indices, *rest, **_):
+    return c.add("embedding", [weight, indices])
+
+
+@converts("index_select")
+def _index_select(c: Ctx, x, dim, index):
+    return c.add("index_select", [x, index], {"dim": norm_dim(dim, c.t(x).rank)})
+
+
+@converts("index")
+def _index(c: Ctx, x, indices):
+    lead = 0
+    while lead < len(indices) and indices[lead] is None:
+        lead += 1
+    rest = list(indices[lead:])
+    if any(i is None for i in rest):
+        raise ConversionError("index with non-consecutive index tensors is not supported")
+    return c.add("index", [x, *rest], {"dim": lead})
+
+
+@converts("convolution", "conv2d", "conv1d", "conv3d", "_convolution")
+def _convolution(c: Ctx, x, w, bias=None, stride=(1,), padding=(0,), dilation=(1,), *rest, groups=1, **_):
+    name = c.node.target.__name__.split(".")[0]
+    nsp = c.t(x).rank - 2
+    if name in ("convolution", "_convolution"):
+        transposed, _output_padding, groups = rest[0], rest[1], rest[2]
+        if transposed:
+            raise ConversionError("transposed convolution is not supported yet")
+    elif rest:
+        groups = rest[0]
+    if isinstance(padding, str):
+        raise ConversionError(f"padding={padding!r} is not supported; give explicit padding")
+
+    def expand(v):
+        v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+        return v * nsp if len(v) == 1 else v
+    return c.add("conv", [x, w] + ([bias] if bias is not None else []),
+                 {"stride": expand(stride), "padding": expand(padding), "dilation": expand(dilation),
+                  "groups": int(groups)})
+
+
+def _pool_attrs(kernel, stride, padding, dilation=1, ceil_mode=False):
+    def pair(v):
+        v = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+        return v * 2 if len(v) == 1 else v
+    return {"kernel": pair(kernel), "stride": pair(stride if stride else kernel),
+            "padding": pair(padding), "dilation": pair(dilation), "ceil_mode": bool(ceil_mode)}
+
+
+@converts("max_pool2d_with_indices", "max_pool2d")
+def _max_pool(c: Ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
+    out = c.add("max_pool", [x], _pool_attrs(kernel, stride, padding, dilation, ceil_mode))
+    return (out, None) if "indices" in c.node.target.__name__ else out
+
+
+@converts("avg_pool2d")
+def _avg_pool(c: Ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True,
+              divisor_override=None):
+    if divisor_override:
+        raise ConversionError("avg_pool2d divisor_override is not supported")
+    attrs = _pool_attrs(kernel, stride, padding, 1, ceil_mode)
+    attrs["count_include_pad"] = bool(count_include_pad)
+    return c.add("avg_pool", [x], attrs)
+
+
+@converts("adaptive_avg_pool2d", "_adaptive_avg_pool2d")
+def _adaptive_avg_pool(c: Ctx, x, output_size):
+    h, w = c.t(x).shape[-2:]
+    oh, ow = output_size
+    if (oh, ow) == (1, 1):
+        return c.add("mean", [x], {"dims": (2, 3), "keepdim": True})
+    if h % oh or w % ow:
+        raise ConversionError(f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} is not an even split")
+    return c.add("avg_pool", [x], _pool_attrs((h // oh, w // ow), (h // oh, w // ow), 0))
+
+
+# -- normalisation -------------------------------------------------------------------------
+@converts("layer_norm", "native_layer_norm")
+def _layer_norm(c: Ctx, x, normalized_shape, weight=None, bias=None, eps=1e-5, *rest):
+    operands = [x]
+    if weight is not None or bias is not None:
+        operands.append(weight if weight is not None else
+                        Val(c.b.constant(1.0, c.t(x).dtype, tuple(normalized_shape))))
+    if bias is not None:
+        operands.append(bias)
+    out = c.add("layer_norm", operands, {"normalized_rank": len(normalized_shape), "eps": float(eps)})
+    return (out, None, None) if "native" in c.node.target.__name__ else out
+
+
+@converts("rms_norm")
+def _rms_norm(c: Ctx, x, normalized_shape, weight=None, eps=None):
+    eps = torch.finfo(c.t(x).dtype.torch).eps if eps is None else eps
+    return c.add("rms_norm", [x] + ([weight] if weight is not None else []),
+                 {"normalized_rank": len(normalized_shape), "eps": float(eps)})
+
+
+@converts("group_norm", "native_group_norm")
+def _group_norm(c: Ctx, x, *args):
+    native = "native" in c.node.target.__name__
+    if native:
+        weight, bias, _n, _c, _hw, groups, eps = args
+    else:
+        groups, weight, bias, eps = (list(args) + [None, None, 1e-5])[:4]
+    operands = [x]
+    if weight is not None or bias is not None:
+        operands.append(weight if weight is not None else Val(c.b.constant(1.0, c.t(x).dtype, (c.t(x).shape[1],))))
+    if bias is not None:
+        operands.append(bias)
+    out = c.add("group_norm", operands, {"groups": int(groups), "eps": float(eps)})
+    return (out, None, None) if native else out
+
+
+@converts("_native_batch_norm_legit_no_training", "batch_norm", "_native_batch_norm_legit")
+def _batch_norm(c: Ctx, x, weight, bias, running_mean, running_var, *rest):
+    name = c.node.target.__name__.split(".")[0]
+    if name == "batch_norm":
+        training, _momentum, eps = rest[0], rest[1], rest[2]
+    elif name == "_native_batch_norm_legit":
+        training, _momentum, eps = rest[0], rest[1], rest[2]
+    else:
+        training, eps = False, rest[1]
+    if training:
+        raise ConversionError("batch_norm in training mode is not supported (call model.eval())")
+    if running_mean is None or running_var is None:
+        raise ConversionError("batch_norm without running statistics is not supported")
+    operands = [x, running_mean, running_var]
+    if weight is not None or bias is not None:
+        operands.append(weight if weight is not None else Val(c.b.constant(1.0, c.t(x).dtype, (c.t(x).shape[1],))))
+    if bias is not None:
+        operands.append(bias)
+    out = c.add("batch_norm", operands, {"eps": float(eps)})
+    return out if name == "batch_norm" else (out, None, None)
+
+
+# -- layout --------------------------------------------------------------------------------
+@converts("view", "_unsafe_view", "reshape", "flatten", "unflatten", "squeeze", "unsqueeze",
+          "view_copy", "_reshape_alias", "unsafe_view")
+def _reshape(c: Ctx, x, *args, **_):
+    return Val(c.b.reshape(x, c.out.shape))
+
+
+@converts("permute")
+def _permute(c: Ctx, x, dims):
+    rank = c.t(x).rank
+    perm = tuple(norm_dim(d, rank) for d in dims)
+    if perm == tuple(range(rank)):
+        return x
+    return c.add("permute", [x], {"perm": perm})
+
+
+@converts("transpose", "t", "numpy_T")
+def _transpose(c: Ctx, x, dim0=0, dim1=1):
+    rank = c.t(x).rank
+    if rank < 2:
+        return x
+    perm = list(range(rank))
+    d0, d1 = norm_dim(dim0, rank), norm_dim(dim1, rank)
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return c.add("permute", [x], {"perm": tuple(perm)})
+
+
+@converts("expand", "expand_as", "broadcast_to")
+def _expand(c: Ctx, x, *args, **_):
+    if c.t(x).shape == c.out.shape:
+        return x
+    return c.add("expand", [x], {"shape": c.out.shape})
+
+
+@converts("repeat")
+def _repeat(c: Ctx, x, repeats):
+    t = c.t(x)
+    lead = len(repeats) - t.rank
+    shape = (1,) * lead + t.shape
+    x = Val(c.b.reshape(x, shape))
+    inter = []
+    for s, r in zip(shape, repeats):
+        inter += [r, s]
+    x = Val(c.b.reshape(x, tuple(v for s in shape for v in (1, s))))
+    x = c.add("expand", [x], {"shape": tuple(inter)})
+    return Val(c.b.reshape(x, c.out.shape))
+
+
+def _slice_value(c: Ctx, x: Val, dim: int, start, end, step) -> Val:
+    size = c.t(x).shape[dim]
+    start = 0 if start is None else start
+    end = size if end is None else end
+    start = max(0, min(size, start + size if start < 0 else start))
+    end = max(start, min(size, end + size if end < 0 else end))
+    if (start, end, step) == (0, size, 1):
+        return x
+    return c.add("slice", [x], {"dim": dim, "start": start, "end": end, "step": int(step)})
+
+
+@converts("slice")
+def _slice(c: Ctx, x, dim=0, start=None, end=None, step=1):
+    return _slice_value(c, x, norm_dim(dim, c.t(x).rank), start, end, step)
+
+
+@converts("select")
+def _select(c: Ctx, x, dim, index):
+    dim = norm_dim(dim, c.t(x).rank)
+    size = c.t(x).shape[dim]
+    index = index + size if index < 0 else index
+    piece = _slice_value(c, x, dim, index, index + 1, 1)
+    return Val(c.b.reshape(piece, c.out.shape))
+
+
+@converts("split_with_sizes", "split", "chunk", "unbind", "tensor_split")
+def _split(c: Ctx, x, arg, dim=0):
+    name = c.node.target.__name__.split(".")[0]
+    if name == "unbind":
+        arg, dim = None, arg if isinstance(arg, int) else 0
+    rank = c.t(x).rank
+    dim = norm_dim(dim, rank)
+    size = c.t(x).shape[dim]
+    if name == "unbind":
+        sizes = [1] * size
+    elif name == "chunk":
+        each = -(-size // arg)
+        sizes = [min(each, size - i) for i in range(0, size, each)]
+    elif isinstance(arg, int):
+        sizes = [min(arg, size - i) for i in range(0, size, arg)]
+    else:
+        sizes = list(arg)
+    outs, start = [], 0
+    for s in sizes:
+        piece = _slice_value(c, x, dim, start, start + s, 1)
+        if name == "unbind":
+            t = c.t(piece)
+            piece = Val(c.b.reshape(piece, t.shape[:dim] + t.shape[dim + 1:]))
+        outs.append(piece)
+        start += s
+    return tuple(outs)
+
+
+@converts("cat", "concat", "concatenate")
+def _cat(c: Ctx, tensors, dim=0):
+    tensors = [t for t in tensors if c.t(t).numel > 0 or len(tensors) == 1]
+    dtype = c.out.dtype
+    tensors = [Val(c.b.cast(t, dtype)) for t in tensors]
+    if len(tensors) == 1:
+        return tensors[0]
+    return c.add("concat", tensors, {"dim": norm_dim(dim, c.out.rank)})
+
+
+@converts("stack")
+def _stack(c: Ctx, tensors, dim=0):
+    dim = norm_dim(dim, c.out.rank)
+    pieces = []
+    for t in tensors:
+        s = c.t(t).shape
+        pieces.append(Val(c.b.reshape(t, s[:dim] + (1,) + s[dim:])))
+    return pieces[0] if len(pieces) == 1 else c.add("concat", pieces, {"dim": dim})
+
+
+@converts("constant_pad_nd", "pad")
+def _pad(c: Ctx, x, pad, value=0.0, *rest):
+    if rest and rest[0] not in (None, "constant"):
+        raise ConversionError(f"pad mode {rest[0]!r} is not supported (only constant)")
+    rank = c.t(x).rank
+    pads = [0] * (2 * rank)
+    for i in range(len(pad) // 2):  # torch lists the last dim first
+        d = rank - 1 - i
+        pads[2 * d], pads[2 * d + 1] = pad[2 * i], pad[2 * i + 1]
+    value = 0.0 if value is None else value
+    return c.add("pad", [x], {"pads": tuple(pads), "value": float(value) if c.t(x).dtype.is_float else int(value)})
+
+
+@converts("pixel_shuffle")
+def _pixel_shuffle(c: Ctx, x, factor):
+    return c.add("pixel_shuffle", [x], {"factor": int(factor)})
+
+
+@converts("pixel_unshuffle")
+def _pixel_unshuffle(c: Ctx, x, factor):
+    return c.add("pixel_unshuffle", [x], {"factor": int(factor)})
+
+
+@converts("upsample_nearest2d", "upsample_nearest1d", "upsample_nearest3d")
+def _upsample(c: Ctx, x, *args, **_):
+    t, out = c.t(x), c.out
+    k = t.rank - 2
+    scales = []
+    for i in range(k):
+        s_in, s_out = t.shape[2 + i], out.shape[2 + i]
+        if s_out % s_in:
+            raise ConversionError(f"upsample_nearest from {s_in} to {s_out} is not an integer scale")
+        scales.append(s_out // s_in)
+    return c.add("upsample_nearest", [x], {"scales": tuple(scales)})
+
+
+# -- dropped ---------------------------------------------------------------------------------
+DROPPED = frozenset({"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size",
+                     "_assert_async", "sym_constrain_range", "_print"})
+
+GETITEM = operator.getitem
+
+
+@converts("codesign.moe")
+def _moe(c: Ctx, x, router, gate_up, down, top_k, normalize, activation):
+    from codesign.frontend.moe import expert_region
+    tokens = c.t(x)
+    flat = tokens.with_shape((tokens.numel // tokens.shape[-1], tokens.shape[-1]))
+    region = expert_region(flat, c.t(gate_up), c.t(down), activation)
+    xs = Val(c.b.reshape(x, flat.shape))
+    out = c.add("moe", [xs, router, gate_up, down],
+                {"num_experts": c.t(router).shape[0], "top_k": int(top_k), "normalize": bool(normalize)},
+                regions=(region,), hint="moe")
+    return Val(c.b.reshape(out, tokens.shape))

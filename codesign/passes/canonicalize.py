@@ -1,0 +1,339 @@
+"""Canonicalization: small local rewrites applied to a fixpoint, in a fixed order.
+
+Each pattern is a small class with `match_and_rewrite(node, rewriter)` that returns early
+when it does not apply and changes the IR only through the `Rewriter` (as in xDSL). The
+driver walks the graph in SSA order, tries the patterns in list order on each node until
+none applies, and sweeps again until a sweep changes nothing. Every pattern preserves the
+interpreter's results exactly; the one caveat is `x + 0.0`, which turns a `-0.0` into
+`+0.0` — equal as numbers, so folding it is safe for every consumer here.
+
+Replaced nodes are erased; nodes that merely became unused are left for `dce`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+from codesign.ir.graph import Graph, Node
+from codesign.ir.ops import Call, OpKind, UnknownOpError, get_op
+from codesign.ir.printer import format_attrs
+from codesign.ir.types import DType, TensorType
+from codesign.passes.manager import PassContext
+from codesign.passes.registry import Pass, register_pass
+
+
+class Rewriter:
+    """A graph under rewriting: patterns read it and change it only through these methods.
+
+    A pattern may change only the node it was given: replace its value by an existing one
+    (`replace_all_uses`), or swap it for a new node defining the same name and type
+    (`replace_node`). Uses of a replaced value are renamed lazily, as the driver reaches them.
+    """
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self._nodes: dict[str, Node] = {n.name: n for n in graph.nodes}  # keeps SSA order
+        self._types = graph.types()
+        self._alias: dict[str, str] = {}
+        self._available: dict[tuple, str] = {}  # value-numbering table for CSE
+        self._current: str | None = None
+        self.modified = False  # set by the last rewrite call
+        self.changed = False  # anything rewritten in this sweep
+
+    # -- reading ---------------------------------------------------------------------------
+    def resolve(self, value: str) -> str:
+        while value in self._alias:
+            value = self._alias[value]
+        return value
+
+    def producer(self, value: str) -> Node | None:
+        """The node defining `value` (None for a graph input)."""
+        return self._nodes.get(self.resolve(value))
+
+    def type_of(self, value: str) -> TensorType:
+        return self._types[self.resolve(value)]
+
+    def equivalent(self, node: Node) -> str | None:
+        """An earlier value computed by the same pure op on the same operands, if any."""
+        key = _cse_key(node)
+        found = self._available.get(key) if key is not None else None
+        return found if found != node.name else None
+
+    # -- writing ---------------------------------------------------------------------------
+    def replace_all_uses(self, node: Node, value: str) -> None:
+        """Every use of `node` reads `value` instead; `node` is erased."""
+        self._check_current(node)
+        value = self.resolve(value)
+        if self._types[value] != node.type:
+            raise AssertionError(f"canonicalize: replacing %{node.name}: {node.type} "
+                                 f"by %{value}: {self._types[value]} changes the type")
+        self._alias[node.name] = value
+        del self._nodes[node.name]
+        self._mark()
+
+    def replace_node(self, node: Node, new: Node) -> None:
+        """Swap `node` for `new`, which defines the same name with the same type."""
+        self._check_current(node)
+        if new.name != node.name or new.type != node.type:
+            raise AssertionError(f"canonicalize: %{node.name} must keep its name and type")
+        self._nodes[node.name] = new
+        self._mark()
+
+    def _check_current(self, node: Node) -> None:
+        if node.name != self._current:
+            raise AssertionError(f"canonicalize: a pattern may only rewrite the node it matched "
+                                 f"(%{self._current}), not %{node.name}")
+
+    def _mark(self) -> None:
+        self.modified = self.changed = True
+
+    # -- the driver's side -----------------------------------------------------------------
+    def names(self) -> list[str]:
+        return list(self._nodes)
+
+    def begin(self, name: str) -> Node:
+        """Make `name` the node patterns may rewrite, its operands renamed to current values."""
+        node = self._nodes[name]
+        operands = tuple(self.resolve(o) for o in node.operands)
+        if operands != node.operands:
+            node = self._nodes[name] = node.with_(operands=operands)
+        self._current = name
+        return node
+
+    def current(self, name: str) -> Node | None:
+        return self._nodes.get(name)
+
+    def remember(self, node: Node) -> None:
+        key = _cse_key(node)
+        if key is not None:
+            self._available.setdefault(key, node.name)
+
+    def result(self) -> Graph:
+        outputs = tuple(self.resolve(o) for o in self.graph.outputs)
+        return self.graph.with_nodes(self._nodes.values(), outputs)
+
+
+def _cse_key(node: Node) -> tuple | None:
+    """What makes two nodes compute the same value; None for nodes never merged (regions)."""
+    if node.regions:
+        return None
+    try:
+        attrs = get_op(node.op).attr_values(node.attrs)
+    except UnknownOpError:
+        return None
+    return node.op, node.operands, format_attrs(attrs), str(node.type)
+
+
+# -- patterns ------------------------------------------------------------------------------
+class Pattern:
+    """A rewrite of one node; `ops` are the op names it can match (empty: any)."""
+
+    name: ClassVar[str]
+    ops: ClassVar[frozenset[str]] = frozenset()
+
+    def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
+        raise NotImplementedError
+
+
+def _full_value(rewriter: Rewriter, value: str) -> int | float | bool | None:
+    """The fill value when `value` is a `full` constant, else None."""
+    producer = rewriter.producer(value)
+    if producer is None or producer.op != "full":
+        return None
+    return producer.attrs.get("value")
+
+
+class RemoveIdentityLayout(Pattern):
+    """reshape/expand to the same shape, identity permute, full-range slice, concat of one,
+    cast to the same dtype: the result is the operand."""
+
+    name = "remove-identity-layout"
+    ops = frozenset({"reshape", "permute", "expand", "slice", "concat", "cast"})
+
+    def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
+        if len(node.operands) != 1:
+            return
+        source = node.operands[0]
+        src = rewriter.type_of(source)
+        if src != node.type:
+            return
+        attrs = get_op(node.op).attr_values(node.attrs)
+        if node.op in ("reshape", "expand") and tuple(attrs["shape"]) != src.shape:
+            return
+        if node.op == "permute" and tuple(attrs["perm"]) != tuple(range(src.rank)):
+            return
+        if node.op == "slice" and (attrs["start"], attrs["end"], attrs["step"]) != (0, src.shape[attrs["dim"]], 1):
+            return
+        if node.op == "cast" and attrs["dtype"] != src.dtype.value:
+            return
+        rewriter.replace_all_uses(node, source)
+
+
+class FoldReshapeOfReshape(Pattern):
+    """reshape(reshape(x)) → reshape(x): row-major order is kept by both."""
+
+    name = "fold-reshape-of-reshape"
+    ops = frozenset({"reshape"})
+
+    def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
+        inner = rewriter.producer(node.operands[0])
+        if inner is None or inner.op != "reshape":
+            return
+        rewriter.replace_node(node, node.with_(operands=(inner.operands[0],)))
+
+
+class FoldPermuteOfPermute(Pattern):
+    """permute(permute(x, p1), p2) → permute(x, p) with p[i] = p1[p2[i]]."""
+
+    name = "fold-permute-of-permute"
+    ops = frozenset({"permute"})
+
+    def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
+        inner = rewriter.producer(node.operands[0])
+        if inner is None or inner.op != "permute":
+            return
+        p1, p2 = tuple(inner.attrs["perm"]), tuple(node.attrs["perm"])
+        composed = tuple(p1[i] for i in p2)
+        rewriter.replace_node(node, node.with_(operands=(inner.operands[0],),
+                                               attrs={**node.attrs, "perm": composed}))
+
+
+class FoldNeutralOperand(Pattern):
+    """x * 1 → x and x + 0 → x (either side), when x already has the result's type,
+    so that dropping the constant changes neither shape (broadcast) nor dtype."""
+
+    name = "fold-neutral-operand"
+    ops = frozenset({"mul", "add"})
+    _NEUTRAL: ClassVar[dict[str, int]] = {"mul": 1, "add": 0}
+
+    def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
+        neutral = self._NEUTRAL[node.op]
+        for const, other in (node.operands, node.operands[::-1]):
+            value = _full_value(rewriter, const)
+            if isinstance(value, bool) or value is None or value != neutral:
+                continue
+            if rewriter.type_of(other) == node.type:
+                rewriter.replace_all_uses(node, other)
+                return
+
+
+class FoldScalarConstants(Pattern):
+    """A pointwise op whose operands are all rank-0 `full`s becomes a `full`, computed by
+    the op's own reference `run`, so the folded value is bit-identical."""
+
+    name = "fold-scalar-constants"
+
+    def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
+        if not node.operands or node.regions or node.type.rank != 0:
+            return
+        op = get_op(node.op)
+        if op.kind is not OpKind.pointwise:
+            return
+        producers = [rewriter.producer(o) for o in node.operands]
+        if any(p is None or p.op != "full" or p.type.rank != 0 for p in producers):
+            return
+        args = [get_op("full").run(Call((), get_op("full").attr_values(p.attrs), p.type))
+                for p in producers]
+        try:
+            result = op.run(Call(args, op.attr_values(node.attrs), node.type))
+        except Exception:  # noqa: BLE001 - leave a failing op for run time to report
+            return
+        value = _python_scalar(result.to(node.type.dtype.torch).item(), node.type.dtype)
+        rewriter.replace_node(node, Node(node.name, "full", (), node.type, {"value": value},
+                                         loc=node.loc))
+
+
+def _python_scalar(value: object, dtype: DType) -> int | float | bool:
+    if dtype is DType.i1:
+        return bool(value)
+    return float(value) if dtype.is_float else int(value)
+
+
+class EliminateCommonSubexpression(Pattern):
+    """A pure node equal to an earlier one (op, operands, attributes, type; nodes with
+    regions excluded) is replaced by it. This also dedupes identical `full` constants."""
+
+    name = "cse"
+
+    def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
+        earlier = rewriter.equivalent(node)
+        if earlier is not None:
+            rewriter.replace_all_uses(node, earlier)
+
+
+PATTERNS: tuple[Pattern, ...] = (
+    RemoveIdentityLayout(),
+    FoldReshapeOfReshape(),
+    FoldPermuteOfPermute(),
+    FoldNeutralOperand(),
+    FoldScalarConstants(),
+    EliminateCommonSubexpression(),
+)
+"""Every canonicalization pattern, in the order the driver tries them."""
+
+_MAX_REWRITES_PER_NODE = 64
+
+
+def apply_patterns(graph: Graph, patterns: Sequence[Pattern] = PATTERNS,
+                   max_sweeps: int = 10) -> Graph:
+    """Apply `patterns` to a fixpoint (regions first, each on its own)."""
+    graph = graph.with_nodes(
+        n.with_(regions=tuple(apply_patterns(r, patterns, max_sweeps) for r in n.regions))
+        if n.regions else n for n in graph.nodes)
+    for _ in range(max_sweeps):
+        rewriter = Rewriter(graph)
+        for name in rewriter.names():
+            _rewrite_node(rewriter, name, patterns)
+        graph = rewriter.result()
+        if not rewriter.changed:
+            return graph
+    raise RuntimeError(f"canonicalize did not converge in {max_sweeps} sweeps over @{graph.name}; "
+                       f"two patterns probably undo each other")
+
+
+def _rewrite_node(rewriter: Rewriter, name: str, patterns: Sequence[Pattern]) -> None:
+    node = rewriter.begin(name)
+    for _ in range(_MAX_REWRITES_PER_NODE):
+        for pattern in patterns:
+            if pattern.ops and node.op not in pattern.ops:
+                continue
+            rewriter.modified = False
+            pattern.match_and_rewrite(node, rewriter)
+            if rewriter.modified:
+                break
+        else:
+            rewriter.remember(node)
+            return
+        current = rewriter.current(name)
+        if current is None:  # replaced by another value
+            return
+        node = current
+    raise RuntimeError(f"canonicalize: patterns keep rewriting %{name}; two patterns undo each other")
+
+
+@register_pass
+@dataclass(frozen=True)
+class Canonicalize(Pass):
+    """Run the canonicalization patterns to a fixpoint."""
+
+    name: ClassVar[str] = "canonicalize"
+    summary: ClassVar[str] = ("fold identity layout ops, reshape/permute chains, x*1, x+0 and "
+                              "scalar constants; dedupe equal nodes (CSE)")
+
+    max_iterations: int = field(default=10, metadata={"doc": "sweeps before giving up"})
+    disable_patterns: tuple[str, ...] = field(
+        default=(), metadata={"doc": "pattern names to skip: " + ", ".join(p.name for p in PATTERNS)})
+
+    def __post_init__(self) -> None:
+        known = {p.name for p in PATTERNS}
+        unknown = [n for n in self.disable_patterns if n not in known]
+        if unknown:
+            raise ValueError(f"unknown pattern(s) {', '.join(unknown)} in disable_patterns "
+                             f"(patterns: {', '.join(sorted(known))})")
+        if self.max_iterations < 1:
+            raise ValueError(f"max_iterations must be at least 1, got {self.max_iterations}")
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        patterns = [p for p in PATTERNS if p.name not in self.disable_patterns]
+        return apply_patterns(graph, patterns, self.max_iterations)
