@@ -1,0 +1,239 @@
+"""The `codesign` command line: `opt`, `capture`, `compile`, `targets`, `passes`.
+
+```
+codesign opt graph.csir --passes canonicalize,dce --print-ir-after-change --dump-dir out/
+codesign opt out/01-canonicalize.csir --resume          # continue the pipeline from a dump
+codesign capture examples/mlp.py:make_model -o mlp.csir
+codesign compile examples/gpt2.py:make_model --target sn40l --report
+codesign targets list | show sn40l | validate my.yaml | schema
+codesign passes
+```
+Mistakes in what the user gave (a file that does not parse, an unknown pass or target, a
+bad model spec) print one `codesign: error:` message and exit 1, never a traceback;
+`--traceback` shows it anyway. Argument errors exit 2, as argparse does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from codesign.ir import Graph, ParseError, VerifyError, parse_graph, print_graph
+from codesign.passes import (DEFAULT_PIPELINE, PASSES, PassContext, PassManager, PipelineError,
+                             add_instrumentation_args, instrumentation_from_args)
+
+
+class UserError(Exception):
+    """A mistake in the command line's input; printed as one line, no traceback."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "the user's input is wrong", not "codesign has a bug"."""
+    errors: list[type[BaseException]] = [UserError, ParseError, VerifyError, PipelineError, OSError]
+    try:
+        from codesign.targets import TargetError
+        from codesign.targets.schema import TargetLookupError
+        errors += [TargetError, TargetLookupError]
+    except ImportError:
+        pass
+    try:
+        import codesign.frontend as frontend
+        errors += [e for e in (getattr(frontend, "FrontendError", None),
+                               getattr(frontend, "CaptureError", None)) if isinstance(e, type)]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _write_output(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+
+
+def _read_ir(path: str) -> tuple[str, str]:
+    """(text, name for messages) of an IR file, `-` meaning stdin."""
+    if path == "-":
+        return sys.stdin.read(), "<stdin>"
+    try:
+        return Path(path).read_text(), path
+    except FileNotFoundError:
+        raise UserError(f"no such IR file: {path}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read IR file {path}: {exc.strerror}") from None
+
+
+def pipeline_of_dump(text: str) -> str | None:
+    """The pipeline recorded in a dump's header comment (`// codesign dump ... pipeline: P`)."""
+    first = text.split("\n", 1)[0]
+    if first.startswith("// codesign dump") and "pipeline: " in first:
+        pipeline = first.split("pipeline: ", 1)[1].strip()
+        return "" if pipeline == "(empty)" else pipeline
+    return None
+
+
+def _load_target(name: str | None) -> Any:
+    if name is None:
+        return None
+    from codesign.targets import load_target
+    return load_target(name)
+
+
+def _load_model(spec: str) -> tuple[Any, Any]:
+    """(model, example inputs) from `path/to/file.py:factory`."""
+    try:
+        from codesign.frontend import load_factory
+    except ImportError as exc:
+        raise UserError(f"the PyTorch frontend is not available ({exc})") from None
+    path, colon, factory = spec.rpartition(":")
+    if not colon or not path or not factory:
+        raise UserError(f"model {spec!r} should be written path/to/file.py:factory")
+    if not Path(path).is_file():
+        raise UserError(f"model file {path} does not exist")
+    try:
+        return load_factory(spec)
+    except Exception as exc:  # noqa: BLE001 - the user's file or factory failed, not codesign
+        raise UserError(f"cannot load model {spec}: {type(exc).__name__}: {exc}") from exc
+
+
+# -- sub-commands --------------------------------------------------------------------------
+def _cmd_opt(args: argparse.Namespace) -> int:
+    text, filename = _read_ir(args.file)
+    graph: Graph = parse_graph(text, filename)
+    pipeline = args.passes
+    if pipeline is None:
+        recorded = pipeline_of_dump(text) if args.resume else None
+        pipeline = recorded if recorded is not None else DEFAULT_PIPELINE
+    manager = PassManager(pipeline, instrumentation_from_args(args))
+    start_after = None
+    if args.resume:
+        if args.file == "-":
+            raise UserError("--resume needs a numbered dump file such as out/02-dce.csir, not stdin")
+        start_after = manager.resume_position(args.file)
+    result = manager.run(graph, PassContext(target=_load_target(args.target)), start_after=start_after)
+    _write_output(print_graph(result), args.output)
+    return 0
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    try:
+        from codesign.frontend import capture
+    except ImportError as exc:
+        raise UserError(f"the PyTorch frontend is not available ({exc})") from None
+    model, inputs = _load_model(args.model)
+    captured = capture(model, inputs)
+    _write_output(print_graph(captured.graph), args.output)
+    return 0
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    import codesign
+    compile_fn: Callable[..., Any] | None = getattr(codesign, "compile", None)
+    if compile_fn is None:
+        raise UserError("codesign.compile is not available in this build")
+    model, inputs = _load_model(args.model)
+    options: dict[str, Any] = {"instrumentation": instrumentation_from_args(args)}
+    if args.passes is not None:
+        options["pipeline"] = args.passes
+    module = compile_fn(model, inputs, target=args.target, **options)
+    if args.save is not None:
+        module.save(args.save)
+    if args.emit == "ir":
+        sys.stdout.write(print_graph(module.graph))
+    elif args.emit == "mlir":
+        sys.stdout.write(module.to_mlir().rstrip("\n") + "\n")
+    if args.report or args.emit is None:
+        sys.stdout.write(module.report().rstrip("\n") + "\n")
+    return 0
+
+
+def _cmd_passes(args: argparse.Namespace) -> int:
+    for name in sorted(PASSES):
+        cls = PASSES[name]
+        print(f"{name}  {cls.summary}")
+        for spec in cls.options():
+            default = "required" if spec.required else f"default {spec.format(spec.default) or '()'}"
+            doc = f"  {spec.doc}" if spec.doc else ""
+            print(f"    {spec.name}: {spec.type_name} ({default}){doc}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="codesign", description="Hardware co-design compiler and dataflow mapper for PyTorch models.")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the Python traceback of an error instead of one message")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    opt = commands.add_parser("opt", help="run passes over a textual IR file (mlir-opt style)",
+                              description="Read a .csir file, run a pass pipeline, print the result.")
+    opt.add_argument("file", metavar="FILE.csir", help="textual IR file ('-' for stdin)")
+    opt.add_argument("--passes", metavar="PIPELINE",
+                     help=f"comma-separated passes with options, e.g. 'canonicalize{{max_iterations=3}},dce' "
+                          f"(default: {DEFAULT_PIPELINE}; '' runs none)")
+    opt.add_argument("--resume", action="store_true",
+                     help="FILE is a numbered dump (NN-PASS.csir): continue the pipeline after that pass")
+    opt.add_argument("--target", metavar="T", help="target name or .yaml path, for target-aware passes")
+    opt.add_argument("-o", "--output", type=Path, metavar="OUT", help="write the result here, not stdout")
+    add_instrumentation_args(opt)
+    opt.set_defaults(func=_cmd_opt)
+
+    capture = commands.add_parser("capture", help="capture a PyTorch model into textual IR")
+    capture.add_argument("model", metavar="MODEL", help="path/to/file.py:factory returning (model, inputs)")
+    capture.add_argument("-o", "--output", type=Path, metavar="OUT.csir", help="write the IR here, not stdout")
+    capture.set_defaults(func=_cmd_capture)
+
+    compile_ = commands.add_parser("compile", help="compile a PyTorch model for a target")
+    compile_.add_argument("model", metavar="MODEL", help="path/to/file.py:factory returning (model, inputs)")
+    compile_.add_argument("--target", required=True, metavar="T", help="target name or .yaml path")
+    compile_.add_argument("--report", action="store_true", help="print the report (the default output)")
+    compile_.add_argument("--emit", choices=("ir", "mlir"), help="print the compiled IR or its MLIR export")
+    compile_.add_argument("--passes", metavar="PIPELINE", help="pass pipeline (default: the compiler's)")
+    compile_.add_argument("--save", type=Path, metavar="DIR", help="save dumps, code and plan to DIR")
+    add_instrumentation_args(compile_)
+    compile_.set_defaults(func=_cmd_compile)
+
+    try:
+        from codesign.targets.cli import add_targets_parser
+    except ImportError:
+        pass
+    else:
+        add_targets_parser(commands)
+
+    passes = commands.add_parser("passes", help="list the registered passes and their options")
+    passes.set_defaults(func=_cmd_passes)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `codesign` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else 2
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # `codesign opt ... | head` closed our stdout early
+        return 0
+    except _user_errors() as exc:
+        if args.traceback:
+            raise
+        # a ParseError already reads `file:line:col: error: ...`, as compilers print them
+        message = str(exc) if isinstance(exc, ParseError) else f"codesign: error: {exc}"
+        print(message, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""`codesign.compile`: capture, run the pass pipeline for a target, and wrap the result.
+
+Until code generation lands, a `CompiledModule` runs through the reference interpreter;
+its report, IR dumps and plan are already those of the real pipeline.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from codesign import __version__
+from codesign.analysis import GraphStats, graph_stats
+from codesign.frontend.capture import CapturedModel, capture
+from codesign.ir.graph import Graph
+from codesign.ir.interpreter import run_graph
+from codesign.ir.printer import print_graph
+from codesign.passes.manager import DEFAULT_PIPELINE, Instrumentation, PassContext, PassManager
+from codesign.targets import Target, load_target
+from codesign.targets.units import format_bytes, format_flops
+
+SAVE_MARKER = ".codesign-output"
+
+
+class SaveError(FileExistsError):
+    pass
+
+
+@dataclass
+class CompiledModule:
+    """A model compiled for a target: callable, inspectable, saveable."""
+
+    graph: Graph
+    target: Target
+    state: Mapping[str, torch.Tensor]
+    captured: Graph
+    pipeline: str
+    capture_method: str = "export"
+    ledger: tuple = field(default_factory=tuple)
+
+    @property
+    def is_meta(self) -> bool:
+        return any(t.device.type == "meta" for t in self.state.values())
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        if self.is_meta:
+            raise RuntimeError(f"{self.graph.name} was captured on the meta device (shapes only): it can be "
+                               "planned and reported but not run; build it on cpu/cuda to run it")
+        with torch.no_grad():
+            outputs = run_graph(self.graph, inputs, self.state)
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def stats(self) -> GraphStats:
+        return graph_stats(self.graph)
+
+    def to_mlir(self) -> str:
+        from codesign.export import mlir_text
+        return mlir_text(self.graph)
+
+    def summary(self) -> dict:
+        """The report as data (also written to plan.json)."""
+        s = self.stats()
+        return {
+            "codesign_version": __version__,
+            "graph": self.graph.name,
+            "target": self.target.name,
+            "pipeline": self.pipeline,
+            "capture": self.capture_method,
+            "nodes": len(self.graph.nodes),
+            "op_counts": s.op_counts,
+            "flops": s.flops,
+            "flops_by_kind": s.flops_by_kind,
+            "parameters": s.param_count,
+            "parameter_bytes": s.param_bytes,
+            "buffer_bytes": s.buffer_bytes,
+            "input_bytes": s.input_bytes,
+            "activation_bytes": s.activation_bytes,
+            "peak_activation_bytes": s.peak_activation_bytes,
+            "expert_bytes": s.expert_bytes,
+            "weights_fit": {t.name: s.param_bytes + s.buffer_bytes <= self.target.total_capacity(t.name)
+                            for t in self.target.memory},
+        }
+
+    def report(self, width: int = 100) -> str:
+        """Human-readable report: op counts, FLOPs, parameter and activation bytes."""
+        s = self.stats()
+        buf = io.StringIO()
+        console = Console(file=buf, width=width, markup=False, highlight=False, color_system=None,
+                          soft_wrap=False)
+        console.print(f"codesign report: @{self.graph.name} for target '{self.target.name}' "
+                      f"({self.target.kind}, {self.target.sockets} socket{'s' if self.target.sockets > 1 else ''})")
+        console.print(f"pipeline: {self.pipeline or '(none)'}   capture: {self.capture_method}   "
+                      f"nodes: {len(self.graph.nodes)}")
+        totals = Table(title="model", show_header=False)
+        totals.add_column("what")
+        totals.add_column("value", justify="right")
+        totals.add_row("parameters", f"{s.param_count:,} ({_count(s.param_count)})")
+        totals.add_row("parameter bytes", format_bytes(s.param_bytes))
+        totals.add_row("buffer bytes", format_bytes(s.buffer_bytes))
+        if s.expert_bytes:
+            totals.add_row("expert weight bytes", format_bytes(s.expert_bytes))
+        totals.add_row("input bytes", format_bytes(s.input_bytes))
+        totals.add_row("activation bytes (all values)", format_bytes(s.activation_bytes))
+        totals.add_row("peak live activations (unfused)", format_bytes(s.peak_activation_bytes))
+        totals.add_row("FLOPs", f"{s.flops:,} ({format_flops(s.flops).replace('/s', '')})")
+        for kind, flops in s.flops_by_kind.items():
+            totals.add_row(f"  {kind}", f"{flops / max(s.flops, 1):.1%}")
+        console.print(totals)
+        ops = Table(title="ops")
+        ops.add_column("op")
+        ops.add_column("count", justify="right")
+        for op, count in s.op_counts.items():
+            ops.add_row(op, str(count))
+        console.print(ops)
+        tiers = Table(title=f"memory tiers of {self.target.name}")
+        for col in ("tier", "capacity", "bandwidth", "weights fit"):
+            tiers.add_column(col, justify="left" if col == "tier" else "right")
+        weights = s.param_bytes + s.buffer_bytes
+        from codesign.targets.units import format_bandwidth
+        for tier in self.target.memory:
+            cap = self.target.total_capacity(tier.name)
+            tiers.add_row(tier.name, format_bytes(cap), format_bandwidth(self.target.total_bandwidth(tier.name)),
+                          "yes" if weights <= cap else f"no ({weights / cap:.1f}x)")
+        console.print(tiers)
+        return buf.getvalue()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write IR dumps, plan.json and the report; refuses to overwrite a user's folder."""
+        out = Path(directory)
+        if out.exists() and any(out.iterdir()) and not (out / SAVE_MARKER).exists():
+            raise SaveError(f"{out} exists and holds files codesign did not write; "
+                            f"choose an empty or new folder")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SAVE_MARKER).write_text("written by codesign; files here may be replaced by cm.save()\n")
+        (out / "captured.csir").write_text(print_graph(self.captured))
+        (out / "graph.csir").write_text(print_graph(self.graph))
+        (out / "plan.json").write_text(json.dumps(self.summary(), indent=2, sort_keys=True) + "\n")
+        (out / "report.txt").write_text(self.report())
+        return out
+
+
+def _count(n: int) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.2f} {suffix}"
+    return str(n)
+
+
+def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[torch.Tensor] | torch.Tensor = (),
+            target: str | Path | Target = "sn40l", *, pipeline: str | None = None,
+            instrumentation: Instrumentation | None = None,
+            options: Mapping[str, object] | None = None) -> CompiledModule:
+    """Capture `model`, lower it for `target` through `pipeline`, return a `CompiledModule`."""
+    target = target if isinstance(target, Target) else load_target(target)
+    captured = model if isinstance(model, CapturedModel) else capture(model, example_inputs)
+    pipeline = DEFAULT_PIPELINE if pipeline is None else pipeline
+    manager = PassManager(pipeline, instrumentation)
+    ctx = PassContext(target=target, options=dict(options or {}))
+    graph = manager.run(captured.graph, ctx)
+    if manager.instrumentation.timing:
+        from codesign.passes.manager import render_timings
+        render_timings(manager.timings, manager.instrumentation.out)
+    return CompiledModule(graph, target, captured.state, captured.graph, manager.pipeline_text,
+                          captured.method, tuple(ctx.ledger))
