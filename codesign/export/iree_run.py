@@ -16,7 +16,8 @@ import torch
 from codesign.export.mlir import MlirExportError, MlirModule, to_mlir
 from codesign.ir.graph import Graph, Input
 
-TARGET_ARGS = ["--iree-llvmcpu-target-cpu=host"]
+# f64 stays f64 (IREE demotes it to f32 by default, changing the signature).
+TARGET_ARGS = ["--iree-llvmcpu-target-cpu=host", "--iree-input-demote-f64-to-f32=false"]
 
 
 def compile_module(module: MlirModule) -> bytes:

@@ -333,9 +333,14 @@ def lower_pool(c: NodeContext) -> ir.Value:
         high.append(max(a["padding"][i], reach - size - a["padding"][i]))
     fill = K.lowest(work) if is_max else 0.0
     x = b.pad(x, low, high, work, fill)
-    combine = (lambda v, acc: [S.maximum(work, v, acc)]) if is_max else (lambda v, acc: [arith.addf(v, acc)])
-    (out,) = b.generic([x], [b.filled(c.type.shape, work, fill)],
-                       [shift(st.operand_maps[0], low), st.result_map], c.iterators, combine)
+    # The window loops appear in no map on their own, so linalg could not infer their
+    # bounds; an unread [kh, kw] operand supplies them, as linalg's pooling ops do.
+    window = b.empty(a["kernel"], work)
+    window_map = AffineMap(6, (Dim(4), Dim(5)))
+    combine = (lambda v, _w, acc: [S.maximum(work, v, acc)]) if is_max else (
+        lambda v, _w, acc: [arith.addf(v, acc)])
+    (out,) = b.generic([x, window], [b.filled(c.type.shape, work, fill)],
+                       [shift(st.operand_maps[0], low), window_map, st.result_map], c.iterators, combine)
     if not is_max:
         table = _avg_pool_divisors(xt.shape[2:], a)
         divisor = b.dense(table.astype(np.float64 if work is DType.f64 else np.float32))

@@ -195,7 +195,7 @@ def _masked_fill(c: Ctx, x, mask, value):
 
 # -- sources -----------------------------------------------------------------------------
 @converts("scalar_tensor", "full", "full_like", "zeros", "ones", "zeros_like", "ones_like",
-          "new_zeros", "new_ones")
+          "new_zeros", "new_ones", "empty", "empty_like")
 def _full(c: Ctx, *args, **_):
     name = c.node.target.__name__.split(".")[0]
     if name in ("scalar_tensor",):
@@ -204,8 +204,8 @@ def _full(c: Ctx, *args, **_):
         value = args[1]
     elif name == "full_like":
         value = args[1]
-    else:
-        value = 0 if "zeros" in name else 1
+    else:  # zeros / ones; `empty` is filled with zeros so that runs are deterministic
+        value = 1 if "ones" in name else 0
     return Val(c.b.constant(value, c.out.dtype, c.out.shape))
 
 
@@ -416,12 +416,13 @@ def _group_norm(c: Ctx, x, *args):
     return (out, None, None) if native else out
 
 
-@converts("_native_batch_norm_legit_no_training", "batch_norm", "_native_batch_norm_legit")
+@converts("_native_batch_norm_legit_no_training", "batch_norm", "_native_batch_norm_legit",
+          "native_batch_norm")
 def _batch_norm(c: Ctx, x, weight, bias, running_mean, running_var, *rest):
     name = c.node.target.__name__.split(".")[0]
     if name == "batch_norm":
         training, _momentum, eps = rest[0], rest[1], rest[2]
-    elif name == "_native_batch_norm_legit":
+    elif name in ("_native_batch_norm_legit", "native_batch_norm"):
         training, _momentum, eps = rest[0], rest[1], rest[2]
     else:
         training, eps = False, rest[1]

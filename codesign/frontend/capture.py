@@ -9,8 +9,8 @@ tracing with fake tensors (make_fx) is tried instead.
 
 from __future__ import annotations
 
-import contextlib
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -238,39 +238,62 @@ def _export(model: torch.nn.Module, inputs: tuple) -> ExportedProgram:
     return ep.run_decompositions(decomposition_table())
 
 
-def _make_fx(model: torch.nn.Module, inputs: tuple) -> torch.fx.GraphModule:
+def _make_fx(model: torch.nn.Module, inputs: tuple) -> tuple[torch.fx.GraphModule, dict, dict]:
+    """Trace with fake tensors, weights passed in as inputs (so they become graph inputs)."""
     from torch.fx.experimental.proxy_tensor import make_fx
-    from torch._decomp import core_aten_decompositions  # noqa: F401 - same table as export
 
-    def forward(*args):
-        return model(*args)
-    return make_fx(forward, decomposition_table=decomposition_table(), tracing_mode="fake")(*inputs)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    buffers = dict(model.named_buffers(remove_duplicate=False))
+    state = {**params, **buffers}
+
+    def forward(state_args, *args):
+        return torch.func.functional_call(model, state_args, args)
+
+    gm = make_fx(forward, decomposition_table=decomposition_table(), tracing_mode="fake",
+                 record_stack_traces=True)(state, *inputs)
+    gm.graph.eliminate_dead_code()  # unused outputs of tuple ops (batch-norm statistics, ...)
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    kinds = {}
+    for node, key in zip(placeholders, state):
+        kinds[node.name] = (InputKind.param if key in params else InputKind.buffer, key)
+    return gm, kinds, state
 
 
 def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor, *,
-            name: str | None = None, attention: bool = True) -> CapturedModel:
-    """Bring `model` (called on `example_inputs`) into the IR; the graph is verified."""
+            name: str | None = None, method: str = "auto", attention: bool = True) -> CapturedModel:
+    """Bring `model` (called on `example_inputs`) into the IR; the graph is verified.
+
+    `method`: "export" (torch.export, non-strict), "make_fx" (fx tracing with fake tensors),
+    or "auto" (export, falling back to make_fx when export refuses the model).
+    """
+    if method not in ("auto", "export", "make_fx"):
+        raise ValueError(f"capture method {method!r} is not one of auto, export, make_fx")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     inputs = tuple(example_inputs)
     name = name or _name_of(model)
-    model = model.eval() if hasattr(model, "eval") else model
-    with moe_leaf_modules(model), torch.no_grad():
-        try:
-            ep = _export(model, inputs)
-        except aten.ConversionError:
-            raise
-        except Exception as export_error:  # noqa: BLE001 - fall back, then report both
+    model = model.eval()
+    export_error: Exception | None = None
+    with moe_leaf_modules(model), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        if method in ("auto", "export"):
             try:
-                gm = _make_fx(model, inputs)
-            except Exception as fx_error:  # noqa: BLE001
-                raise CaptureError(f"torch.export failed: {_first_line(export_error)}\n"
-                                   f"fx tracing (make_fx) failed too: {_first_line(fx_error)}") from export_error
-            graph, state = convert_fx(gm, name, {}, lambda target: getattr(gm, target))
-            graph = _finish(graph, attention)
-            return CapturedModel(graph, state, "make_fx")
-    graph, state = convert_fx(ep.graph_module, name, _input_kinds(ep), lambda t: _state_tensor(ep, t))
-    return CapturedModel(_finish(graph, attention), state, "export")
+                ep = _export(model, inputs)
+            except Exception as exc:  # noqa: BLE001 - reported below, with the fallback's error
+                if method == "export":
+                    raise CaptureError(f"torch.export failed: {_first_line(exc)}") from exc
+                export_error = exc
+            else:
+                graph, state = convert_fx(ep.graph_module, name, _input_kinds(ep),
+                                          lambda t: _state_tensor(ep, t))
+                return CapturedModel(_finish(graph, attention), state, "export")
+        try:
+            gm, kinds, fx_state = _make_fx(model, inputs)
+        except Exception as fx_error:  # noqa: BLE001
+            before = f"torch.export failed: {_first_line(export_error)}\n" if export_error else ""
+            raise CaptureError(f"{before}fx tracing (make_fx) failed: {_first_line(fx_error)}") from fx_error
+        graph, state = convert_fx(gm, name, kinds, fx_state.__getitem__)
+        return CapturedModel(_finish(graph, attention), state, "make_fx")
 
 
 def _finish(graph: Graph, attention: bool) -> Graph:
@@ -283,7 +306,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
-
-@contextlib.contextmanager
-def _nothing():
-    yield

@@ -166,8 +166,8 @@ def _pad_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> T
     if len(pads) != 2 * x.rank:
         raise ShapeError(f"pad needs (before, after) per dim: {2 * x.rank} entries, got {len(pads)}")
     shape = tuple(s + pads[2 * i] + pads[2 * i + 1] for i, s in enumerate(x.shape))
-    if any(s < 0 for s in shape):
-        raise ShapeError(f"pad {list(pads)} makes {list(x.shape)} negative")
+    if any(s + min(pads[2 * i], 0) + min(pads[2 * i + 1], 0) < 0 for i, s in enumerate(x.shape)):
+        raise ShapeError(f"pad {list(pads)} makes {list(x.shape)} negative")  # torch crops before padding
     return x.with_shape(shape)
 
 
