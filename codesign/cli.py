@@ -40,8 +40,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         pass
     try:
         import codesign.frontend as frontend
-        errors += [e for e in (getattr(frontend, "FrontendError", None),
-                               getattr(frontend, "CaptureError", None)) if isinstance(e, type)]
+        errors += [e for e in (getattr(frontend, name, None) for name in
+                               ("ModelSpecError", "CaptureError", "FrontendError")) if isinstance(e, type)]
     except ImportError:
         pass
     return tuple(errors)
@@ -91,13 +91,10 @@ def _load_model(spec: str) -> tuple[Any, Any]:
         from codesign.frontend import load_factory
     except ImportError as exc:
         raise UserError(f"the PyTorch frontend is not available ({exc})") from None
-    path, colon, factory = spec.rpartition(":")
-    if not colon or not path or not factory:
-        raise UserError(f"model {spec!r} should be written path/to/file.py:factory")
-    if not Path(path).is_file():
-        raise UserError(f"model file {path} does not exist")
     try:
         return load_factory(spec)
+    except _user_errors():
+        raise
     except Exception as exc:  # noqa: BLE001 - the user's file or factory failed, not codesign
         raise UserError(f"cannot load model {spec}: {type(exc).__name__}: {exc}") from exc
 
@@ -171,8 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true",
                         help="show the Python traceback of an error instead of one message")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # `--traceback` is also accepted after the sub-command (SUPPRESS: don't reset the global one)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                        help="show the Python traceback of an error instead of one message")
 
-    opt = commands.add_parser("opt", help="run passes over a textual IR file (mlir-opt style)",
+    opt = commands.add_parser("opt", parents=[common], help="run passes over a textual IR file (mlir-opt style)",
                               description="Read a .csir file, run a pass pipeline, print the result.")
     opt.add_argument("file", metavar="FILE.csir", help="textual IR file ('-' for stdin)")
     opt.add_argument("--passes", metavar="PIPELINE",
@@ -185,12 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_instrumentation_args(opt)
     opt.set_defaults(func=_cmd_opt)
 
-    capture = commands.add_parser("capture", help="capture a PyTorch model into textual IR")
+    capture = commands.add_parser("capture", parents=[common], help="capture a PyTorch model into textual IR")
     capture.add_argument("model", metavar="MODEL", help="path/to/file.py:factory returning (model, inputs)")
     capture.add_argument("-o", "--output", type=Path, metavar="OUT.csir", help="write the IR here, not stdout")
     capture.set_defaults(func=_cmd_capture)
 
-    compile_ = commands.add_parser("compile", help="compile a PyTorch model for a target")
+    compile_ = commands.add_parser("compile", parents=[common], help="compile a PyTorch model for a target")
     compile_.add_argument("model", metavar="MODEL", help="path/to/file.py:factory returning (model, inputs)")
     compile_.add_argument("--target", required=True, metavar="T", help="target name or .yaml path")
     compile_.add_argument("--report", action="store_true", help="print the report (the default output)")
@@ -207,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     else:
         add_targets_parser(commands)
 
-    passes = commands.add_parser("passes", help="list the registered passes and their options")
+    passes = commands.add_parser("passes", parents=[common], help="list the registered passes and their options")
     passes.set_defaults(func=_cmd_passes)
     return parser
 
@@ -227,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `codesign opt ... | head` closed our stdout early
         return 0
     except _user_errors() as exc:
-        if args.traceback:
+        if getattr(args, "traceback", False):
             raise
         # a ParseError already reads `file:line:col: error: ...`, as compilers print them
         message = str(exc) if isinstance(exc, ParseError) else f"codesign: error: {exc}"

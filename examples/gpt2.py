@@ -3,19 +3,8 @@
 The wrapper returns only the logits tensor so torch.export sees a single tensor output.
 """
 import torch
-from torch import nn
+from hf_causal_lm import LogitsOnly
 from transformers import GPT2Config, GPT2LMHeadModel
-
-
-class LogitsOnly(nn.Module):
-    """Wraps a HF causal LM so that forward(input_ids) -> logits tensor."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids):
-        return self.model(input_ids=input_ids, use_cache=False).logits
 
 
 def _build(config, batch, seq):

@@ -1,18 +1,7 @@
 """Llama examples for codesign (random weights built from a LlamaConfig; no downloads)."""
 import torch
-from torch import nn
+from hf_causal_lm import LogitsOnly
 from transformers import LlamaConfig, LlamaForCausalLM
-
-
-class LogitsOnly(nn.Module):
-    """Wraps a HF causal LM so that forward(input_ids) -> logits tensor."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids):
-        return self.model(input_ids=input_ids, use_cache=False).logits
 
 
 def tiny(attn_implementation="sdpa"):

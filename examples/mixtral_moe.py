@@ -13,7 +13,7 @@ The "eager" experts forward loops over hit experts (one_hot / nonzero / torch.wh
 i.e. it is data dependent.
 """
 import torch
-from torch import nn
+from hf_causal_lm import LogitsOnly
 from transformers import MixtralConfig, MixtralForCausalLM
 from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
 
@@ -42,17 +42,6 @@ def tiny(experts_implementation="eager"):
     block.eval()
     x = torch.randn(2, 8, 64)
     return block, (x,)
-
-
-class LogitsOnly(nn.Module):
-    """Wraps a HF causal LM so that forward(input_ids) -> logits tensor."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids):
-        return self.model(input_ids=input_ids, use_cache=False).logits
 
 
 def tiny_model(experts_implementation="eager"):

@@ -72,6 +72,17 @@ def affine_map(amap: AffineMap) -> ir.AffineMap:
     return ir.AffineMap.get(amap.num_dims, 0, [affine_expr(r) for r in amap.results])
 
 
+def is_semi_affine(amap: AffineMap) -> bool:
+    """True when a result uses floordiv or mod."""
+    def semi(e: AffineExpr) -> bool:
+        if isinstance(e, (FloorDiv, Mod)):
+            return True
+        if isinstance(e, Add):
+            return semi(e.lhs) or semi(e.rhs)
+        return isinstance(e, Mul) and semi(e.expr)
+    return any(semi(r) for r in amap.results)
+
+
 def iterator(kind: IterKind) -> linalg.IteratorType:
     return linalg.IteratorType.parallel if kind is IterKind.parallel else linalg.IteratorType.reduction
 
@@ -155,12 +166,45 @@ class Builder:
 
     def map_elements(self, inputs: Sequence[ir.Value], maps: Sequence[AffineMap],
                      shape: Sequence[int], dtype: DType, body: Body) -> ir.Value:
-        """A parallel generic over `shape` writing a fresh tensor (the output arg is unused)."""
+        """A parallel generic over `shape` writing a fresh tensor (the output arg is unused).
+
+        Inputs read through a semi-affine map (floordiv / mod: pixel shuffle, upsample,
+        group-norm statistics) are not generic operands: IREE cannot tile such maps unless
+        its tile sizes happen to divide the divisors. The body computes their index with
+        index arithmetic and reads them with `tensor.extract` instead, as a gather does.
+        """
         rank = len(shape)
-        (out,) = self.generic(inputs, [self.empty(shape, dtype)],
-                              [*maps, AffineMap.identity(rank)], [IterKind.parallel] * rank,
-                              lambda *args: body(*args[:-1]))
+        direct = [i for i, m in enumerate(maps) if not is_semi_affine(m)]
+
+        def full_body(*args: ir.Value) -> Sequence[ir.Value]:
+            values, given = [], iter(args[:-1])
+            for i, (value, amap) in enumerate(zip(inputs, maps)):
+                values.append(next(given) if i in direct
+                              else tensor.extract(value, [self.index_of(r) for r in amap.results]))
+            return body(*values)
+        (out,) = self.generic([inputs[i] for i in direct], [self.empty(shape, dtype)],
+                              [*(maps[i] for i in direct), AffineMap.identity(rank)],
+                              [IterKind.parallel] * rank, full_body)
         return out
+
+    def index_of(self, expr: AffineExpr) -> ir.Value:
+        """`expr` evaluated at the current loop point, as an `index` (inside a generic body).
+
+        `mod` lowers to `remsi`, which equals floor-mod because layout indices are >= 0.
+        """
+        if isinstance(expr, Dim):
+            return self.loop_index(expr.index)
+        if isinstance(expr, Const):
+            return self.index_constant(expr.value)
+        if isinstance(expr, Add):
+            return arith.addi(self.index_of(expr.lhs), self.index_of(expr.rhs))
+        if isinstance(expr, Mul):
+            return arith.muli(self.index_of(expr.expr), self.index_constant(expr.factor))
+        if isinstance(expr, FloorDiv):
+            return arith.floordivsi(self.index_of(expr.expr), self.index_constant(expr.divisor))
+        if isinstance(expr, Mod):
+            return arith.remsi(self.index_of(expr.expr), self.index_constant(expr.divisor))
+        raise TypeError(f"unknown affine expression {expr!r}")
 
     def reshape(self, value: ir.Value, shape: Sequence[int]) -> ir.Value:
         """Row-major reshape: collapse to 1-d, then expand (both are free views)."""

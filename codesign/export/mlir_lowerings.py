@@ -21,7 +21,8 @@ from iree.compiler.dialects import arith, math, tensor
 
 from codesign.export import mlir_kernels as K
 from codesign.export import mlir_scalar as S
-from codesign.export.mlir_builder import Builder, MlirExportError, element_type, shift, substitute
+from codesign.export.mlir_builder import (Builder, MlirExportError, element_type, is_semi_affine,
+                                          shift, substitute)
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.graph import Node
 from codesign.ir.ops.contraction import conv_out_size
@@ -274,9 +275,20 @@ def lower_attention(c: NodeContext) -> ir.Value:
     batch_dims = tuple(Dim(i) for i in range(nb))
 
     qk = {**batch, i_: nb, j_: nb + 1, d_: nb + 2}
+    pv = {**batch, i_: nb, e_: nb + 1, j_: nb + 2}
+    k_map, v_map = substitute(st.operand_maps[1], qk, nb + 3), substitute(st.operand_maps[2], pv, nb + 3)
+    if is_semi_affine(st.operand_maps[1]):
+        # Grouped-query: the kv head is q head floordiv group, a map IREE cannot tile in a
+        # contraction. Repeat k and v per query head first (map_elements gathers them).
+        k = _per_query_head(b, k, substitute(st.operand_maps[1], {**batch, j_: nb, d_: nb + 1}, nb + 2),
+                            [*qt.shape[:-2], lk, qt.shape[-1]], work)
+        v = _per_query_head(b, v, substitute(st.operand_maps[2], {**batch, j_: nb, e_: nb + 1}, nb + 2),
+                            [*qt.shape[:-2], lk, c.type.shape[-1]], work)
+        k_map = AffineMap(nb + 3, (*batch_dims, Dim(nb + 1), Dim(nb + 2)))
+        v_map = AffineMap(nb + 3, (*batch_dims, Dim(nb + 2), Dim(nb + 1)))
     (scores,) = b.generic(
         [q, k], [b.filled(scores_shape, work, 0)],
-        [substitute(st.operand_maps[0], qk, nb + 3), substitute(st.operand_maps[1], qk, nb + 3),
+        [substitute(st.operand_maps[0], qk, nb + 3), k_map,
          AffineMap(nb + 3, (*batch_dims, Dim(nb), Dim(nb + 1)))],
         [IterKind.parallel] * (nb + 2) + [IterKind.reduction], _mul_add(work, work, b))
 
@@ -302,14 +314,19 @@ def lower_attention(c: NodeContext) -> ir.Value:
     masked = b.map_elements(inputs, maps, scores_shape, work, mask_body)
     probs = K.softmax(b, masked, work, nb + 1)
 
-    pv = {**batch, i_: nb, e_: nb + 1, j_: nb + 2}
     out_shape = list(c.type.shape)
     (out,) = b.generic(
         [probs, v], [b.filled(out_shape, work, 0)],
-        [AffineMap(nb + 3, (*batch_dims, Dim(nb), Dim(nb + 2))),
-         substitute(st.operand_maps[2], pv, nb + 3), substitute(st.result_map, pv, nb + 3)],
+        [AffineMap(nb + 3, (*batch_dims, Dim(nb), Dim(nb + 2))), v_map,
+         substitute(st.result_map, pv, nb + 3)],
         [IterKind.parallel] * (nb + 2) + [IterKind.reduction], _mul_add(work, work, b))
     return K.cast_tensor(b, out, work, dtype)
+
+
+def _per_query_head(b: Builder, value: ir.Value, amap: AffineMap, shape: Sequence[int],
+                    dtype: DType) -> ir.Value:
+    """k or v with one head per query head: a copy through the grouped-query map."""
+    return b.map_elements([value], [amap], shape, dtype, lambda x: [x])
 
 
 # -- windows --------------------------------------------------------------------------------
@@ -383,9 +400,18 @@ def lower_gather(c: NodeContext) -> ir.Value:
 
 # -- layout ---------------------------------------------------------------------------------
 def lower_copy(c: NodeContext) -> ir.Value:
-    """A layout op as a copy through its structure map (permute, slice, pixel shuffle, ...)."""
+    """A layout op as a copy through its structure map (permute, pixel shuffle, ...)."""
     return c.builder.map_elements(c.operands, c.structure.operand_maps, c.type.shape,
                                   c.type.dtype, lambda v: [v])
+
+
+def lower_slice(c: NodeContext) -> ir.Value:
+    """`tensor.extract_slice`: a copy through the map `start + step·d` would let linalg infer
+    the loop size from the (larger) operand, so slices stay views."""
+    dim, rank = c.attrs["dim"], c.type.rank
+    offsets, steps = [0] * rank, [1] * rank
+    offsets[dim], steps[dim] = c.attrs["start"], c.attrs["step"]
+    return c.builder.extract_slice(c.operands[0], offsets, c.type.shape, steps)
 
 
 def lower_reshape(c: NodeContext) -> ir.Value:
@@ -451,8 +477,8 @@ LOWERINGS: dict[str, Lowering] = {
     "matmul": lower_contraction, "linear": lower_contraction, "conv": lower_contraction,
     "attention": lower_attention, "max_pool": lower_pool, "avg_pool": lower_pool,
     "embedding": lower_gather, "index_select": lower_gather,
-    "reshape": lower_reshape, "concat": lower_concat, "pad": lower_pad,
-    **{name: lower_copy for name in ("permute", "expand", "slice", "pixel_shuffle",
+    "reshape": lower_reshape, "slice": lower_slice, "concat": lower_concat, "pad": lower_pad,
+    **{name: lower_copy for name in ("permute", "expand", "pixel_shuffle",
                                      "pixel_unshuffle", "upsample_nearest")},
     "full": lower_full, "iota": lower_iota, "moe": refuse_moe,
 }

@@ -207,6 +207,11 @@ def convert_fx(gm: torch.fx.GraphModule, name: str,
             env[node] = _Missing()
             unsupported.append(UnsupportedOp(op_name, _module_path(node), _source_line(node)))
             continue
+        dynamic = _dynamic_shape(node)
+        if dynamic:
+            env[node] = _Missing()
+            unsupported.append(UnsupportedOp(op_name, _module_path(node), _source_line(node), dynamic))
+            continue
         b.loc = _module_path(node) or None
         try:
             args, kwargs = lookup(node.args), lookup(node.kwargs)
@@ -219,6 +224,17 @@ def convert_fx(gm: torch.fx.GraphModule, name: str,
     if unsupported:
         raise UnsupportedOpsError(unsupported)
     return b.finish(outputs), state
+
+
+def _dynamic_shape(node: torch.fx.Node) -> str:
+    """Why a node's result has no static shape ("" when it has one)."""
+    val = node.meta.get("val")
+    if isinstance(val, torch.SymInt):
+        return "computes a size at run time (data-dependent); codesign needs static shapes"
+    if isinstance(val, torch.Tensor) and not all(isinstance(s, int) for s in val.shape):
+        return (f"has a data-dependent shape {list(val.shape)}; codesign needs static shapes "
+                "(e.g. replace boolean-mask indexing with torch.where)")
+    return ""
 
 
 class _Missing:

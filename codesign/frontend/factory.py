@@ -27,7 +27,12 @@ def load_factory(spec: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
         raise ModelSpecError(f"{path} is not an importable Python file")
     module = importlib.util.module_from_spec(loader_spec)
     sys.modules[module_name] = module
-    loader_spec.loader.exec_module(module)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)  # as `python file.py` would: siblings of the file import
+    try:
+        loader_spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
     factories = [n for n, f in vars(module).items()
                  if callable(f) and not n.startswith("_") and getattr(f, "__module__", None) == module_name
                  and not isinstance(f, type)]

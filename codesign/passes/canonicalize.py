@@ -163,8 +163,10 @@ class RemoveIdentityLayout(Pattern):
             return
         if node.op == "permute" and tuple(attrs["perm"]) != tuple(range(src.rank)):
             return
-        if node.op == "slice" and (attrs["start"], attrs["end"], attrs["step"]) != (0, src.shape[attrs["dim"]], 1):
-            return
+        if node.op == "slice":
+            full_range = (0, src.shape[attrs["dim"]], 1)
+            if (attrs["start"], attrs["end"], attrs["step"]) != full_range:
+                return
         if node.op == "cast" and attrs["dtype"] != src.dtype.value:
             return
         rewriter.replace_all_uses(node, source)

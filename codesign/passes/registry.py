@@ -200,7 +200,7 @@ def register_pass(cls: P) -> P:
     """Class decorator: check that `cls` is a well-formed pass and add it to `PASSES`."""
     if not (isinstance(cls, type) and issubclass(cls, Pass)):
         raise TypeError(f"@register_pass expects a Pass subclass, got {cls!r}")
-    if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+    if "__dataclass_params__" not in cls.__dict__ or not cls.__dataclass_params__.frozen:
         raise TypeError(f"pass {cls.__name__} must be a @dataclass(frozen=True)")
     name = cls.__dict__.get("name")
     if not isinstance(name, str) or not name:

@@ -1,0 +1,27 @@
+"""Shared test helpers: fresh random inputs like a factory's, relative error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+
+
+def fresh_like(inputs: tuple[torch.Tensor, ...], seed: int, high: int = 256) -> tuple[torch.Tensor, ...]:
+    """New random inputs with the shapes and dtypes of `inputs` (ints in [0, high))."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for x in inputs:
+        if x.dtype.is_floating_point:
+            out.append(torch.randn(x.shape, generator=gen, dtype=x.dtype))
+        else:
+            out.append(torch.randint(0, high, x.shape, generator=gen, dtype=x.dtype))
+    return tuple(out)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()

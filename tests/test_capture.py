@@ -1,0 +1,168 @@
+"""Capture: every example model comes in whole and interprets to eager's numbers."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+import torch
+
+from codesign.frontend import CaptureError, UnsupportedOpsError, capture, load_factory
+from codesign.frontend.factory import ModelSpecError
+from codesign.ir import OPS, verify
+from helpers import EXAMPLES, fresh_like, rel_err
+
+pytest.importorskip("transformers")
+
+# factory, ops that must appear (with minimum counts)
+CASES = {
+    "mlp.py:tiny": {"linear": 3, "gelu": 1, "relu": 1},
+    "cnn.py:tiny": {"conv": 3, "batch_norm": 3, "max_pool": 1, "add": 1, "mean": 1, "linear": 1},
+    "gpt2.py:tiny": {"attention": 2, "layer_norm": 5, "embedding": 2, "matmul": 8, "tanh": 2},
+    "llama.py:tiny": {"attention": 2, "linear": 15, "rsqrt": 5, "silu": 2, "sin": 1, "cos": 1},
+    "vae_decoder.py:tiny": {"group_norm": 10, "conv": 10, "upsample_nearest": 1, "attention": 1},
+    "mixtral_moe.py:tiny": {"moe": 1},
+    "mixtral_moe.py:tiny_model": {"moe": 2, "attention": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def captured():
+    cache = {}
+
+    def get(spec: str):
+        if spec not in cache:
+            model, inputs = load_factory(str(EXAMPLES / spec))
+            cache[spec] = (model, inputs, capture(model, inputs))
+        return cache[spec]
+    return get
+
+
+@pytest.mark.parametrize("spec", sorted(CASES))
+def test_example_captures_whole_and_matches_eager(spec, captured):
+    model, inputs, cm = captured(spec)
+    verify(cm.graph)
+    assert all(n.op in OPS for n in cm.graph.walk())
+    counts = Counter(n.op for n in cm.graph.nodes)
+    for op, least in CASES[spec].items():
+        assert counts[op] >= least, f"{spec}: expected >= {least} {op}, got {counts[op]}"
+    for seed in (1, 2):
+        fresh = fresh_like(inputs, seed)
+        with torch.no_grad():
+            ref = model(*fresh)
+        assert rel_err(cm.run(*fresh)[0], ref) <= 1e-5
+
+
+@pytest.mark.parametrize("spec", ["gpt2.py:tiny", "llama.py:tiny"])
+def test_eager_attention_is_recognised_as_one_causal_op(spec):
+    import importlib.util
+    path = EXAMPLES / spec.split(":")[0]
+    module_spec = importlib.util.spec_from_file_location(f"ex_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    model, inputs = module.tiny(attn_implementation="eager")
+    cm = capture(model, inputs)
+    counts = Counter(n.op for n in cm.graph.nodes)
+    assert counts["attention"] == 2 and counts["softmax"] == 0
+    assert all(n.attrs["causal"] and len(n.operands) == 3 for n in cm.graph.nodes if n.op == "attention")
+    fresh = fresh_like(inputs, 3)
+    with torch.no_grad():
+        assert rel_err(cm.run(*fresh)[0], model(*fresh)) <= 1e-5
+
+
+def test_sdpa_with_a_runtime_mask_keeps_the_mask():
+    class Attn(torch.nn.Module):
+        def forward(self, q, k, v, mask):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    q, k, v = (torch.randn(2, 3, 8, 16) for _ in range(3))
+    mask = torch.rand(2, 1, 8, 8) > 0.3
+    mask[..., 0] = True
+    cm = capture(Attn(), (q, k, v, mask))
+    (node,) = [n for n in cm.graph.nodes if n.op == "attention"]
+    assert len(node.operands) == 4 and not node.attrs["causal"]
+    assert rel_err(cm.run(q, k, v, mask)[0], Attn()(q, k, v, mask)) <= 1e-5
+
+
+def test_moe_is_one_op_with_an_expert_region(captured):
+    model, inputs, cm = captured("mixtral_moe.py:tiny")
+    (moe,) = [n for n in cm.graph.nodes if n.op == "moe"]
+    assert moe.attrs == {"num_experts": 4, "top_k": 2, "normalize": True}
+    (region,) = moe.regions
+    verify(region)
+    assert [n.op for n in region.nodes] == ["linear", "slice", "slice", "silu", "mul", "linear"]
+    # region inputs: tokens, one expert's gate_up [2I, H] and down [H, I]
+    assert [i.type.shape for i in region.inputs][1:] == [(256, 64), (64, 128)]
+
+
+def test_meta_llama2_7b_captures_fast_with_the_right_parameter_count():
+    model, inputs = load_factory(str(EXAMPLES / "llama.py:llama2_7b_meta"))
+    start = time.perf_counter()
+    cm = capture(model, inputs)
+    seconds = time.perf_counter() - start
+    params = sum(i.type.numel for i in cm.graph.inputs if i.kind.value == "param")
+    assert abs(params - 6.74e9) / 6.74e9 < 0.01
+    assert seconds < 60, f"capture took {seconds:.1f} s"
+    assert cm.is_meta
+    assert Counter(n.op for n in cm.graph.nodes)["attention"] == 32
+
+
+class _Odd(torch.nn.Module):
+    def forward(self, x):
+        return torch.flip(x, [0]).cumprod(1)
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = _Odd()
+
+    def forward(self, x):
+        return self.inner(x) + torch.fliplr(x)
+
+
+def test_unsupported_ops_are_listed_together_with_module_and_line():
+    with pytest.raises(UnsupportedOpsError) as info:
+        capture(_Net(), (torch.randn(4, 4),), method="export")
+    text = str(info.value)
+    assert "aten.flip.default" in text and "aten.cumprod.default" in text
+    assert "in inner at " in text and "test_capture.py:" in text
+    assert {u.op for u in info.value.unsupported} == {"aten.flip.default", "aten.cumprod.default"}
+    assert len(info.value.unsupported) == 3  # two flips, one cumprod
+
+
+@pytest.mark.parametrize("spec", ["mlp.py:tiny", "cnn.py:tiny", "mixtral_moe.py:tiny"])
+def test_make_fx_fallback_captures_the_same_numbers(spec):
+    model, inputs = load_factory(str(EXAMPLES / spec))
+    cm = capture(model, inputs, method="make_fx")
+    assert cm.method == "make_fx"
+    assert {i.kind.value for i in cm.graph.state_inputs} <= {"param", "buffer"}
+    fresh = fresh_like(inputs, 4)
+    with torch.no_grad():
+        assert rel_err(cm.run(*fresh)[0], model(*fresh)) <= 1e-5
+
+
+def test_capture_is_deterministic():
+    from codesign.ir import print_graph
+    model, inputs = load_factory(str(EXAMPLES / "gpt2.py:tiny"))
+    assert print_graph(capture(model, inputs).graph) == print_graph(capture(model, inputs).graph)
+
+
+def test_data_dependent_shapes_are_refused_clearly():
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            return x[x > 0]
+
+    with pytest.raises(CaptureError) as info:
+        capture(DataDependent(), (torch.randn(8),))
+    assert "data-dependent shape" in str(info.value) and "aten.index.Tensor" in str(info.value)
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("nope.py:tiny", "does not exist"),
+    ("mlp.py:missing", "has no factory 'missing'"),
+])
+def test_bad_model_spec(spec, message):
+    with pytest.raises(ModelSpecError, match=message):
+        load_factory(str(EXAMPLES / spec) if spec.startswith("mlp") else spec)

@@ -1,0 +1,94 @@
+"""compile(): the CompiledModule runs, reports, saves, and is deterministic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import codesign
+from codesign.compiler import SaveError
+from codesign.frontend import load_factory
+from codesign.ir import parse_graph, print_graph
+from helpers import EXAMPLES, fresh_like, rel_err
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    model, inputs = load_factory(str(EXAMPLES / "cnn.py:tiny"))
+    return model, inputs, codesign.compile(model, inputs, target="h100")
+
+
+def test_compiled_module_runs_and_matches_eager(cnn):
+    model, inputs, cm = cnn
+    fresh = fresh_like(inputs, 7)
+    with torch.no_grad():
+        assert rel_err(cm(*fresh), model(*fresh)) <= 1e-5
+
+
+def test_report_lists_ops_flops_and_bytes(cnn):
+    model, inputs, cm = cnn
+    text = cm.report()
+    assert "target 'h100'" in text and "conv" in text and "FLOPs" in text
+    params = sum(p.numel() for p in model.parameters())
+    assert f"{params:,}" in text
+    summary = cm.summary()
+    assert summary["parameters"] == params
+    assert summary["op_counts"]["conv"] == 3
+    # conv FLOPs dominate and equal 2·N·F·OH·OW·C·KH·KW summed over the convs
+    assert summary["flops_by_kind"]["contraction"] > 0.9 * summary["flops"]
+
+
+def test_save_writes_reparsable_ir_and_plan(tmp_path, cnn):
+    _, _, cm = cnn
+    out = cm.save(tmp_path / "out")
+    graph = parse_graph((out / "graph.csir").read_text())
+    assert print_graph(graph) == print_graph(cm.graph)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["target"] == "h100" and plan["nodes"] == len(cm.graph.nodes)
+    cm.save(out)  # saving again into codesign's own folder is fine
+
+
+def test_save_never_overwrites_a_users_folder(tmp_path, cnn):
+    _, _, cm = cnn
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(SaveError, match="did not write"):
+        cm.save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_compile_is_deterministic():
+    model, inputs = load_factory(str(EXAMPLES / "llama.py:tiny"))
+    a = codesign.compile(model, inputs, target="sn40l")
+    b = codesign.compile(model, inputs, target="sn40l")
+    assert print_graph(a.graph) == print_graph(b.graph)
+    assert a.report() == b.report()
+    assert json.dumps(a.summary(), sort_keys=True) == json.dumps(b.summary(), sort_keys=True)
+
+
+def test_target_from_a_yaml_path(tmp_path):
+    from codesign.targets.loader import bundled_target_path
+    path = tmp_path / "chip.yaml"
+    path.write_text(bundled_target_path("sn40l").read_text().replace("name: sn40l", "name: mychip"))
+    model, inputs = load_factory(str(EXAMPLES / "mlp.py:tiny"))
+    cm = codesign.compile(model, inputs, target=str(path))
+    assert cm.target.name == "mychip"
+
+
+def test_meta_models_plan_but_refuse_to_run():
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(8, 8)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    with torch.device("meta"):
+        model = Tiny()
+        x = torch.empty(2, 8)
+    cm = codesign.compile(model, (x,), target="sn40l")
+    assert cm.summary()["parameters"] == 72
+    with pytest.raises(RuntimeError, match="meta device"):
+        cm(x)
