@@ -164,8 +164,5 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     manager = PassManager(pipeline, instrumentation)
     ctx = PassContext(target=target, options=dict(options or {}))
     graph = manager.run(captured.graph, ctx)
-    if manager.instrumentation.timing:
-        from codesign.passes.manager import render_timings
-        render_timings(manager.timings, manager.instrumentation.out)
     return CompiledModule(graph, target, captured.state, captured.graph, manager.pipeline_text,
                           captured.method, tuple(ctx.ledger))

@@ -92,10 +92,10 @@ def scale(b: Builder, value: ir.Value, dtype: DType, factor: float) -> ir.Value:
     """`value * factor` elementwise (a mean is a sum scaled by 1/count)."""
     shape = list(value.type.shape)
     return b.map_elements([value], [identity(len(shape))], shape, dtype,
-                          lambda x: [arith_mul_const(b, dtype, x, factor)])
+                          lambda x: [_mul_const(b, dtype, x, factor)])
 
 
-def arith_mul_const(b: Builder, dtype: DType, x: ir.Value, factor: float) -> ir.Value:
+def _mul_const(b: Builder, dtype: DType, x: ir.Value, factor: float) -> ir.Value:
     return S.mul(dtype, x, b.constant(dtype, factor))
 
 

@@ -101,7 +101,7 @@ def lower_reduction(c: NodeContext) -> ir.Value:
 
 
 def lower_argminmax(c: NodeContext) -> ir.Value:
-    """A two-output reduction carrying (best value, its index); ties keep the first index."""
+    """A two-output reduction carrying (best value, its index); a later tie never wins."""
     b = c.builder
     (x,), (xt,) = c.operands, c.operand_types
     dim, dtype, rank = c.attrs["dim"], xt.dtype, xt.rank
@@ -381,21 +381,37 @@ def _avg_pool_divisors(spatial: Sequence[int], a: Mapping[str, object]) -> np.nd
 
 # -- gathers --------------------------------------------------------------------------------
 def lower_gather(c: NodeContext) -> ir.Value:
-    """A generic over the result that reads the index, then `tensor.extract`s the table."""
-    b, st = c.builder, c.structure
-    table, indices = c.operands
-    rank = c.type.rank
-    axis = rank - 1 if c.node.op == "embedding" else c.attrs["dim"]
+    """A generic over the result that reads the index operands, then `tensor.extract`s.
+
+    embedding: table[ids[...], j]; index_select: x with dim `dim` replaced by idx[i];
+    index: x[..., i0, i1, ...] with broadcast index tensors from `dim` on (negatives wrap).
+    """
+    b, st, op = c.builder, c.structure, c.node.op
+    table, *index_values = c.operands
+    xt, rank = c.operand_types[0], c.type.rank
     index_type = ir.IndexType.get()
 
-    def body(i: ir.Value) -> list[ir.Value]:
-        if c.node.op == "embedding":
-            at = [arith.index_cast(index_type, i), b.loop_index(rank - 1)]
-        else:
-            at = [b.loop_index(d) for d in range(rank)]
-            at[axis] = arith.index_cast(index_type, i)
-        return [tensor.extract(table, at)]
-    return b.map_elements([indices], [st.operand_maps[1]], c.type.shape, c.type.dtype, body)
+    def coordinates(picked: list[ir.Value]) -> list[ir.Value]:
+        if op == "embedding":
+            return [picked[0], b.loop_index(rank - 1)]
+        at = [b.loop_index(d) for d in range(rank)]
+        if op == "index_select":
+            at[c.attrs["dim"]] = picked[0]
+            return at
+        dim = c.attrs["dim"]
+        block = rank - (xt.rank - len(picked))  # loops of the broadcast index block
+        return at[:dim] + picked + at[dim + block:]
+
+    def wrap(i: ir.Value, size: int) -> ir.Value:
+        negative = arith.cmpi(arith.CmpIPredicate.slt, i, b.index_constant(0))
+        return arith.select(negative, arith.addi(i, b.index_constant(size)), i)
+
+    def body(*ids: ir.Value) -> list[ir.Value]:
+        picked = [arith.index_cast(index_type, i) for i in ids]
+        if op == "index":
+            picked = [wrap(i, xt.shape[c.attrs["dim"] + k]) for k, i in enumerate(picked)]
+        return [tensor.extract(table, coordinates(picked))]
+    return b.map_elements(index_values, st.operand_maps[1:], c.type.shape, c.type.dtype, body)
 
 
 # -- layout ---------------------------------------------------------------------------------
@@ -476,7 +492,7 @@ LOWERINGS: dict[str, Lowering] = {
     "rms_norm": lower_rms_norm, "group_norm": lower_group_norm, "batch_norm": lower_batch_norm,
     "matmul": lower_contraction, "linear": lower_contraction, "conv": lower_contraction,
     "attention": lower_attention, "max_pool": lower_pool, "avg_pool": lower_pool,
-    "embedding": lower_gather, "index_select": lower_gather,
+    "embedding": lower_gather, "index_select": lower_gather, "index": lower_gather,
     "reshape": lower_reshape, "slice": lower_slice, "concat": lower_concat, "pad": lower_pad,
     **{name: lower_copy for name in ("permute", "expand", "pixel_shuffle",
                                      "pixel_unshuffle", "upsample_nearest")},
