@@ -43,11 +43,24 @@ class Input:
 
 
 @dataclass(frozen=True)
+class Group:
+    """A fusion group: nodes that become one kernel, and the decisions made for it.
+
+    Nodes name their group by `id`; `attrs` hold the group's plan as data (its kind, tiles
+    per memory level, ...) so that a dump after fusion or tiling can be edited and resumed.
+    """
+
+    id: int
+    attrs: Mapping[str, AttrValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Node:
     """One op application defining the value `%name`.
 
     `attrs` hold the op's static parameters (sorted by key when printed); `regions` hold
-    sub-graphs (an MoE node's expert body); `loc` is the torch module path it came from.
+    sub-graphs (an MoE node's expert body); `group` is the fusion group it belongs to, if
+    any; `loc` is the torch module path it came from.
     """
 
     name: str
@@ -57,6 +70,7 @@ class Node:
     attrs: Mapping[str, AttrValue] = field(default_factory=dict)
     regions: tuple["Graph", ...] = ()
     loc: str | None = None
+    group: int | None = None
 
     def attr(self, key: str, default: AttrValue = None) -> AttrValue:
         return self.attrs.get(key, default)
@@ -73,6 +87,7 @@ class Graph:
     inputs: tuple[Input, ...]
     nodes: tuple[Node, ...]
     outputs: tuple[str, ...]
+    groups: tuple[Group, ...] = ()
 
     def types(self) -> dict[str, TensorType]:
         """The type of every value defined in this graph, by name."""
@@ -109,6 +124,9 @@ class Graph:
     def output_types(self) -> tuple[TensorType, ...]:
         types = self.types()
         return tuple(types[o] for o in self.outputs)
+
+    def group_map(self) -> dict[int, Group]:
+        return {g.id: g for g in self.groups}
 
     def with_nodes(self, nodes, outputs=None) -> "Graph":
         return replace(self, nodes=tuple(nodes),

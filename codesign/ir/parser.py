@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from codesign.ir.graph import AttrValue, Graph, Input, InputKind, Node
+from codesign.ir.graph import AttrValue, Graph, Group, Input, InputKind, Node
 from codesign.ir.types import DType, TensorType
 
 
@@ -134,6 +134,9 @@ class Parser:
                     break
                 self.expect("punct", ",")
         self.expect("punct", "{")
+        groups: list[Group] = []
+        while self.peek.kind == "ident" and self.peek.text == "group":
+            groups.append(self.parse_group())
         nodes: list[Node] = []
         while not (self.peek.kind == "ident" and self.peek.text == "return"):
             if self.peek.kind != "value":
@@ -148,12 +151,33 @@ class Parser:
         if len(outputs) != len(result_types):
             raise self.error_at(return_tok, f"graph @{name} declares {len(result_types)} results but "
                                             f"returns {len(outputs)} values")
-        graph = Graph(name, tuple(inputs), tuple(nodes), tuple(outputs))
+        graph = Graph(name, tuple(inputs), tuple(nodes), tuple(outputs), tuple(groups))
         types = graph.types()
         for (tok, declared), out in zip(result_types, outputs):
             if out in types and types[out] != declared:
                 raise self.error_at(tok, f"declared result type {declared} but %{out} is {types[out]}")
         return graph
+
+    def parse_group(self) -> Group:
+        self.expect("ident", "group")
+        tok = self.expect("int")
+        if tok.text.startswith("-"):
+            raise self.error_at(tok, f"group ids are non-negative, got {tok.text}")
+        return Group(int(tok.text), self.parse_attr_dict())
+
+    def parse_attr_dict(self) -> dict[str, AttrValue]:
+        attrs: dict[str, AttrValue] = {}
+        if self.accept("punct", "{"):
+            while True:
+                key_tok = self.expect("ident")
+                if key_tok.text in attrs:
+                    raise self.error_at(key_tok, f"attribute {key_tok.text!r} given twice")
+                self.expect("punct", "=")
+                attrs[key_tok.text] = self.parse_attr()
+                if self.accept("punct", "}"):
+                    break
+                self.expect("punct", ",")
+        return attrs
 
     def parse_input(self) -> Input:
         name = self.expect("value").text[1:]
@@ -207,19 +231,17 @@ class Parser:
                 if self.accept("punct", ")"):
                     break
                 self.expect("punct", ",")
-        attrs: dict[str, AttrValue] = {}
-        if self.accept("punct", "{"):
-            while True:
-                key_tok = self.expect("ident")
-                if key_tok.text in attrs:
-                    raise self.error_at(key_tok, f"attribute {key_tok.text!r} given twice")
-                self.expect("punct", "=")
-                attrs[key_tok.text] = self.parse_attr()
-                if self.accept("punct", "}"):
-                    break
-                self.expect("punct", ",")
+        attrs = self.parse_attr_dict()
         self.expect("punct", ":")
         type_ = self.parse_type()
+        group = None
+        if self.accept("ident", "group"):
+            self.expect("punct", "(")
+            tok = self.expect("int")
+            if tok.text.startswith("-"):
+                raise self.error_at(tok, f"group ids are non-negative, got {tok.text}")
+            group = int(tok.text)
+            self.expect("punct", ")")
         loc = None
         if self.accept("ident", "loc"):
             self.expect("punct", "(")
@@ -232,7 +254,7 @@ class Parser:
                 regions.append(self.parse_graph())
             self.expect("punct", "}")
             self.expect("punct", ")")
-        return Node(name, op, tuple(operands), type_, attrs, tuple(regions), loc)
+        return Node(name, op, tuple(operands), type_, attrs, tuple(regions), loc, group)
 
     def parse_attr(self) -> AttrValue:
         tok = self.next()

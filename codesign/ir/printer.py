@@ -61,6 +61,8 @@ def format_input(inp: Input) -> str:
 def format_node(node: Node, indent: str) -> list[str]:
     operands = ", ".join(f"%{o}" for o in node.operands)
     line = f"{indent}%{node.name} = {node.op}({operands}){format_attrs(node.attrs)} : {node.type}"
+    if node.group is not None:
+        line += f" group({node.group})"
     if node.loc is not None:
         line += f" loc({json.dumps(node.loc)})"
     if not node.regions:
@@ -76,6 +78,8 @@ def format_graph_lines(graph: Graph, indent: str = "") -> list[str]:
     inputs = ", ".join(format_input(i) for i in graph.inputs)
     results = ", ".join(str(t) for t in graph.output_types())
     lines = [f"{indent}graph @{graph.name}({inputs}) -> ({results}) {{"]
+    for group in graph.groups:
+        lines.append(f"{indent}{INDENT}group {group.id}{format_attrs(group.attrs)}")
     for node in graph.nodes:
         lines += format_node(node, indent + INDENT)
     lines.append(f"{indent}{INDENT}return " + ", ".join(f"%{o}" for o in graph.outputs))

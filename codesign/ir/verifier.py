@@ -131,11 +131,35 @@ def diagnose(graph: Graph, outer: dict[str, TensorType] | None = None) -> list[D
                 for region in node.regions:
                     diags += diagnose(region)
         types[node.name] = node.type
+    diags += _check_groups(graph)
     for out in graph.outputs:
         if out not in types:
             diags.append(Diagnostic(f"@{graph.name} return", f"returns %{out}, which is never defined"))
     if not graph.outputs:
         diags.append(Diagnostic(f"@{graph.name} return", "a graph must return at least one value"))
+    return diags
+
+
+def _check_groups(graph: Graph) -> list[Diagnostic]:
+    """Group ids are declared once, each declared group is used, and groups are convex."""
+    from codesign.ir.kernels import group_cycle
+    diags = []
+    declared: set[int] = set()
+    for group in graph.groups:
+        if group.id in declared:
+            diags.append(Diagnostic(f"@{graph.name} group {group.id}", "declared twice"))
+        declared.add(group.id)
+    used = {n.group for n in graph.nodes if n.group is not None}
+    for node in graph.nodes:
+        if node.group is not None and node.group not in declared:
+            diags.append(Diagnostic(_node_where(graph, node), f"is in group {node.group}, which is not declared"))
+    for gid in sorted(declared - used):
+        diags.append(Diagnostic(f"@{graph.name} group {gid}", "has no nodes"))
+    if not diags and used:
+        cycle = group_cycle(graph)
+        if cycle:
+            diags.append(Diagnostic(f"@{graph.name}", "fusion groups form a cycle (a group is not convex): "
+                                    + " -> ".join(cycle + cycle[:1])))
     return diags
 
 
