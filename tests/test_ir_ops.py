@@ -131,6 +131,11 @@ def test_infer_good(op, operands, attrs, expected):
     ("index_select", [T(5, 6), T(3, 1, dtype=i64)], {"dim": 0}, "1-d indices"),
     ("max_pool", [T(2, 5, 5)], {"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0)}, "NCHW"),
     ("max_pool", [T(1, 1, 5, 5)], {"kernel": (2,), "stride": (2, 2), "padding": (0, 0)}, "2 entries"),
+    ("max_pool", [T(1, 1, 5, 5)], {"kernel": (2, 2), "stride": (0, 2), "padding": (0, 0)}, "positive"),
+    ("max_pool", [T(1, 1, 5, 5)], {"kernel": (2, 2), "stride": (1, 1), "padding": (2, 0)}, "at most half"),
+    ("avg_pool", [T(1, 1, 5, 5)], {"kernel": (3, 3), "stride": (1, 1), "padding": (0, 0),
+                                   "dilation": (2, 1)}, "dilation 1 only"),
+    ("expand", [T(3)], {"shape": (-1, 3)}, "non-negative"),
     ("reshape", [T(2, 6)], {"shape": (5, 2)}, "12 elements"),
     ("reshape", [T(2, 6)], {"shape": (-1, 12)}, "non-negative"),
     ("permute", [T(2, 3)], {"perm": (0, 0)}, "not a permutation"),
@@ -158,6 +163,16 @@ def test_infer_good(op, operands, attrs, expected):
 def test_infer_bad(op, operands, attrs, match):
     with pytest.raises(ShapeError, match=match):
         infer(op, *operands, **attrs)
+
+
+def test_pool_padding_limit_is_torchs():
+    # torch's max_pool2d allows pad <= kernel // 2, whatever the dilation
+    with pytest.raises(ShapeError, match="at most half"):
+        infer("max_pool", T(1, 1, 5, 5), kernel=(2, 2), stride=(1, 1), padding=(2, 0), dilation=(3, 1))
+    attrs = {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1), "dilation": (3, 2)}
+    assert infer("max_pool", T(1, 1, 5, 5), **attrs) == T(1, 1, 4, 2)
+    x = torch.randn(1, 1, 5, 5)
+    torch.testing.assert_close(run_op("max_pool", [x], attrs), F.max_pool2d(x, (2, 3), (1, 2), 1, (3, 2)))
 
 
 def test_get_op_unknown_suggests():
@@ -437,3 +452,39 @@ def test_dtype_from_torch_errors(bad):
     with pytest.raises(TypeError, match="has no codesign element type") as info:
         DType.from_torch(bad)
     assert "torch.float32" in str(info.value)  # lists the supported ones
+
+
+# ------------------------------------------------------------------------------- moe
+MOE = """graph @moe(%x: f32[2,3,8], %router: f32[4,8] param, %w1: f32[4,16,8] param, %w2: f32[4,8,16] param) -> (f32[2,3,8]) {{
+  %m = moe(%x, %router, %w1, %w2) {{normalize = {normalize}, num_experts = 4, top_k = {top_k}}} : f32[2,3,8] ({{
+    graph @expert(%t: f32[6,8], %a: f32[16,8], %b: f32[8,16]) -> (f32[6,8]) {{
+      %h = linear(%t, %a) : f32[6,16]
+      %s = silu(%h) : f32[6,16]
+      %o = linear(%s, %b) : f32[6,8]
+      return %o
+    }}
+  }})
+  return %m
+}}
+"""
+
+
+@pytest.mark.parametrize("top_k,normalize", [(1, "true"), (2, "true"), (2, "false"), (4, "false")])
+def test_moe_interpreter_matches_a_dense_reference(top_k, normalize):
+    from codesign.ir import parse_graph
+    g = verify(parse_graph(MOE.format(top_k=top_k, normalize=normalize)))
+    torch.manual_seed(3)
+    x = torch.randn(2, 3, 8)
+    state = {"router": torch.randn(4, 8), "w1": torch.randn(4, 16, 8) * 0.3, "w2": torch.randn(4, 8, 16) * 0.3}
+    (out,) = run_graph(g, [x], state)
+    tokens = x.reshape(6, 8)
+    probs = torch.softmax(tokens @ state["router"].T, dim=-1)
+    expected = torch.zeros(6, 8)
+    for t in range(6):
+        weights, ids = probs[t].topk(top_k)
+        if normalize == "true":
+            weights = weights / weights.sum()
+        for wgt, e in zip(weights, ids):
+            y = F.linear(F.silu(F.linear(tokens[t], state["w1"][e])), state["w2"][e])
+            expected[t] += wgt * y
+    torch.testing.assert_close(out, expected.reshape(2, 3, 8), rtol=1e-4, atol=1e-5)

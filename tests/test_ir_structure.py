@@ -19,7 +19,7 @@ from codesign.ir import (AffineMap, DType, Graph, Input, Node, TensorType, get_o
                          structure_of, verify)
 from codesign.ir.ops import IterKind
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 f32 = DType.f32
 
 
@@ -578,6 +578,27 @@ def test_index_select_map(shape, n, data):
     src = list(points)
     src[dim] = iv
     assert torch.equal(out, x[tuple(src)])
+
+
+@SETTINGS
+@given(shape=shapes, data=st.data())
+def test_index_maps(shape, data):
+    dim = data.draw(st.integers(0, len(shape) - 1))
+    count = data.draw(st.integers(1, len(shape) - dim))
+    block = tuple(data.draw(st.lists(st.integers(1, 3), max_size=2)))
+    idx_shapes = [broadcastable(block, data) for _ in range(count)]
+    x = distinct(*shape)
+    indices = [torch.randint(0, shape[dim + k], sh) for k, sh in enumerate(idx_shapes)]
+    out, s = one_node("index", [x, *indices], {"dim": dim})
+    assert s.operand_maps[0] is None and s.result_map == AffineMap.identity(out.dim())
+    points = grid(s.loop_sizes)
+    nb = out.dim() - (x.dim() - count)
+    src = list(points[:dim])
+    for t, m in zip(indices, s.operand_maps[1:]):
+        src.append(read_in(t, m, points, out.shape))  # the index tensors: affine, broadcast
+    src += points[dim + nb:]
+    expected = x[tuple(src)] if src else x
+    assert torch.equal(out, expected)
 
 
 def test_moe_structure():

@@ -238,12 +238,15 @@ def test_pooling():
 
 
 def test_gathers():
-    check("""graph @gather(%ids: i64[2,5], %table: f32[10,8] param, %x: f32[3,10,4], %sel: i32[6]) -> (f32[2,5,8], f32[3,6,4]) {
+    check("""graph @gather(%ids: i64[2,5], %table: f32[10,8] param, %x: f32[3,10,4], %sel: i32[6], %r: i64[2,3], %s: i64[3]) -> (f32[2,5,8], f32[3,6,4], f32[3,2,3], f32[2,3,10,4]) {
   %emb = embedding(%table, %ids) : f32[2,5,8]
   %pick = index_select(%x, %sel) {dim = 1} : f32[3,6,4]
-  return %emb, %pick
+  %adv = index(%x, %r, %s) {dim = 1} : f32[3,2,3]
+  %rows = index(%x, %r) : f32[2,3,10,4]
+  return %emb, %pick, %adv, %rows
 }
-""", seed=9, special={"ids": indices(10), "sel": indices(10)})
+""", seed=9, special={"ids": indices(10), "sel": indices(10),
+                      "r": lambda shape: torch.randint(-3, 3, shape), "s": lambda shape: torch.randint(-4, 4, shape)})
 
 
 def test_layout_ops():
@@ -341,6 +344,14 @@ def test_module_signature_and_deterministic_text():
     assert "func.func @mlp(%arg0: tensor<4x32xf32>, %arg1: tensor<64x32xf32>" in text
     assert text.count("linalg.generic") >= 6  # three contractions, bias inits, gelu, relu
     assert "math.erf" in text
+
+
+def test_every_registered_op_has_a_lowering_or_a_refusal():
+    from codesign.export.mlir_lowerings import LOWERINGS
+    from codesign.ir import OPS
+
+    missing = sorted(set(OPS) - set(LOWERINGS))
+    assert not missing, f"ops without an MLIR lowering: {missing}; add them to mlir_lowerings.LOWERINGS"
 
 
 def test_moe_is_refused_with_the_node_named():

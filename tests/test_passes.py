@@ -658,3 +658,21 @@ def test_default_pipeline_preserves_numerics_on_a_mixed_graph() -> None:
                             "%h = mul(%f, %three) : f32[3,2]",
                             "return %h, %x"]
     assert_same_numerics(graph, result)
+
+
+def test_passes_clean_up_inside_regions() -> None:
+    graph = parse_graph("""graph @g(%x: f32[4,8], %router: f32[2,8] param, %w: f32[2,8,8] param) -> (f32[4,8]) {
+      %m = moe(%x, %router, %w) {num_experts = 2, top_k = 1} : f32[4,8] ({
+        graph @expert(%t: f32[4,8], %we: f32[8,8]) -> (f32[4,8]) {
+          %r = reshape(%t) {shape = [4, 8]} : f32[4,8]
+          %dead = exp(%t) : f32[4,8]
+          %y = linear(%r, %we) : f32[4,8]
+          return %y
+        }
+      })
+      return %m
+    }""")
+    result = PassManager(DEFAULT_PIPELINE).run(graph)
+    (expert,) = result.nodes[0].regions
+    assert body(expert) == ["%y = linear(%t, %we) : f32[4,8]", "return %y"]
+    assert_same_numerics(graph, result)

@@ -35,6 +35,7 @@ class Decision:
     subject: str
     choice: str
     reason: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)  # score parts, what-if times, ...
 
 
 class Ledger:
@@ -43,8 +44,9 @@ class Ledger:
     def __init__(self) -> None:
         self._decisions: list[Decision] = []
 
-    def record(self, pass_name: str, subject: str, choice: str, reason: str = "") -> Decision:
-        decision = Decision(pass_name, subject, choice, reason)
+    def record(self, pass_name: str, subject: str, choice: str, reason: str = "",
+               **data: Any) -> Decision:
+        decision = Decision(pass_name, subject, choice, reason, MappingProxyType(dict(data)))
         self._decisions.append(decision)
         return decision
 

@@ -93,6 +93,8 @@ _layout("permute", _permute_infer, lambda call: call.args[0].permute(call.attrs[
 def _expand_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
     x, shape = operands[0], tuple(attrs["shape"])
     offset = len(shape) - x.rank
+    if any(not isinstance(s, int) or s < 0 for s in shape):
+        raise ShapeError(f"expand to {list(shape)}: sizes must be non-negative ints")
     if offset < 0 or any(s not in (1, shape[offset + i]) for i, s in enumerate(x.shape)):
         raise ShapeError(f"expand: {list(x.shape)} cannot broadcast to {list(shape)}")
     return x.with_shape(shape)

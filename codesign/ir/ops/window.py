@@ -32,6 +32,14 @@ def _pool_infer(op: str):
         for key in ("kernel", "stride", "padding", "dilation"):
             if len(attrs[key]) != 2:
                 raise ShapeError(f"{op}: {key} {list(attrs[key])} needs 2 entries")
+        kernel, stride, padding, dilation = (tuple(attrs[k]) for k in ("kernel", "stride", "padding", "dilation"))
+        if min(kernel + stride + dilation) < 1 or min(padding) < 0 or any(
+                p > k // 2 for k, p in zip(kernel, padding)):  # torch's limit on padding
+            raise ShapeError(f"{op}: kernel {list(kernel)}, stride {list(stride)}, padding {list(padding)}, "
+                             f"dilation {list(dilation)}: sizes must be positive and padding at most "
+                             f"half the kernel")
+        if op == "avg_pool" and dilation != (1, 1):
+            raise ShapeError(f"avg_pool supports dilation 1 only, got {list(dilation)}")
         spatial = tuple(conv_out_size(x.shape[2 + i], attrs["kernel"][i], attrs["stride"][i],
                                       attrs["padding"][i], attrs["dilation"][i], attrs["ceil_mode"])
                         for i in range(2))

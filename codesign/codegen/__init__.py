@@ -1,0 +1,50 @@
+"""Code generation: the graph's kernels as source code for a backend (C++ for CPUs).
+
+Backend-neutral pieces live here: the error every backend raises, and how a fusion
+group's plan (its `tile_<tier>` attributes) is read. Each backend is a subpackage with
+its op-to-text table, kernel bodies and host wrapper kept apart (`codesign.codegen.cpp`).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from codesign.ir.graph import Group
+from codesign.ir.types import DType
+
+# the tiers a tile may be named after, fastest first; the first one present wins
+TILE_TIERS = ("l1", "sram", "smem", "l2", "llc", "hbm", "dram", "ddr")
+
+
+class CodegenError(RuntimeError):
+    """A graph (or one node of it) that a backend cannot generate code for."""
+
+
+def compute_dtype(dtype: DType) -> DType:
+    """Where arithmetic happens: f32 for the half types (as torch does on CPU), else itself."""
+    return DType.f32 if dtype in (DType.f16, DType.bf16) else dtype
+
+
+def group_tile(group: Group | None, rank: int | None = None) -> tuple[int, ...] | None:
+    """The tile sizes a group's plan gives for its fastest tier (`tile_l1`, `tile_sram`, ...).
+
+    Returns None when the group has no tile, or when `rank` is given and the tile has
+    another length (a tile is one size per loop of the anchor's domain).
+    """
+    if group is None:
+        return None
+    attrs: Mapping[str, object] = group.attrs
+    keys = [k for k in attrs if k.startswith("tile_")]
+    if not keys:
+        return None
+    rank_of = {f"tile_{t}": i for i, t in enumerate(TILE_TIERS)}
+    key = min(keys, key=lambda k: (rank_of.get(k, len(TILE_TIERS)), k))
+    tile = attrs[key]
+    if not isinstance(tile, Sequence) or not all(isinstance(t, int) and t > 0 for t in tile):
+        return None
+    if rank is not None and len(tile) != rank:
+        return None
+    return tuple(tile)
+
+
+__all__ = ["CodegenError", "TILE_TIERS", "compute_dtype", "group_tile"]

@@ -1,0 +1,192 @@
+"""The cost model: predicted time of a kernel on a target, as a pure function of IR and target.
+
+A kernel (a fusion group, or one node alone) is a roofline over every resource it uses:
+
+    time = max(FLOPs / peak, bytes_t / bandwidth_t for every tier t) + launch overhead
+
+Bytes at the *home* tier (where tensors live between kernels: HBM on a GPU or an SN40L,
+LPDDR on a phone) are what the kernel reads from outside and writes back, with the
+re-reads its tiling forces on a contraction's operands; values produced and consumed inside
+the kernel never reach it — which is the whole point of fusion. Bytes at the fast tier are
+every operand access of every node (tiles staged through SRAM / shared memory). FLOPs of
+contractions run at the dtype's tensor peak; other ops at the target's vector (fp32) peak
+when it lists one. Nothing here is fitted to measurements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from codesign.analysis import node_flops
+from codesign.ir.graph import Graph, Node
+from codesign.ir.kernels import Kernel, kernels
+from codesign.ir.ops import OpKind, get_op
+from codesign.ir.types import DType, TensorType
+from codesign.targets import Target
+
+_PEAK_KEY = {DType.bf16: "bf16", DType.f16: "fp16", DType.f32: "fp32", DType.f64: "fp32",
+             DType.i8: "int8", DType.u8: "int8"}
+
+TENSOR_KINDS = frozenset({OpKind.contraction})
+
+
+def peak_flops(target: Target, dtype: DType, tensor_op: bool) -> float:
+    """FLOP/s for ops of `dtype`: tensor ops at the tensor peak, others at the vector peak.
+
+    Fallbacks, in order: the dtype's own entry (fp32 contractions prefer tf32); fp16 ↔ bf16;
+    else the target's 16-bit peak, halved for 32-bit data (a 32-bit datapath at half rate).
+    """
+    peak = target.compute.peak
+    if not tensor_op and "fp32" in peak and dtype.is_float:
+        return peak["fp32"]
+    key = _PEAK_KEY.get(dtype, "fp32")
+    if tensor_op and key == "fp32" and "tf32" in peak:
+        return peak["tf32"]
+    for candidate in (key, {"bf16": "fp16", "fp16": "bf16"}.get(key)):
+        if candidate and candidate in peak:
+            return peak[candidate]
+    half = peak.get("bf16") or peak.get("fp16")
+    if half:
+        return half / 2 if dtype.itemsize >= 4 else half
+    return max(peak.values())
+
+
+def home_tier(target: Target) -> str:
+    """The tier tensors live in between kernels (until placement decides per tensor)."""
+    names = [t.name for t in target.memory]
+    return names[1] if len(names) > 1 else names[0]
+
+
+def fast_tier(target: Target) -> str:
+    return target.memory[0].name
+
+
+@dataclass(frozen=True)
+class KernelCost:
+    """Cost of one kernel: FLOPs by dtype, bytes per tier, and the roofline's verdict."""
+
+    key: str
+    name: str
+    nodes: int
+    flops: Mapping[str, int]
+    bytes: Mapping[str, int]  # tier name -> bytes moved at that tier
+    compute_time: float
+    memory_time: Mapping[str, float]
+    launch: float
+    time: float
+    bound: str  # "compute" or the name of the binding tier
+    intensity: float  # FLOPs per home-tier byte
+
+    @property
+    def total_flops(self) -> int:
+        return sum(self.flops.values())
+
+
+@dataclass(frozen=True)
+class GraphCost:
+    kernels: tuple[KernelCost, ...]
+    time: float
+    flops: int
+    home_bytes: int
+    launches: int
+
+    def by_key(self) -> dict[str, KernelCost]:
+        return {k.key: k for k in self.kernels}
+
+
+# `reread(node, operand_index, types) -> factor`: how many times a contraction reads each
+# operand from the home tier at its tiling (1.0 = once). Supplied by the tiling pass.
+Reread = Callable[[Node, int, Mapping[str, TensorType]], float]
+
+
+def compulsory(node: Node, index: int, types: Mapping[str, TensorType]) -> float:
+    return 1.0
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Predicts kernel times on one target.
+
+    `reread` gives the tiling's operand re-read factors; by default they come from each
+    contraction's tile in `tiles` (node name → tile), else a tile sized to the fast tier.
+    """
+
+    target: Target
+    tiles: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    reread: Reread | None = None
+    home: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.home:
+            object.__setattr__(self, "home", home_tier(self.target))
+        if self.reread is None:
+            from codesign.cost.traffic import TiledReread
+            from codesign.fusion.capacity import default_contraction_tile
+            default = default_contraction_tile(self.target, 2)
+            object.__setattr__(self, "reread", TiledReread(self.target, dict(self.tiles), default))
+
+    # -- pieces --------------------------------------------------------------------------
+    def node_flops_by_dtype(self, node: Node, types: Mapping[str, TensorType]) -> tuple[str, int, bool]:
+        op = get_op(node.op)
+        tensor = op.kind in TENSOR_KINDS or node.op == "moe"
+        return node.type.dtype.value, node_flops(node, dict(types)), tensor
+
+    def recompute_factors(self, kernel: Kernel, types: Mapping[str, TensorType]) -> dict[str, float]:
+        """How many times each node of a kernel runs: a prologue feeding a contraction's
+        operand is recomputed every time the contraction re-reads that operand."""
+        inside = {n.name: n for n in kernel.nodes}
+        factor = {name: 1.0 for name in inside}
+        for node in reversed(kernel.nodes):
+            for i, operand in enumerate(node.operands):
+                if operand in inside:
+                    step = self.reread(node, i, types) if get_op(node.op).kind in TENSOR_KINDS else 1.0
+                    factor[operand] = max(factor[operand], factor[node.name] * step)
+        return factor
+
+    def kernel_cost(self, graph: Graph, kernel: Kernel, types: Mapping[str, TensorType] | None = None) -> KernelCost:
+        types = types if types is not None else graph.types()
+        flops: dict[str, int] = {}
+        compute = 0.0
+        fast_bytes = 0
+        inside = {n.name for n in kernel.nodes}
+        home_reads: dict[str, float] = {}
+        runs = self.recompute_factors(kernel, types)
+        for node in kernel.nodes:
+            dtype, f, tensor = self.node_flops_by_dtype(node, types)
+            f = int(f * runs[node.name])
+            if f:
+                flops[dtype] = flops.get(dtype, 0) + f
+                compute += f / peak_flops(self.target, node.type.dtype, tensor)
+            is_layout = get_op(node.op).kind is OpKind.layout
+            for i, operand in enumerate(node.operands):
+                if not is_layout:
+                    fast_bytes += types[operand].nbytes
+                if operand not in inside:
+                    step = self.reread(node, i, types) if get_op(node.op).kind in TENSOR_KINDS else 1.0
+                    home_reads[operand] = max(home_reads.get(operand, 0.0), step * runs[node.name])
+            if not is_layout:
+                fast_bytes += node.type.nbytes
+        home_bytes = int(sum(types[v].nbytes * f for v, f in home_reads.items()))
+        home_bytes += sum(types[o].nbytes for o in kernel.outputs)
+        tiers = {self.home: home_bytes, fast_tier(self.target): fast_bytes}
+        memory_time = {t: b / self.target.total_bandwidth(t) for t, b in tiers.items() if b}
+        launch = self.target.launch_overhead
+        slowest = max(memory_time.items(), key=lambda kv: kv[1], default=(self.home, 0.0))
+        bound = "compute" if compute >= slowest[1] else slowest[0]
+        time = max(compute, slowest[1]) + launch
+        total = sum(flops.values())
+        return KernelCost(kernel.key, kernel.name, len(kernel.nodes), flops, tiers, compute,
+                          memory_time, launch, time, bound, total / home_bytes if home_bytes else float("inf"))
+
+    def graph_cost(self, graph: Graph, kernel_list: Sequence[Kernel] | None = None) -> GraphCost:
+        types = graph.types()
+        costs = tuple(self.kernel_cost(graph, k, types) for k in (kernel_list or kernels(graph))
+                      if not _is_free(k))
+        return GraphCost(costs, sum(c.time for c in costs), sum(c.total_flops for c in costs),
+                         sum(c.bytes.get(self.home, 0) for c in costs), len(costs))
+
+
+def _is_free(kernel: Kernel) -> bool:
+    """Lone constants cost nothing: they are folded into their users' code."""
+    return all(get_op(n.op).kind is OpKind.source and n.type.numel <= 1 for n in kernel.nodes)

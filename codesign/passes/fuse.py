@@ -1,0 +1,292 @@
+"""The fusion pass: group ops into kernels, and say why for every pair it considered.
+
+Three gates, in Inductor's order, each kept apart: legality (`fusion.legality`: may these
+run as one kernel?), capacity (`fusion.capacity`: do the group's tiles fit the fast tier?),
+profitability (`fusion.policy`, asking the cost model: is the fused kernel faster than the
+two?). Candidates are producer→consumer edges, merged greedily best-score first and
+re-scored lazily as groups grow. On dataflow targets a second step streams each repeated
+block (a decoder layer) as one kernel when its stage buffers fit the SRAM, as the SN40L
+does. Every evaluation lands in the decision ledger with its rule, score parts and
+what-if times; `must_fuse` fails with those reasons when named nodes end apart.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+from codesign.cost.model import CostModel
+from codesign.fusion.capacity import fast_capacity, working_set
+from codesign.fusion.legality import Verdict, check_layer, check_merge
+from codesign.fusion.partition import Partition, is_heavy
+from codesign.fusion.policy import FusionPolicy, score
+from codesign.ir.graph import Graph, Group
+from codesign.ir.kernels import kernels
+from codesign.ir.ops import OpKind, get_op
+from codesign.passes.manager import PassContext
+from codesign.passes.registry import Pass, register_pass
+
+
+class FusionError(ValueError):
+    """A `must_fuse` request the fusion rules refused; the message quotes the ledger."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    subject: str
+    producer: str
+    consumer: str
+    verdict: Verdict
+    capacity_bytes: int | None
+    capacity_limit: int
+    separate_time: float | None
+    fused_time: float | None
+    score: dict | None
+    decision: str  # fused | refused | unprofitable | superseded
+
+    def reason(self) -> str:
+        if self.decision == "refused":
+            return f"rule '{self.verdict.rule}': {self.verdict.detail}"
+        if self.decision == "over-capacity":
+            return (f"rule 'capacity': working set {self.capacity_bytes} B exceeds the fast tier's "
+                    f"{self.capacity_limit} B")
+        if self.decision == "unprofitable":
+            return (f"rule 'slowdown': fused {self.fused_time * 1e6:.3f} us vs separate "
+                    f"{self.separate_time * 1e6:.3f} us")
+        if self.decision == "already-fused":
+            return "already in one kernel"
+        return self.verdict.rule
+
+
+def _evaluate(part: Partition, cost: CostModel, policy: FusionPolicy, capacity: int,
+              producer: str, consumer: str, types) -> tuple[Evaluation, float]:
+    a, b = part.group_of(producer), part.group_of(consumer)
+    subject = f"%{producer} -> %{consumer}"
+    if a == b:
+        return Evaluation(subject, producer, consumer, Verdict(True, "legal"), None, capacity, None,
+                          None, None, "already-fused"), 0.0
+    verdict = check_merge(part, a, b)
+    if not verdict.legal:
+        return Evaluation(subject, producer, consumer, verdict, None, capacity, None, None, None,
+                          "refused"), 0.0
+    merged = part.kernel_of(part.members[a] + part.members[b])
+    ws = working_set(part.graph, merged, cost.target).bytes
+    ka, kb = cost.kernel_cost(part.graph, part.kernel(a), types), cost.kernel_cost(part.graph, part.kernel(b), types)
+    fused = cost.kernel_cost(part.graph, merged, types)
+    s = score((ka, kb), fused, cost.home)
+    separate = ka.time + kb.time
+    if ws > capacity:
+        return Evaluation(subject, producer, consumer, verdict, ws, capacity, separate, fused.time,
+                          s.as_dict(), "over-capacity"), 0.0
+    if not policy.profitable(s):
+        return Evaluation(subject, producer, consumer, verdict, ws, capacity, separate, fused.time,
+                          s.as_dict(), "unprofitable"), 0.0
+    return Evaluation(subject, producer, consumer, verdict, ws, capacity, separate, fused.time,
+                      s.as_dict(), "fuse"), s.saved_seconds
+
+
+def _edges(graph: Graph, part: Partition) -> list[tuple[str, str]]:
+    edges = []
+    for node in graph.nodes:
+        if part.group_of(node.name) is None:
+            continue
+        for operand in dict.fromkeys(node.operands):
+            if part.group_of(operand) is not None:
+                edges.append((operand, node.name))
+    return edges
+
+
+def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Partition, dict[str, Evaluation]]:
+    """Merge the best profitable legal candidate first; re-score candidates as groups change."""
+    part = Partition(graph)
+    types = graph.types()
+    capacity = fast_capacity(cost.target)
+    edges = _edges(graph, part)
+    version = {k: 0 for k in part.members}
+    final: dict[str, Evaluation] = {}
+    heap: list[tuple[float, int, int, str, str, tuple]] = []
+
+    def push(index: int) -> None:
+        producer, consumer = edges[index]
+        ev, saving = _evaluate(part, cost, policy, capacity, producer, consumer, types)
+        final[ev.subject] = ev
+        if ev.decision == "fuse":
+            a, b = part.group_of(producer), part.group_of(consumer)
+            heapq.heappush(heap, (-saving, index, 0, producer, consumer, (a, version[a], b, version[b])))
+
+    for i in range(len(edges)):
+        push(i)
+    by_group: dict[str, set[int]] = {}
+    for i, (p, c) in enumerate(edges):
+        by_group.setdefault(part.group_of(p), set()).add(i)
+        by_group.setdefault(part.group_of(c), set()).add(i)
+    while heap:
+        _, index, _, producer, consumer, stamp = heapq.heappop(heap)
+        a, va, b, vb = stamp
+        if part.group_of(producer) != a or part.group_of(consumer) != b or version.get(a) != va or version.get(b) != vb:
+            continue  # stale: re-scored when its groups changed
+        survivor = part.merge(a, b)
+        gone = b if survivor == a else a
+        version[survivor] = version.get(survivor, 0) + 1
+        version.pop(gone, None)
+        affected = by_group.pop(a, set()) | by_group.pop(b, set())
+        by_group[survivor] = affected
+        subject = f"%{producer} -> %{consumer}"
+        final[subject] = replace(final[subject], decision="fused")
+        for i in sorted(affected):
+            p, c = edges[i]
+            if part.group_of(p) != part.group_of(c):
+                push(i)
+    return part, final
+
+
+def stream_layers(part: Partition, cost: CostModel, policy: FusionPolicy, ctx: PassContext,
+                  pass_name: str) -> set[str]:
+    """Dataflow step: each repeated block becomes one kernel when legal, fits, and pays.
+
+    Returns the keys of the layer groups formed."""
+    layers: set[str] = set()
+    blocks: dict[str, list[str]] = {}
+    for node in part.graph.nodes:
+        key = part.group_of(node.name)
+        block = policy.layer_of(node.loc)
+        if key is None or block is None:
+            continue
+        keys = blocks.setdefault(block, [])
+        if key not in keys:
+            keys.append(key)
+    types = part.graph.types()
+    capacity = cost.target.total_capacity(cost.target.memory[0].name) // cost.target.sockets
+    for block, keys in blocks.items():
+        keys = [k for k in keys if k in part.members]
+        if len(keys) < 2:
+            continue
+        subject = f"layer {block}"
+        verdict = check_layer(part, keys)
+        if not verdict.legal:
+            ctx.ledger.record(pass_name, subject, "refused", f"rule '{verdict.rule}': {verdict.detail}",
+                              rule=verdict.rule, groups=len(keys))
+            continue
+        merged = part.kernel_of([n for k in keys for n in part.members[k]])
+        ws = working_set(part.graph, merged, cost.target, layer=True)
+        separate = sum(cost.kernel_cost(part.graph, part.kernel(k), types).time for k in keys)
+        fused = cost.kernel_cost(part.graph, merged, types).time
+        data = dict(rule="stream-layer", groups=len(keys), nodes=len(merged.nodes), working_set=ws.bytes,
+                    capacity=capacity, separate_time=separate, fused_time=fused)
+        if ws.bytes > capacity:
+            ctx.ledger.record(pass_name, subject, "refused",
+                              f"rule 'capacity': stage buffers need {ws.bytes} B, SRAM holds {capacity} B",
+                              **{**data, "rule": "capacity"})
+            continue
+        if fused >= separate - policy.min_saving:
+            ctx.ledger.record(pass_name, subject, "refused",
+                              f"rule 'slowdown': fused {fused * 1e6:.3f} us vs separate {separate * 1e6:.3f} us",
+                              **{**data, "rule": "slowdown"})
+            continue
+        survivor = keys[0]
+        for k in keys[1:]:
+            survivor = part.merge(survivor, k)
+        layers.add(survivor)
+        ctx.ledger.record(pass_name, subject, "fused",
+                          f"{len(merged.nodes)} ops stream as one kernel; {separate / fused:.2f}x faster predicted",
+                          **data)
+    return layers
+
+
+def group_kind(members, layer: bool) -> tuple[str, str | None]:
+    if layer:
+        return "layer", None
+    heavy = [n for n in members if is_heavy(n)]
+    if not heavy:
+        return "pointwise", None
+    anchor = next((n for n in heavy if get_op(n.op).kind is OpKind.contraction), heavy[-1])
+    kind = "attention" if anchor.op == "attention" else get_op(anchor.op).kind.value
+    if len(heavy) == 2 and kind == "contraction":
+        kind = "norm_contraction"
+    return kind, anchor.name
+
+
+def apply_partition(graph: Graph, part: Partition, layer_keys: set[str]) -> Graph:
+    """The graph with every multi-node group declared and nodes in kernel order."""
+    groups, assignment = [], {}
+    for members in part.groups():
+        if len(members) < 2:
+            continue
+        gid = len(groups)
+        nodes = [part.nodes[n] for n in members]
+        kind, anchor = group_kind(nodes, part.group_of(members[0]) in layer_keys)
+        attrs = {"kind": kind}
+        if anchor is not None:
+            attrs["anchor"] = anchor
+        groups.append(Group(gid, attrs))
+        for n in members:
+            assignment[n] = gid
+    grouped = graph.with_nodes([n.with_(group=assignment.get(n.name)) for n in graph.nodes])
+    grouped = Graph(grouped.name, grouped.inputs, grouped.nodes, grouped.outputs, tuple(groups))
+    ordered = [n for k in kernels(grouped) for n in k.nodes]
+    return Graph(grouped.name, grouped.inputs, tuple(ordered), grouped.outputs, tuple(groups))
+
+
+@register_pass
+@dataclass(frozen=True)
+class Fuse(Pass):
+    """Group ops into kernels (legality, capacity, then profitability); ledger every choice."""
+
+    name: ClassVar[str] = "fuse"
+    summary: ClassVar[str] = ("group ops into kernels: legality, fast-tier capacity, then the cost "
+                              "model's profitability; every candidate recorded in the ledger")
+    min_saving: float = 0.0
+    stream_layers: bool = True
+    must_fuse: tuple[str, ...] = ()
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        if ctx.target is None:
+            raise ValueError("the fuse pass needs a target (pass --target, or compile(..., target=...))")
+        if graph.groups:
+            graph = Graph(graph.name, graph.inputs, tuple(n.with_(group=None) for n in graph.nodes),
+                          graph.outputs, ())
+        policy = FusionPolicy(self.min_saving, self.stream_layers)
+        cost = CostModel(ctx.target)
+        part, evaluations = greedy_fuse(graph, cost, policy)
+        for subject in sorted(evaluations, key=lambda s: _edge_order(part, evaluations[s])):
+            ev = evaluations[subject]
+            if ev.decision == "already-fused":
+                continue
+            ctx.ledger.record(self.name, subject, "fused" if ev.decision in ("fused", "fuse") else "refused",
+                              ev.reason() if ev.decision not in ("fused", "fuse") else ev.verdict.rule,
+                              rule=_rule_of(ev), legal=ev.verdict.legal, working_set=ev.capacity_bytes,
+                              capacity=ev.capacity_limit, separate_time=ev.separate_time,
+                              fused_time=ev.fused_time, score=ev.score)
+        layer_keys: set[str] = set()
+        if self.stream_layers and ctx.target.kind == "dataflow":
+            layer_keys = stream_layers(part, cost, policy, ctx, self.name)
+        result = apply_partition(graph, part, layer_keys)
+        if self.must_fuse:
+            _check_must_fuse(result, self.must_fuse, ctx, self.name)
+        return result
+
+
+def _rule_of(ev: Evaluation) -> str:
+    return {"refused": ev.verdict.rule, "over-capacity": "capacity", "unprofitable": "slowdown"}.get(
+        ev.decision, ev.verdict.rule)
+
+
+def _edge_order(part: Partition, ev: Evaluation) -> tuple[int, int]:
+    return part.order[ev.consumer], part.order[ev.producer]
+
+
+def _check_must_fuse(graph: Graph, names: tuple[str, ...], ctx: PassContext, pass_name: str) -> None:
+    nodes = graph.node_map()
+    missing = [n for n in names if n not in nodes]
+    if missing:
+        raise FusionError(f"must_fuse names unknown nodes: {', '.join('%' + m for m in missing)}")
+    groups = {n: nodes[n].group for n in names}
+    if len(set(groups.values())) == 1 and None not in groups.values():
+        return
+    wanted = set(names)
+    refusals = [d for d in ctx.ledger.by_pass(pass_name) if d.choice == "refused"
+                and any(f"%{n} " in d.subject + " " for n in wanted)]
+    lines = "\n".join(f"  {d.subject}: {d.reason}" for d in refusals) or "  (no candidate between them was legal)"
+    where = ", ".join(f"%{n} in {'group ' + str(g) if g is not None else 'no group'}" for n, g in groups.items())
+    raise FusionError(f"must_fuse: {where} did not end in one kernel. The ledger says:\n{lines}")
