@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from codesign.ir import Graph, ParseError, VerifyError, parse_graph, print_graph
+from codesign.targets.cli import add_targets_parser
 from codesign.passes import (DEFAULT_PIPELINE, PASSES, PassContext, PassManager, PipelineError,
                              add_instrumentation_args, instrumentation_from_args)
 
@@ -31,20 +32,14 @@ class UserError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the user's input is wrong", not "codesign has a bug"."""
-    errors: list[type[BaseException]] = [UserError, ParseError, VerifyError, PipelineError, OSError]
-    try:
-        from codesign.targets import TargetError
-        from codesign.targets.schema import TargetLookupError
-        errors += [TargetError, TargetLookupError]
-    except ImportError:
-        pass
-    try:
-        import codesign.frontend as frontend
-        errors += [e for e in (getattr(frontend, name, None) for name in
-                               ("ModelSpecError", "CaptureError", "FrontendError")) if isinstance(e, type)]
-    except ImportError:
-        pass
-    return tuple(errors)
+    from codesign.compiler import SaveError
+    from codesign.export import MlirExportError
+    from codesign.frontend import CaptureError, ModelSpecError
+    from codesign.passes.fuse import FusionError
+    from codesign.targets import TargetError
+    from codesign.targets.schema import TargetLookupError
+    return (UserError, ParseError, VerifyError, PipelineError, OSError, TargetError, TargetLookupError,
+            ModelSpecError, CaptureError, FusionError, SaveError, MlirExportError)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -129,16 +124,19 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compile(args: argparse.Namespace) -> int:
+def _compile(args: argparse.Namespace):
     import codesign
-    compile_fn: Callable[..., Any] | None = getattr(codesign, "compile", None)
-    if compile_fn is None:
-        raise UserError("codesign.compile is not available in this build")
     model, inputs = _load_model(args.model)
     options: dict[str, Any] = {"instrumentation": instrumentation_from_args(args)}
     if args.passes is not None:
         options["pipeline"] = args.passes
-    module = compile_fn(model, inputs, target=args.target, **options)
+    if args.must_fuse:
+        options["must_fuse"] = [n.strip().lstrip("%") for n in args.must_fuse.split(",") if n.strip()]
+    return codesign.compile(model, inputs, target=args.target, **options)
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    module = _compile(args)
     if args.save is not None:
         module.save(args.save)
     if args.emit == "ir":
@@ -147,6 +145,12 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         sys.stdout.write(module.to_mlir().rstrip("\n") + "\n")
     if args.report or args.emit is None:
         sys.stdout.write(module.report().rstrip("\n") + "\n")
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    module = _compile(args)
+    sys.stdout.write(module.explain(as_json=args.json))
     return 0
 
 
@@ -198,15 +202,21 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--emit", choices=("ir", "mlir"), help="print the compiled IR or its MLIR export")
     compile_.add_argument("--passes", metavar="PIPELINE", help="pass pipeline (default: the compiler's)")
     compile_.add_argument("--save", type=Path, metavar="DIR", help="save dumps, code and plan to DIR")
+    compile_.add_argument("--must-fuse", metavar="A,B", help="node names that must end in one kernel")
     add_instrumentation_args(compile_)
     compile_.set_defaults(func=_cmd_compile)
 
-    try:
-        from codesign.targets.cli import add_targets_parser
-    except ImportError:
-        pass
-    else:
-        add_targets_parser(commands)
+    explain = commands.add_parser("explain", parents=[common],
+                                  help="why each fusion was or wasn't made (the decision ledger)")
+    explain.add_argument("model", metavar="MODEL", help="path/to/file.py:factory returning (model, inputs)")
+    explain.add_argument("--target", required=True, metavar="T", help="target name or .yaml path")
+    explain.add_argument("--passes", metavar="PIPELINE", help="pass pipeline (default: the compiler's)")
+    explain.add_argument("--must-fuse", metavar="A,B", help="node names that must end in one kernel")
+    explain.add_argument("--json", action="store_true", help="print the ledger as JSON")
+    add_instrumentation_args(explain)
+    explain.set_defaults(func=_cmd_explain)
+
+    add_targets_parser(commands)
 
     passes = commands.add_parser("passes", parents=[common], help="list the registered passes and their options")
     passes.set_defaults(func=_cmd_passes)

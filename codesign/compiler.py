@@ -22,11 +22,14 @@ from codesign.frontend.capture import CapturedModel, capture
 from codesign.ir.graph import Graph
 from codesign.ir.interpreter import run_graph
 from codesign.ir.printer import print_graph
-from codesign.passes.manager import DEFAULT_PIPELINE, Instrumentation, PassContext, PassManager
+from codesign.cost.report import FusionSummary, kernel_table, roofline_plot, summarize
+from codesign.passes.manager import Decision, Instrumentation, PassContext, PassManager
 from codesign.targets import Target, load_target
-from codesign.targets.units import format_bytes, format_flops
+from codesign.targets.units import format_bytes, format_flops, format_time
 
 SAVE_MARKER = ".codesign-output"
+COMPILE_PIPELINE = "canonicalize,dce,fuse"
+"""What `compile()` runs when no pipeline is given."""
 
 
 class SaveError(FileExistsError):
@@ -43,7 +46,7 @@ class CompiledModule:
     captured: Graph
     pipeline: str
     capture_method: str = "export"
-    ledger: tuple = field(default_factory=tuple)
+    ledger: tuple[Decision, ...] = field(default_factory=tuple)
 
     @property
     def is_meta(self) -> bool:
@@ -59,6 +62,15 @@ class CompiledModule:
 
     def stats(self) -> GraphStats:
         return graph_stats(self.graph)
+
+    def fusion(self) -> FusionSummary:
+        """Predicted time unfused (one kernel per op, as captured) vs as compiled."""
+        return summarize(self.captured, self.graph, self.target)
+
+    def explain(self, as_json: bool = False) -> str:
+        """The decision ledger: every candidate the passes weighed, and why."""
+        from codesign.explain import render_ledger
+        return render_ledger(self.ledger, as_json=as_json)
 
     def to_mlir(self) -> str:
         from codesign.export import mlir_text
@@ -84,6 +96,8 @@ class CompiledModule:
             "activation_bytes": s.activation_bytes,
             "peak_activation_bytes": s.peak_activation_bytes,
             "expert_bytes": s.expert_bytes,
+            "fusion": self.fusion().as_dict(),
+            "groups": [{"id": g.id, **dict(g.attrs)} for g in self.graph.groups],
             "weights_fit": {t.name: s.param_bytes + s.buffer_bytes <= self.target.total_capacity(t.name)
                             for t in self.target.memory},
         }
@@ -113,6 +127,12 @@ class CompiledModule:
         for kind, flops in s.flops_by_kind.items():
             totals.add_row(f"  {kind}", f"{flops / max(s.flops, 1):.1%}")
         console.print(totals)
+        fusion = self.fusion()
+        kinds = {f"g{g.id}": str(g.attrs.get("kind", "")) for g in self.graph.groups}
+        console.print(kernel_table(fusion.fused, self.target, kinds))
+        console.print(f"predicted time: unfused {format_time(fusion.unfused.time)} "
+                      f"({fusion.unfused.launches} kernels) -> compiled {format_time(fusion.fused.time)} "
+                      f"({fusion.fused.launches} kernels): {fusion.speedup:.2f}x")
         ops = Table(title="ops")
         ops.add_column("op")
         ops.add_column("count", justify="right")
@@ -143,6 +163,8 @@ class CompiledModule:
         (out / "graph.csir").write_text(print_graph(self.graph))
         (out / "plan.json").write_text(json.dumps(self.summary(), indent=2, sort_keys=True) + "\n")
         (out / "report.txt").write_text(self.report())
+        (out / "ledger.json").write_text(self.explain(as_json=True))
+        roofline_plot(self.fusion().fused, self.target, out / "roofline.png")
         return out
 
 
@@ -156,13 +178,21 @@ def _count(n: int) -> str:
 def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[torch.Tensor] | torch.Tensor = (),
             target: str | Path | Target = "sn40l", *, pipeline: str | None = None,
             instrumentation: Instrumentation | None = None,
-            options: Mapping[str, object] | None = None) -> CompiledModule:
-    """Capture `model`, lower it for `target` through `pipeline`, return a `CompiledModule`."""
+            options: Mapping[str, object] | None = None,
+            must_fuse: Sequence[str] = ()) -> CompiledModule:
+    """Capture `model`, lower it for `target` through `pipeline`, return a `CompiledModule`.
+
+    `must_fuse`: node names that must end in one kernel; compile fails with the decision
+    ledger's reasons when they do not.
+    """
     target = target if isinstance(target, Target) else load_target(target)
     captured = model if isinstance(model, CapturedModel) else capture(model, example_inputs)
-    pipeline = DEFAULT_PIPELINE if pipeline is None else pipeline
+    pipeline = COMPILE_PIPELINE if pipeline is None else pipeline
     manager = PassManager(pipeline, instrumentation)
-    ctx = PassContext(target=target, options=dict(options or {}))
+    options = dict(options or {})
+    if must_fuse:
+        options["must_fuse"] = tuple(must_fuse)
+    ctx = PassContext(target=target, options=options)
     graph = manager.run(captured.graph, ctx)
     return CompiledModule(graph, target, captured.state, captured.graph, manager.pipeline_text,
                           captured.method, tuple(ctx.ledger))

@@ -262,8 +262,9 @@ class Fuse(Pass):
         if self.stream_layers and ctx.target.kind == "dataflow":
             layer_keys = stream_layers(part, cost, policy, ctx, self.name)
         result = apply_partition(graph, part, layer_keys)
-        if self.must_fuse:
-            _check_must_fuse(result, self.must_fuse, ctx, self.name)
+        must_fuse = self.must_fuse or tuple(ctx.options.get("must_fuse", ()))
+        if must_fuse:
+            _check_must_fuse(result, must_fuse, ctx, self.name)
         return result
 
 

@@ -92,23 +92,37 @@ def flash_traffic(nq: int, nk: int, d: int, e: int, br: int, bc: int, *,
 
 
 def flash_working_set(d: int, e: int, br: int, bc: int, *, double_buffer: bool = False) -> int:
-    return br * (d + e) + (2 if double_buffer else 1) * bc * (d + e) + br * bc
+    """Q and K/V blocks (inputs: twice if double buffered), the O accumulator, the S block."""
+    f = 2 if double_buffer else 1
+    return f * br * d + br * e + f * bc * (d + e) + br * bc
 
 
-def two_phase_traffic(nq: int, nk: int, d: int, e: int, b: int, *, causal: bool = False) -> int:
-    """Words per head of Saha–Ye's two-phase square tiling (module docstring)."""
-    n_i, n_e = cdiv(nq, b), cdiv(e, b)
+def two_phase_working_set(d: int, e: int, bi: int, bj: int, bd: int, be: int, *,
+                          double_buffer: bool = False) -> int:
+    """The larger phase: phase 1 holds Q, K blocks and S; phase 2 S, V blocks and O; plus
+    the 2 row statistics per query row of the block."""
+    f = 2 if double_buffer else 1
+    return max(f * (bi * bd + bj * bd) + bi * bj, f * (bi * bj + bj * be) + bi * be) + 2 * bi
+
+
+def two_phase_traffic(nq: int, nk: int, d: int, e: int, b: int, *, causal: bool = False,
+                      bc: int | None = None, be: int | None = None) -> int:
+    """Words per head of Saha–Ye's two-phase tiling (module docstring): query blocks of
+    ``b``, key blocks of ``bc`` and value-dim blocks of ``be`` (both default ``b``)."""
+    bc = b if bc is None else bc
+    n_e = cdiv(e, b if be is None else be)
     total = 0
-    for rows, keys in _visible_rows(nq, nk, b, b, causal):
-        key_blocks = cdiv(keys, b)
+    for rows, keys in _visible_rows(nq, nk, b, bc, causal):
+        key_blocks = cdiv(keys, bc)
         total += rows * d * key_blocks + keys * d + rows * keys + 2 * rows      # phase 1
         total += rows * keys * n_e + 2 * rows * n_e + keys * e + rows * e       # phase 2
-    del n_i
     return total
 
 
 def two_phase_block(M: int, *, double_buffer: bool = False) -> int:
-    """B = ⌊√(M/4)⌋: three B×B blocks (two streamed, one stationary) plus row stats fit."""
+    """B = ⌊√(M/4)⌋: three B×B blocks (two streamed, one stationary) plus row stats fit
+    (the fourth B² covers the 2B statistics once B ≥ 2); ⌊√(M/6)⌋ when the two streamed
+    blocks are double buffered."""
     return isqrt(M // (6 if double_buffer else 4))
 
 
@@ -127,19 +141,19 @@ def _flash_search(nq, nk, d, e, M, align, f, causal):
         room = M - f * bc * (d + e)
         if room <= 0:
             break
-        br = largest_candidate(nq, align, room // (d + e + bc))
+        br = largest_candidate(nq, align, room // (f * d + e + bc))
         if br is None:
             break
         br = smallest_for_count(nq, align, cdiv(nq, br))
         traffic = flash_traffic(nq, nk, d, e, br, bc, causal=causal)
-        ws = br * (d + e) + f * bc * (d + e) + br * bc
+        ws = flash_working_set(d, e, br, bc, double_buffer=f == 2)
         key = (traffic, ws, -br, bc)
         if best_key is None or key < best_key:
             best_key, best = key, (br, bc, traffic)
     if best is None:
         return None
     br, bc, traffic = best
-    grown = largest_candidate(nk, align, (M - br * (d + e)) // (f * (d + e) + br))
+    grown = largest_candidate(nk, align, (M - br * (f * d + e)) // (f * (d + e) + br))
     if grown and grown > bc and flash_traffic(nq, nk, d, e, br, grown, causal=causal) <= traffic:
         bc = grown  # fewer, longer key steps at no cost in traffic
     return br, bc
@@ -175,10 +189,12 @@ def choose_attention_tiles(N: int, d: int, M: int, *, n_k: int | None = None,
     b = two_phase_block(M, double_buffer=double_buffer)
     if b >= 1:
         bi, bj, bd, be = min(b, N), min(b, n_k), min(b, d), min(b, e)
-        options.append(AttentionTiling(
-            "two-phase", bi, bj, bd, be,
-            batch_heads * two_phase_traffic(N, n_k, d, e, b, causal=causal), bound,
-            f * (bi * bd + bj * bd) + bi * bj + 2 * bi, b % align == 0))
+        ws = two_phase_working_set(d, e, bi, bj, bd, be, double_buffer=double_buffer)
+        if ws <= M:  # false only for B = 1, where the row statistics tip it over
+            options.append(AttentionTiling(
+                "two-phase", bi, bj, bd, be,
+                batch_heads * two_phase_traffic(N, n_k, d, e, b, causal=causal), bound, ws,
+                b % align == 0))
     if not options:
         raise ValueError(f"no attention tiling fits in M={M} words (d={d}, e={e})")
     return min(options, key=lambda t: (t.traffic, t.scheme))

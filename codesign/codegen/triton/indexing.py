@@ -189,8 +189,8 @@ class Index:
             e = res[j]
             if isinstance(e, Dim):
                 f = self.factor_at(e.index)
-                if e.index == f.start and f.stop - f.start > 1:
-                    k, d = j, f.start
+                if f.stop - f.start > 1:
+                    k, d = j, e.index
                     while k < len(res) and d < f.stop:
                         if isinstance(res[k], Dim) and res[k].index == d and shape[k] == self.shape[d]:
                             k, d = k + 1, d + 1
@@ -200,8 +200,13 @@ class Index:
                             k += 1
                         else:
                             break
-                    if d == f.stop and k > j:
-                        factors.append(Factor(f.var, j, k))
+                    if k > j + 1 or (k > j and d - e.index > 1):
+                        var = f.var
+                        if d < f.stop and prod(self.shape[d:f.stop]) > 1:
+                            var = f"({paren(var)} // {prod(self.shape[d:f.stop])})"
+                        if e.index > f.start and prod(self.shape[f.start:e.index]) > 1:
+                            var = f"({paren(var)} % {prod(self.shape[e.index:d])})"
+                        factors.append(Factor(var, j, k))
                         j = k
                         continue
             if texts is None:

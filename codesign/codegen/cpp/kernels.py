@@ -1,0 +1,710 @@
+"""Kernel bodies: one C++ function per `Kernel`, loop nests read off the structured IR.
+
+`KernelEmitter` walks a kernel's nodes in SSA order. Materialized elementwise nodes of
+one shape share one loop nest (flat and `omp parallel for simd` when every access is
+contiguous; else a nest with collapsed parallel outer loops and a simd inner loop, tiled
+by the group's `tile_*` plan when it has one); their elementwise producers are inlined
+by `exprs.Scope`. Every other op has an emitter in `EMITTERS`: reductions, convolution
+and pooling straight from the structure's domain and maps, softmax and the norms as
+two-pass row kernels, linear / matmul through the runtime's packed GEMM, attention as a
+flash-style loop over key blocks with an online softmax.
+"""
+
+from __future__ import annotations
+
+from math import prod
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from codesign.codegen import CodegenError, compute_dtype, group_tile
+from codesign.codegen.cpp import scalar as S
+from codesign.codegen.cpp.exprs import Access, Scope, is_expression_op, linear_offset, render
+from codesign.ir.affine import AffineMap, bound
+from codesign.ir.graph import Graph, Node
+from codesign.ir.kernels import Kernel
+from codesign.ir.ops.layout import strides
+from codesign.ir.ops.registry import IterKind, Structure, get_op
+from codesign.ir.types import DType, TensorType
+
+PARALLEL_MIN = 32768  # elements below which a loop nest runs on one thread
+POINTER_OPERANDS: Mapping[str, tuple[int, ...]] = {
+    "linear": (0, 1, 2), "matmul": (0, 1), "attention": (0, 1, 2),
+    "embedding": (0,), "index_select": (0,), "index": (0,),
+}
+"""Operands an op reads through a raw pointer (so they must be materialized)."""
+GEMM_DTYPES = (DType.f32, DType.bf16, DType.f16)
+
+
+def node_line(node: Node, names: Mapping[str, str]) -> str:
+    """`%r0 = op(%a0, ...) {attrs} : type`, with kernel-local names (so layers dedupe)."""
+    from codesign.ir.printer import format_attrs
+    ops = ", ".join(f"%{names.get(o, o)}" for o in node.operands)
+    return f"%{names.get(node.name, node.name)} = {node.op}({ops}){format_attrs(node.attrs)} : {node.type}"
+
+
+class KernelEmitter:
+    """Generates the C++ function for one kernel, given which values are materialized."""
+
+    def __init__(self, graph: Graph, kernel: Kernel, materialized: set[str], aliases: Mapping[str, str],
+                 types: Mapping[str, TensorType], nodes: Mapping[str, Node], constants: Mapping[str, object]):
+        self.graph, self.kernel = graph, kernel
+        self.materialized, self.aliases = materialized, aliases
+        self.types, self.nodes, self.constants = types, nodes, constants
+        self.members = {n.name for n in kernel.nodes}
+        self._counter = 0
+        self._structures: dict[str, Structure] = {}
+        self.statics: list[str] = []
+        # parameters: values read from memory, then values written
+        self.reads: list[str] = []
+        self.writes: list[str] = []
+        for n in kernel.nodes:
+            for o in n.operands:
+                if o not in self.members and o in materialized and o not in self.reads:
+                    self.reads.append(o)
+        for n in kernel.nodes:
+            if n.name in materialized and n.name not in aliases:
+                self.writes.append(n.name)
+        self.params: dict[str, str] = {}
+        for i, name in enumerate(self.reads):
+            self.params[name] = f"a{i}"
+        for i, name in enumerate(self.writes):
+            self.params[name] = f"r{i}"
+
+    # -- queries used by the expression generator ------------------------------------------
+    def buffer(self, name: str) -> str | None:
+        return self.params.get(name)
+
+    def node(self, name: str) -> Node | None:
+        return self.nodes.get(name)
+
+    def type(self, name: str) -> TensorType:
+        return self.types[name]
+
+    def dtype(self, name: str) -> DType:
+        return self.types[name].dtype
+
+    def constant(self, name: str) -> object | None:
+        return self.constants.get(name)
+
+    def structure(self, node: Node) -> Structure:
+        if node.name not in self._structures:
+            op = get_op(node.op)
+            self._structures[node.name] = op.structure([self.types[o] for o in node.operands], node.type,
+                                                       op.attr_values(node.attrs))
+        return self._structures[node.name]
+
+    def fresh(self, hint: str = "v") -> str:
+        self._counter += 1
+        return f"{hint}{self._counter}"
+
+    @property
+    def local_names(self) -> dict[str, str]:
+        return dict(self.params)
+
+    # -- the function ---------------------------------------------------------------------
+    def signature(self, fname: str) -> str:
+        params = [f"const {S.storage(self.dtype(n))}* __restrict {self.params[n]}" for n in self.reads]
+        params += [f"{S.storage(self.dtype(n))}* __restrict {self.params[n]}" for n in self.writes]
+        return f"static void {fname}({', '.join(params) or 'void'})"
+
+    def body(self) -> list[str]:
+        lines: list[str] = []
+        pending: list[Node] = []
+
+        def flush() -> None:
+            if pending:
+                lines.extend(self.elementwise(list(pending)))
+                pending.clear()
+        for node in self.kernel.nodes:
+            if node.name not in self.materialized or node.name in self.aliases:
+                continue
+            if is_expression_op(node.op):
+                if pending and (pending[0].type.shape != node.type.shape
+                                or any(self.depends(node, p.name) for p in pending)):
+                    flush()
+                pending.append(node)
+                continue
+            flush()
+            emitter = EMITTERS.get(node.op)
+            if emitter is None:
+                raise CodegenError(f"%{node.name} = {node.op}(...): not supported by the C++ backend yet")
+            lines.append(f"  // {node_line(node, self.local_names)}")
+            lines.extend(emitter(self, node))
+        flush()
+        return lines
+
+    def depends(self, node: Node, name: str) -> bool:
+        """Does `node` read `name`, directly or through nodes inlined into it?"""
+        stack, seen = list(node.operands), set()
+        while stack:
+            o = stack.pop()
+            if o == name:
+                return True
+            if o in seen or o not in self.members or o in self.materialized:
+                continue
+            seen.add(o)
+            stack.extend(self.nodes[o].operands)
+        return False
+
+    # -- elementwise loop nests -----------------------------------------------------------
+    def elementwise(self, roots: list[Node]) -> list[str]:
+        shape = roots[0].type.shape
+        out = [f"  // {node_line(r, self.local_names)}" for r in roots]
+        flat = self._elementwise_flat(roots, shape)
+        return out + (flat if flat is not None else self._elementwise_nest(roots, shape))
+
+    def _store_roots(self, scope: Scope, roots: list[Node], access: Access) -> None:
+        for r in roots:
+            value = scope.memo.get((r.name, access.key()))
+            if value is None:
+                value = scope.local(S.ctype(r.type.dtype), scope._compute(r, access, False))
+                scope.memo[(r.name, access.key())] = value
+            scope.emit(f"{self.params[r.name]}[{access.flat()}] = {S.store(r.type.dtype, value)};")
+
+    def _elementwise_flat(self, roots: list[Node], shape: tuple[int, ...]) -> list[str] | None:
+        numel = prod(shape)
+        scope = Scope(self, "    ")
+        self._store_roots(scope, roots, Access(shape, linear="i"))
+        if scope.delinearized and len(shape) > 1:
+            return None
+        par = f" if({numel} > {PARALLEL_MIN})" if numel > 1 else ""
+        pragma = f"  #pragma omp parallel for simd{par} schedule(static)" if numel > 1 else "  // one element"
+        return [pragma, f"  for (int64_t i = 0; i < {numel}; ++i) {{", *scope.lines, "  }"]
+
+    def _elementwise_nest(self, roots: list[Node], shape: tuple[int, ...]) -> list[str]:
+        rank = len(shape)
+        tile = group_tile(self.kernel.group, rank)
+        idx = [f"i{d}" for d in range(rank)]
+        lines: list[str] = []
+        depth = 1
+        loops: list[tuple[str, str, str]] = []  # (var, start, end)
+        if tile is not None and any(t < s for t, s in zip(tile, shape)):
+            outer = [f"o{d}" for d in range(rank)]
+            lines.append(f"  // tiled by the group's plan: {list(tile)}")
+            lines.append(f"  #pragma omp parallel for collapse({rank}) if({prod(shape)} > {PARALLEL_MIN})")
+            for d in range(rank):
+                lines.append("  " * depth + f"for (int64_t {outer[d]} = 0; {outer[d]} < {shape[d]}; {outer[d]} += {tile[d]})")
+                depth += 1
+            for d in range(rank):
+                if d == rank - 1:
+                    lines.append("  " * depth + "#pragma omp simd")
+                lines.append("  " * depth + f"for (int64_t {idx[d]} = {outer[d]}; {idx[d]} < std::min<int64_t>({outer[d]} + {tile[d]}, {shape[d]}); ++{idx[d]})")
+                depth += 1
+        else:
+            if rank > 1:
+                lines.append(f"  #pragma omp parallel for collapse({rank - 1}) if({prod(shape)} > {PARALLEL_MIN})")
+            for d in range(rank):
+                if d == rank - 1:
+                    lines.append("  " * depth + "#pragma omp simd")
+                lines.append("  " * depth + f"for (int64_t {idx[d]} = 0; {idx[d]} < {shape[d]}; ++{idx[d]})")
+                depth += 1
+        del loops
+        scope = Scope(self, "  " * (depth + 1))
+        self._store_roots(scope, roots, Access(shape, index=tuple(idx)))
+        lines.append("  " * depth + "{")
+        lines.extend(scope.lines)
+        lines.append("  " * depth + "}")
+        return lines
+
+
+# -- helpers for loop nests over a structure's domain --------------------------------------------
+def _loops(vars_: Sequence[str], sizes: Sequence[int], indent: int) -> tuple[list[str], int]:
+    lines = []
+    for v, n in zip(vars_, sizes):
+        lines.append("  " * indent + f"for (int64_t {v} = 0; {v} < {n}; ++{v})")
+        indent += 1
+    return lines, indent
+
+
+def _parallel_pragma(count: int, work: int) -> str:
+    if count == 0:
+        return ""
+    collapse = f" collapse({count})" if count > 1 else ""
+    return f"#pragma omp parallel for{collapse} if({work} > {PARALLEL_MIN})"
+
+
+def _guards(amap: AffineMap, index: Sequence[str], shape: Sequence[int], extents: Sequence[int]) -> list[str]:
+    conds = []
+    for e, expr, size in zip(amap.results, index, shape):
+        lo, hi = bound(e, extents)
+        if lo < 0:
+            conds.append(f"{expr} >= 0")
+        if hi >= size:
+            conds.append(f"{expr} < {size}")
+    return conds
+
+
+def _structured_reduction(k: KernelEmitter, node: Node, *, init: Callable[[Scope, list[str]], str],
+                          combine: Callable[[str, list[str]], str], acc_type: str,
+                          finalize: Callable[[str, list[str]], str] = lambda acc, idx: acc,
+                          simd_plus: bool = False, reads_upto: int | None = None) -> list[str]:
+    """Parallel loops outer, reduction loops inner, one accumulator per output point."""
+    st = k.structure(node)
+    sizes = st.loop_sizes
+    vars_ = [f"i{d}" for d in range(len(sizes))]
+    par = [d for d, it in enumerate(st.domain) if it.kind is IterKind.parallel]
+    red = [d for d, it in enumerate(st.domain) if it.kind is IterKind.reduction]
+    lines = []
+    pragma = _parallel_pragma(len(par), st.points)
+    if pragma:
+        lines.append("  " + pragma)
+    loop_lines, depth = _loops([vars_[d] for d in par], [sizes[d] for d in par], 1)
+    lines += loop_lines
+    lines.append("  " * depth + "{")
+    outer = Scope(k, "  " * (depth + 1))
+    acc = k.fresh("acc")
+    outer.emit(f"{acc_type} {acc} = {init(outer, vars_)};")
+    lines += outer.lines
+    inner = Scope(k, "")
+    reads, guards = [], []
+    for o, m in list(zip(node.operands, st.operand_maps))[:reads_upto]:
+        t = k.type(o)
+        index = tuple(render(r, vars_, sizes) for r in m.results)
+        g = _guards(m, index, t.shape, sizes)
+        guards += g
+        reads.append((o, Access(t.shape, index=index), bool(g)))
+    guarded = bool(guards)
+    values = [inner.value(o, a, guarded) for o, a, _ in reads]
+    red_lines, d2 = _loops([vars_[d] for d in red], [sizes[d] for d in red], depth + 1)
+    if simd_plus and red and not guarded:
+        red_lines.insert(len(red_lines) - 1, "  " * (d2 - 1) + f"#pragma omp simd reduction(+:{acc})")
+    lines += red_lines
+    lines.append("  " * d2 + "{")
+    for line in inner.lines:
+        lines.append("  " * (d2 + 1) + line)
+    update = f"{acc} = {combine(acc, values)};"
+    lines.append("  " * (d2 + 1) + (f"if ({' && '.join(guards)}) {update}" if guards else update))
+    lines.append("  " * d2 + "}")
+    out_index = tuple(render(r, vars_, sizes) for r in st.result_map.results)
+    off = linear_offset(out_index, node.type.shape)
+    lines.append("  " * (depth + 1) + f"{k.params[node.name]}[{off}] = {S.store(node.type.dtype, finalize(acc, vars_))};")
+    lines.append("  " * depth + "}")
+    return lines
+
+
+def _acc_type(dtype: DType, wide: bool) -> str:
+    if dtype.is_float:
+        return "double" if wide else S.ctype(dtype)
+    return "bool" if dtype is DType.i1 else ("int64_t" if wide else S.ctype(dtype))
+
+
+def emit_reduce(k: KernelEmitter, node: Node) -> list[str]:
+    op, dtype = node.op, k.type(node.operands[0]).dtype
+    out = node.type.dtype
+    if op in ("sum", "mean"):
+        count = prod(k.type(node.operands[0]).shape[d] for d in node.attrs["dims"])
+        fin = (lambda acc, idx: S.convert(f"({acc} / {count})", DType.f64, out)) if op == "mean" and dtype.is_float \
+            else (lambda acc, idx: f"({S.ctype(out)})({acc})")
+        return _structured_reduction(k, node, init=lambda s, v: "0", combine=lambda a, v: f"{a} + {v[0]}",
+                                     acc_type=_acc_type(dtype, True), finalize=fin, simd_plus=True)
+    if op == "prod":
+        return _structured_reduction(k, node, init=lambda s, v: "1", combine=lambda a, v: f"{a} * {v[0]}",
+                                     acc_type=_acc_type(dtype, True), finalize=lambda a, i: f"({S.ctype(out)})({a})")
+    if op in ("amax", "amin"):
+        fn, init = ("cs_max", S.lowest(dtype)) if op == "amax" else ("cs_min", S.highest(dtype))
+        t = S.ctype(dtype)
+        return _structured_reduction(k, node, init=lambda s, v: init, combine=lambda a, v: f"{fn}<{t}>({v[0]}, {a})",
+                                     acc_type=t)
+    if op == "any":
+        return _structured_reduction(k, node, init=lambda s, v: "false",
+                                     combine=lambda a, v: f"{a} || ({v[0]} != 0)", acc_type="bool")
+    raise CodegenError(f"%{node.name}: {op} has no reduction emitter")
+
+
+def emit_contraction_loops(k: KernelEmitter, node: Node) -> list[str]:
+    """matmul / linear / conv as direct loops from the structure (bias initialises the sum)."""
+    st = k.structure(node)
+    dtype = node.type.dtype
+    acc_t = S.ctype(dtype) if dtype.is_float else _acc_type(dtype, True)
+
+    def init(scope: Scope, vars_: list[str]) -> str:
+        if len(node.operands) < 3:
+            return "0"
+        bias = node.operands[2]
+        index = tuple(render(r, vars_, st.loop_sizes) for r in st.operand_maps[2].results)
+        return scope.value(bias, Access(k.type(bias).shape, index=index))
+
+    def combine(acc: str, values: list[str]) -> str:
+        return f"{acc} + ({acc_t})({values[0]}) * ({acc_t})({values[1]})"
+    return _structured_reduction(k, node, init=init, combine=combine, acc_type=acc_t, simd_plus=True,
+                                 reads_upto=2)
+
+
+def emit_pool(k: KernelEmitter, node: Node) -> list[str]:
+    dtype = node.type.dtype
+    t = S.ctype(dtype)
+    if node.op == "max_pool":
+        return _structured_reduction(k, node, init=lambda s, v: S.lowest(dtype),
+                                     combine=lambda a, v: f"cs_max<{t}>({v[0]}, {a})", acc_type=t)
+    table = _avg_pool_divisors(k.type(node.operands[0]).shape[2:], get_op("avg_pool").attr_values(node.attrs))
+    name = k.fresh("divisor")
+    values = ", ".join(repr(float(x)) + "f" for x in table.flatten())
+    k.statics.append(f"  static const float {name}[{table.size}] = {{{values}}};")
+    ow = table.shape[1]
+    return _structured_reduction(k, node, init=lambda s, v: "0", combine=lambda a, v: f"{a} + {v[0]}",
+                                 acc_type=_acc_type(dtype, False),
+                                 finalize=lambda a, v: f"({a} / {name}[{v[2]} * {ow} + {v[3]}])")
+
+
+def _avg_pool_divisors(spatial: Sequence[int], a: Mapping[str, object]):
+    """torch's divisor per output position, from the reference itself (sums over means of ones)."""
+    ones = torch.ones(1, 1, *spatial, dtype=torch.float64)
+    args = (a["kernel"], a["stride"], a["padding"], a["ceil_mode"])
+    sums = F.avg_pool2d(ones, *args, count_include_pad=False, divisor_override=1)
+    means = F.avg_pool2d(ones, *args, count_include_pad=a["count_include_pad"])
+    return (sums / means)[0, 0].numpy()
+
+
+# -- rows: a parallel loop over every dim but one (or a trailing block), then passes ---------------
+def _row_loops(shape: Sequence[int], dims: Sequence[int]) -> tuple[list[str], int, list[str]]:
+    """Loops over the dims not in `dims`; returns lines, depth, and per-dim index names."""
+    outer = [d for d in range(len(shape)) if d not in dims]
+    vars_ = [f"i{d}" for d in range(len(shape))]
+    lines = []
+    pragma = _parallel_pragma(len(outer), prod(shape))
+    if pragma:
+        lines.append("  " + pragma)
+    loop_lines, depth = _loops([vars_[d] for d in outer], [shape[d] for d in outer], 1)
+    return lines + loop_lines, depth, vars_
+
+
+def emit_softmax(k: KernelEmitter, node: Node) -> list[str]:
+    x = node.operands[0]
+    shape, dim = node.type.shape, node.attrs["dim"]
+    dtype = node.type.dtype
+    t = S.ctype(dtype)
+    n = shape[dim]
+    lines, depth, vars_ = _row_loops(shape, [dim])
+    ind = "  " * (depth + 1)
+    lines.append("  " * depth + "{")
+    j = "j"
+    index = tuple(j if d == dim else vars_[d] for d in range(len(shape)))
+    access = Access(shape, index=index)
+
+    def read() -> tuple[list[str], str]:
+        s = Scope(k, ind + "  ")
+        v = s.value(x, Access(shape, index=index))
+        return s.lines, v
+    body, v = read()
+    lines += [ind + f"{t} peak = -INFINITY;", ind + "#pragma omp simd reduction(max:peak)",
+              ind + f"for (int64_t j = 0; j < {n}; ++j) {{", *body, ind + f"  peak = std::max(peak, {v});", ind + "}"]
+    body, v = read()
+    log = node.op == "log_softmax"
+    store_exp = "" if log else f"{k.params[node.name]}[{access.flat()}] = {S.store(dtype, 'e')}; "
+    lines += [ind + f"{t} total = 0;", ind + "#pragma omp simd reduction(+:total)",
+              ind + f"for (int64_t j = 0; j < {n}; ++j) {{", *body,
+              ind + f"  const {t} e = cs_exp({v} - peak); {store_exp}total += e;", ind + "}"]
+    if log:
+        body, v = read()
+        lines += [ind + f"const {t} shift = peak + std::log(total);", ind + "#pragma omp simd",
+                  ind + f"for (int64_t j = 0; j < {n}; ++j) {{", *body,
+                  ind + f"  {k.params[node.name]}[{access.flat()}] = {S.store(dtype, f'{v} - shift')};", ind + "}"]
+    else:
+        out = f"{k.params[node.name]}[{access.flat()}]"
+        lines += [ind + f"const {t} inv = 1 / total;", ind + "#pragma omp simd",
+                  ind + f"for (int64_t j = 0; j < {n}; ++j) {out} = {S.store(dtype, S.load(dtype, out) + ' * inv')};"]
+    lines.append("  " * depth + "}")
+    return lines
+
+
+def emit_norm(k: KernelEmitter, node: Node) -> list[str]:
+    """layer_norm / rms_norm / group_norm: each normalised block is contiguous; two passes."""
+    x, *params = node.operands
+    shape, dtype = node.type.shape, node.type.dtype
+    t = S.ctype(dtype)
+    op = node.op
+    if op == "group_norm":
+        groups = node.attrs["groups"]
+        rows, block = shape[0] * groups, prod(shape[1:]) // groups
+        spatial = prod(shape[2:])
+        per_group = shape[1] // groups
+        param_index = f"((g % {groups}) * {per_group} + r / {spatial})"
+    else:
+        nr = node.attrs["normalized_rank"]
+        block = prod(shape[len(shape) - nr:])
+        rows = prod(shape) // block
+        param_index = "r"
+    eps = S.literal(dtype, get_op(op).attr_values(node.attrs)["eps"])
+    ind = "    "
+    lines = [f"  #pragma omp parallel for if({prod(shape)} > {PARALLEL_MIN})",
+             f"  for (int64_t g = 0; g < {rows}; ++g) {{"]
+    access = Access(shape, linear=f"g * {block} + r")
+
+    def read() -> tuple[list[str], str]:
+        s = Scope(k, ind + "  ")
+        v = s.value(x, Access(shape, linear=f"g * {block} + r"))
+        return s.lines, v
+    if op != "rms_norm":
+        body, v = read()
+        lines += [ind + f"{t} sum = 0;", ind + "#pragma omp simd reduction(+:sum)",
+                  ind + f"for (int64_t r = 0; r < {block}; ++r) {{", *body, ind + f"  sum += {v};", ind + "}",
+                  ind + f"const {t} mean = sum / {block};"]
+        body, v = read()
+        lines += [ind + f"{t} sq = 0;", ind + "#pragma omp simd reduction(+:sq)",
+                  ind + f"for (int64_t r = 0; r < {block}; ++r) {{", *body,
+                  ind + f"  const {t} dev = {v} - mean; sq += dev * dev;", ind + "}"]
+    else:
+        body, v = read()
+        lines += [ind + f"const {t} mean = 0;", ind + f"{t} sq = 0;", ind + "#pragma omp simd reduction(+:sq)",
+                  ind + f"for (int64_t r = 0; r < {block}; ++r) {{", *body,
+                  ind + f"  sq += {v} * {v};", ind + "}"]
+    lines.append(ind + f"const {t} rstd = 1 / std::sqrt(sq / {block} + {eps});")
+    body, v = read()
+    y = f"({v} - mean) * rstd"
+    for p in params:
+        pbuf = k.params.get(p)
+        pv = S.load(k.dtype(p), f"{pbuf}[{param_index}]") if pbuf else None
+        if pv is None:
+            s = Scope(k, ind + "  ")
+            pv = s.value(p, Access(k.type(p).shape, linear=param_index))
+            body += s.lines
+        y = f"({y}) * {pv}" if p == params[0] else f"({y}) + {pv}"
+    lines += [ind + "#pragma omp simd", ind + f"for (int64_t r = 0; r < {block}; ++r) {{", *body,
+              ind + f"  {k.params[node.name]}[{access.flat()}] = {S.store(dtype, y)};", ind + "}", "  }"]
+    return lines
+
+
+def emit_var(k: KernelEmitter, node: Node) -> list[str]:
+    """var: per output point, the mean then Σ (x - mean)² / (N - correction), in double."""
+    x = node.operands[0]
+    xt = k.type(x)
+    dims = list(node.attrs["dims"])
+    count = prod(xt.shape[d] for d in dims)
+    dof = count - get_op("var").attr_values(node.attrs)["correction"]
+    st = k.structure(node)
+    lines, depth, vars_ = _row_loops(xt.shape, dims)
+    ind = "  " * (depth + 1)
+    lines.append("  " * depth + "{")
+    red_vars = [vars_[d] for d in dims]
+    for pass_ in range(2):
+        s = Scope(k, "")
+        v = s.value(x, Access(xt.shape, index=tuple(vars_)))
+        loops, d2 = _loops(red_vars, [xt.shape[d] for d in dims], depth + 1)
+        lines += [ind + ("double sum = 0;" if pass_ == 0 else "double sq = 0;"), *loops, "  " * d2 + "{",
+                  *["  " * (d2 + 1) + line for line in s.lines],
+                  "  " * (d2 + 1) + (f"sum += {v};" if pass_ == 0 else f"{{ const double dev = {v} - mean; sq += dev * dev; }}"),
+                  "  " * d2 + "}"]
+        if pass_ == 0:
+            lines.append(ind + f"const double mean = sum / {count};")
+    out_index = tuple(render(r, vars_, xt.shape) for r in st.result_map.results)
+    value = f"sq / {dof}" if dof > 0 else "INFINITY"
+    lines.append(ind + f"{k.params[node.name]}[{linear_offset(out_index, node.type.shape)}] = "
+                 f"{S.store(node.type.dtype, S.convert(value, DType.f64, node.type.dtype))};")
+    lines.append("  " * depth + "}")
+    return lines
+
+
+def emit_argminmax(k: KernelEmitter, node: Node) -> list[str]:
+    x = node.operands[0]
+    xt = k.type(x)
+    dim = node.attrs["dim"]
+    is_max = node.op == "argmax"
+    st = k.structure(node)
+    lines, depth, vars_ = _row_loops(xt.shape, [dim])
+    ind = "  " * (depth + 1)
+    t = S.ctype(xt.dtype)
+    s = Scope(k, ind + "  ")
+    v = s.value(x, Access(xt.shape, index=tuple(vars_)))
+    better = f"(b == b) && ({v} {'>' if is_max else '<'} b || {v} != {v})" if xt.dtype.is_float \
+        else f"{v} {'>' if is_max else '<'} b"
+    out_index = tuple(render(r, vars_, xt.shape) for r in st.result_map.results)
+    lines += ["  " * depth + "{", ind + f"{t} b = {S.lowest(xt.dtype) if is_max else S.highest(xt.dtype)}; int64_t at = 0;",
+              ind + f"for (int64_t {vars_[dim]} = 0; {vars_[dim]} < {xt.shape[dim]}; ++{vars_[dim]}) {{", *s.lines,
+              ind + f"  if ({vars_[dim]} == 0 || {better}) {{ b = {v}; at = {vars_[dim]}; }}", ind + "}",
+              ind + f"{k.params[node.name]}[{linear_offset(out_index, node.type.shape)}] = at;", "  " * depth + "}"]
+    return lines
+
+
+def emit_cumsum(k: KernelEmitter, node: Node) -> list[str]:
+    x = node.operands[0]
+    shape, dim, dtype = node.type.shape, node.attrs["dim"], node.type.dtype
+    lines, depth, vars_ = _row_loops(shape, [dim])
+    ind = "  " * (depth + 1)
+    s = Scope(k, ind + "  ")
+    v = s.value(x, Access(shape, index=tuple(vars_)))
+    acc_t = _acc_type(dtype, True)
+    lines += ["  " * depth + "{", ind + f"{acc_t} acc = 0;",
+              ind + f"for (int64_t {vars_[dim]} = 0; {vars_[dim]} < {shape[dim]}; ++{vars_[dim]}) {{", *s.lines,
+              ind + f"  acc += {v};",
+              ind + f"  {k.params[node.name]}[{linear_offset(vars_, shape)}] = {S.store(dtype, S.convert('acc', DType.f64 if dtype.is_float else DType.i64, dtype))};",
+              ind + "}", "  " * depth + "}"]
+    return lines
+
+
+# -- GEMM ------------------------------------------------------------------------------------------
+def _gemm_blocks(k: KernelEmitter, node: Node) -> tuple[int, int, int]:
+    group = k.kernel.group
+    if group is not None and group.attrs.get("anchor") == node.name:
+        tile = group_tile(group, len(k.structure(node).domain))
+        if tile is not None:
+            return tile[-3], tile[-2], tile[-1]
+    return 64, 256, 256
+
+
+def emit_gemm(k: KernelEmitter, node: Node) -> list[str]:
+    """linear / matmul through `cs_gemm_f32` (bf16 / f16: A and C staged in f32)."""
+    dtype = node.type.dtype
+    if dtype not in GEMM_DTYPES:
+        return emit_contraction_loops(k, node)
+    a, b = node.operands[:2]
+    at, bt = k.type(a), k.type(b)
+    K_ = at.shape[-1]
+    mb, nb, kc = _gemm_blocks(k, node)
+    lines: list[str] = []
+    A, B, C = k.params[a], k.params[b], k.params[node.name]
+    bias = k.params.get(node.operands[2]) if len(node.operands) == 3 else None
+    half = dtype is not DType.f32
+    if node.op == "linear":
+        M, N = prod(at.shape[:-1]), bt.shape[0]
+        sbk, sbn = 1, K_
+        batches: list[tuple[str, str, str]] = [("0", "0", "0")]
+        batch_shape: tuple[int, ...] = ()
+    else:
+        M, N = at.shape[-2], bt.shape[-1]
+        sbk, sbn = N, 1
+        batch_shape = node.type.shape[:-2]
+        st = k.structure(node)
+        nbatch = len(batch_shape)
+        bv = [f"b{d}" for d in range(nbatch)]
+        dims = bv + ["0", "0", "0"]
+        sizes = list(st.loop_sizes)
+        a_idx = [render(r, dims, sizes) for r in st.operand_maps[0].results[:-2]] + ["0", "0"]
+        b_idx = [render(r, dims, sizes) for r in st.operand_maps[1].results[:-2]] + ["0", "0"]
+        c_idx = bv + ["0", "0"]
+        batches = [(linear_offset(a_idx, at.shape), linear_offset(b_idx, bt.shape), linear_offset(c_idx, node.type.shape))]
+    lines.append(f"  // packed GEMM, blocks M{mb} N{nb} K{kc}")
+    if half:
+        lines.append(f"  float* af = (float*)cs_alloc(sizeof(float) * {at.numel});")
+        lines.append(f"  float* cf = (float*)cs_alloc(sizeof(float) * {node.type.numel});")
+        lines.append(f"  #pragma omp parallel for simd if({at.numel} > {PARALLEL_MIN})")
+        lines.append(f"  for (int64_t i = 0; i < {at.numel}; ++i) af[i] = {S.load(dtype, f'{A}[i]')};")
+        if bias:
+            n_bias = k.type(node.operands[2]).numel
+            lines.append(f"  float* biasf = (float*)cs_alloc(sizeof(float) * {n_bias});")
+            lines.append(f"  for (int64_t i = 0; i < {n_bias}; ++i) biasf[i] = {S.load(dtype, f'{bias}[i]')};")
+            bias = "biasf"
+        A, Cw = "af", "cf"
+    else:
+        Cw = C
+    loop_lines, depth = _loops([f"b{d}" for d in range(len(batch_shape))], batch_shape, 1)
+    lines += loop_lines
+    oa, ob, oc = batches[0]
+    lines.append("  " * depth + f"cs_gemm_f32<{S.storage(dtype)}>({M}, {N}, {K_}, {A} + {oa}, {K_}, {B} + {ob}, {sbk}, {sbn}, "
+                 f"{Cw} + {oc}, {N}, {bias or 'nullptr'}, {mb}, {nb}, {kc});")
+    if half:
+        lines.append(f"  #pragma omp parallel for simd if({node.type.numel} > {PARALLEL_MIN})")
+        lines.append(f"  for (int64_t i = 0; i < {node.type.numel}; ++i) {C}[i] = {S.store(dtype, 'cf[i]')};")
+        lines.append("  std::free(af); std::free(cf);" + (" std::free(biasf);" if bias else ""))
+    return lines
+
+
+# -- attention -------------------------------------------------------------------------------------
+def emit_attention(k: KernelEmitter, node: Node, block_q: int = 32, block_k: int = 64) -> list[str]:
+    """Flash-style: per (batch..., query block), stream key blocks with an online softmax.
+
+    Causal attention skips key blocks wholly above the diagonal; grouped-query attention
+    reads the kv head through the structure's kv map (head floordiv group).
+    """
+    q, kk, v = node.operands[:3]
+    mask = node.operands[3] if len(node.operands) == 4 else None
+    qt, kt, vt = k.type(q), k.type(kk), k.type(v)
+    st = k.structure(node)
+    dtype = qt.dtype
+    nb = qt.rank - 2
+    LQ, D, LK, E = qt.shape[-2], qt.shape[-1], kt.shape[-2], vt.shape[-1]
+    scale = float(node.attrs["scale"])
+    causal = bool(node.attrs.get("causal", False))
+    bv = [f"b{d}" for d in range(nb)]
+    sizes = list(st.loop_sizes)
+    zero4 = bv + ["0", "0", "0", "0"]
+
+    def base(amap: AffineMap, t: TensorType) -> str:
+        idx = [render(r, zero4, sizes) for r in amap.results[:nb]] + ["0", "0"]
+        return linear_offset(idx, t.shape)
+    Q, Kp, V, O = k.params[q], k.params[kk], k.params[v], k.params[node.name]
+    ld = lambda t, e: S.load(t.dtype, e)  # noqa: E731
+    nqb = -(-LQ // block_q)
+    lines = [f"  // flash attention: query blocks of {block_q}, key blocks of {block_k}"
+             + (", causal" if causal else "") + (", grouped-query" if kt.shape[:-2] != qt.shape[:-2] else "")]
+    lines.append(f"  #pragma omp parallel for collapse({nb + 1}) schedule(dynamic, 1)")
+    loop_lines, depth = _loops(bv + ["qb"], list(qt.shape[:nb]) + [nqb], 1)
+    lines += loop_lines
+    ind = "  " * (depth + 1)
+    lines.append("  " * depth + "{")
+    lines += [ind + f"const int64_t i0 = qb * {block_q}, iw = std::min<int64_t>({block_q}, {LQ} - i0);",
+              ind + f"const {S.storage(dtype)}* qp = {Q} + {base(st.operand_maps[0], qt)};",
+              ind + f"const {S.storage(dtype)}* kp = {Kp} + {base(st.operand_maps[1], kt)};",
+              ind + f"const {S.storage(dtype)}* vp = {V} + {base(st.operand_maps[2], vt)};",
+              ind + f"{S.storage(dtype)}* op = {O} + {linear_offset(bv + ['0', '0'], node.type.shape)};",
+              ind + f"float m[{block_q}], l[{block_q}], s[{block_q} * {block_k}];",
+              ind + f"alignas(64) float acc[{block_q} * {E}];",
+              ind + f"for (int64_t r = 0; r < {block_q}; ++r) {{ m[r] = -INFINITY; l[r] = 0; }}",
+              ind + f"for (int64_t x = 0; x < {block_q * E}; ++x) acc[x] = 0;",
+              ind + (f"const int64_t jend = std::min<int64_t>({LK}, i0 + iw + {LK - LQ});" if causal
+                     else f"const int64_t jend = {LK};"),
+              ind + f"for (int64_t j0 = 0; j0 < jend; j0 += {block_k}) {{",
+              ind + f"  const int64_t jw = std::min<int64_t>({block_k}, jend - j0);",
+              ind + "  for (int64_t r = 0; r < iw; ++r) {",
+              ind + "    for (int64_t c = 0; c < jw; ++c) {",
+              ind + "      float dot = 0;",
+              ind + "      #pragma omp simd reduction(+:dot)",
+              ind + f"      for (int64_t d = 0; d < {D}; ++d) dot += {ld(qt, f'qp[(i0 + r) * {D} + d]')} * {ld(kt, f'kp[(j0 + c) * {D} + d]')};",
+              ind + f"      float sc = dot * {S.literal(DType.f32, scale)};"]
+    if causal:
+        lines.append(ind + f"      if (j0 + c > i0 + r + {LK - LQ}) sc = -INFINITY;")
+    if mask is not None:
+        mt = k.type(mask)
+        dims = bv + ["(i0 + r)", "0", "(j0 + c)", "0"]
+        idx = tuple(render(r, dims, sizes) for r in st.operand_maps[3].results)
+        scope = Scope(k, ind + "      ")
+        mv = scope.value(mask, Access(mt.shape, index=idx))
+        lines += scope.lines
+        lines.append(ind + (f"      if (!{mv}) sc = -INFINITY;" if mt.dtype is DType.i1 else f"      sc += {mv};"))
+    lines += [ind + f"      s[r * {block_k} + c] = sc;",
+              ind + "    }",
+              ind + "    float mnew = m[r];",
+              ind + f"    for (int64_t c = 0; c < jw; ++c) mnew = std::max(mnew, s[r * {block_k} + c]);",
+              ind + "    if (mnew == -INFINITY) continue;  // every key so far is masked",
+              ind + "    const float alpha = cs_exp(m[r] - mnew);",
+              ind + "    float sum = 0;",
+              ind + "    #pragma omp simd reduction(+:sum)",
+              ind + f"    for (int64_t c = 0; c < jw; ++c) {{ const float p = cs_exp(s[r * {block_k} + c] - mnew); s[r * {block_k} + c] = p; sum += p; }}",
+              ind + "    l[r] = l[r] * alpha + sum;",
+              ind + "    m[r] = mnew;",
+              ind + f"    float* ar = acc + r * {E};",
+              ind + "    #pragma omp simd",
+              ind + f"    for (int64_t e = 0; e < {E}; ++e) ar[e] *= alpha;",
+              ind + "    for (int64_t c = 0; c < jw; ++c) {",
+              ind + f"      const float p = s[r * {block_k} + c];",
+              ind + f"      const {S.storage(dtype)}* vr = vp + (j0 + c) * {E};",
+              ind + "      #pragma omp simd",
+              ind + f"      for (int64_t e = 0; e < {E}; ++e) ar[e] += p * {ld(vt, 'vr[e]')};",
+              ind + "    }",
+              ind + "  }",
+              ind + "}",
+              ind + "for (int64_t r = 0; r < iw; ++r) {",
+              ind + "  const float inv = 1.0f / l[r];",
+              ind + f"  for (int64_t e = 0; e < {E}; ++e) op[(i0 + r) * {E} + e] = {S.store(dtype, f'acc[r * {E} + e] * inv')};",
+              ind + "}",
+              "  " * depth + "}"]
+    return lines
+
+
+def refuse_moe(k: KernelEmitter, node: Node) -> list[str]:
+    raise CodegenError(f"%{node.name} = moe(...): not supported by the C++ backend yet (routing needs a "
+                       f"data-dependent top-k and scatter); run it with the interpreter, or lower the moe "
+                       f"node to dense ops first")
+
+
+Emitter = Callable[[KernelEmitter, Node], list[str]]
+EMITTERS: dict[str, Emitter] = {
+    **{name: emit_reduce for name in ("sum", "mean", "amax", "amin", "prod", "any")},
+    "var": emit_var, "argmax": emit_argminmax, "argmin": emit_argminmax, "cumsum": emit_cumsum,
+    "softmax": emit_softmax, "log_softmax": emit_softmax,
+    "layer_norm": emit_norm, "rms_norm": emit_norm, "group_norm": emit_norm,
+    "linear": emit_gemm, "matmul": emit_gemm, "conv": emit_contraction_loops, "attention": emit_attention,
+    "max_pool": emit_pool, "avg_pool": emit_pool, "moe": refuse_moe,
+}
+"""Op name → emitter for the ops that are not elementwise (those are inlined by `exprs`)."""

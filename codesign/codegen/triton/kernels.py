@@ -1,0 +1,541 @@
+"""Kernel bodies: one `@triton.jit` function per kernel (fusion group or lone node).
+
+Every value a kernel needs is produced *at an index* (`indexing.Index`) by `value()`:
+a value the kernel reads from memory becomes a `tl.load` at that index; a node of the
+group is computed there from its operands, read through its structure's maps — so
+broadcasting, permutes, reshapes, slices, concats, pads, upsampling and gathers are
+index arithmetic inside the consumer's loads, never a copy. Templates differ only in the
+tile they iterate over and in what they accumulate:
+
+- `pointwise`: a flat 1-d tile over each output (layout ops, sources, gathers included);
+- `row`: reductions and the norms, one program per block of rows, looping over the
+  reduced dims once per statistic (two-pass mean / variance, max / sum-exp), then once
+  more to write the element-wise outputs (the epilogue);
+- `matmul`: matmul / linear tiles with `tl.dot` (fp32 accumulation), operands computed by
+  any prologue nodes of the group, the epilogue applied to the accumulator before the store;
+- `attention`: FlashAttention-2 forward with an online softmax (causal, masks, GQA).
+
+A group these templates cannot express raises `Unfusable`; the generator then splits it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from math import prod
+from typing import Callable, Mapping, Sequence
+
+from codesign.codegen.triton.indexing import Factor, Index, and_masks, paren
+from codesign.codegen.triton.overrides import (POINTWISE, TL_DTYPE, ScalarCall, Unsupported,
+                                               cast_text, literal, work_dtype)
+from codesign.ir.affine import AffineMap
+from codesign.ir.graph import Graph, Node
+from codesign.ir.kernels import Kernel
+from codesign.ir.ops import get_op
+from codesign.ir.ops.registry import IterKind, OpKind, Structure
+from codesign.ir.types import DType, TensorType
+
+LAYOUT_MAPPED = ("permute", "expand", "slice", "upsample_nearest", "pixel_shuffle", "pixel_unshuffle")
+REDUCTIONS = ("sum", "mean", "amax", "amin", "any", "var")
+NORMS = ("softmax", "log_softmax", "layer_norm", "rms_norm")
+
+
+class Unfusable(Exception):
+    """The group does not fit one template; the generator splits it into smaller kernels."""
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def ident(name: str) -> str:
+    """A Python identifier for an IR value name."""
+    text = re.sub(r"\W", "_", name)
+    return text if text[:1].isalpha() else f"v_{text}"
+
+
+@dataclass
+class Value:
+    """A tile in the kernel: its text (a variable or a literal) and element type."""
+
+    text: str
+    dtype: DType
+    const: object = None  # the Python value when this is a literal (`full`)
+
+
+@dataclass
+class KernelCode:
+    """One generated kernel and how the wrapper launches it."""
+
+    name: str
+    kind: str
+    source: str
+    args: list[str]  # IR value names, in pointer-argument order (inputs then outputs)
+    outputs: list[str]
+    grid: str  # Python text of the launch grid
+    constexprs: dict[str, int]
+    num_warps: int = 4
+    num_stages: int = 2
+    nodes: tuple[str, ...] = ()
+    note: str = ""
+
+
+class KernelWriter:
+    """Builds the body of one kernel: loads, inlined group nodes, template hooks, stores."""
+
+    def __init__(self, graph: Graph, kernel: Kernel, name: str):
+        self.graph, self.kernel, self.name = graph, kernel, name
+        self.types = graph.types()
+        self.nodes: dict[str, Node] = {n.name: n for n in kernel.nodes}
+        self.graph_nodes = graph.node_map()
+        self.args: list[str] = []
+        self.lines: list[str] = []
+        self.depth = 1
+        self.scopes: list[dict] = [{}]
+        self.counter = 0
+        self.hooks: dict[str, Callable[[Index], Value]] = {}
+        self.int64 = any(self.types[v].numel >= 2 ** 31 - 1
+                         for v in {*kernel.inputs, *kernel.outputs} if v in self.types)
+
+    # -- text helpers ---------------------------------------------------------------------
+    def emit(self, line: str) -> None:
+        self.lines.append("    " * self.depth + line)
+
+    def fresh(self, prefix: str = "t") -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def assign(self, text: str, prefix: str = "t") -> str:
+        if re.fullmatch(r"[A-Za-z_]\w*", text):
+            return text
+        var = self.fresh(prefix)
+        self.emit(f"{var} = {text}")
+        return var
+
+    def ptr(self, name: str) -> str:
+        if name not in self.args:
+            self.args.append(name)
+        return f"{ident(name)}_ptr"
+
+    def push(self) -> None:
+        self.scopes.append({})
+
+    def pop(self) -> None:
+        self.scopes.pop()
+
+    def structure(self, node: Node) -> Structure:
+        op = get_op(node.op)
+        return op.structure([self.types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+
+    # -- values ---------------------------------------------------------------------------
+    def value(self, name: str, index: Index) -> Value:
+        key = (name, index.key)
+        for scope in reversed(self.scopes):
+            if key in scope:
+                return scope[key]
+        if name in self.hooks:
+            v = self.hooks[name](index)
+        elif name in self.nodes:
+            v = self.compute(self.nodes[name], index)
+        else:
+            v = self.load(name, index)
+        self.scopes[-1][key] = v
+        return v
+
+    def load(self, name: str, index: Index) -> Value:
+        t = self.types[name]
+        if t.numel == 0:
+            raise Unsupported(f"%{name} is empty")
+        address = index.linear()
+        mask = index.mask_for(address) if address != "0" else None
+        text = f"tl.load({self.ptr(name)} + {address}" + (f", mask={mask}, other=0)" if mask else ")")
+        if t.dtype in (DType.f16, DType.bf16):
+            text += ".to(tl.float32)"
+        return Value(self.assign(text, "ld"), t.dtype)
+
+    def store(self, name: str, index: Index, v: Value) -> None:
+        t = self.types[name]
+        text = v.text
+        if v.const is not None:
+            text = f"tl.full({index.tile}, {literal(v.const, t.dtype)}, {TL_DTYPE[t.dtype]})"
+        elif t.dtype in (DType.f16, DType.bf16) or work_dtype(v.dtype) != t.dtype:
+            text = f"{paren(text)}.to({TL_DTYPE[t.dtype]})"
+        address = index.linear()
+        if address == "0":  # a single element: every lane writes the same value
+            address = f"tl.zeros({index.tile}, tl.int32)"
+        mask = index.mask_for(address)
+        self.emit(f"tl.store({self.ptr(name)} + {address}, {text}" + (f", mask={mask})" if mask else ")"))
+
+    def operand(self, node: Node, i: int, index: Index, st: Structure) -> Value:
+        o = node.operands[i]
+        amap = st.operand_maps[i]
+        if amap is None:
+            raise Unsupported(f"indirect operand {i} of {node.op}")
+        return self.value(o, index.through(amap, self.types[o].shape))
+
+    def compute(self, node: Node, index: Index) -> Value:
+        op = node.op
+        if op == "reshape":
+            return self.value(node.operands[0], index.reshaped(self.types[node.operands[0]].shape))
+        if op == "full":
+            v = node.attrs["value"]
+            return Value(literal(v, work_dtype(node.type.dtype)), node.type.dtype, const=v)
+        if op == "iota":
+            start, step = node.attrs.get("start", 0), node.attrs.get("step", 1)
+            d = index.dim(0)
+            text = f"({start} + {step} * {paren(d)})" if (start, step) != (0, 1) else d
+            return Value(self.assign(cast_text(text, DType.i64 if isinstance(step, int) and isinstance(start, int)
+                                               else DType.f32, node.type.dtype)), node.type.dtype)
+        st = self.structure(node)
+        if op in LAYOUT_MAPPED:
+            return self.operand(node, 0, index, st)
+        if op == "concat":
+            return self.concat(node, index, st)
+        if op == "pad":
+            return self.pad(node, index, st)
+        if op in ("embedding", "index_select", "index"):
+            return self.gather(node, index, st)
+        if op in POINTWISE:
+            args = [self.operand(node, i, index, st) for i in range(len(node.operands))]
+            dtypes = [self.types[o].dtype for o in node.operands]
+            if op == "where":
+                dtypes = dtypes[1:] + dtypes[:1]
+                call = ScalarCall([a.text for a in args], [self.types[o].dtype for o in node.operands],
+                                  node.type.dtype, get_op(op).attr_values(node.attrs), [a.const for a in args],
+                                  index.dims)
+            else:
+                call = ScalarCall([a.text for a in args], dtypes, node.type.dtype,
+                                  get_op(op).attr_values(node.attrs), [a.const for a in args], index.dims)
+            return Value(self.assign(POINTWISE[op](call)), node.type.dtype)
+        raise Unsupported(f"no Triton body for {op} inside a {self.kind_name()} kernel")
+
+    def kind_name(self) -> str:
+        return type(self).__name__
+
+    def concat(self, node: Node, index: Index, st: Structure) -> Value:
+        dim = node.attrs["dim"]
+        d = index.dim(dim)
+        pieces, lo = [], 0
+        for i, o in enumerate(node.operands):
+            hi = lo + self.types[o].shape[dim]
+            conds = ([f"{paren(d)} >= {lo}"] if lo > 0 else []) + (
+                [f"{paren(d)} < {hi}"] if i < len(node.operands) - 1 else [])
+            sub = index.with_mask(*conds).through(st.operand_maps[i], self.types[o].shape)
+            pieces.append((hi, self.value(o, sub)))
+            lo = hi
+        text = pieces[-1][1].text
+        for hi, v in reversed(pieces[:-1]):
+            text = f"tl.where({paren(d)} < {hi}, {v.text}, {text})"
+        return Value(self.assign(text), node.type.dtype)
+
+    def pad(self, node: Node, index: Index, st: Structure) -> Value:
+        (o,) = node.operands
+        shape = self.types[o].shape
+        src = index.through(st.operand_maps[0], shape)
+        conds = []
+        for i in range(len(shape)):
+            lo, hi = node.attrs["pads"][2 * i], node.attrs["pads"][2 * i + 1]
+            if lo > 0:
+                conds.append(f"{paren(src.dim(i))} >= 0")
+            if hi > 0:
+                conds.append(f"{paren(src.dim(i))} < {shape[i]}")
+        v = self.value(o, src.with_mask(*conds))
+        if not conds:
+            return v
+        fill = literal(node.attrs.get("value", 0.0), work_dtype(node.type.dtype))
+        return Value(self.assign(f"tl.where({and_masks(conds)}, {v.text}, {fill})"), node.type.dtype)
+
+    def gather(self, node: Node, index: Index, st: Structure) -> Value:
+        table, *idx = node.operands
+        tt = self.types[table]
+        dims = index.dims()
+        picked = []
+        for i, o in enumerate(idx, start=1):
+            v = self.value(o, index.through(st.operand_maps[i], self.types[o].shape))
+            picked.append(v.text)
+        if node.op == "embedding":
+            at = [picked[0], dims[-1]]
+        elif node.op == "index_select":
+            at = list(dims)
+            at[node.attrs["dim"]] = picked[0]
+        else:
+            dim = node.attrs.get("dim", 0)
+            block = len(dims) - (tt.rank - len(picked))
+            wrapped = [self.assign(f"tl.where({p} < 0, {p} + {tt.shape[dim + k]}, {p})")
+                       for k, p in enumerate(picked)]
+            at = dims[:dim] + wrapped + dims[dim + block:]
+        return self.value(table, Index.of_dims(tt.shape, at, index.mask, index.tile))
+
+    def as_work(self, v: Value) -> str:
+        return v.text
+
+
+# -- template helpers -------------------------------------------------------------------------
+def kernel_signature(w: KernelWriter, constexprs: Sequence[str]) -> str:
+    params = [f"{ident(a)}_ptr" for a in w.args] + [f"{c}: tl.constexpr" for c in constexprs]
+    return f"@triton.jit\ndef {w.name}({', '.join(params)}):\n"
+
+
+def order_args(w: KernelWriter, outputs: Sequence[str]) -> None:
+    """Inputs first (in first-use order), then outputs."""
+    for o in outputs:
+        if o in w.args:
+            w.args.remove(o)
+    w.args.extend(outputs)
+
+
+def pid_text(w: KernelWriter, axis: int = 0) -> str:
+    return f"tl.program_id({axis}).to(tl.int64)" if w.int64 else f"tl.program_id({axis})"
+
+
+# -- pointwise --------------------------------------------------------------------------------
+def pointwise_kernel(graph: Graph, kernel: Kernel, name: str, xblock: int = 1024) -> KernelCode:
+    """A flat 1-d tile over each output; everything else is inlined into its loads."""
+    w = KernelWriter(graph, kernel, name)
+    types = w.types
+    sizes = [types[o].numel for o in kernel.outputs]
+    total = max(sizes)
+    xblock = min(xblock, next_pow2(total))
+    w.emit(f"xindex = {pid_text(w)} * XBLOCK + tl.arange(0, XBLOCK)")
+    for out in kernel.outputs:
+        t = types[out]
+        cond = (f"xindex < {t.numel}",) if t.numel % xblock or t.numel != total else ()
+        if t.numel % xblock == 0 and t.numel == total:
+            cond = ()
+        index = Index.flat(t.shape, "xindex", cond, "[XBLOCK]")
+        w.store(out, index, w.value(out, index))
+    order_args(w, kernel.outputs)
+    src = kernel_signature(w, ["XBLOCK"]) + "\n".join(w.lines) + "\n"
+    warps = 4 if xblock <= 1024 else 8
+    return KernelCode(name, "pointwise", src, list(w.args), list(kernel.outputs),
+                      f"(triton.cdiv({total}, {xblock}),)", {"XBLOCK": xblock}, warps, 1,
+                      tuple(n.name for n in kernel.nodes))
+
+
+# -- row reductions and norms -------------------------------------------------------------------
+@dataclass
+class RowPlan:
+    domain: tuple[int, ...]
+    reduced: tuple[int, ...]
+    kept: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self):
+        self.kept = tuple(i for i in range(len(self.domain)) if i not in self.reduced)
+
+    @property
+    def rows(self) -> int:
+        return prod(self.domain[i] for i in self.kept)
+
+    @property
+    def r(self) -> int:
+        return prod(self.domain[i] for i in self.reduced)
+
+
+def _reduced_dims(node: Node, st: Structure) -> tuple[int, ...]:
+    return tuple(i for i, d in enumerate(st.domain) if d.kind is IterKind.reduction)
+
+
+class RowWriter(KernelWriter):
+    def __init__(self, graph: Graph, kernel: Kernel, name: str, plan: RowPlan):
+        super().__init__(graph, kernel, name)
+        self.plan = plan
+        self.stats: dict[str, dict[str, str]] = {}
+
+    def elem_index(self) -> Index:
+        p = self.plan
+        conds = (f"xindex < {p.rows}", f"rindex < {p.r}")
+        tile = "[XBLOCK, RBLOCK]"
+        nk = len(p.kept)
+        if p.kept == tuple(range(nk)):
+            factors = tuple(f for f in (Factor("xindex", 0, nk) if nk else None,
+                                        Factor("rindex", nk, len(p.domain))) if f)
+            return Index(p.domain, factors, conds, tile)
+        dims = [""] * len(p.domain)
+        for group, var in ((p.kept, "xindex"), (p.reduced, "rindex")):
+            sub = Index.flat(tuple(p.domain[i] for i in group), var, (), tile)
+            for k, i in enumerate(group):
+                dims[i] = sub.dim(k)
+        return Index.of_dims(p.domain, dims, conds, tile)
+
+    def row_index(self, shape: Sequence[int]) -> Index:
+        """Index of a row-level value (kept dims, reduced dims absent or of size 1)."""
+        p = self.plan
+        conds = (f"xindex < {p.rows}",)
+        tile = "[XBLOCK, 1]"
+        if p.kept == tuple(range(len(p.kept))):
+            return Index.flat(shape, "xindex", conds, tile)
+        kept_dims = [self.elem_index().dim(i) for i in p.kept]
+        dims, k = [], 0
+        full = len(shape) == len(p.domain)
+        for i, s in enumerate(shape):
+            if full and i in p.reduced:
+                dims.append("0")
+            else:
+                dims.append(kept_dims[k])
+                k += 1
+        return Index.of_dims(shape, dims, conds, tile)
+
+    def check_row(self, node: Node, index: Index) -> None:
+        """A statistic is one value per row: it may only be read at the current row."""
+        elem = self.elem_index().dims()
+        want = [elem[i] for i in self.plan.kept]
+        got = index.dims()
+        if len(got) == len(self.plan.domain):
+            got = [got[i] for i in self.plan.kept]
+        if got != want:
+            raise Unfusable(f"%{node.name} is read at another row than its own")
+
+
+def _row_plan(graph: Graph, kernel: Kernel) -> tuple[RowPlan, list[Node]]:
+    types = graph.types()
+    anchors = [n for n in kernel.nodes if n.op in REDUCTIONS + NORMS]
+    if not anchors:
+        raise Unfusable("no reduction")
+    plan = None
+    for n in anchors:
+        op = get_op(n.op)
+        st = op.structure([types[o] for o in n.operands], n.type, op.attr_values(n.attrs))
+        this = RowPlan(types[n.operands[0]].shape, _reduced_dims(n, st))
+        if plan is None:
+            plan = this
+        elif (this.domain, this.reduced) != (plan.domain, plan.reduced):
+            raise Unfusable("reductions over different domains")
+    return plan, anchors
+
+
+def row_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
+    plan, anchors = _row_plan(graph, kernel)
+    w = RowWriter(graph, kernel, name, plan)
+    types = w.types
+    rows, r = plan.rows, plan.r
+    if r == 0 or rows == 0:
+        raise Unsupported("empty reduction")
+    rblock = min(next_pow2(r), 1024)
+    xblock = max(1, min(next_pow2(rows), max(1, 4096 // rblock), 64))
+    levels = {}
+    for out in kernel.outputs:
+        t = types[out]
+        if t.shape == plan.domain:
+            levels[out] = "elem"
+        elif t.numel == rows:
+            levels[out] = "row"
+        else:
+            raise Unfusable(f"output %{out} {list(t.shape)} is neither a row nor an element of the rows")
+    w.emit(f"xindex = ({pid_text(w)} * XBLOCK + tl.arange(0, XBLOCK))[:, None]")
+    w.emit("rbase = tl.arange(0, RBLOCK)[None, :]")
+
+    def loop(body: Callable[[Index], None]) -> None:
+        w.emit(f"for roffset in range(0, {r}, RBLOCK):")
+        w.depth += 1
+        w.push()
+        w.emit("rindex = roffset + rbase")
+        body(w.elem_index())
+        w.pop()
+        w.depth -= 1
+
+    def reduce_stage(node: Node, label: str, init: str, combine: str, final: str,
+                     elem: Callable[[Index], str]) -> str:
+        acc = w.fresh(f"acc_{label}_")
+        w.emit(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, tl.float32)")
+
+        def body(index: Index) -> None:
+            v = elem(index)
+            mask = index.mask_text()
+            w.emit(f"{acc} = {combine.format(acc=acc, v=f'tl.where({mask}, {v}, {init})' if mask else v)}")
+        loop(body)
+        out = w.fresh(f"{label}_")
+        w.emit(f"{out} = {final.format(acc=acc)}")
+        return out
+
+    def x_of(node: Node) -> Callable[[Index], str]:
+        return lambda index: f"{w.value(node.operands[0], index).text}"
+
+    sum_ = ("0.0", "{acc} + {v}", "tl.sum({acc}, 1)[:, None]")
+    for node in anchors:
+        stats: dict[str, str] = {}
+        x = x_of(node)
+        op, attrs = node.op, get_op(node.op).attr_values(node.attrs)
+        if op in ("sum", "mean", "layer_norm", "var"):
+            stats["sum"] = reduce_stage(node, "sum", *sum_, x)
+            stats["mean"] = w.assign(f"{stats['sum']} / {r}", "mean_")
+        if op == "amax":
+            stats["max"] = reduce_stage(node, "max", '-float("inf")', "tl.maximum({acc}, {v})",
+                                        "tl.max({acc}, 1)[:, None]", x)
+        if op == "amin":
+            stats["min"] = reduce_stage(node, "min", 'float("inf")', "tl.minimum({acc}, {v})",
+                                        "tl.min({acc}, 1)[:, None]", x)
+        if op == "any":
+            stats["any"] = reduce_stage(node, "any", "0.0", "tl.maximum({acc}, {v})",
+                                        "tl.max({acc}, 1)[:, None] != 0",
+                                        lambda i: f"tl.where({x(i)} != 0, 1.0, 0.0)")
+        if op in ("layer_norm", "var"):
+            mean = stats["mean"]
+            stats["m2"] = reduce_stage(node, "m2", *sum_, lambda i: f"(({x(i)} - {mean}) * ({x(i)} - {mean}))")
+        if op == "rms_norm":
+            stats["ms"] = w.assign(f"{reduce_stage(node, 'ss', *sum_, lambda i: f'({x(i)} * {x(i)})')} / {r}", "ms_")
+        if op in ("softmax", "log_softmax"):
+            stats["max"] = reduce_stage(node, "max", '-float("inf")', "tl.maximum({acc}, {v})",
+                                        "tl.max({acc}, 1)[:, None]", x)
+            mx = stats["max"]
+            stats["sum"] = reduce_stage(node, "sumexp", *sum_, lambda i: f"tl.exp({x(i)} - {mx})")
+        if op == "layer_norm":
+            stats["rstd"] = w.assign(f"tl.rsqrt({stats['m2']} / {r} + {float(attrs['eps'])!r})", "rstd_")
+        if op == "rms_norm":
+            stats["rstd"] = w.assign(f"tl.rsqrt({stats['ms']} + {float(attrs['eps'])!r})", "rstd_")
+        w.stats[node.name] = stats
+        w.hooks[node.name] = _row_hook(w, node, stats, r)
+    for out in kernel.outputs:
+        if levels[out] == "row":
+            index = w.row_index(types[out].shape)
+            w.store(out, index, w.value(out, index))
+    elems = [o for o in kernel.outputs if levels[o] == "elem"]
+    if elems:
+        loop(lambda index: [w.store(o, index, w.value(o, index)) for o in elems])
+    order_args(w, kernel.outputs)
+    src = kernel_signature(w, ["XBLOCK", "RBLOCK"]) + "\n".join(w.lines) + "\n"
+    warps = 8 if xblock * rblock >= 2048 else 4
+    return KernelCode(name, "reduction", src, list(w.args), list(kernel.outputs),
+                      f"(triton.cdiv({rows}, {xblock}),)", {"XBLOCK": xblock, "RBLOCK": rblock}, warps, 1,
+                      tuple(n.name for n in kernel.nodes))
+
+
+def _row_hook(w: RowWriter, node: Node, stats: Mapping[str, str], r: int) -> Callable[[Index], Value]:
+    op, attrs = node.op, get_op(node.op).attr_values(node.attrs)
+    dtype = node.type.dtype
+
+    def hook(index: Index) -> Value:
+        if op in REDUCTIONS:
+            w.check_row(node, index)
+            if op == "sum":
+                text = stats["sum"]
+            elif op == "mean":
+                text = stats["mean"]
+            elif op == "amax":
+                text = stats["max"]
+            elif op == "amin":
+                text = stats["min"]
+            elif op == "any":
+                text = stats["any"]
+            else:
+                dof = r - attrs["correction"]
+                text = f"{stats['m2']} / {dof}" if dof > 0 else f"{stats['m2']} * float('inf')"
+            if not dtype.is_float and dtype is not DType.i1:
+                text = f"({text}).to({TL_DTYPE[dtype]})"
+            return Value(w.assign(text), dtype)
+        if index.dims() != w.elem_index().dims():
+            raise Unfusable(f"%{node.name} is read at another point than its own")
+        st = w.structure(node)
+        x = w.value(node.operands[0], index).text
+        if op == "softmax":
+            text = f"tl.exp({x} - {stats['max']}) / {stats['sum']}"
+        elif op == "log_softmax":
+            text = f"{x} - {stats['max']} - tl.log({stats['sum']})"
+        elif op == "layer_norm":
+            text = f"({x} - {stats['mean']}) * {stats['rstd']}"
+        else:
+            text = f"{x} * {stats['rstd']}"
+        for i in range(1, len(node.operands)):
+            p = w.operand(node, i, index, st).text
+            text = f"({text}) * {p}" if i == 1 else f"({text}) + {p}"
+        return Value(w.assign(text), dtype)
+    return hook

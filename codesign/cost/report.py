@@ -1,0 +1,90 @@
+"""Kernel reports: the cost model's view of a graph as a table, totals, and a roofline plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.table import Table
+
+from codesign.cost.model import CostModel, GraphCost, KernelCost, peak_flops
+from codesign.ir.graph import Graph
+from codesign.ir.types import DType
+from codesign.targets import Target
+from codesign.targets.units import format_bytes, format_time
+
+
+@dataclass(frozen=True)
+class FusionSummary:
+    """Predicted time of the graph unfused (one kernel per op) and as compiled."""
+
+    unfused: GraphCost
+    fused: GraphCost
+
+    @property
+    def speedup(self) -> float:
+        return self.unfused.time / self.fused.time if self.fused.time else float("inf")
+
+    def as_dict(self) -> dict:
+        return {"unfused_time_s": self.unfused.time, "fused_time_s": self.fused.time,
+                "speedup": self.speedup, "unfused_kernels": self.unfused.launches,
+                "fused_kernels": self.fused.launches, "unfused_home_bytes": self.unfused.home_bytes,
+                "fused_home_bytes": self.fused.home_bytes}
+
+
+def summarize(unfused: Graph, fused: Graph, target: Target, tiles=None) -> FusionSummary:
+    return FusionSummary(CostModel(target).graph_cost(unfused),
+                         CostModel(target, tiles=tiles or {}).graph_cost(fused))
+
+
+def kernel_table(cost: GraphCost, target: Target, kinds: dict[str, str], limit: int = 40) -> Table:
+    """One row per kernel (the slowest `limit` when there are more), in program order."""
+    home = CostModel(target).home
+    fast = target.memory[0].name
+    rows = list(cost.kernels)
+    hidden = 0
+    if len(rows) > limit:
+        keep = {id(k) for k in sorted(rows, key=lambda k: -k.time)[:limit]}
+        hidden = len(rows) - limit
+        rows = [k for k in rows if id(k) in keep]
+    title = f"kernels ({len(cost.kernels)}" + (f"; the {limit} slowest shown" if hidden else "") + ")"
+    table = Table(title=title)
+    for col in ("kernel", "kind", "ops", "FLOPs", f"{home} bytes", f"{fast} bytes", "FLOP/B", "bound", "time"):
+        table.add_column(col, justify="left" if col in ("kernel", "kind", "bound") else "right")
+    for k in rows:
+        table.add_row(f"{k.key} {k.name}"[:40], kinds.get(k.key, "single"), str(k.nodes),
+                      f"{k.total_flops:.3g}", format_bytes(k.bytes.get(home, 0)),
+                      format_bytes(k.bytes.get(fast, 0)), f"{k.intensity:.3g}", k.bound, format_time(k.time))
+    return table
+
+
+def roofline_plot(cost: GraphCost, target: Target, path: str | Path, dtype: DType = DType.bf16) -> Path:
+    """Each kernel at (FLOP per home-tier byte, predicted FLOP/s) under the target's roofs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    home = CostModel(target).home
+    bandwidth = target.total_bandwidth(home)
+    peak = peak_flops(target, dtype, tensor_op=True) * target.sockets
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    xs = [max(k.intensity, 1e-3) for k in cost.kernels if k.total_flops]
+    lo, hi = min(xs + [1e-2]) / 2, max(xs + [1e4]) * 2
+    grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    ax.loglog(grid, [min(peak, x * bandwidth) for x in grid], color="black", lw=1.5,
+              label=f"roof: {peak / 1e12:.0f} TFLOP/s, {home} {bandwidth / 1e12:.2f} TB/s")
+    for kind, marker in (("compute", "o"), (home, "s")):
+        pts = [(max(k.intensity, 1e-3), k.total_flops / k.time) for k in cost.kernels
+               if k.total_flops and (k.bound == kind) == (kind == "compute" or k.bound == home)]
+        if pts:
+            ax.scatter(*zip(*pts), marker=marker, s=18, label=f"{kind}-bound kernels")
+    ax.set_xlabel(f"arithmetic intensity (FLOP per {home} byte)")
+    ax.set_ylabel("predicted FLOP/s")
+    ax.set_title(f"roofline on {target.name}")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, which="both", lw=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
