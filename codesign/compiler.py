@@ -28,7 +28,7 @@ from codesign.targets import Target, load_target
 from codesign.targets.units import format_bytes, format_flops, format_time
 
 SAVE_MARKER = ".codesign-output"
-COMPILE_PIPELINE = "canonicalize,dce,fuse"
+COMPILE_PIPELINE = "canonicalize,dce,fuse,tile"
 """What `compile()` runs when no pipeline is given."""
 
 
@@ -65,7 +65,8 @@ class CompiledModule:
 
     def fusion(self) -> FusionSummary:
         """Predicted time unfused (one kernel per op, as captured) vs as compiled."""
-        return summarize(self.captured, self.graph, self.target)
+        from codesign.passes.tile import chip_rereads
+        return summarize(self.captured, self.graph, self.target, chip_rereads(self.graph))
 
     def explain(self, as_json: bool = False) -> str:
         """The decision ledger: every candidate the passes weighed, and why."""

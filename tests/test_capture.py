@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import pytest
@@ -96,14 +95,12 @@ def test_moe_is_one_op_with_an_expert_region(captured):
     assert [i.type.shape for i in region.inputs][1:] == [(256, 64), (64, 128)]
 
 
-def test_meta_llama2_7b_captures_fast_with_the_right_parameter_count():
+def test_meta_llama2_7b_captures_with_the_right_parameter_count():
+    """(Its capture time is measured in benchmarks/capture_time.py, not asserted here.)"""
     model, inputs = load_factory(str(EXAMPLES / "llama.py:llama2_7b_meta"))
-    start = time.perf_counter()
     cm = capture(model, inputs)
-    seconds = time.perf_counter() - start
     params = sum(i.type.numel for i in cm.graph.inputs if i.kind.value == "param")
     assert abs(params - 6.74e9) / 6.74e9 < 0.01
-    assert seconds < 60, f"capture took {seconds:.1f} s"
     assert cm.is_meta
     assert Counter(n.op for n in cm.graph.nodes)["attention"] == 32
 

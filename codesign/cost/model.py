@@ -108,12 +108,13 @@ def compulsory(node: Node, index: int, types: Mapping[str, TensorType]) -> float
 class CostModel:
     """Predicts kernel times on one target.
 
-    `reread` gives the tiling's operand re-read factors; by default they come from each
-    contraction's tile in `tiles` (node name → tile), else a tile sized to the fast tier.
+    `reread` gives the tiling's operand re-read factors; by default they come from the
+    tiling pass (`rereads`: node name → one read count per operand), else from a tile sized
+    to the chip's fast tier.
     """
 
     target: Target
-    tiles: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    rereads: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     reread: Reread | None = None
     home: str = field(default="")
 
@@ -121,10 +122,9 @@ class CostModel:
         if not self.home:
             object.__setattr__(self, "home", home_tier(self.target))
         if self.reread is None:
-            from codesign.cost.traffic import TiledReread
-            from codesign.fusion.capacity import default_contraction_tile
-            default = default_contraction_tile(self.target, 2)
-            object.__setattr__(self, "reread", TiledReread(self.target, dict(self.tiles), default))
+            from codesign.cost.traffic import TiledReread, aggregate_tile
+            object.__setattr__(self, "reread", TiledReread(self.target, dict(self.rereads),
+                                                           aggregate_tile(self.target)))
 
     # -- pieces --------------------------------------------------------------------------
     def node_flops_by_dtype(self, node: Node, types: Mapping[str, TensorType]) -> tuple[str, int, bool]:
@@ -132,26 +132,38 @@ class CostModel:
         tensor = op.kind in TENSOR_KINDS or node.op == "moe"
         return node.type.dtype.value, node_flops(node, dict(types)), tensor
 
-    def recompute_factors(self, kernel: Kernel, types: Mapping[str, TensorType]) -> dict[str, float]:
-        """How many times each node of a kernel runs: a prologue feeding a contraction's
-        operand is recomputed every time the contraction re-reads that operand."""
+    def recompute_factors(self, kernel: Kernel, types: Mapping[str, TensorType],
+                          streamed: bool = False) -> dict[str, float]:
+        """How many times each node of a kernel runs: a pointwise prologue feeding a
+        contraction's operand is recomputed every time the contraction re-reads that
+        operand. A heavy op's result is materialised in the fast tier once, and a streamed
+        (dataflow) kernel buffers every intermediate, so neither is recomputed."""
         inside = {n.name: n for n in kernel.nodes}
         factor = {name: 1.0 for name in inside}
+        if streamed:
+            return factor
         for node in reversed(kernel.nodes):
             for i, operand in enumerate(node.operands):
-                if operand in inside:
-                    step = self.reread(node, i, types) if get_op(node.op).kind in TENSOR_KINDS else 1.0
-                    factor[operand] = max(factor[operand], factor[node.name] * step)
+                producer = inside.get(operand)
+                if producer is None or get_op(producer.op).kind not in (OpKind.pointwise, OpKind.layout):
+                    continue
+                step = self.reread(node, i, types) if get_op(node.op).kind in TENSOR_KINDS else 1.0
+                factor[operand] = max(factor[operand], factor[node.name] * step)
         return factor
 
-    def kernel_cost(self, graph: Graph, kernel: Kernel, types: Mapping[str, TensorType] | None = None) -> KernelCost:
+    def kernel_cost(self, graph: Graph, kernel: Kernel, types: Mapping[str, TensorType] | None = None,
+                    *, streamed: bool | None = None) -> KernelCost:
+        """Cost of `kernel`; `streamed` (default: the group's kind is "layer") buffers every
+        intermediate on chip, as a dataflow layer does."""
         types = types if types is not None else graph.types()
+        if streamed is None:
+            streamed = kernel.group is not None and kernel.group.attrs.get("kind") == "layer"
         flops: dict[str, int] = {}
         compute = 0.0
         fast_bytes = 0
         inside = {n.name for n in kernel.nodes}
         home_reads: dict[str, float] = {}
-        runs = self.recompute_factors(kernel, types)
+        runs = self.recompute_factors(kernel, types, streamed)
         for node in kernel.nodes:
             dtype, f, tensor = self.node_flops_by_dtype(node, types)
             f = int(f * runs[node.name])

@@ -32,9 +32,9 @@ class FusionSummary:
                 "fused_home_bytes": self.fused.home_bytes}
 
 
-def summarize(unfused: Graph, fused: Graph, target: Target, tiles=None) -> FusionSummary:
+def summarize(unfused: Graph, fused: Graph, target: Target, rereads=None) -> FusionSummary:
     return FusionSummary(CostModel(target).graph_cost(unfused),
-                         CostModel(target, tiles=tiles or {}).graph_cost(fused))
+                         CostModel(target, rereads=rereads or {}).graph_cost(fused))
 
 
 def kernel_table(cost: GraphCost, target: Target, kinds: dict[str, str], limit: int = 40) -> Table:

@@ -3,8 +3,13 @@
 An output-stationary matmul tile (tm × tn) streams its A rows once per column tile and its
 B columns once per row tile: A is read ⌈n/tn⌉ times, B ⌈m/tm⌉ times. FlashAttention keeps a
 row block of Q and streams K and V once per row block. Everything else reads each operand
-once. Tiles come from the group's `tile_<fast tier>` attribute when the tiling pass has set
-it, else from a default sized to the fast tier.
+once.
+
+Which tile sets home-tier traffic? Not one SM's: the tiles resident on all compute units at
+once share their operands through the on-chip hierarchy (L2 on a GPU, the PMU mesh on an
+SN40L), so the home tier sees the traffic of a tile sized to the *aggregate* fast tier.
+(A group's legality, by contrast, is checked against one unit's share: see
+`fusion.capacity`.) Tiles come from the tiling pass when it has run, else this default.
 """
 
 from __future__ import annotations
@@ -32,22 +37,38 @@ def gemm_view(node: Node, types: Mapping[str, TensorType]) -> tuple[int, int, in
     return None
 
 
+def aggregate_tile(target: Target, elem: int = 2) -> tuple[int, int, int]:
+    """A square (t, t, t/2) tile whose double-buffered operands and accumulator fill half of
+    the aggregate fast tier, aligned to the target's tile multiple."""
+    tier = target.memory[0]
+    budget = target.total_capacity(tier.name) // max(target.sockets, 1) // 2
+    align = target.compute.tile_multiple
+    # 2 (double buffer) * elem * (t*t/2 + t/2*t) + 4 * t*t = (2*elem + 4) * t*t
+    t = int((budget / (2 * elem + 4)) ** 0.5) // align * align
+    t = max(align, t)
+    return t, t, max(align, t // 2 // align * align)
+
+
 @dataclass(frozen=True)
 class TiledReread:
-    """A `Reread` for the cost model: re-read factors from (tm, tn) tiles per contraction."""
+    """A `Reread` for the cost model: per-operand read counts chosen by the tiling pass
+    (`rereads`: node name → one factor per operand), else from the default chip tile."""
 
     target: Target
-    tiles: Mapping[str, tuple[int, ...]]  # node name -> tile (tm, tn, tk) or (br, bc)
+    rereads: Mapping[str, tuple[float, ...]]
     default: tuple[int, int, int]
 
     def __call__(self, node: Node, index: int, types: Mapping[str, TensorType]) -> float:
+        known = self.rereads.get(node.name)
+        if known is not None:
+            return known[index] if index < len(known) else 1.0
         if node.op == "attention":
-            br = self.tiles.get(node.name, (64, 64))[0]
-            lq = types[node.operands[0]].shape[-2]
-            return 1.0 if index in (0, 3) else float(ceil(lq / br))
+            lq, lk = types[node.operands[0]].shape[-2], types[node.operands[1]].shape[-2]
+            br, bc = self.default[0], self.default[1]
+            return 1.0 if index in (0, 3) or bc >= lk else float(ceil(lq / br))
         view = gemm_view(node, types)
         if view is None or index > 1:
             return 1.0
         m, n, _ = view
-        tm, tn = self.tiles.get(node.name, self.default)[:2]
+        tm, tn = self.default[:2]
         return float(ceil(n / tn)) if index == 0 else float(ceil(m / tm))

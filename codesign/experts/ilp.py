@@ -14,7 +14,7 @@ expert occupies (from transfer start, or from the end of its previous use when k
 the end of its use) is an interval of demand ``bytes(e)`` in one Cumulative of the
 capacity. Objective: the makespan. Redundant cuts tighten the LP bound: the per-slot
 capacity of kept spans, ``s[v] >= s[u] + c[u] + d_e (1 - keep)``, and a prefix link bound
-(all loads for slots <= v fit on the link before ``s[v]``).
+(all loads for slots <= v fit on the link before ``s[v]``, and slots v.. run after).
 
 The solution is turned into a :class:`Plan` (loads ordered by start time, released when
 the previous use ends, drops after the last kept use) and replayed by the simulator,
@@ -25,7 +25,7 @@ baseline's simulated schedule, so the ILP's total is never above that baseline's
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ortools.sat.python import cp_model
@@ -80,7 +80,15 @@ class _Progress(cp_model.CpSolverSolutionCallback):
 
 def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, options: IlpOptions = IlpOptions(),
                  report: Callable[[float, int, int], None] | None = None) -> IlpResult:
-    """Solve ``problem`` (one window) exactly up to the time limit; see the module doc."""
+    """Solve ``problem`` (one window) exactly up to the time limit; see the module doc.
+
+    ``hint``: the warm start (a plan and its simulated result); default: the best baseline.
+    """
+    if hint is None:  # warm start from the best baseline, releases made earliest
+        from .baselines import BASELINES
+        plans = [replace(f(problem), loads=tuple(Load(ld.expert, ld.slot, 0) for ld in f(problem).loads))
+                 for f in BASELINES.values()]
+        hint = min(((p, simulate(problem, p)) for p in plans), key=lambda pr: pr[1].total)
     n, comp, xfer, size = problem.num_slots, problem.compute, problem.transfer, problem.size
     horizon = hint[1].total if hint else sum(comp) + sum(xfer[e] for ids in problem.requests for e in ids)
     m = cp_model.CpModel()
@@ -159,23 +167,46 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
             m.Add(sum(b * k for b, k in across[i]) <= room)
     # cut: the link moves every load for slots <= v before slot v starts
     moved = m.NewConstant(0)
+    moved_vars: list[tuple[int, cp_model.IntVar]] = []
     for v in range(n):
         if loads_by_slot[v]:
             total = m.NewIntVar(0, horizon, f"moved{v}")
+            moved_vars.append((v, total))
             m.Add(total == moved + sum(d * p for d, p in loads_by_slot[v]))
             moved = total
             m.Add(s[v] >= moved + (0 if problem.overlap else sum(comp[:v])))
-    m.Minimize(makespan)
+            m.Add(makespan >= moved + sum(comp[v:]))  # ... and then slots v.. still run
+    # a closed-form bound: the compulsory first loads, then the compute still to come
+    forced = [0] * n
+    for e, vs in uses.items():
+        if e not in initial:
+            forced[vs[0]] += xfer[e]
+    static_bound, moved_forced = sum(comp), 0
+    for v in range(n):
+        moved_forced += forced[v]
+        static_bound = max(static_bound, moved_forced + sum(comp[v:]))
+    m.Add(makespan >= static_bound)
+    # makespan first; among equal makespans keep more experts for the next window (1 ns each)
+    m.Minimize(makespan - sum(k for k, _ in keep_end.values()))
 
     if hint is not None:
         _add_hint(m, problem, hint, s, makespan, keep, load, keep_end, occ_vars, end_spans)
+        loaded_by = [0] * n
+        for ld in hint[0].loads:
+            loaded_by[ld.slot] += xfer[ld.expert]
+        running, at = 0, 0
+        for v, var in moved_vars:
+            running += sum(loaded_by[at:v + 1])
+            at = v + 1
+            m.AddHint(var, running)
 
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = options.time_limit
     solver.parameters.num_workers = options.workers
     solver.parameters.relative_gap_limit = options.relative_gap
     solver.parameters.random_seed = options.seed
-    solver.parameters.max_presolve_iterations = 1
+    solver.parameters.cp_model_presolve = False  # its fix-point loop crawls along the slot chain
+    solver.parameters.cp_model_probing_level = 0
     import os
     solver.parameters.log_search_progress = bool(os.environ.get("CS_LOG"))
     callback = _Progress(report)
@@ -186,7 +217,8 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         if hint is None:
             raise RuntimeError(f"CP-SAT found no schedule ({name}) within {options.time_limit} s")
-        return IlpResult(hint[0], hint[1].total, 0, name, seconds, hint[1].total, tuple(callback.points))
+        bound = max(static_bound, int(solver.BestObjectiveBound())) if status != cp_model.MODEL_INVALID else 0
+        return IlpResult(hint[0], hint[1].total, bound, name, seconds, hint[1].total, tuple(callback.points))
 
     starts = []
     for (e, v), (present, t) in load.items():
@@ -205,7 +237,7 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
         if not solver.Value(k_end):
             drops.add((e, last))
     plan = Plan(loads, frozenset(drops), "ilp")
-    return IlpResult(plan, int(solver.ObjectiveValue()), int(solver.BestObjectiveBound()), name, seconds,
+    return IlpResult(plan, solver.Value(makespan), max(static_bound, int(solver.BestObjectiveBound())), name, seconds,
                      hint[1].total if hint else None, tuple(callback.points))
 
 

@@ -42,13 +42,18 @@ _BLOCK = re.compile(r"^(.*?\.\d+)(?:\.|$)")
 class FusionPolicy:
     """The default profitability rules.
 
-    `min_saving`: seconds a fusion must save to be taken. `stream_layers`: on dataflow
-    targets, stream each repeated block (a module path with an index, e.g. `layers.3`) as
-    one kernel, as the SN40L does with a whole decoder layer.
+    `min_saving`: seconds a fusion must save to be taken. `stream_layers`: stream each
+    repeated block (a module path with an index, e.g. `layers.3`) as one kernel, as the
+    SN40L does with a whole decoder layer (the pass turns it on for dataflow targets);
+    pairwise fusion then keeps blocks apart so each layer's kernel holds only its own ops.
     """
 
     min_saving: float = 0.0
-    stream_layers: bool = True
+    stream_layers: bool = False
+
+    @property
+    def keep_blocks_apart(self) -> bool:
+        return self.stream_layers
 
     def profitable(self, s: Score) -> bool:
         return s.saved_seconds > self.min_saving

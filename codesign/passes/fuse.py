@@ -70,6 +70,13 @@ def _evaluate(part: Partition, cost: CostModel, policy: FusionPolicy, capacity: 
     if not verdict.legal:
         return Evaluation(subject, producer, consumer, verdict, None, capacity, None, None, None,
                           "refused"), 0.0
+    if policy.keep_blocks_apart:
+        blocks = [{policy.layer_of(part.nodes[n].loc) for n in part.members[g]} - {None} for g in (a, b)]
+        if blocks[0] and blocks[1] and blocks[0] != blocks[1]:
+            boundary = Verdict(False, "layer-boundary", f"{', '.join(sorted(blocks[0]))} and "
+                               f"{', '.join(sorted(blocks[1]))} stream as separate layer kernels")
+            return Evaluation(subject, producer, consumer, boundary, None, capacity, None, None, None,
+                              "refused"), 0.0
     merged = part.kernel_of(part.members[a] + part.members[b])
     ws = working_set(part.graph, merged, cost.target).bytes
     ka, kb = cost.kernel_cost(part.graph, part.kernel(a), types), cost.kernel_cost(part.graph, part.kernel(b), types)
@@ -171,7 +178,7 @@ def stream_layers(part: Partition, cost: CostModel, policy: FusionPolicy, ctx: P
         merged = part.kernel_of([n for k in keys for n in part.members[k]])
         ws = working_set(part.graph, merged, cost.target, layer=True)
         separate = sum(cost.kernel_cost(part.graph, part.kernel(k), types).time for k in keys)
-        fused = cost.kernel_cost(part.graph, merged, types).time
+        fused = cost.kernel_cost(part.graph, merged, types, streamed=True).time
         data = dict(rule="stream-layer", groups=len(keys), nodes=len(merged.nodes), working_set=ws.bytes,
                     capacity=capacity, separate_time=separate, fused_time=fused)
         if ws.bytes > capacity:
@@ -246,7 +253,8 @@ class Fuse(Pass):
         if graph.groups:
             graph = Graph(graph.name, graph.inputs, tuple(n.with_(group=None) for n in graph.nodes),
                           graph.outputs, ())
-        policy = FusionPolicy(self.min_saving, self.stream_layers)
+        streaming = self.stream_layers and ctx.target.kind == "dataflow"
+        policy = FusionPolicy(self.min_saving, streaming)
         cost = CostModel(ctx.target)
         part, evaluations = greedy_fuse(graph, cost, policy)
         for subject in sorted(evaluations, key=lambda s: _edge_order(part, evaluations[s])):
@@ -259,7 +267,7 @@ class Fuse(Pass):
                               capacity=ev.capacity_limit, separate_time=ev.separate_time,
                               fused_time=ev.fused_time, score=ev.score)
         layer_keys: set[str] = set()
-        if self.stream_layers and ctx.target.kind == "dataflow":
+        if streaming:
             layer_keys = stream_layers(part, cost, policy, ctx, self.name)
         result = apply_partition(graph, part, layer_keys)
         must_fuse = self.must_fuse or tuple(ctx.options.get("must_fuse", ()))

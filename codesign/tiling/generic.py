@@ -244,7 +244,11 @@ def lower_bound(structure: Structure, operand_types: Sequence[TensorType],
     ``2mnk/√M`` per batch; for attention Saha–Ye's per head (bounds.py), in the element
     size of the first operand.
     """
-    compulsory = compulsory_bytes(operand_types, result_type)
+    # an indirect (gathered) operand need only be read where it is indexed: at most one
+    # element per iteration point
+    compulsory = result_type.nbytes + sum(
+        min(t.nbytes, structure.points * t.dtype.itemsize) if amap is None else t.nbytes
+        for amap, t in zip(structure.operand_maps, operand_types))
     item = operand_types[0].dtype.itemsize if operand_types else 1
     words = max(1, capacity_bytes // item)
     mm = _matmul_view(structure)
@@ -465,13 +469,32 @@ def tile_levels(structure: Structure, operand_types: Sequence[TensorType],
     capacity and its traffic is what crosses to tier i+1.
 
     Each level is chosen against the whole problem, which is what the cost model needs
-    (bytes over each boundary). Tiles nest in practice because capacities grow outwards,
-    but nesting is not enforced: codegen that needs it should clamp a faster level's
-    tiles to the slower one's.
+    (bytes over each boundary). So that tiles nest, a slower level's tiles are then widened
+    to contain the faster level's wherever that still fits and costs no traffic (it
+    usually does: the slower level's choice is often one of many with equal traffic).
+    Nesting is not guaranteed otherwise; codegen that needs it should check.
     """
-    return tuple(choose_tiles(structure, operand_types, result_type, capacity, align,
+    causal = bool(options.get("causal", False))
+    double_buffer = bool(options.get("double_buffer", False))
+    items = _itemsizes(operand_types, result_type)
+    shapes = [t.shape for t in operand_types] + [result_type.shape]
+    chosen: list[TileChoice] = []
+    for name, capacity in tiers[:-1]:
+        choice = choose_tiles(structure, operand_types, result_type, capacity, align,
                               level=name, **options)
-                 for name, capacity in tiers[:-1])
+        if chosen:
+            wide = tuple(max(a, b) for a, b in zip(chosen[-1].tiles, choice.tiles))
+            ws = working_set(structure, wide, items, shapes=shapes, double_buffer=double_buffer)
+            if wide != choice.tiles and ws <= capacity:
+                for order in (choice.order, chosen[-1].order):
+                    cost = traffic(structure, wide, operand_types, result_type,
+                                   order=order or None, causal=causal)
+                    if cost <= choice.traffic_bytes:
+                        choice = TileChoice(name, wide, cost, choice.lower_bound_bytes, ws,
+                                            order, choice.scheme)
+                        break
+        chosen.append(choice)
+    return tuple(chosen)
 
 
 def target_tiers(target) -> tuple[tuple[str, int], ...]:

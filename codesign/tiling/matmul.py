@@ -55,14 +55,21 @@ class MatmulTiling:
         return self.traffic / self.lower_bound
 
 
-def matmul_traffic(m: int, n: int, k: int, tm: int, tn: int, tk: int, order: str = "mn") -> int:
-    """Words moved by the output-stationary schedule (module docstring)."""
+def matmul_reads(m: int, n: int, k: int, tm: int, tn: int, tk: int, order: str = "mn") -> tuple[int, int]:
+    """How many times the schedule reads A and B in full (module docstring)."""
     if order == "nm":
-        return matmul_traffic(n, m, k, tn, tm, tk, "mn")
+        reads_b, reads_a = matmul_reads(n, m, k, tn, tm, tk, "mn")
+        return reads_a, reads_b
     if order != "mn":
         raise ValueError(f"matmul loop order must be 'mn' or 'nm', got {order!r}")
     reads_a = 1 if tk >= k else cdiv(n, tn)
     reads_b = 1 if tk >= k and tn >= n else cdiv(m, tm)
+    return reads_a, reads_b
+
+
+def matmul_traffic(m: int, n: int, k: int, tm: int, tn: int, tk: int, order: str = "mn") -> int:
+    """Words moved by the output-stationary schedule (module docstring)."""
+    reads_a, reads_b = matmul_reads(m, n, k, tm, tn, tk, order)
     return m * k * reads_a + k * n * reads_b + m * n
 
 

@@ -142,6 +142,8 @@ class Scope:
         st = k.structure(node)
         operand_types = [k.type(o) for o in node.operands]
         attrs = op.attr_values(node.attrs)
+        if node.op == "full":
+            return S.literal(node.type.dtype, attrs["value"])
         if node.op == "iota":
             idx = access.multi(self)[0] if node.type.rank else "0"
             work = DType.f64 if not node.type.dtype.is_float else node.type.dtype

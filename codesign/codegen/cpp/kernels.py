@@ -152,7 +152,9 @@ class KernelEmitter:
     def elementwise(self, roots: list[Node]) -> list[str]:
         shape = roots[0].type.shape
         out = [f"  // {node_line(r, self.local_names)}" for r in roots]
-        flat = self._elementwise_flat(roots, shape)
+        tile = group_tile(self.kernel.group, len(shape))
+        tiled = tile is not None and any(t < n for t, n in zip(tile, shape))
+        flat = None if tiled else self._elementwise_flat(roots, shape)
         return out + (flat if flat is not None else self._elementwise_nest(roots, shape))
 
     def _store_roots(self, scope: Scope, roots: list[Node], access: Access) -> None:

@@ -73,7 +73,8 @@ def expr_text(expr: AffineExpr, dims: Sequence[str]) -> str:
 
 # the base index variables of every kernel template; a mask condition applies to a load
 # only when the load's address mentions all the variables the condition does
-BASE_VARS = ("xindex", "rindex", "offs_m", "offs_n", "offs_k", "offs_d", "offs_e", "offs_j")
+BASE_VARS = ("xindex", "rindex", "offs_m", "offs_n", "offs_k", "offs_kt", "offs_d", "offs_dt",
+             "offs_e", "offs_j", "offs_jt")
 _VAR = re.compile(r"\b(" + "|".join(BASE_VARS) + r")\b")
 
 

@@ -20,6 +20,7 @@ A group these templates cannot express raises `Unfusable`; the generator then sp
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from math import prod
@@ -135,6 +136,8 @@ class KernelWriter:
                 return scope[key]
         if name in self.hooks:
             v = self.hooks[name](index)
+        elif name in self.nodes or (name in self.graph_nodes and self.graph_nodes[name].op == "full"):
+            v = self.compute(self.graph_nodes[name], index)  # constants are inlined anywhere
         elif name in self.nodes:
             v = self.compute(self.nodes[name], index)
         else:
@@ -341,9 +344,15 @@ class RowWriter(KernelWriter):
         self.plan = plan
         self.stats: dict[str, dict[str, str]] = {}
 
+    def conds(self) -> tuple[str, ...]:
+        p = self.plan
+        xblock, rblock = self.blocks
+        return tuple(c for c, need in ((f"xindex < {p.rows}", p.rows % xblock),
+                                       (f"rindex < {p.r}", p.r % rblock)) if need)
+
     def elem_index(self) -> Index:
         p = self.plan
-        conds = (f"xindex < {p.rows}", f"rindex < {p.r}")
+        conds = self.conds()
         tile = "[XBLOCK, RBLOCK]"
         nk = len(p.kept)
         if p.kept == tuple(range(nk)):
@@ -360,7 +369,7 @@ class RowWriter(KernelWriter):
     def row_index(self, shape: Sequence[int]) -> Index:
         """Index of a row-level value (kept dims, reduced dims absent or of size 1)."""
         p = self.plan
-        conds = (f"xindex < {p.rows}",)
+        conds = tuple(c for c in self.conds() if "xindex" in c)
         tile = "[XBLOCK, 1]"
         if p.kept == tuple(range(len(p.kept))):
             return Index.flat(shape, "xindex", conds, tile)
@@ -412,11 +421,12 @@ def row_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
         raise Unsupported("empty reduction")
     rblock = min(next_pow2(r), 1024)
     xblock = max(1, min(next_pow2(rows), max(1, 4096 // rblock), 64))
+    w.blocks = (xblock, rblock)
     levels = {}
     for out in kernel.outputs:
         t = types[out]
-        if t.shape == plan.domain:
-            levels[out] = "elem"
+        if t.numel == prod(plan.domain) and plan.r > 1:
+            levels[out] = "elem"  # the rows' elements, possibly reshaped
         elif t.numel == rows:
             levels[out] = "row"
         else:
@@ -490,7 +500,11 @@ def row_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
             w.store(out, index, w.value(out, index))
     elems = [o for o in kernel.outputs if levels[o] == "elem"]
     if elems:
-        loop(lambda index: [w.store(o, index, w.value(o, index)) for o in elems])
+        def store_elems(index: Index) -> None:
+            for o in elems:
+                at = index if types[o].shape == plan.domain else index.reshaped(types[o].shape)
+                w.store(o, at, w.value(o, at))
+        loop(store_elems)
     order_args(w, kernel.outputs)
     src = kernel_signature(w, ["XBLOCK", "RBLOCK"]) + "\n".join(w.lines) + "\n"
     warps = 8 if xblock * rblock >= 2048 else 4
@@ -539,3 +553,306 @@ def _row_hook(w: RowWriter, node: Node, stats: Mapping[str, str], r: int) -> Cal
             text = f"({text}) * {p}" if i == 1 else f"({text}) + {p}"
         return Value(w.assign(text), dtype)
     return hook
+
+
+def store_outputs(w: KernelWriter, kernel: Kernel, anchor: Node, out_index: Index) -> None:
+    """Store every output of an anchored group from the anchor's output tile.
+
+    An output of the anchor's element count is computed at the tile reshaped to its shape
+    (a reshape of the accumulator is free); a permute / reshape chain ending in an output
+    is pushed forward instead: the value is computed at the tile, the address permuted."""
+    def forward(name: str):
+        node = w.nodes.get(name)
+        if node is not None and node.op in ("reshape", "permute"):
+            base = forward(node.operands[0])
+            if base is None:
+                return None
+            src, idx = base
+            if node.op == "reshape":
+                return src, idx.reshaped(node.type.shape)
+            perm = node.attrs["perm"]
+            dims = idx.dims()
+            return src, Index.of_dims(node.type.shape, [dims[p] for p in perm], idx.mask, idx.tile)
+        if w.types[name].numel == anchor.type.numel and w.types[name].shape == anchor.type.shape:
+            return name, out_index
+        return None
+
+    for out in kernel.outputs:
+        t = w.types[out]
+        if t.numel != anchor.type.numel:
+            raise Unfusable(f"output %{out} of a {anchor.op} group is not of the result's size")
+        found = forward(out) if out in w.nodes and w.nodes[out].op in ("reshape", "permute") else None
+        if found is not None:
+            src, idx = found
+            w.store(out, idx, w.value(src, out_index))
+        else:
+            idx = out_index.reshaped(t.shape)
+            w.store(out, idx, w.value(out, idx))
+
+
+def anchor_hook(anchor: Node, out_index: Index) -> Callable[[Index], Value]:
+    def hook(index: Index) -> Value:
+        if index.dims() != out_index.dims():
+            raise Unfusable(f"the result of %{anchor.name} is read at another tile than its own")
+        return Value("acc", anchor.type.dtype)
+    return hook
+
+
+# -- matmul / linear with prologue and epilogue ------------------------------------------------
+@dataclass
+class DotPlan:
+    """The loops of a contraction's domain: batch dims, the dims flattened into m, n, k."""
+
+    batch: tuple[int, ...]
+    m: tuple[int, ...]
+    n: int
+    k: int
+
+
+def _dot_plan(node: Node, st: Structure) -> DotPlan:
+    rank = node.type.rank
+    if node.op == "linear":
+        return DotPlan((), tuple(range(rank - 1)), rank - 1, rank)
+    nb = rank - 2
+    return DotPlan(tuple(range(nb)), (nb,), nb + 1, nb + 2)
+
+
+def _tile_attr(kernel: Kernel, rank: int) -> tuple[int, ...] | None:
+    if kernel.group is None:
+        return None
+    attrs = kernel.group.attrs
+    for key in ("tile_smem", *sorted(k for k in attrs if k.startswith("tile_"))):
+        tile = attrs.get(key)
+        if isinstance(tile, tuple) and len(tile) == rank and all(isinstance(t, int) and t > 0 for t in tile):
+            return tile
+    return None
+
+
+def _pow2_clamp(n: int, lo: int, hi: int) -> int:
+    p = 1 << (max(1, int(n)).bit_length() - 1)  # floor to a power of two
+    return max(lo, min(hi, p))
+
+
+def _anchor(kernel: Kernel, ops: Sequence[str]) -> Node:
+    named = kernel.group.attrs.get("anchor") if kernel.group is not None else None
+    found = [n for n in kernel.nodes if n.op in ops]
+    for n in found:
+        if n.name == named:
+            return n
+    if len(found) != 1:
+        raise Unfusable(f"{len(found)} {'/'.join(ops)} nodes in one kernel")
+    return found[0]
+
+
+def _dot_operand(w: KernelWriter, name: str, index: Index, dot_dtype: DType) -> str:
+    """A dot operand tile: a raw load when it is read from memory, else computed (zero
+    outside the tile's valid lanes, so padding never reaches the accumulator)."""
+    t = w.types[name]
+    if name not in w.nodes and name not in w.hooks and t.dtype is dot_dtype:
+        address = index.linear()
+        mask = index.mask_for(address)
+        return w.assign(f"tl.load({w.ptr(name)} + {address}" + (f", mask={mask}, other=0.0)" if mask else ")"), "ld")
+    v = w.value(name, index)
+    text = v.text
+    mask = index.mask_text()
+    if mask and name in w.nodes:
+        text = f"tl.where({mask}, {text}, 0.0)"
+    return w.assign(f"{paren(text)}.to({TL_DTYPE[dot_dtype]})", "op")
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def dot_dtype(dtype: DType) -> DType:
+    """The element type of `tl.dot` operands: the graph's, except bf16 under the CPU
+    interpreter (its bf16 dot is wrong in Triton 3.9: the operands go in as f32 there)."""
+    return DType.f32 if dtype is DType.bf16 and interpreting() else dtype
+
+
+def _precision(dtype: DType) -> str:
+    return ', input_precision="ieee"' if dtype in (DType.f32, DType.f64) else ""
+
+
+def matmul_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
+    anchor = _anchor(kernel, ("matmul", "linear"))
+    w = KernelWriter(graph, kernel, name)
+    st = w.structure(anchor)
+    plan = _dot_plan(anchor, st)
+    sizes = st.loop_sizes
+    M, N, K = prod(sizes[i] for i in plan.m), sizes[plan.n], sizes[plan.k]
+    B = prod(sizes[i] for i in plan.batch)
+    dtype = anchor.type.dtype
+    if dtype not in (DType.f32, DType.f16, DType.bf16) or 0 in (M, N, K, B):
+        raise Unsupported(f"matmul in {dtype.value} or with an empty dim")
+    half = dtype in (DType.f16, DType.bf16)
+    tile = _tile_attr(kernel, len(sizes))
+    if tile is not None:
+        bm, bn, bk = prod(tile[i] for i in plan.m), tile[plan.n], tile[plan.k]
+    else:
+        bm, bn, bk = (128, 128, 64) if half else (64, 64, 32)
+    bm = _pow2_clamp(min(bm, next_pow2(M)), 16, 256)
+    bn = _pow2_clamp(min(bn, next_pow2(N)), 16, 256)
+    bk = _pow2_clamp(min(bk, next_pow2(K)), 16, 128)
+    pid_m_n, pid_n_n = -(-M // bm), -(-N // bn)
+    group_m = 8
+    w.emit("pid = tl.program_id(0)")
+    w.emit("bidx = tl.program_id(1)")
+    w.emit(f"group_id = pid // {group_m * pid_n_n}")
+    w.emit(f"first_m = group_id * {group_m}")
+    w.emit(f"group_size = tl.minimum({pid_m_n} - first_m, {group_m})")
+    w.emit(f"pid_m = first_m + (pid % {group_m * pid_n_n}) % group_size")
+    w.emit(f"pid_n = (pid % {group_m * pid_n_n}) // group_size")
+    w.emit("offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]")
+    w.emit("offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N))[None, :]")
+    m_cond = (f"offs_m < {M}",) if M % bm else ()
+    n_cond = (f"offs_n < {N}",) if N % bn else ()
+    k_cond, kt_cond = ((f"offs_k < {K}",), (f"offs_kt < {K}",)) if K % bk else ((), ())
+
+    def domain(k_var: str, conds: tuple[str, ...], tile_text: str) -> Index:
+        factors = []
+        if plan.batch:
+            factors.append(Factor("bidx", plan.batch[0], plan.batch[-1] + 1))
+        factors.append(Factor("offs_m", plan.m[0], plan.m[-1] + 1))
+        factors.append(Factor("offs_n", plan.n, plan.n + 1))
+        factors.append(Factor(k_var, plan.k, plan.k + 1))
+        return Index(tuple(sizes), tuple(factors), conds, tile_text)
+
+    dom_a = domain("offs_k", m_cond + k_cond, "[BLOCK_M, BLOCK_K]")
+    dom_b = domain("offs_kt", kt_cond + n_cond, "[BLOCK_K, BLOCK_N]")
+    dom_out = domain("0", m_cond + n_cond, "[BLOCK_M, BLOCK_N]")
+    out_index = dom_out.through(st.result_map, anchor.type.shape)
+    a_name, b_name = anchor.operands[0], anchor.operands[1]
+    a_index = dom_a.through(st.operand_maps[0], w.types[a_name].shape)
+    b_index = dom_b.through(st.operand_maps[1], w.types[b_name].shape)
+    w.emit("acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)")
+    w.emit(f"for k0 in range(0, {K}, BLOCK_K):")
+    w.depth += 1
+    w.push()
+    w.emit("offs_k = (k0 + tl.arange(0, BLOCK_K))[None, :]")
+    w.emit("offs_kt = (k0 + tl.arange(0, BLOCK_K))[:, None]")
+    a = _dot_operand(w, a_name, a_index, dot_dtype(dtype))
+    b = _dot_operand(w, b_name, b_index, dot_dtype(dtype))
+    w.emit(f"acc += tl.dot({a}, {b}{_precision(dot_dtype(dtype))})")
+    w.pop()
+    w.depth -= 1
+    if len(anchor.operands) == 3:
+        bias = w.operand(anchor, 2, dom_out, st).text
+        w.emit(f"acc = acc + {bias}")
+
+    w.hooks[anchor.name] = anchor_hook(anchor, out_index)
+    store_outputs(w, kernel, anchor, out_index)
+    order_args(w, kernel.outputs)
+    consts = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}
+    src = kernel_signature(w, list(consts)) + "\n".join(w.lines) + "\n"
+    warps = 8 if bm * bn >= 128 * 128 else 4
+    return KernelCode(name, "matmul", src, list(w.args), list(kernel.outputs),
+                      f"({pid_m_n * pid_n_n}, {B})", consts, warps, 3,
+                      tuple(n.name for n in kernel.nodes))
+
+
+# -- flash attention ------------------------------------------------------------------------------
+def attention_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
+    anchor = _anchor(kernel, ("attention",))
+    w = KernelWriter(graph, kernel, name)
+    st = w.structure(anchor)
+    q_t, k_t = w.types[anchor.operands[0]], w.types[anchor.operands[1]]
+    nb = q_t.rank - 2
+    sizes = st.loop_sizes
+    lq, e, lk, d = sizes[nb], sizes[nb + 1], sizes[nb + 2], sizes[nb + 3]
+    B = prod(sizes[:nb])
+    dtype = anchor.type.dtype
+    if dtype not in (DType.f32, DType.f16, DType.bf16) or 0 in (lq, lk, d, e, B):
+        raise Unsupported(f"attention in {dtype.value} or with an empty dim")
+    half = dtype is not DType.f32
+    bd, be = max(16, next_pow2(d)), max(16, next_pow2(e))
+    bm = _pow2_clamp(min(128 if half else 64, next_pow2(lq)), 16, 128)
+    bn = _pow2_clamp(min(64 if half else 32, next_pow2(lk)), 16, 128)
+    causal = bool(anchor.attrs.get("causal", False))
+    scale = float(anchor.attrs["scale"]) * 1.4426950408889634  # exp2 domain
+    off = lk - lq
+    w.emit("pid_m = tl.program_id(0)")
+    w.emit("bidx = tl.program_id(1)")
+    w.emit("offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]")
+    w.emit("offs_d = tl.arange(0, BLOCK_D)[None, :]")
+    w.emit("offs_dt = tl.arange(0, BLOCK_D)[:, None]")
+    w.emit("offs_e = tl.arange(0, BLOCK_E)[None, :]")
+    m_cond = (f"offs_m < {lq}",) if lq % bm else ()
+    d_cond = (f"offs_d < {d}",) if bd != d else ()
+    dt_cond = (f"offs_dt < {d}",) if bd != d else ()
+    e_cond = (f"offs_e < {e}",) if be != e else ()
+
+    def domain(i: str, ee: str, j: str, dd: str, conds: tuple[str, ...], tile_text: str) -> Index:
+        factors = [Factor("bidx", 0, nb)] if nb else []
+        factors += [Factor(i, nb, nb + 1), Factor(ee, nb + 1, nb + 2), Factor(j, nb + 2, nb + 3),
+                    Factor(dd, nb + 3, nb + 4)]
+        return Index(tuple(sizes), tuple(factors), conds, tile_text)
+
+    q_name, k_name, v_name = anchor.operands[:3]
+    q_index = domain("offs_m", "0", "0", "offs_d", m_cond + d_cond, "[BLOCK_M, BLOCK_D]")
+    ddt = dot_dtype(dtype)
+    q = _dot_operand(w, q_name, q_index.through(st.operand_maps[0], q_t.shape), ddt)
+    out_dom = domain("offs_m", "offs_e", "0", "0", m_cond + e_cond, "[BLOCK_M, BLOCK_E]")
+    out_index = out_dom.through(st.result_map, anchor.type.shape)
+    w.emit('m_i = tl.full([BLOCK_M, 1], -float("inf"), tl.float32)')
+    w.emit("l_i = tl.zeros([BLOCK_M, 1], tl.float32)")
+    w.emit("acc = tl.zeros([BLOCK_M, BLOCK_E], tl.float32)")
+    if causal:
+        w.emit(f"hi = tl.minimum({lk}, tl.maximum(0, (pid_m + 1) * BLOCK_M + {off}))")
+        w.emit(f"full_hi = tl.minimum(hi, tl.maximum(0, pid_m * BLOCK_M + {off + 1})) // BLOCK_N * BLOCK_N")
+    else:
+        w.emit(f"hi = {lk}")
+        w.emit(f"full_hi = {lk // bn * bn}")
+    mask_op = anchor.operands[3] if len(anchor.operands) == 4 else None
+
+    def body(masked: bool) -> None:
+        w.push()
+        w.emit("offs_j = (start_n + tl.arange(0, BLOCK_N))[None, :]")
+        w.emit("offs_jt = (start_n + tl.arange(0, BLOCK_N))[:, None]")
+        j_cond = (f"offs_j < {lk}",) if masked else ()
+        jt_cond = (f"offs_jt < {lk}",) if masked else ()
+        k_index = domain("0", "0", "offs_j", "offs_dt", j_cond + dt_cond, "[BLOCK_D, BLOCK_N]")
+        v_index = domain("0", "offs_e", "offs_jt", "0", jt_cond + e_cond, "[BLOCK_N, BLOCK_E]")
+        k = _dot_operand(w, k_name, k_index.through(st.operand_maps[1], k_t.shape), ddt)
+        w.emit(f"s = tl.dot({q}, {k}{_precision(ddt)}) * {scale!r}")
+        valid = list(j_cond)
+        if masked and causal:
+            valid.append(f"offs_j <= offs_m + {off}")
+        if valid:
+            w.emit(f'''s = tl.where({and_masks(valid)}, s, -float("inf"))''')
+        if mask_op is not None:
+            s_index = domain("offs_m", "0", "offs_j", "0", m_cond + j_cond, "[BLOCK_M, BLOCK_N]")
+            mv = w.value(mask_op, s_index.through(st.operand_maps[3], w.types[mask_op].shape)).text
+            if w.types[mask_op].dtype is DType.i1:
+                w.emit(f'''s = tl.where({mv}, s, -float("inf"))''')
+            else:
+                w.emit(f"s = s + {mv} * 1.4426950408889634")
+        w.emit("m_new = tl.maximum(m_i, tl.max(s, 1)[:, None])")
+        if masked or mask_op is not None:
+            w.emit('m_new = tl.where(m_new == -float("inf"), 0.0, m_new)')
+        w.emit("p = tl.exp2(s - m_new)")
+        w.emit("alpha = tl.exp2(m_i - m_new)")
+        w.emit("l_i = l_i * alpha + tl.sum(p, 1)[:, None]")
+        v = _dot_operand(w, v_name, v_index.through(st.operand_maps[2], w.types[v_name].shape), ddt)
+        w.emit(f"acc = acc * alpha + tl.dot(p.to({TL_DTYPE[ddt]}), {v}{_precision(ddt)})")
+        w.emit("m_i = m_new")
+        w.pop()
+
+    w.emit("for start_n in range(0, full_hi, BLOCK_N):")
+    w.depth += 1
+    body(False)
+    w.depth -= 1
+    w.emit("for start_n in range(full_hi, hi, BLOCK_N):")
+    w.depth += 1
+    body(True)
+    w.depth -= 1
+    w.emit("acc = acc / l_i")
+
+    w.hooks[anchor.name] = anchor_hook(anchor, out_index)
+    store_outputs(w, kernel, anchor, out_index)
+    order_args(w, kernel.outputs)
+    consts = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": bd, "BLOCK_E": be}
+    src = kernel_signature(w, list(consts)) + "\n".join(w.lines) + "\n"
+    return KernelCode(name, "attention", src, list(w.args), list(kernel.outputs),
+                      f"(triton.cdiv({lq}, {bm}), {B})", consts, 8 if half and bm >= 128 else 4, 3,
+                      tuple(n.name for n in kernel.nodes))

@@ -1,0 +1,19 @@
+"""The C++ backend: the whole graph as one standalone C++17 translation unit.
+
+Layers, each apart (as Inductor keeps them): `scalar` is the op-to-text table (element
+types, conversions, one expression per pointwise op); `exprs` inlines a kernel's
+elementwise nodes into the loop body that needs them; `kernels` writes one function per
+`Kernel` (loop nests from the structured IR, specialised emitters for GEMM, attention,
+softmax and the norms); `wrapper` plans the buffers (inputs, outputs, one arena packed by
+liveness) and writes the `extern "C" run(inputs, outputs)` entry; `build` compiles with
+the system compiler (cached on disk) and `module` loads it with ctypes (`CppModule`) or
+writes a CMake project (`export_cpp`). The runtime prelude (`runtime`) has the packed
+GEMM; no BLAS is used.
+"""
+
+from codesign.codegen import CodegenError
+from codesign.codegen.cpp.build import cache_dir
+from codesign.codegen.cpp.module import CppModule, export_cpp
+from codesign.codegen.cpp.wrapper import CppSource, generate
+
+__all__ = ["CodegenError", "CppModule", "CppSource", "cache_dir", "export_cpp", "generate"]

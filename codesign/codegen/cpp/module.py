@@ -1,0 +1,230 @@
+"""`CppModule`: a graph compiled to C++ and callable with torch tensors; `export_cpp`.
+
+torch appears only at the Python boundary: inputs are made contiguous and passed by
+pointer, outputs are allocated with `torch.empty` and filled by the library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import torch
+
+from codesign.codegen import CodegenError
+from codesign.codegen.cpp.build import Built, build, load
+from codesign.codegen.cpp.wrapper import CppSource, generate
+from codesign.ir.graph import Graph
+from codesign.ir.printer import print_graph
+
+
+class CppModule:
+    """`graph` generated as one C++ translation unit, built (or found in the cache), loaded.
+
+    `state` holds the weights by input name (as `CapturedModel.state`); call it with the
+    runtime inputs. `source`, `built.cached` and `built.seconds` say what happened.
+    """
+
+    def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None, target: str = "host"):
+        self.graph = graph
+        self.target = target
+        self.code: CppSource = generate(graph)
+        self.built: Built = build(graph.name, self.code.source, print_graph(graph), target)
+        self._lib = load(self.built.library)
+        state = state or {}
+        self._inputs = graph.inputs
+        self._runtime = [i for i, inp in enumerate(graph.inputs) if not inp.kind.is_state]
+        self._pointers = (ctypes.c_void_p * len(graph.inputs))()
+        self._keep: dict[int, torch.Tensor] = {}
+        for i, inp in enumerate(graph.inputs):
+            if inp.kind.is_state:
+                if inp.name not in state:
+                    raise CodegenError(f"no value for {inp.kind.value} %{inp.name} (source {inp.source})")
+                self._keep[i] = self._checked(state[inp.name], inp)
+                self._pointers[i] = self._keep[i].data_ptr()
+        self._out_types = graph.output_types()
+
+    @property
+    def source(self) -> str:
+        return self.code.source
+
+    @staticmethod
+    def _checked(value: torch.Tensor, inp) -> torch.Tensor:
+        if value.device.type != "cpu":
+            raise CodegenError(f"%{inp.name}: the C++ backend runs on the CPU, got a {value.device} tensor")
+        if tuple(value.shape) != inp.type.shape:
+            raise CodegenError(f"%{inp.name} expects shape {list(inp.type.shape)}, got {list(value.shape)}")
+        want = inp.type.dtype.torch
+        return value.detach().to(want).contiguous()
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        outs = self.run(inputs)
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def run(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if len(inputs) != len(self._runtime):
+            raise CodegenError(f"graph @{self.graph.name} takes {len(self._runtime)} inputs, got {len(inputs)}")
+        keep = [self._checked(x, self._inputs[i]) for i, x in zip(self._runtime, inputs)]
+        for i, x in zip(self._runtime, keep):
+            self._pointers[i] = x.data_ptr()
+        outs = [torch.empty(t.shape, dtype=t.dtype.torch) for t in self._out_types]
+        out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[o.data_ptr() for o in outs])
+        rc = self._lib.run(self._pointers, out_ptrs)
+        if rc != 0:
+            raise CodegenError(f"generated code for @{self.graph.name} returned {rc}")
+        return outs
+
+
+MAIN = r'''// Demo: load the weights, run @{name} on {what} inputs, print output checksums.
+#include <cstdio>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+#include <chrono>
+#include "{name}.h"
+#include "{name}_weights.h"
+
+int main(int argc, char** argv) {{
+  const char* weights = argc > 1 ? argv[1] : "{name}.weights.bin";
+  std::vector<void*> owned;
+  const void* inputs[CODESIGN_NUM_INPUTS > 0 ? CODESIGN_NUM_INPUTS : 1] = {{}};
+  if (codesign_load_weights(weights, inputs) != 0) {{ std::fprintf(stderr, "cannot read %s\n", weights); return 1; }}
+  uint32_t seed = 12345;
+{inputs}
+  void* outputs[CODESIGN_NUM_OUTPUTS > 0 ? CODESIGN_NUM_OUTPUTS : 1];
+{outputs}
+  auto t0 = std::chrono::steady_clock::now();
+  int rc = run(inputs, outputs);
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  if (rc != 0) {{ std::fprintf(stderr, "run failed: %d\n", rc); return 1; }}
+{checks}
+  std::printf("time %.3f ms\n", ms);
+  for (void* p : owned) std::free(p);
+  return 0;
+}}
+'''
+
+LOADER = r'''// Weights of @{name}: one blob, each tensor at a 64-byte aligned offset.
+#pragma once
+#include <cstdio>
+#include <cstdlib>
+#include <cstdint>
+static const struct {{ int input; int64_t offset, bytes; }} codesign_weight_table[] = {{
+{rows}
+}};
+// Fills inputs[i] for every weight input; the blob stays allocated for the program's life.
+static inline int codesign_load_weights(const char* path, const void** inputs) {{
+  const int n = (int)(sizeof(codesign_weight_table) / sizeof(codesign_weight_table[0]));
+  if ({total} == 0) return 0;
+  FILE* f = std::fopen(path, "rb");
+  if (!f) return -1;
+  void* blob = nullptr;
+  if (posix_memalign(&blob, 64, {total}) != 0) {{ std::fclose(f); return -2; }}
+  size_t got = std::fread(blob, 1, {total}, f);
+  std::fclose(f);
+  if (got != (size_t){total}) return -3;
+  for (int i = 0; i < n; ++i)
+    if (codesign_weight_table[i].input >= 0) inputs[codesign_weight_table[i].input] = (char*)blob + codesign_weight_table[i].offset;
+  return 0;
+}}
+'''
+
+CMAKE = '''cmake_minimum_required(VERSION 3.13)
+project({name} CXX)
+set(CMAKE_CXX_STANDARD 17)
+set(CMAKE_CXX_STANDARD_REQUIRED ON)
+if(NOT CMAKE_BUILD_TYPE)
+  set(CMAKE_BUILD_TYPE Release)
+endif()
+option(CODESIGN_NATIVE "build for this machine's CPU (-march=native)" ON)
+add_library({name} SHARED {name}.cpp)
+set_target_properties({name} PROPERTIES POSITION_INDEPENDENT_CODE ON)
+target_compile_options({name} PRIVATE -fno-math-errno -fno-trapping-math -w)
+if(CODESIGN_NATIVE AND CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+  target_compile_options({name} PRIVATE -march=native)
+endif()
+find_package(OpenMP)
+if(OpenMP_CXX_FOUND)
+  target_link_libraries({name} PUBLIC OpenMP::OpenMP_CXX)
+endif()
+add_executable({name}_main main.cpp)
+target_link_libraries({name}_main PRIVATE {name})
+'''
+
+
+def _fill(t, name: str, var: str, random: bool) -> list[str]:
+    from codesign.codegen.cpp import scalar as S
+    ctype = S.storage(t.dtype)
+    lines = [f"  {ctype}* {var} = ({ctype}*)std::calloc({max(t.numel, 1)}, sizeof({ctype}));  // %{name}: {t}",
+             f"  owned.push_back({var});"]
+    if random and t.dtype.is_float:
+        conv = {"bf16": "cs_f32", "f16": "cs_f32"}.get(t.dtype.value)
+        value = "(float)((seed = seed * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f"
+        if conv:
+            lines.append(f"  for (int64_t i = 0; i < {t.numel}; ++i) {{ float f = {value}; uint32_t u; std::memcpy(&u, &f, 4); "
+                         f"{var}[i] = ({ctype})(u >> 16); }}  // truncated to 16 bits")
+        else:
+            lines.append(f"  for (int64_t i = 0; i < {t.numel}; ++i) {var}[i] = ({ctype})({value});")
+    return lines
+
+
+def export_cpp(graph: Graph, state: Mapping[str, torch.Tensor], directory: str | Path,
+               random_inputs: bool = True) -> Path:
+    """Write `<name>.cpp`, `<name>.h`, the weights blob and its loader, `main.cpp`, `CMakeLists.txt`.
+
+    `cmake -S dir -B dir/build && cmake --build dir/build && dir/build/<name>_main dir/<name>.weights.bin`
+    builds and runs it on a machine with only cmake and a C++17 compiler (OpenMP if found).
+    Float runtime inputs are pseudo-random (a fixed LCG), integer ones zero.
+    """
+    from codesign.codegen.cpp import scalar as S
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    code = generate(graph)
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in graph.name) or "model"
+    (out / f"{name}.cpp").write_text(code.source)
+    (out / f"{name}.h").write_text(code.header)
+    (out / f"{name}.csir").write_text(print_graph(graph))
+    rows, offset = [], 0
+    with open(out / f"{name}.weights.bin", "wb") as blob:
+        for i, inp in enumerate(graph.inputs):
+            if not inp.kind.is_state:
+                continue
+            if inp.name not in state:
+                raise CodegenError(f"export_cpp: no value for {inp.kind.value} %{inp.name}")
+            tensor = CppModule._checked(state[inp.name], inp)
+            data = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            pad = (-offset) % 64
+            blob.write(b"\0" * pad)
+            offset += pad
+            rows.append(f"  {{{i}, {offset}, {len(data)}}},  // %{inp.name}: {inp.type}")
+            blob.write(data)
+            offset += len(data)
+    if not rows:
+        rows.append("  {-1, 0, 0},")
+    (out / f"{name}_weights.h").write_text(LOADER.format(name=name, rows="\n".join(rows), total=offset))
+    inputs, outputs, checks = [], [], []
+    for i, inp in enumerate(graph.inputs):
+        if not inp.kind.is_state:
+            inputs += _fill(inp.type, inp.name, f"in{i}", random_inputs)
+            inputs.append(f"  inputs[{i}] = in{i};")
+    for j, (o, t) in enumerate(zip(graph.outputs, graph.output_types())):
+        outputs += _fill(t, o, f"out{j}", False)
+        outputs.append(f"  outputs[{j}] = out{j};")
+        ctype = S.storage(t.dtype)
+        value = {"bf16": f"(double)cs_bf16(p[i])", "f16": f"(double)cs_f16(p[i])"}.get(t.dtype.value, "(double)p[i]")
+        checks.append(f"  {{ const {ctype}* p = ({ctype}*)outputs[{j}]; double sum = 0, asum = 0;"
+                      f" for (int64_t i = 0; i < {t.numel}; ++i) {{ double v = {value}; sum += v; asum += v < 0 ? -v : v; }}"
+                      f" std::printf(\"output {j} %{o} {t}: sum %.6e abs-sum %.6e\\n\", sum, asum); }}")
+    helpers = ("static inline float cs_bf16(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; std::memcpy(&f, &u, 4); return f; }\n"
+               "static inline float cs_f16(uint16_t h) { uint32_t s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;"
+               " if (e == 0) { float f = (float)m / 1024.0f / 16384.0f; return s ? -f : f; }"
+               " u = e == 31 ? (s | 0x7f800000u | (m << 13)) : (s | ((e + 112) << 23) | (m << 13)); float f; std::memcpy(&f, &u, 4); return f; }\n")
+    main = MAIN.format(name=name, what="pseudo-random" if random_inputs else "zero",
+                       inputs="\n".join(inputs), outputs="\n".join(outputs), checks="\n".join(checks))
+    main = main.replace('#include "' + name + '_weights.h"\n', '#include "' + name + '_weights.h"\n' + helpers)
+    (out / "main.cpp").write_text(main)
+    (out / "CMakeLists.txt").write_text(CMAKE.format(name=name))
+    return out

@@ -1,0 +1,231 @@
+"""The host wrapper: which values get memory, where they live, and the `run` entry point.
+
+A value gets a buffer only when it must: it is produced by an op that is not elementwise,
+it leaves its kernel, or a consumer reads it through a raw pointer (GEMM, attention, the
+table of a gather). A `reshape` of a buffer is an alias of it (no copy). Graph inputs
+(runtime inputs and weights, in `graph.inputs` order) and outputs are the caller's
+buffers; everything else lives in one arena, at offsets packed from kernel-granular
+liveness (best fit, largest first), so buffers whose lifetimes do not overlap share
+memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from codesign.codegen import CodegenError
+from codesign.codegen.cpp import scalar as S
+from codesign.codegen.cpp.exprs import is_expression_op
+from codesign.codegen.cpp.kernels import POINTER_OPERANDS, KernelEmitter, node_line
+from codesign.codegen.cpp.runtime import PRELUDE
+from codesign.ir.graph import Graph
+from codesign.ir.kernels import Kernel, kernels as graph_kernels
+from codesign.ir.ops.source import SOURCE_OPS
+from codesign.ir.printer import format_node
+from codesign.ir.types import TensorType
+
+ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Storage:
+    kind: str  # "input" | "output" | "arena"
+    index: int  # input / output position, or arena byte offset
+
+
+@dataclass
+class BufferPlan:
+    """Where every materialized value lives; `aliases` map a reshape to the value it views."""
+
+    materialized: set[str]
+    aliases: dict[str, str]
+    storage: dict[str, Storage]
+    arena_bytes: int
+    copies: list[tuple[int, str]]  # (output position, value) copied into the output at the end
+    lifetimes: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def root(self, name: str) -> str:
+        while name in self.aliases:
+            name = self.aliases[name]
+        return name
+
+
+def plan_buffers(graph: Graph, kernels: list[Kernel]) -> BufferPlan:
+    types = graph.types()
+    owner = {n.name: i for i, k in enumerate(kernels) for n in k.nodes}
+    nodes = graph.node_map()
+    outputs = set(graph.outputs)
+    materialized: set[str] = set()
+    for kernel in kernels:
+        for n in kernel.nodes:
+            if n.op in SOURCE_OPS:
+                if n.name in outputs:
+                    materialized.add(n.name)
+            elif not is_expression_op(n.op) or n.name in kernel.outputs:
+                materialized.add(n.name)
+            for pos in POINTER_OPERANDS.get(n.op, ()):
+                if pos < len(n.operands) and n.operands[pos] in nodes:
+                    materialized.add(n.operands[pos])
+    inputs = {i.name: pos for pos, i in enumerate(graph.inputs)}
+    materialized |= set(inputs)
+    aliases: dict[str, str] = {}
+    for n in graph.nodes:
+        if n.op == "reshape" and n.name in materialized:
+            src = n.operands[0]
+            if src in inputs or src in materialized:
+                aliases[n.name] = src
+    plan = BufferPlan(materialized, aliases, {}, 0, [])
+    for name, pos in inputs.items():
+        plan.storage[name] = Storage("input", pos)
+    seen_outputs: set[str] = set()
+    for j, name in enumerate(graph.outputs):
+        if name in inputs or name in aliases or name in seen_outputs or name not in materialized:
+            plan.copies.append((j, name))
+        else:
+            plan.storage[name] = Storage("output", j)
+        seen_outputs.add(name)
+    # liveness at kernel granularity, on alias roots
+    life: dict[str, list[int]] = {}
+    for name in materialized:
+        if name in aliases or name in plan.storage:
+            continue
+        life[name] = [owner[name], owner[name]]
+    for i, kernel in enumerate(kernels):
+        members = {n.name for n in kernel.nodes}
+        for n in kernel.nodes:
+            for o in n.operands:
+                if o in materialized or o in inputs:
+                    r = plan.root(o)
+                    if r in life and (o not in members or o in aliases):
+                        life[r][1] = max(life[r][1], i)
+    for _, name in plan.copies:
+        r = plan.root(name)
+        if r in life:
+            life[r][1] = len(kernels)
+    placed: list[tuple[int, int, int, int]] = []  # (offset, size, start, end)
+    for name in sorted(life, key=lambda n: (-types[n].nbytes, owner[n], n)):
+        size = -(-max(types[name].nbytes, 1) // ALIGN) * ALIGN
+        start, end = life[name]
+        busy = sorted((o, o + s) for o, s, a, b in placed if a <= end and start <= b)
+        offset = 0
+        for lo, hi in busy:
+            if offset + size <= lo:
+                break
+            offset = max(offset, hi)
+        placed.append((offset, size, start, end))
+        plan.storage[name] = Storage("arena", offset)
+        plan.arena_bytes = max(plan.arena_bytes, offset + size)
+        plan.lifetimes[name] = (start, end)
+    return plan
+
+
+@dataclass(frozen=True)
+class CppSource:
+    """One translation unit and its header, with the plan that shaped them."""
+
+    name: str
+    source: str
+    header: str
+    plan: BufferPlan
+    kernel_functions: tuple[str, ...]  # distinct C++ kernel functions
+    kernel_count: int  # kernels in the graph (calls in run)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+
+def _pointer(plan: BufferPlan, name: str, t: TensorType, const: bool) -> str:
+    st = plan.storage[plan.root(name)]
+    ctype = S.storage(t.dtype)
+    q = "const " if const else ""
+    if st.kind == "input":
+        return f"({q}{ctype}*)inputs[{st.index}]"
+    if st.kind == "output":
+        return f"({ctype}*)outputs[{st.index}]"
+    return f"({ctype}*)(arena + {st.index})"
+
+
+def _identifier(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def generate(graph: Graph) -> CppSource:
+    """The whole graph as one standalone C++17 translation unit with an `extern "C"` entry."""
+    for n in graph.walk():
+        if n.type.dtype.value not in {d.value for d in S.STORAGE}:
+            raise CodegenError(f"%{n.name}: element type {n.type.dtype.value} has no C++ type")
+    ks = graph_kernels(graph)
+    plan = plan_buffers(graph, ks)
+    types, nodes = graph.types(), graph.node_map()
+    constants = {n.name: n.attrs["value"] for n in graph.nodes if n.op == "full"}
+    functions: dict[str, str] = {}  # text -> name
+    bodies: list[str] = []
+    calls: list[str] = []
+    for i, kernel in enumerate(ks):
+        em = KernelEmitter(graph, kernel, plan.materialized, plan.aliases, types, nodes, constants)
+        header = [f"  // {line.strip()}" for n in kernel.nodes for line in format_node(n, "")[:1]]
+        if not em.writes:
+            calls.append(f"  // kernel {i} ({kernel.key}): nothing to compute (views and constants)")
+            calls += [h.replace("  //", "  //   ") for h in header]
+            continue
+        body = em.body()
+        names = ", ".join(f"{p} = %{n}" for n, p in em.params.items())
+        sig = em.signature("KERNEL")
+        text = "\n".join([sig + " {", *em.statics, *body, "}"])
+        fname = functions.get(text)
+        if fname is None:
+            fname = f"k{i}_{_identifier(kernel.name)}"
+            functions[text] = fname
+            what = "group " + str(kernel.group.id) + " " + str(dict(kernel.group.attrs)) if kernel.group else "one node"
+            bodies.append(f"// kernel {i} ({kernel.key}, {what}); first use: {names}\n"
+                          + text.replace("KERNEL", fname, 1))
+        args = [_pointer(plan, n, types[n], True) for n in em.reads]
+        args += [_pointer(plan, n, types[n], False) for n in em.writes]
+        calls.append(f"  // kernel {i} ({kernel.key}):")
+        calls += header
+        calls.append(f"  {fname}({', '.join(args)});")
+    for j, name in plan.copies:
+        t = types[name]
+        if name in nodes and nodes[name].op in SOURCE_OPS and name not in plan.storage and plan.root(name) == name:
+            raise CodegenError(f"%{name}: constant graph outputs are not supported by the C++ backend")
+        calls.append(f"  std::memcpy(outputs[{j}], {_pointer(plan, name, t, True)}, {t.nbytes});  // output {j} = %{name}")
+    sig_lines = [f"//   input {i}: %{inp.name}: {inp.type} {inp.kind.value}" for i, inp in enumerate(graph.inputs)]
+    sig_lines += [f"//   output {j}: %{o}: {types[o]}" for j, o in enumerate(graph.outputs)]
+    from codesign import __version__
+    intro = [f"// Generated by codesign {__version__}: graph @{graph.name}, {len(ks)} kernels, "
+             f"{len(functions)} distinct kernel functions, arena {plan.arena_bytes} bytes.",
+             "// Standalone C++17; build: g++ -O3 -march=native -fopenmp -shared -fPIC.",
+             "// Entry: run(inputs, outputs) with inputs in graph order (runtime inputs and weights):",
+             *sig_lines]
+    wrapper = [
+        'extern "C" {',
+        f"int64_t codesign_arena_bytes(void) {{ return {plan.arena_bytes}; }}",
+        f"int codesign_num_inputs(void) {{ return {len(graph.inputs)}; }}",
+        f"int codesign_num_outputs(void) {{ return {len(graph.outputs)}; }}",
+        "int codesign_run_arena(const void** inputs, void** outputs, void* arena_memory) {",
+        "  char* arena = (char*)arena_memory;",
+        "  (void)arena;",
+        *calls,
+        "  return 0;",
+        "}",
+        "int run(const void** inputs, void** outputs) {  // not reentrant: one arena for every call",
+        "  static void* arena = nullptr;",
+        f"  if (!arena) arena = cs_alloc({max(plan.arena_bytes, ALIGN)});",
+        "  return codesign_run_arena(inputs, outputs, arena);",
+        "}",
+        '}  // extern "C"',
+    ]
+    source = "\n".join([*intro, PRELUDE, "// ---- kernels " + "-" * 70, *bodies,
+                        "// ---- host wrapper " + "-" * 65, *wrapper, ""])
+    header = "\n".join([
+        f"// codesign: graph @{graph.name} compiled to C++ (see {graph.name}.cpp).", *sig_lines,
+        "#pragma once", "#include <stdint.h>", '#ifdef __cplusplus', 'extern "C" {', "#endif",
+        f"#define CODESIGN_NUM_INPUTS {len(graph.inputs)}", f"#define CODESIGN_NUM_OUTPUTS {len(graph.outputs)}",
+        "int64_t codesign_arena_bytes(void);", "int codesign_num_inputs(void);", "int codesign_num_outputs(void);",
+        "/* inputs: every graph input in order (runtime inputs and weights); outputs: caller-allocated. */",
+        "int codesign_run_arena(const void** inputs, void** outputs, void* arena);",
+        "int run(const void** inputs, void** outputs);",
+        "#ifdef __cplusplus", "}", "#endif", ""])
+    return CppSource(graph.name, source, header, plan, tuple(functions.values()), len(ks))

@@ -1,0 +1,142 @@
+"""Small grouping helpers for the Triton backend (stand-ins until the fusion pass lands).
+
+`fuse_all_pointwise` groups connected pointwise / layout / source nodes into one group
+each (an elementwise chain becomes one kernel). `fuse_simple` adds greedy anchors: a
+matmul / linear / attention absorbs its single-use pointwise epilogue and its layout /
+pointwise prologue, a reduction or norm its pointwise neighbours. Both keep groups convex
+(checked with `codesign.ir.kernels.group_cycle`) and return the graph unchanged where
+they would not be.
+"""
+
+from __future__ import annotations
+
+from codesign.ir.graph import Graph, Group
+from codesign.ir.kernels import group_cycle
+from codesign.ir.ops import get_op
+from codesign.ir.ops.registry import OpKind
+
+CHEAP = (OpKind.pointwise, OpKind.layout, OpKind.source)
+ANCHORS = {"matmul": "contraction", "linear": "contraction", "attention": "attention",
+           "layer_norm": "reduction", "rms_norm": "reduction", "softmax": "reduction",
+           "log_softmax": "reduction", "sum": "reduction", "mean": "reduction", "amax": "reduction",
+           "amin": "reduction", "var": "reduction", "any": "reduction"}
+
+
+def _regroup(graph: Graph, owner: dict[str, int], kinds: dict[int, object], anchors: dict[int, str]) -> Graph:
+    ids = sorted({g for g in owner.values()})
+    renumber = {g: i for i, g in enumerate(ids)}
+    nodes = [n.with_(group=renumber[owner[n.name]]) if n.name in owner else n.with_(group=None)
+             for n in graph.nodes]
+
+    def attrs(g):
+        if isinstance(kinds[g], dict):
+            return kinds[g]
+        return {"kind": kinds[g], **({"anchor": anchors[g]} if g in anchors else {})}
+    groups = tuple(Group(renumber[g], attrs(g)) for g in ids)
+    out = Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs, groups)
+    return graph if group_cycle(out) else out
+
+
+def fuse_all_pointwise(graph: Graph) -> Graph:
+    """Every connected set of pointwise / layout / source nodes becomes one group."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+    nodes = graph.node_map()
+    for n in graph.nodes:
+        if get_op(n.op).kind in CHEAP:
+            parent[n.name] = n.name
+    for n in graph.nodes:
+        if n.name in parent:
+            for o in n.operands:
+                if o in parent:
+                    parent[find(o)] = find(n.name)
+    roots: dict[str, int] = {}
+    owner = {}
+    for n in graph.nodes:
+        if n.name in parent:
+            owner[n.name] = roots.setdefault(find(n.name), len(roots))
+    sizes = {}
+    for g in owner.values():
+        sizes[g] = sizes.get(g, 0) + 1
+    owner = {k: g for k, g in owner.items() if sizes[g] > 1}
+    del nodes
+    return _regroup(graph, owner, {g: "pointwise" for g in owner.values()}, {})
+
+
+def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
+    """Greedy anchor fusion: epilogues into matmul / attention / norms, prologues of
+    layout and pointwise nodes into their only consumer's group, pointwise chains together.
+    With `keep_groups`, existing groups stay as they are and only ungrouped nodes are grouped."""
+    users = graph.users()
+    nodes = graph.node_map()
+    position = {n.name: i for i, n in enumerate(graph.nodes)}
+    owner: dict[str, int] = {}
+    kinds: dict[int, object] = {}
+    anchors: dict[int, str] = {}
+    next_id = 0
+    if keep_groups:
+        existing = graph.group_map()
+        for n in graph.nodes:
+            if n.group is not None:
+                owner[n.name] = n.group
+                kinds[n.group] = dict(existing[n.group].attrs) if n.group in existing else {"kind": "pointwise"}
+        next_id = max(kinds, default=-1) + 1
+    for n in graph.nodes:
+        if n.op in ANCHORS and n.name not in owner:
+            owner[n.name], kinds[next_id], anchors[next_id] = next_id, ANCHORS[n.op], n.name
+            next_id += 1
+    # epilogues: later pointwise / reshape nodes of the anchor's size that read the group
+    # and otherwise only values defined before the anchor (so the group stays convex)
+    inputs = {i.name for i in graph.inputs}
+    for name, g in list(owner.items()):
+        anchor = nodes[name]
+        if anchors.get(g) != name or anchor.op in ("sum", "mean", "amax", "amin", "var", "any"):
+            continue
+        first = position[name]
+        members = {name}
+        for n in graph.nodes[first + 1:first + 80]:
+            if n.name in owner or n.type.numel != anchor.type.numel:
+                continue
+            if get_op(n.op).kind is not OpKind.pointwise and n.op != "reshape":
+                continue
+            if not any(o in members for o in n.operands):
+                continue
+            if all(o in members or o in inputs or (o in nodes and (nodes[o].op == "full" or position[o] < first))
+                   for o in n.operands):
+                owner[n.name] = g
+                members.add(n.name)
+    # prologues: cheap producers whose every user is in one group join it
+    changed = True
+    while changed:
+        changed = False
+        for n in reversed(graph.nodes):
+            if n.name in owner or get_op(n.op).kind not in CHEAP or n.name in graph.outputs:
+                continue
+            gs = {owner.get(u.name) for u in users.get(n.name, [])}
+            if len(gs) == 1 and None not in gs:
+                owner[n.name] = gs.pop()
+                changed = True
+    # a pointwise producer of a norm joins its group as an extra output (add + layer_norm)
+    for name, g in list(owner.items()):
+        n = nodes[name]
+        if anchors.get(g) != name or n.op not in ("layer_norm", "rms_norm", "softmax", "log_softmax"):
+            continue
+        p = nodes.get(n.operands[0])
+        if p is not None and p.name not in owner and get_op(p.op).kind is OpKind.pointwise \
+                and p.type.shape == n.type.shape:
+            owner[p.name] = g
+    # the rest: pointwise islands
+    rest = fuse_all_pointwise(Graph(graph.name, graph.inputs, tuple(n.with_(group=None) for n in graph.nodes
+                                                                    if n.name not in owner), graph.outputs))
+    for n in rest.nodes:
+        if n.name not in owner and n.group is not None:
+            g = next_id + n.group
+            owner[n.name] = g
+            kinds[g] = "pointwise"
+    result = _regroup(graph, owner, kinds, anchors)
+    return result

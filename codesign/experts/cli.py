@@ -1,0 +1,171 @@
+"""``codesign experts schedule | simulate | record | generate``.
+
+```
+codesign experts generate --experts 150 --steps 1000 --locality mid -o coe.jsonl
+codesign experts simulate --trace coe.jsonl --target sn40l-node --expert-bytes 13.5GB --plot res.png
+codesign experts schedule --trace coe.jsonl --target sn40l-node --expert-bytes 13.5GB --time-limit 10
+codesign experts record examples/mixtral_moe.py:tiny_model -o trace.jsonl
+```
+The main CLI calls :func:`add_experts_parser` on its sub-parsers, then ``args.func(args)``,
+which returns the exit code. User mistakes raise ``ValueError`` subclasses with one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from codesign.targets import load_target
+from codesign.targets.units import parse_bytes
+
+from .baselines import BASELINES
+from .ilp import IlpOptions
+from .problem import problem_for_target
+from .report import plot_residency, results_table
+from .schedule import schedule
+from .simulate import write_chrome_trace
+from .trace import LOCALITY_LEVELS, TraceError, read_trace, write_trace, zipf_trace
+
+__all__ = ["add_experts_parser"]
+
+
+def add_experts_parser(subparsers: Any) -> None:
+    """Register ``experts`` and its sub-commands on an argparse ``_SubParsersAction``."""
+    experts = subparsers.add_parser("experts", help="schedule expert weights between memory tiers",
+                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    experts.set_defaults(func=lambda args: (experts.print_help(sys.stdout), 0)[1])
+    commands = experts.add_subparsers(dest="experts_command", metavar="COMMAND")
+
+    def problem_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--trace", required=True, type=Path, help="JSONL expert trace (docs/experts.md)")
+        p.add_argument("--target", required=True, help="bundled target name or .yaml path")
+        p.add_argument("--expert-bytes", type=parse_bytes, help="bytes per expert (default: the trace header's)")
+        p.add_argument("--reserve", type=parse_bytes, default=0,
+                       help="fast-tier bytes kept for non-expert weights, KV cache, activations")
+        p.add_argument("--decode-tokens", type=int, default=1, help="sequential tokens per step (compute time)")
+        p.add_argument("--steps", type=int, help="use only the first STEPS steps of the trace")
+        p.add_argument("--plot", type=Path, help="write a PNG of fast-tier residency over time")
+        p.add_argument("--perfetto", type=Path, help="write the timeline as Chrome/Perfetto trace JSON")
+        p.add_argument("--json", type=Path, help="write the results as JSON")
+
+    simulate_ = commands.add_parser("simulate", help="score the baseline policies on a trace")
+    problem_args(simulate_)
+    simulate_.add_argument("--policy", action="append", choices=sorted(BASELINES), help="baseline(s); default all")
+    simulate_.set_defaults(func=_simulate)
+
+    schedule_ = commands.add_parser("schedule", help="the ILP schedule, compared with every baseline")
+    problem_args(schedule_)
+    schedule_.add_argument("--time-limit", type=float, default=10.0, help="CP-SAT seconds per window")
+    schedule_.add_argument("--window", type=int, default=1000, help="slots per rolling-horizon window")
+    schedule_.add_argument("--workers", type=int, default=2, help="CP-SAT workers")
+    schedule_.add_argument("--plan", type=Path, help="write the chosen plan (decisions) as JSON")
+    schedule_.set_defaults(func=_schedule)
+
+    record_ = commands.add_parser("record", help="run a model's routers on its inputs, write the trace")
+    record_.add_argument("model", metavar="MODEL", help="path/to/file.py:factory returning (model, inputs)")
+    record_.add_argument("-o", "--output", type=Path, required=True, help="trace file to write (.jsonl)")
+    record_.set_defaults(func=_record)
+
+    generate = commands.add_parser("generate", help="write a synthetic trace (Zipf + temporal locality)")
+    generate.add_argument("--experts", type=int, required=True, help="experts per layer")
+    generate.add_argument("--steps", type=int, required=True)
+    generate.add_argument("--layers", type=int, default=1)
+    generate.add_argument("--top-k", type=int, default=1)
+    generate.add_argument("--locality", default="mid", help="low | mid | high, or ALPHA,LOCALITY")
+    generate.add_argument("--expert-bytes", type=parse_bytes)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("-o", "--output", type=Path, required=True)
+    generate.set_defaults(func=_generate)
+
+
+def _console() -> Console:
+    return Console(file=sys.stdout, markup=False, highlight=False, soft_wrap=False, width=110)
+
+
+def _problem(args: argparse.Namespace):
+    trace = read_trace(args.trace)
+    if args.steps:
+        trace = trace.head(args.steps)
+    return problem_for_target(trace, load_target(args.target), expert_bytes=args.expert_bytes,
+                              reserve=args.reserve, decode_tokens=args.decode_tokens)
+
+
+def _outputs(args: argparse.Namespace, problem, plan, result, data: dict) -> None:
+    console = _console()
+    if args.plot:
+        console.print(f"wrote {plot_residency(args.plot, problem, result)}")
+    if args.perfetto:
+        console.print(f"wrote {write_chrome_trace(args.perfetto, problem, plan, result)}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        console.print(f"wrote {args.json}")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    problem = _problem(args)
+    sched = schedule(problem, baselines=args.policy, use_ilp=False)
+    console = _console()
+    console.print(results_table([r for _, r in sched.baselines.values()]))
+    _outputs(args, problem, sched.plan, sched.result, {"baselines": sched.summary()["baselines"]})
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    problem = _problem(args)
+    console = _console()
+    options = IlpOptions(time_limit=args.time_limit, workers=args.workers)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        windows = -(-problem.num_slots // args.window)
+        task = progress.add_task("CP-SAT", total=windows)
+
+        def report(w: int, count: int, t: float, objective: int, bound: int) -> None:
+            progress.update(task, completed=w, description=f"window {w + 1}/{count}: "
+                            f"best {objective / 1e6:.2f} ms, bound {bound / 1e6:.2f} ms")
+
+        sched = schedule(problem, window=args.window, options=options, progress=report)
+        progress.update(task, completed=windows)
+    console.print(results_table([sched.result] + [r for _, r in sched.baselines.values()]))
+    best_plan, best = sched.best_baseline
+    console.print(f"ILP vs best baseline ({best.policy}): {sched.result.total / best.total:.4f}x; "
+                  f"largest window gap to CP-SAT's bound: {100 * sched.gap:.2f}%")
+    if args.plan:
+        args.plan.parent.mkdir(parents=True, exist_ok=True)
+        args.plan.write_text(json.dumps(sched.plan.to_json()) + "\n")
+        console.print(f"wrote {args.plan}")
+    _outputs(args, problem, sched.plan, sched.result, sched.summary())
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from codesign.frontend import load_factory
+
+    from .record import record
+    model, inputs = load_factory(args.model)
+    trace = record(model, inputs, source=f"record({args.model})")
+    write_trace(trace, args.output)
+    print(f"wrote {args.output}: {len(trace)} steps x {trace.num_layers} layers, "
+          f"{trace.num_experts} experts, top-{trace.top_k}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    if args.locality in LOCALITY_LEVELS:
+        alpha, locality = LOCALITY_LEVELS[args.locality]
+    else:
+        try:
+            alpha, locality = (float(x) for x in args.locality.split(","))
+        except ValueError:
+            raise TraceError(f"--locality must be low, mid, high or ALPHA,LOCALITY, not {args.locality!r}") from None
+    trace = zipf_trace(args.experts, args.steps, num_layers=args.layers, top_k=args.top_k, alpha=alpha,
+                       locality=locality, seed=args.seed, expert_bytes=args.expert_bytes)
+    write_trace(trace, args.output)
+    print(f"wrote {args.output}: {trace.source}")
+    return 0

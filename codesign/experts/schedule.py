@@ -1,0 +1,216 @@
+"""The scheduler API: baselines, then the ILP over rolling windows, all scored by one simulator.
+
+``schedule(problem)`` returns a :class:`Schedule`: the chosen plan, its simulated result,
+every baseline's result on the same problem, and per window the ILP's bound and gap.
+``schedule_graph(graph, target)`` does the same for a compiled graph's ``moe`` nodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence
+
+from .baselines import BASELINES
+from .ilp import IlpOptions, IlpResult, resident_after, solve_window
+from .plan import Load, Plan
+from .problem import Problem
+from .simulate import SimResult, simulate
+
+__all__ = ["Schedule", "WindowReport", "schedule", "earliest_releases"]
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """One rolling-horizon window: slots ``start:stop``, the warm start, the ILP's result."""
+
+    start: int
+    stop: int
+    hint_policy: str
+    hint_total: int
+    total: int  # the window plan replayed by the simulator (ns)
+    bound: int  # CP-SAT's lower bound for the window (ns)
+    status: str
+    seconds: float
+    ilp_kept: bool = True  # False: the rollout kept the warm start's window instead
+
+    @property
+    def gap(self) -> float:
+        return max(0.0, (self.total - self.bound) / self.total) if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The chosen plan and how it compares with every baseline on the same simulator."""
+
+    problem: Problem
+    plan: Plan
+    result: SimResult
+    baselines: dict[str, tuple[Plan, SimResult]]
+    windows: tuple[WindowReport, ...]
+
+    @property
+    def best_baseline(self) -> tuple[Plan, SimResult]:
+        return min(self.baselines.values(), key=lambda pr: pr[1].total)
+
+    @property
+    def gap(self) -> float:
+        """Largest per-window gap between the replayed plan and CP-SAT's bound."""
+        return max((w.gap for w in self.windows), default=0.0)
+
+    def summary(self) -> dict:
+        return {"plan": self.result.summary(),
+                "baselines": {name: r.summary() for name, (_, r) in self.baselines.items()},
+                "windows": [{"start": w.start, "stop": w.stop, "hint": w.hint_policy, "hint_total_s": w.hint_total / 1e9,
+                             "total_s": w.total / 1e9, "bound_s": w.bound / 1e9, "gap": w.gap, "status": w.status,
+                             "seconds": w.seconds, "ilp_window_kept": w.ilp_kept} for w in self.windows],
+                "max_gap": self.gap}
+
+
+def earliest_releases(problem: Problem, plan: Plan) -> Plan:
+    """The same decisions with every load released as soon as its expert was dropped.
+
+    The simulator is monotone, so this is never slower; it is the form the ILP's plans take.
+    """
+    return replace(plan, loads=tuple(Load(ld.expert, ld.slot, 0) for ld in plan.loads))
+
+
+def _cut(plan: Plan, slots: int) -> Plan:
+    """The part of a plan that concerns its first ``slots`` slots."""
+    return Plan(tuple(ld for ld in plan.loads if ld.slot < slots),
+                frozenset((e, u) for e, u in plan.drops if u < slots), plan.policy)
+
+
+def _split(piece, b: int):
+    """A global plan piece cut into the slots before ``b`` and from ``b`` on."""
+    loads, drops = piece
+    head = (tuple(ld for ld in loads if ld.slot < b), {(e, u) for e, u in drops if u < b})
+    tail = (tuple(ld for ld in loads if ld.slot >= b), {(e, u) for e, u in drops if u >= b})
+    return head, tail
+
+
+def _localize(piece, a: int, policy: str) -> Plan:
+    """A global plan piece of the window starting at ``a`` in the window's slot numbers."""
+    loads, drops = piece
+    return Plan(tuple(Load(ld.expert, ld.slot - a, max(0, ld.release - a)) for ld in loads),
+                frozenset((e, u - a if u >= a else -1) for e, u in drops), policy)
+
+
+def _shift(plan: Plan, offset: int, last_use: dict[int, int]) -> tuple[tuple[Load, ...], set[tuple[int, int]]]:
+    """A window plan in global slot numbers; drops "at the start" become drops after the
+    expert's last use in an earlier window (or -1 if it has none)."""
+    loads = tuple(Load(ld.expert, ld.slot + offset, ld.release + offset) for ld in plan.loads)
+    drops = {(e, u + offset) if u >= 0 else (e, last_use.get(e, -1)) for e, u in plan.drops}
+    return loads, drops
+
+
+def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpOptions(),  # noqa: C901
+             baselines: Sequence[str] | None = None, use_ilp: bool = True,
+             progress: Callable[[int, int, float, int, int], None] | None = None) -> Schedule:
+    """Schedule ``problem``: baselines on the whole trace, then the ILP window by window.
+
+    Each window starts with the experts the previous window left resident and is warm
+    started from the best baseline run from there on the rest of the trace (releases made
+    earliest), cut to the window. Rollout: the ILP's window is kept when it, followed by the
+    best baseline from its end state, is no slower over the whole trace than the warm start
+    continued; by induction the result is never slower than the best baseline. ``progress``
+    gets ``(window index, windows, seconds, objective, bound)`` on every new incumbent.
+    """
+    names = list(baselines or BASELINES)
+    options_ = options
+    full = {}
+    for name in names:
+        plan = BASELINES[name](problem)
+        full[plan.policy] = (plan, simulate(problem, plan))
+    if not use_ilp:
+        best_plan, best_result = min(full.values(), key=lambda pr: pr[1].total)
+        return Schedule(problem, best_plan, best_result, full, ())
+
+    loads: list[Load] = []
+    drops: set[tuple[int, int]] = set()
+    reports = []
+    resident = set(problem.initial)
+    last_use: dict[int, int] = {}
+    count = -(-problem.num_slots // window)
+
+    Piece = tuple[tuple[Load, ...], set[tuple[int, int]]]  # loads and drops, global slot numbers
+
+    def full_total(*pieces: Piece) -> int:
+        plan = Plan(tuple(loads) + sum((p[0] for p in pieces), ()), frozenset(drops.union(*(p[1] for p in pieces))))
+        return simulate(problem, plan).total
+
+    def continuations(start: int, state: set[int], uses_before: dict[int, int], *head: Piece) -> list:
+        """(whole-trace total, name, global plan of slots start..) for each baseline run from ``start``."""
+        rest = problem.window(start, problem.num_slots, state)
+        out = []
+        for name in names:  # each baseline sees the whole future, as it does on the full trace
+            plan = earliest_releases(rest, BASELINES[name](rest))
+            piece = _shift(plan, start, uses_before)
+            out.append((full_total(*head, piece), plan.policy, piece))
+        return out
+
+    carry = None  # the continuation whose total the previous window's choice was judged by
+    for w, a in enumerate(range(0, problem.num_slots, window)):
+        b = min(problem.num_slots, a + window)
+        sub = problem.window(a, b, resident)
+        # warm start: the best of each baseline continued from here and of the carried plan
+        options = continuations(a, resident, last_use) + ([carry] if carry else [])
+        hint_full, hint_name, hint_rest = min(options, key=lambda x: x[0])
+        hint_head, hint_tail = _split(hint_rest, b)
+        hint_plan = _localize(hint_head, a, hint_name)
+        hint = (hint_plan, simulate(sub, hint_plan))
+        report = (lambda t, obj, bound, w=w: progress(w, count, t, obj, bound)) if progress else None
+        ilp: IlpResult = solve_window(sub, hint, options_, report)
+        window_total = simulate(sub, ilp.plan).total
+        # rollout: keep the ILP's window only if, followed by the best baseline from its end
+        # state, it is no slower over the whole trace than the warm start (never loses)
+        uses_after = dict(last_use)
+        for v in range(a, b):
+            for e in problem.requests[v]:
+                uses_after[e] = v
+        ilp_piece = _shift(ilp.plan, a, last_use)
+        if b < problem.num_slots:
+            ilp_full, _, cont = min(continuations(b, resident_after(sub, ilp.plan), uses_after, ilp_piece),
+                                    key=lambda x: x[0])
+        else:
+            ilp_full, cont = full_total(ilp_piece), ((), set())
+        keep_ilp = ilp_full <= hint_full
+        piece, carry = (ilp_piece, (ilp_full, "carried", cont)) if keep_ilp else (hint_head, (hint_full, hint_name, hint_tail))
+        reports.append(WindowReport(a, b, hint_name, hint[1].total, window_total if keep_ilp else hint[1].total,
+                                    ilp.bound, ilp.status, ilp.seconds, keep_ilp))
+        loads.extend(piece[0])
+        drops |= piece[1]
+        resident = resident_after(sub, ilp.plan if keep_ilp else hint_plan)
+        last_use = uses_after
+    plan = Plan(tuple(loads), frozenset(drops), "ilp")
+    return Schedule(problem, plan, simulate(problem, plan), full, tuple(reports))
+
+
+def schedule_graph(graph, target, trace=None, *, reserve: int = 0, steps: int = 256, seed: int = 0,
+                   **kwargs) -> Schedule | None:
+    """The expert schedule for a compiled graph's ``moe`` nodes on ``target``.
+
+    Returns None when the fast tier holds every expert (nothing to schedule). Without a
+    recorded ``trace`` a synthetic one (mid locality, ``steps`` steps) stands in.
+    """
+    from .problem import expert_link, problem_for_target
+    from .trace import LOCALITY_LEVELS, zipf_trace
+    from codesign.ir.ops.moe import expert_bytes
+
+    types = graph.types()
+    moes = [n for n in graph.walk() if n.op == "moe"]
+    if not moes:
+        return None
+    sizes, num_experts, top_k = [], int(moes[0].attr("num_experts")), int(moes[0].attr("top_k"))
+    for node in moes:
+        if int(node.attr("num_experts")) != num_experts:
+            raise ValueError("moe layers with different expert counts are not supported yet")
+        sizes += [expert_bytes([types[o] for o in node.operands])] * num_experts
+    link = expert_link(target, reserve)
+    if sum(sizes) <= link.capacity:
+        return None
+    if trace is None:
+        alpha, locality = LOCALITY_LEVELS["mid"]
+        trace = zipf_trace(num_experts, steps, num_layers=len(moes), top_k=top_k, alpha=alpha, locality=locality,
+                           seed=seed)
+    problem = problem_for_target(trace, target, expert_bytes=sizes, reserve=reserve)
+    return schedule(problem, **kwargs)

@@ -1,0 +1,144 @@
+"""The tiling pass: tiles for every kernel at every memory level, stored on its group.
+
+For each kernel the anchor op (the fused group's main loop nest, or the lone op) is tiled
+by `codesign.tiling`: at one compute unit's share of the fast tier (the tiles generated
+code uses: one SM's shared memory on a GPU) and at the whole chip's fast tier (which sets
+what the home tier sees, as the cost model explains in `cost.traffic`). The group records
+both, with the achieved traffic over the I/O lower bound, so reports can print
+achieved / bound and a dump after `tile` can be edited and resumed. Lone heavy ops get a
+group of their own to carry their tiles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from codesign.cost.traffic import gemm_view
+from codesign.fusion.partition import is_heavy
+from codesign.ir import structure_of
+from codesign.ir.graph import Graph, Group, Node
+from codesign.ir.kernels import Kernel, kernels
+from codesign.ir.ops import OpKind, get_op
+from codesign.passes.fuse import group_kind
+from codesign.passes.manager import PassContext
+from codesign.passes.registry import Pass, register_pass
+from codesign.tiling import choose_attention_tiles, choose_matmul_tiles, choose_tiles
+from codesign.tiling.attention import flash_traffic
+from codesign.tiling.matmul import matmul_reads
+
+
+def kernel_anchor(kernel: Kernel) -> Node | None:
+    """The node whose loop nest the kernel's tiles describe."""
+    anchor_name = kernel.group.attrs.get("anchor") if kernel.group is not None else None
+    if anchor_name:
+        return next(n for n in kernel.nodes if n.name == anchor_name)
+    heavy = [n for n in kernel.nodes if is_heavy(n)]
+    if heavy:
+        contractions = [n for n in heavy if get_op(n.op).kind is OpKind.contraction]
+        return (contractions or heavy)[0]
+    compute = [n for n in kernel.nodes if get_op(n.op).kind not in (OpKind.layout, OpKind.source)]
+    return max(compute, key=lambda n: n.type.numel) if compute else None
+
+
+def chip_tile(graph: Graph, node: Node, capacity_bytes: int,
+              align: int) -> tuple[tuple[int, ...], tuple[float, ...], float] | None:
+    """Tiles at the whole chip's fast tier for a contraction or attention, how many times
+    each operand is then read from the home tier, and achieved / lower-bound traffic."""
+    types = graph.types()
+    elem = node.type.dtype.itemsize
+    words = max(capacity_bytes // elem, 4)
+    if node.op == "attention":
+        q, k, v = (types[o] for o in node.operands[:3])
+        heads = 1
+        for s in q.shape[:-2]:
+            heads *= s
+        causal = bool(node.attrs.get("causal"))
+        t = choose_attention_tiles(q.shape[-2], q.shape[-1], words, n_k=k.shape[-2], e=v.shape[-1],
+                                   batch_heads=heads, causal=causal, align=align)
+        nq, nk, d, e = q.shape[-2], k.shape[-2], q.shape[-1], v.shape[-1]
+        if t.scheme == "flash":
+            kv = (flash_traffic(nq, nk, d, e, t.br, t.bc, causal=causal) - nq * (d + e)) / (nk * (d + e))
+        else:
+            kv = max(1.0, (t.traffic / heads - nq * (d + e)) / (nk * (d + e)))
+        reads = (1.0, round(kv, 4), round(kv, 4)) + ((1.0,) if len(node.operands) > 3 else ())
+        return (t.br, t.bc), reads, t.ratio
+    view = gemm_view(node, types)
+    if view is None:
+        return None
+    m, n, k = view
+    t = choose_matmul_tiles(m, n, k, words, align=align)
+    reads = tuple(float(r) for r in matmul_reads(m, n, k, t.tm, t.tn, t.tk, t.order))
+    return (t.tm, t.tn, t.tk), reads + (1.0,) * (len(node.operands) - 2), t.ratio
+
+
+@register_pass
+@dataclass(frozen=True)
+class Tile(Pass):
+    """Choose tiles per memory level for every kernel; record achieved / lower bound."""
+
+    name: ClassVar[str] = "tile"
+    summary: ClassVar[str] = ("tiles per memory level for each kernel's anchor op (traffic-minimising, "
+                              "under capacity and alignment); achieved/bound recorded on the group")
+    double_buffer: bool = True
+
+    def run(self, graph: Graph, ctx: PassContext) -> Graph:
+        target = ctx.target
+        if target is None:
+            raise ValueError("the tile pass needs a target (pass --target, or compile(..., target=...))")
+        fast = target.memory[0].name
+        unit = target.unit_capacity(fast)
+        chip = target.total_capacity(fast) // max(target.sockets, 1)
+        align = target.compute.tile_multiple
+        groups = dict(graph.group_map())
+        assignment: dict[str, int] = {}
+        next_id = max(groups, default=-1) + 1
+        for kernel in kernels(graph):
+            anchor = kernel_anchor(kernel)
+            if anchor is None or (kernel.group is None and not is_heavy(anchor)):
+                continue
+            group = kernel.group
+            if group is None:
+                kind, anchor_name = group_kind(kernel.nodes, False)
+                group = Group(next_id, {"kind": kind, "anchor": anchor_name or anchor.name})
+                next_id += 1
+                for n in kernel.nodes:
+                    assignment[n.name] = group.id
+            attrs = dict(group.attrs)
+            structure = structure_of(graph, anchor)
+            types = graph.types()
+            operands = [types[o] for o in anchor.operands]
+            subject = f"g{group.id} {kernel.name}"
+            try:
+                choice = choose_tiles(structure, operands, anchor.type, unit, align,
+                                      causal=bool(anchor.attrs.get("causal", False)),
+                                      double_buffer=self.double_buffer, level=fast)
+            except ValueError as exc:
+                ctx.ledger.record(self.name, subject, "untiled", f"no tile of %{anchor.name} fits one unit's "
+                                  f"{fast} ({unit} B): {exc}", rule="capacity")
+                groups[group.id] = group
+                continue
+            attrs[f"tile_{fast}"] = tuple(choice.tiles)
+            attrs["scheme"] = choice.scheme
+            attrs[f"ratio_{fast}"] = round(choice.ratio, 4)
+            on_chip = chip_tile(graph, anchor, chip, align) if chip != unit or anchor.op == "attention" \
+                or gemm_view(anchor, types) else None
+            if on_chip is not None:
+                attrs["chip_tile"], attrs["chip_reads"], ratio = on_chip
+                attrs["chip_ratio"] = round(ratio, 4)
+            groups[group.id] = Group(group.id, attrs)
+            ctx.ledger.record(self.name, subject, f"tiles {list(choice.tiles)}",
+                              f"anchor %{anchor.name}: {choice.scheme}, achieved/bound {choice.ratio:.2f} at {fast}"
+                              + (f"; chip tiles {list(attrs['chip_tile'])} ({attrs['chip_ratio']:.2f}x bound)"
+                                 if "chip_tile" in attrs else ""),
+                              rule="tile", ratio=choice.ratio, working_set=choice.working_set_bytes,
+                              capacity=unit, traffic=choice.traffic_bytes, bound=choice.lower_bound_bytes)
+        nodes = [n.with_(group=assignment[n.name]) if n.name in assignment else n for n in graph.nodes]
+        ordered = sorted(groups.values(), key=lambda g: g.id)
+        return Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs, tuple(ordered))
+
+
+def chip_rereads(graph: Graph) -> dict[str, tuple[float, ...]]:
+    """Anchor node name → read count per operand at the chip tiles (for the cost model)."""
+    return {str(g.attrs["anchor"]): tuple(g.attrs["chip_reads"]) for g in graph.groups
+            if "chip_reads" in g.attrs and "anchor" in g.attrs}

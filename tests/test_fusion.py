@@ -1,0 +1,180 @@
+"""Fusion: the groups each target gets, and the ledger's reasons for what it refused."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+import codesign
+from codesign.fusion.capacity import fast_capacity, working_set
+from codesign.fusion.legality import check_merge
+from codesign.fusion.partition import Partition
+from codesign.ir import parse_graph, print_graph, run_graph
+from codesign.ir.kernels import kernels
+from codesign.passes import PassContext, PassManager
+from codesign.passes.fuse import FusionError
+from codesign.targets import load_target
+from codesign.targets.loader import bundled_target_path
+from helpers import EXAMPLES, fresh_like, rel_err
+
+PIPELINE = "canonicalize,dce,fuse"
+
+
+@pytest.fixture(scope="module")
+def captured():
+    cache = {}
+
+    def get(spec):
+        if spec not in cache:
+            model, inputs = codesign.load_factory(str(EXAMPLES / spec))
+            cache[spec] = (model, inputs, codesign.capture(model, inputs))
+        return cache[spec]
+    return get
+
+
+def fuse(graph, target):
+    ctx = PassContext(target=load_target(target) if isinstance(target, str) else target)
+    return PassManager(PIPELINE).run(graph, ctx), ctx.ledger
+
+
+@pytest.mark.parametrize("spec,layers", [("gpt2.py:tiny", 2), ("llama.py:tiny", 2)])
+def test_each_decoder_layer_is_one_group_on_sn40l(spec, layers, captured):
+    model, inputs, cap = captured(spec)
+    graph, ledger = fuse(cap.graph, "sn40l")
+    layer_groups = [g for g in graph.groups if g.attrs["kind"] == "layer"]
+    assert len(layer_groups) == layers
+    # every attention and every linear/matmul of a layer sits in its layer's group
+    for node in graph.nodes:
+        in_block = node.loc is not None and (".layers." in node.loc or ".h." in node.loc)
+        if in_block and node.op != "full":  # scalar constants are immediates, in no kernel
+            assert graph.group_map()[node.group].attrs["kind"] == "layer", node.name
+    streamed = [d for d in ledger if d.subject.startswith("layer ")]
+    assert len(streamed) == layers and all(d.choice == "fused" for d in streamed)
+    assert all(d.data["fused_time"] < d.data["separate_time"] for d in streamed)
+    fresh = fresh_like(inputs, 11)
+    with torch.no_grad():
+        assert rel_err(run_graph(graph, fresh, cap.state)[0], model(*fresh)) <= 1e-5
+
+
+@pytest.mark.parametrize("spec", ["gpt2.py:tiny", "llama.py:tiny"])
+def test_h100_fuses_chains_epilogues_and_attention(spec, captured):
+    _, _, cap = captured(spec)
+    target = load_target("h100")
+    graph, _ = fuse(cap.graph, target)
+    groups = graph.group_map()
+    nodes = graph.node_map()
+    for node in graph.nodes:
+        if node.op == "attention":
+            assert groups[node.group].attrs["kind"] == "attention"
+    # every pointwise op that reads a matmul's result is an epilogue in a matmul's kernel
+    for node in graph.nodes:
+        producers = [nodes[o] for o in node.operands if o in nodes and nodes[o].op in ("matmul", "linear")
+                     and nodes[o].type.numel == node.type.numel]
+        if producers and node.op in ("add", "mul", "gelu", "silu"):
+            assert node.group is not None, node.name
+            assert groups[node.group].attrs["kind"] in ("contraction", "norm_contraction"), node.name
+    assert not [k for k in kernels(graph) if k.group is None and k.nodes[0].op in ("add", "mul", "tanh", "pow")]
+    capacity = fast_capacity(target)
+    for k in kernels(graph):
+        assert working_set(graph, k, target).bytes <= capacity, k.key
+
+
+def test_gpt2_mlp_chain_is_one_kernel_with_its_matmul(captured):
+    _, _, cap = captured("gpt2.py:tiny")
+    graph, _ = fuse(cap.graph, "h100")
+    tanh = next(n for n in graph.nodes if n.op == "tanh")
+    members = Counter(n.op for n in graph.nodes if n.group == tanh.group)
+    assert members["matmul"] == 1 and members["tanh"] == 1 and members["pow"] == 1
+
+
+CYCLE_IR = """graph @cycle(%x: f32[8,16], %router: f32[4,16] param, %gu: f32[4,32,16] param, %down: f32[4,16,16] param) -> (f32[8,16]) {
+  %a = exp(%x) : f32[8,16]
+  %m = moe(%a, %router, %gu, %down) {num_experts = 4, normalize = true, top_k = 2} : f32[8,16] ({
+    graph @expert(%t: f32[8,16], %w0: f32[32,16], %w1: f32[16,16]) -> (f32[8,16]) {
+      %h = linear(%t, %w0) : f32[8,32]
+      %g = slice(%h) {dim = 1, end = 16, start = 0, step = 1} : f32[8,16]
+      %u = slice(%h) {dim = 1, end = 32, start = 16, step = 1} : f32[8,16]
+      %s = silu(%g) : f32[8,16]
+      %p = mul(%s, %u) : f32[8,16]
+      %o = linear(%p, %w1) : f32[8,16]
+      return %o
+    }
+  })
+  %b = add(%a, %m) : f32[8,16]
+  return %b
+}
+"""
+
+
+def test_ledger_names_a_cycle():
+    graph = parse_graph(CYCLE_IR)
+    fused, ledger = fuse(graph, "h100")
+    by_subject = {d.subject: d for d in ledger}
+    assert by_subject["%a -> %b"].choice == "refused"
+    assert by_subject["%a -> %b"].data["rule"] == "cycle"
+    assert "%a -> %m -> %b" in by_subject["%a -> %b"].reason
+    assert by_subject["%a -> %m"].data["rule"] == "region-op"
+    verdict = check_merge(Partition(graph), "a", "b")
+    assert not verdict.legal and verdict.rule == "cycle"
+
+
+def test_ledger_names_an_sram_overflow(captured, tmp_path):
+    _, _, cap = captured("gpt2.py:tiny")
+    text = bundled_target_path("sn40l").read_text().replace("520 MiB", "64 KiB")
+    path = tmp_path / "small-sram.yaml"
+    path.write_text(text)
+    graph, ledger = fuse(cap.graph, load_target(path))
+    layers = [d for d in ledger if d.subject.startswith("layer ")]
+    assert layers and all(d.choice == "refused" and d.data["rule"] == "capacity" for d in layers)
+    assert "stage buffers need" in layers[0].reason
+    assert not [g for g in graph.groups if g.attrs["kind"] == "layer"]
+    assert any(d.data.get("rule") == "capacity" for d in ledger if not d.subject.startswith("layer "))
+
+
+# a prologue recomputed for every column tile of a very wide, compute-bound matmul
+SLOWDOWN_IR = """graph @prologue(%x: bf16[1024,1024], %w: bf16[65536,1024] param) -> (bf16[1024,65536]) {
+  %g = gelu(%x) {approximate = "none"} : bf16[1024,1024]
+  %y = linear(%g, %w) : bf16[1024,65536]
+  return %y
+}
+"""
+
+
+def test_ledger_names_a_slowdown():
+    graph, ledger = fuse(parse_graph(SLOWDOWN_IR), "h100")
+    (decision,) = [d for d in ledger if d.subject == "%g -> %y"]
+    assert decision.choice == "refused" and decision.data["rule"] == "slowdown"
+    assert decision.data["fused_time"] > decision.data["separate_time"]
+    assert not graph.groups
+
+
+def test_must_fuse_fails_with_the_ledgers_reason():
+    graph = parse_graph(SLOWDOWN_IR)
+    ctx = PassContext(target=load_target("h100"), options={"must_fuse": ("g", "y")})
+    with pytest.raises(FusionError, match="rule 'slowdown'"):
+        PassManager(PIPELINE).run(graph, ctx)
+
+
+def test_fusion_is_deterministic(captured):
+    _, _, cap = captured("llama.py:tiny")
+    a, la = fuse(cap.graph, "h100")
+    b, lb = fuse(cap.graph, "h100")
+    assert print_graph(a) == print_graph(b)
+    assert [(d.subject, d.choice, d.reason) for d in la] == [(d.subject, d.choice, d.reason) for d in lb]
+
+
+def test_fused_ir_prints_groups_and_round_trips():
+    text = """graph @chain(%x: f32[64,64], %w: f32[64,64] param, %b: f32[64] param) -> (f32[64,64]) {
+  %y = linear(%x, %w, %b) : f32[64,64]
+  %r = relu(%y) : f32[64,64]
+  %e = exp(%r) : f32[64,64]
+  return %e
+}
+"""
+    graph, _ = fuse(parse_graph(text), "h100")
+    printed = print_graph(graph)
+    assert 'group 0 {anchor = "y", kind = "contraction"}' in printed
+    assert all(f"group(0)" in line for line in printed.splitlines() if line.strip().startswith(("%y", "%r", "%e")))
+    assert parse_graph(printed) == graph
