@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -47,18 +48,60 @@ class CompiledModule:
     pipeline: str
     capture_method: str = "export"
     ledger: tuple[Decision, ...] = field(default_factory=tuple)
+    backend: str = "auto"
+    _programs: dict = field(default_factory=dict, repr=False)  # built backends, by name
 
     @property
     def is_meta(self) -> bool:
         return any(t.device.type == "meta" for t in self.state.values())
 
+    def backend_for(self, inputs: Sequence[torch.Tensor]) -> str:
+        """Which backend runs these inputs: CUDA tensors → Triton, CPU tensors → C++
+        (unless `backend` pins one; "interpreter" runs the reference interpreter)."""
+        if self.backend != "auto":
+            return self.backend
+        return "triton" if any(t.is_cuda for t in inputs) else "cpp"
+
+    def program(self, backend: str):
+        """The generated program for `backend`, built (or loaded from the cache) once."""
+        if backend not in self._programs:
+            if backend == "cpp":
+                from codesign.codegen.cpp import CppModule
+                self._programs[backend] = CppModule(self.graph, self.state, target=self.target.name)
+            elif backend == "triton":
+                from codesign.codegen.triton import TritonModule
+                self._programs[backend] = TritonModule(self.graph, self.state, self.target)
+            else:
+                raise ValueError(f"unknown backend {backend!r} (auto, cpp, triton, interpreter)")
+        return self._programs[backend]
+
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if self.is_meta:
             raise RuntimeError(f"{self.graph.name} was captured on the meta device (shapes only): it can be "
                                "planned and reported but not run; build it on cpu/cuda to run it")
+        backend = self.backend_for(inputs)
+        if backend != "interpreter":
+            from codesign.codegen import CodegenError
+            try:
+                program = self.program(backend)
+            except CodegenError as exc:
+                if self.backend != "auto":
+                    raise
+                warnings.warn(f"{backend} backend cannot compile @{self.graph.name} ({exc}); "
+                              "running the reference interpreter instead", stacklevel=2)
+                self._programs[backend] = None
+                program = None
+            if program is not None:
+                with torch.no_grad():
+                    return program(*inputs)
         with torch.no_grad():
             outputs = run_graph(self.graph, inputs, self.state)
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def export_cpp(self, directory: str | Path) -> Path:
+        """Standalone C++ sources, weights and a CMakeLists.txt that builds without torch."""
+        from codesign.codegen.cpp import export_cpp
+        return export_cpp(self.graph, self.state, directory)
 
     def stats(self) -> GraphStats:
         return graph_stats(self.graph)
@@ -165,6 +208,10 @@ class CompiledModule:
         (out / "plan.json").write_text(json.dumps(self.summary(), indent=2, sort_keys=True) + "\n")
         (out / "report.txt").write_text(self.report())
         (out / "ledger.json").write_text(self.explain(as_json=True))
+        for name, program in sorted(self._programs.items()):
+            if program is not None:
+                suffix = {"cpp": "cpp", "triton": "py"}[name]
+                (out / f"kernels.{suffix}").write_text(program.source)
         roofline_plot(self.fusion().fused, self.target, out / "roofline.png")
         return out
 
@@ -180,12 +227,15 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
             target: str | Path | Target = "sn40l", *, pipeline: str | None = None,
             instrumentation: Instrumentation | None = None,
             options: Mapping[str, object] | None = None,
-            must_fuse: Sequence[str] = ()) -> CompiledModule:
+            must_fuse: Sequence[str] = (), backend: str = "auto") -> CompiledModule:
     """Capture `model`, lower it for `target` through `pipeline`, return a `CompiledModule`.
 
     `must_fuse`: node names that must end in one kernel; compile fails with the decision
-    ledger's reasons when they do not.
+    ledger's reasons when they do not. `backend`: "auto" (CUDA inputs → Triton, CPU → C++),
+    "cpp", "triton" or "interpreter"; code is generated on the first call.
     """
+    if backend not in ("auto", "cpp", "triton", "interpreter"):
+        raise ValueError(f"backend {backend!r} is not one of auto, cpp, triton, interpreter")
     target = target if isinstance(target, Target) else load_target(target)
     captured = model if isinstance(model, CapturedModel) else capture(model, example_inputs)
     pipeline = COMPILE_PIPELINE if pipeline is None else pipeline
@@ -196,4 +246,4 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     ctx = PassContext(target=target, options=options)
     graph = manager.run(captured.graph, ctx)
     return CompiledModule(graph, target, captured.state, captured.graph, manager.pipeline_text,
-                          captured.method, tuple(ctx.ledger))
+                          captured.method, tuple(ctx.ledger), backend)

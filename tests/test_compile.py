@@ -92,3 +92,28 @@ def test_meta_models_plan_but_refuse_to_run():
     assert cm.summary()["parameters"] == 72
     with pytest.raises(RuntimeError, match="meta device"):
         cm(x)
+
+
+def test_cpu_inputs_run_through_the_generated_cpp(cnn):
+    model, inputs, cm = cnn
+    fresh = fresh_like(inputs, 9)
+    assert cm.backend_for(fresh) == "cpp"
+    out = cm(*fresh)
+    assert cm._programs["cpp"] is not None and "conv" in cm.program("cpp").source
+    with torch.no_grad():
+        assert rel_err(out, model(*fresh)) <= 1e-5
+
+
+def test_a_backend_that_cannot_compile_falls_back_to_the_interpreter():
+    model, inputs = load_factory(str(EXAMPLES / "mixtral_moe.py:tiny"))
+    cm = codesign.compile(model, inputs, target="h100")
+    with pytest.warns(UserWarning, match="running the reference interpreter"):
+        out = cm(*inputs)
+    with torch.no_grad():
+        assert rel_err(out, model(*inputs)) <= 1e-5
+
+
+def test_unknown_backend_is_refused():
+    model, inputs = load_factory(str(EXAMPLES / "mlp.py:tiny"))
+    with pytest.raises(ValueError, match="backend 'cuda'"):
+        codesign.compile(model, inputs, target="h100", backend="cuda")

@@ -45,6 +45,7 @@ class IlpOptions:
     workers: int = 2
     relative_gap: float = 0.001
     seed: int = 0
+    log: bool = False  # CP-SAT's own search log on stdout
 
 
 @dataclass(frozen=True)
@@ -207,8 +208,7 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
     solver.parameters.random_seed = options.seed
     solver.parameters.cp_model_presolve = False  # its fix-point loop crawls along the slot chain
     solver.parameters.cp_model_probing_level = 0
-    import os
-    solver.parameters.log_search_progress = bool(os.environ.get("CS_LOG"))
+    solver.parameters.log_search_progress = options.log
     callback = _Progress(report)
     began = time.perf_counter()
     status = solver.Solve(m, callback)
