@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from codesign.ir import Graph, ParseError, VerifyError, parse_graph, print_graph
+from codesign.experts.cli import add_experts_parser
 from codesign.targets.cli import add_targets_parser
 from codesign.passes import (DEFAULT_PIPELINE, PASSES, PassContext, PassManager, PipelineError,
                              add_instrumentation_args, instrumentation_from_args)
@@ -33,13 +34,14 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the user's input is wrong", not "codesign has a bug"."""
     from codesign.compiler import SaveError
+    from codesign.experts import PlanError, TraceError
     from codesign.export import MlirExportError
     from codesign.frontend import CaptureError, ModelSpecError
     from codesign.passes.fuse import FusionError
     from codesign.targets import TargetError
     from codesign.targets.schema import TargetLookupError
     return (UserError, ParseError, VerifyError, PipelineError, OSError, TargetError, TargetLookupError,
-            ModelSpecError, CaptureError, FusionError, SaveError, MlirExportError)
+            ModelSpecError, CaptureError, FusionError, SaveError, MlirExportError, PlanError, TraceError)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -217,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.set_defaults(func=_cmd_explain)
 
     add_targets_parser(commands)
+    add_experts_parser(commands)
 
     passes = commands.add_parser("passes", parents=[common], help="list the registered passes and their options")
     passes.set_defaults(func=_cmd_passes)
