@@ -37,8 +37,9 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small shapes (smoke test; CPU uses TRITON_INTERPRET=1)")
     p.add_argument("--only", default="", help="comma-separated cases: chain,mlp,attention,gpt2,compile_time")
-    p.add_argument("--fusion", choices=["simple", "pass"], default="simple",
-                   help="grouping: the backend's fuse_simple helper, or the codesign fusion pass for h100")
+    p.add_argument("--fusion", choices=["simple", "pass"], default="pass",
+                   help="grouping: the codesign fusion + tiling passes for this card (default), or the "
+                        "backend's fuse_simple helper")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
     p.add_argument("--out", default=None, help="results JSON path")
     return p.parse_args()
@@ -63,6 +64,8 @@ from codesign.codegen.triton import TritonModule, fuse_all_pointwise, fuse_simpl
 
 CUDA = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if CUDA else "cpu")
+# the bundled target the card is compiled and predicted for
+TARGET_NAME = "h200" if CUDA and "H200" in torch.cuda.get_device_name() else "h100"
 DTYPE = torch.bfloat16
 RESULTS: dict = {}
 
@@ -90,8 +93,50 @@ def group(graph):
     if ARGS.fusion == "pass":
         from codesign.passes import PassContext, PassManager
         from codesign.targets import load_target
-        return PassManager("canonicalize,dce,fuse").run(graph, PassContext(target=load_target("h100")))
+        return PassManager("canonicalize,dce,fuse,tile").run(graph, PassContext(target=load_target(TARGET_NAME)))
     return fuse_simple(graph)
+
+
+def predict(graph, row: dict) -> None:
+    """The cost model's predicted time beside the measured one: with the target's YAML
+    figures, and with the ceilings measured on this card in this run (`ceilings` case)."""
+    from codesign.cost import CostModel
+    from codesign.passes.tile import chip_rereads
+    from codesign.targets import load_target
+    target = load_target(TARGET_NAME)
+    rereads = chip_rereads(graph)
+    row["predicted_ms"] = CostModel(target, rereads=rereads).graph_cost(graph).time * 1e3
+    ceilings = RESULTS.get("ceilings", {})
+    if "copy_TBps" in ceilings and "bf16_matmul_TFLOPs" in ceilings:
+        data = target.model_dump()
+        scale = ceilings["bf16_matmul_TFLOPs"] * 1e12 / data["compute"]["peak"]["bf16"]
+        data["compute"]["peak"] = {k: v * scale for k, v in data["compute"]["peak"].items()}
+        for tier in data["memory"]:
+            if tier["name"] == "hbm":
+                tier["bandwidth"] = ceilings["copy_TBps"] * 1e12
+        calibrated = type(target).model_validate(data)
+        row["predicted_measured_ceilings_ms"] = CostModel(calibrated, rereads=rereads).graph_cost(graph).time * 1e3
+    if row.get("ours_ms"):
+        for key in ("predicted_ms", "predicted_measured_ceilings_ms"):
+            if key in row:
+                row[key.replace("_ms", "_error")] = round(row[key] / row["ours_ms"] - 1.0, 4)
+
+
+def case_ceilings():
+    """The card's two ceilings: device copy (bytes read + written) and a large bf16 matmul."""
+    if not CUDA:
+        return {"skipped": "no GPU"}
+    n = 1 << 29  # 1 GiB of bf16
+    src = torch.randn(n, device=DEVICE, dtype=DTYPE)
+    dst = torch.empty_like(src)
+    copy_ms = bench(lambda: dst.copy_(src))
+    m = 8192
+    a = torch.randn(m, m, device=DEVICE, dtype=DTYPE)
+    b = torch.randn(m, m, device=DEVICE, dtype=DTYPE)
+    mm_ms = bench(lambda: a @ b)
+    return {"copy_TBps": round(2 * src.nbytes / (copy_ms * 1e-3) / 1e12, 3),
+            "bf16_matmul_TFLOPs": round(2 * m ** 3 / (mm_ms * 1e-3) / 1e12, 1),
+            "copy_bytes": 2 * src.nbytes, "matmul_shape": [m, m, m]}
 
 
 def compiled(fn):
@@ -167,12 +212,13 @@ def case_chain():
     x = torch.randn(n, device=DEVICE, dtype=DTYPE)
     model = Chain()
     cap = codesign.capture(model, (x,))
-    graph = fuse_all_pointwise(cap.graph)
-    mod = TritonModule(graph, cap.state, "h100")
+    graph = group(cap.graph) if ARGS.fusion == "pass" else fuse_all_pointwise(cap.graph)
+    mod = TritonModule(graph, cap.state, TARGET_NAME)
     fresh = torch.randn(n, device=DEVICE, dtype=DTYPE)
     ref = model(fresh.float())
     row = measure(mod, model, ref, inputs=(fresh,), compile_fn=compiled(model))
     row.update(elements=n, kernels=mod.kernel_count, bytes_moved=2 * 2 * n)
+    predict(graph, row)
     row["achieved_GBps"] = round(row["bytes_moved"] / (row["ours_ms"] * 1e-3) / 1e9, 1)
     return row
 
@@ -199,13 +245,15 @@ def case_mlp():
     model = model.to(DTYPE)
     x = torch.randn(t, d, device=DEVICE, dtype=DTYPE)
     cap = codesign.capture(model, (x,))
-    mod = TritonModule(group(cap.graph), cap.state, "h100")
+    graph = group(cap.graph)
+    mod = TritonModule(graph, cap.state, TARGET_NAME)
     fresh = torch.randn(t, d, device=DEVICE, dtype=DTYPE)
     with torch.no_grad():
         ref = model32(fresh.float())
     row = measure(mod, model, ref, inputs=(fresh,), compile_fn=compiled(model))
     row.update(T=t, D=d, kernels=mod.kernel_count, kernel_names=[k["name"] for k in mod.meta["kernels"]])
     row["tflops_ours"] = round(2 * 2 * t * d * 4 * d / (row["ours_ms"] * 1e-3) / 1e12, 1)
+    predict(graph, row)
     return row
 
 
@@ -234,7 +282,8 @@ def case_attention(causal: bool):
         q, k, v = (torch.randn(b, h, s, d, device=DEVICE, dtype=DTYPE) for _ in range(3))
         model = Attention(causal)
         cap = codesign.capture(model, (q, k, v))
-        mod = TritonModule(cap.graph, cap.state, "h100")
+        graph = group(cap.graph)
+        mod = TritonModule(graph, cap.state, TARGET_NAME)
         fresh = tuple(torch.randn(b, h, s, d, device=DEVICE, dtype=DTYPE) for _ in range(3))
         ref = naive_attention(*(t.float() for t in fresh), causal)
 
@@ -244,6 +293,7 @@ def case_attention(causal: bool):
         flops = 4 * b * h * s * s * d / (2 if causal else 1)
         row.update(B=b, H=h, S=s, d=d, causal=causal, kernels=mod.kernel_count)
         row["tflops_ours"] = round(flops / (row["ours_ms"] * 1e-3) / 1e12, 1)
+        predict(graph, row)
         return row
     return body
 
@@ -277,7 +327,7 @@ def case_gpt2():
     t = time.perf_counter()
     cap = codesign.capture(model, (ids,))
     graph = group(cap.graph)
-    mod = TritonModule(graph, cap.state, "h100")
+    mod = TritonModule(graph, cap.state, TARGET_NAME)
     build_s = time.perf_counter() - t
     fresh = torch.randint_like(ids, 0, 256)
     with torch.no_grad():
@@ -285,6 +335,7 @@ def case_gpt2():
     row = measure(mod, model, ref, inputs=(fresh,), compile_fn=compiled(model))
     row.update(batch=batch, seq=seq, kernels=mod.kernel_count, externs=len(mod.meta["externs"]),
                capture_to_module_s=round(build_s, 2), notes=mod.meta["notes"])
+    predict(graph, row)
     return row
 
 
@@ -306,7 +357,7 @@ def case_compile_time():
             t1 = time.perf_counter()
             graph = group(cap.graph)
             t2 = time.perf_counter()
-            mod = TritonModule(graph, cap.state, "h100-cold")
+            mod = TritonModule(graph, cap.state, TARGET_NAME)
             t3 = time.perf_counter()
             with torch.no_grad():
                 mod(ids)
@@ -349,18 +400,29 @@ def main() -> None:
         "timing": "triton.testing.do_bench median (ms)" if CUDA else "median of 3 wall-clock calls (ms)",
     }
     print(json.dumps(meta), flush=True)
+    run_case("ceilings", case_ceilings)
     run_case("chain", case_chain)
     run_case("mlp", case_mlp)
     run_case("attention_causal", case_attention(True))
     run_case("attention", case_attention(False))
     run_case("gpt2", case_gpt2)
     run_case("compile_time", case_compile_time)
+    errors = {key: sorted(abs(r[key]) for r in RESULTS.values() if isinstance(r.get(key), float))
+              for key in ("predicted_error", "predicted_measured_ceilings_error")}
+    RESULTS["cost_model"] = {
+        "target": TARGET_NAME,
+        "median_abs_error_yaml_figures": errors["predicted_error"][len(errors["predicted_error"]) // 2]
+        if errors["predicted_error"] else None,
+        "median_abs_error_measured_ceilings": errors["predicted_measured_ceilings_error"][
+            len(errors["predicted_measured_ceilings_error"]) // 2] if errors["predicted_measured_ceilings_error"] else None,
+    }
+    meta["target"] = TARGET_NAME
     out = Path(ARGS.out) if ARGS.out else ROOT / "benchmarks" / "results" / (
         "gpu_bench_quick.json" if ARGS.quick else "gpu_bench.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "results": RESULTS}, indent=1, default=str))
     print(f"\n{'case':<18}{'ours ms':>10}{'eager ms':>10}{'compile ms':>11}{'sdpa ms':>9}"
-          f"{'x eager':>9}{'x inductor':>11}{'rel err':>10}")
+          f"{'x eager':>9}{'x inductor':>11}{'rel err':>10}{'pred ms':>9}")
     for name, r in RESULTS.items():
         if "error" in r:
             print(f"{name:<18} ERROR {r['error'][:80]}")
@@ -370,7 +432,8 @@ def main() -> None:
         cell = lambda k, f="{:.3f}": f.format(r[k]) if k in r else "-"  # noqa: E731
         print(f"{name:<18}{cell('ours_ms'):>10}{cell('eager_ms'):>10}{cell('compile_ms'):>11}{cell('sdpa_ms'):>9}"
               f"{cell('speedup_vs_eager', '{:.2f}'):>9}{cell('ratio_vs_inductor', '{:.2f}'):>11}"
-              f"{cell('rel_err_ours', '{:.1e}'):>10}")
+              f"{cell('rel_err_ours', '{:.1e}'):>10}{cell('predicted_measured_ceilings_ms'):>9}")
+    print(f"cost model median |error| ({TARGET_NAME}): {RESULTS['cost_model']}")
     if "compile_time" in RESULTS and "total_s" in RESULTS["compile_time"]:
         c = RESULTS["compile_time"]
         print(f"GPT-2 small capture→runnable: {c['total_s']} s (torch.compile first call: "

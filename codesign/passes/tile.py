@@ -25,7 +25,8 @@ from codesign.passes.manager import PassContext
 from codesign.passes.registry import Pass, register_pass
 from codesign.tiling import choose_attention_tiles, choose_matmul_tiles, choose_tiles
 from codesign.tiling.attention import flash_traffic
-from codesign.tiling.matmul import matmul_reads
+from codesign.tiling.generic import TileChoice
+from codesign.tiling.matmul import choose_gpu_matmul_tiles, matmul_reads
 
 
 def kernel_anchor(kernel: Kernel) -> Node | None:
@@ -72,6 +73,28 @@ def chip_tile(graph: Graph, node: Node, capacity_bytes: int,
     return (t.tm, t.tn, t.tk), reads + (1.0,) * (len(node.operands) - 2), t.ratio
 
 
+def gpu_tile_choice(graph: Graph, node: Node, structure, capacity: int, level: str) -> TileChoice | None:
+    """For a GPU matmul/linear: the kernel-shaped tile (`choose_gpu_matmul_tiles`) laid over
+    the anchor's domain loops (leading output dims share BLOCK_M, innermost first)."""
+    if node.op not in ("linear", "matmul"):
+        return None
+    types = graph.types()
+    m, n, k = gemm_view(node, types)
+    t = choose_gpu_matmul_tiles(m, n, k, capacity, node.type.dtype.itemsize)
+    sizes = structure.loop_sizes
+    tiles = [1] * len(sizes)
+    n_loop, k_loop = len(sizes) - 2, len(sizes) - 1
+    m_loops = [len(sizes) - 3] if node.op == "matmul" else list(range(len(sizes) - 2))
+    remaining = t.tm
+    for loop in reversed(m_loops):
+        tiles[loop] = max(1, min(sizes[loop], remaining))
+        remaining = max(1, remaining // tiles[loop])
+    tiles[n_loop], tiles[k_loop] = t.tn, t.tk
+    elem = node.type.dtype.itemsize
+    return TileChoice(level, tuple(tiles), t.traffic * elem, t.lower_bound * elem, t.working_set * elem,
+                      (), "output-stationary")
+
+
 @register_pass
 @dataclass(frozen=True)
 class Tile(Pass):
@@ -110,9 +133,10 @@ class Tile(Pass):
             operands = [types[o] for o in anchor.operands]
             subject = f"g{group.id} {kernel.name}"
             try:
-                choice = choose_tiles(structure, operands, anchor.type, unit, align,
-                                      causal=bool(anchor.attrs.get("causal", False)),
-                                      double_buffer=self.double_buffer, level=fast)
+                choice = (gpu_tile_choice(graph, anchor, structure, unit, fast) if target.kind == "gpu" else None) \
+                    or choose_tiles(structure, operands, anchor.type, unit, align,
+                                    causal=bool(anchor.attrs.get("causal", False)),
+                                    double_buffer=self.double_buffer, level=fast)
             except ValueError as exc:
                 ctx.ledger.record(self.name, subject, "untiled", f"no tile of %{anchor.name} fits one unit's "
                                   f"{fast} ({unit} B): {exc}", rule="capacity")

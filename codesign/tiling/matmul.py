@@ -172,3 +172,38 @@ def choose_matmul_tiles(m: int, n: int, k: int, M: int, *, align: int = 16,
     return MatmulTiling(tm, tn, tk, order, batch * matmul_traffic(m, n, k, tm, tn, tk, order),
                         batch * matmul_lower_bound(m, n, k, M),
                         matmul_working_set(tm, tn, tk, double_buffer=double_buffer), aligned)
+
+
+# A GPU keeps the output tile's accumulator in registers: 128 x 256 fp32 values is what one
+# thread block of 8 warps holds without spilling (255 registers a thread on Hopper/Ampere).
+GPU_MAX_ACCUMULATOR = 128 * 256
+GPU_PIPELINE_STAGES = 3  # operand tiles in flight (Triton's num_stages for Hopper matmuls)
+
+
+def choose_gpu_matmul_tiles(m: int, n: int, k: int, capacity_bytes: int, elem_bytes: int) -> MatmulTiling:
+    """Tiles a GPU matmul kernel can use: power-of-two blocks (tensor-core and `tl.arange`
+    shapes), an accumulator that fits the register file, `GPU_PIPELINE_STAGES` operand
+    tiles in one SM's shared memory. Among those, the least traffic to the next level; ties
+    go to the larger output tile, then BLOCK_K nearest 64 (deep enough to pipeline)."""
+    def powers(limit: int, lo: int, hi: int) -> list[int]:
+        top = max(lo, min(hi, 1 << max(0, (limit - 1).bit_length())))
+        return [p for p in (16, 32, 64, 128, 256) if lo <= p <= top]
+    best: tuple | None = None
+    for tm in powers(m, 16, 256):
+        for tn in powers(n, 16, 256):
+            if tm * tn > GPU_MAX_ACCUMULATOR:
+                continue
+            for tk in powers(k, 16, 128):
+                if GPU_PIPELINE_STAGES * elem_bytes * (tm * tk + tk * tn) > capacity_bytes:
+                    continue
+                words = matmul_traffic(m, n, k, min(tm, m), min(tn, n), min(tk, k), "mn")
+                key = (words, -tm * tn, abs(tk - 64), tm > tn, tm, tn, tk)
+                if best is None or key < best[0]:
+                    best = (key, tm, tn, tk, words)
+    if best is None:
+        raise ValueError(f"no GPU matmul tile of {m}x{n}x{k} fits {capacity_bytes} bytes")
+    _, tm, tn, tk, words = best
+    ws = GPU_PIPELINE_STAGES * (tm * tk + tk * tn) + tm * tn
+    from codesign.tiling.bounds import matmul_lower_bound
+    bound = matmul_lower_bound(m, n, k, max(capacity_bytes // elem_bytes, 1))
+    return MatmulTiling(tm, tn, tk, "mn", words, bound, ws, True)

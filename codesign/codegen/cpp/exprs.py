@@ -58,6 +58,19 @@ def render(expr: AffineExpr, dims: Sequence[str], extents: Sequence[int]) -> str
     raise CodegenError(f"unknown affine expression {expr!r}")
 
 
+def decompose(row: str, shape: Sequence[int]) -> list[str]:
+    """The multi-index of row-major position `row` in `shape`, as C++ expressions."""
+    out, outer = [], True
+    for n, st in zip(shape, strides(shape)):
+        if n == 1:
+            out.append("0")
+            continue
+        q = f"({row} / {st})" if st != 1 else f"({row})"
+        out.append(q if outer else f"({q} % {n})")
+        outer = False
+    return out
+
+
 def linear_offset(index: Sequence[str], shape: Sequence[int]) -> str:
     terms = [f"{i} * {s}" if s != 1 else i for i, s, n in zip(index, strides(shape), shape) if n != 1]
     return " + ".join(terms) if terms else "0"
@@ -152,7 +165,13 @@ class Scope:
             value = f"({S.literal(work, attrs['start'])} + {S.literal(work, attrs['step'])} * ({S.ctype(work)})({idx}))"
             return S.convert(value, work, node.type.dtype)
         if node.op == "reshape":
-            return self.value(node.operands[0], Access(operand_types[0].shape, linear=access.flat()), guarded)
+            src = operand_types[0].shape
+            if access.index is not None and src and access.shape and src[-1] == access.shape[-1]:
+                # same rows, regrouped: keep the column index (so broadcasts along rows stay simple)
+                row = linear_offset(access.index[:-1], access.shape[:-1])
+                index = tuple(decompose(f"({row})", src[:-1])) + (access.index[-1],)
+                return self.value(node.operands[0], Access(src, linear=access.flat(), index=index), guarded)
+            return self.value(node.operands[0], Access(src, linear=access.flat()), guarded)
         if node.op == "concat":
             idx = access.multi(self)
             dim = attrs["dim"]

@@ -20,15 +20,18 @@ import torch.nn.functional as F
 
 from codesign.codegen import CodegenError, compute_dtype, group_tile
 from codesign.codegen.cpp import scalar as S
-from codesign.codegen.cpp.exprs import Access, Scope, is_expression_op, linear_offset, render
+from codesign.codegen.cpp.exprs import Access, Scope, decompose, is_expression_op, linear_offset, render
 from codesign.ir.affine import AffineMap, bound
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops.layout import strides
-from codesign.ir.ops.registry import IterKind, Structure, get_op
+from codesign.ir.ops.registry import IterKind, OpKind, Structure, get_op
+from codesign.ir.ops.source import SOURCE_OPS
 from codesign.ir.types import DType, TensorType
 
-PARALLEL_MIN = 32768  # elements below which a loop nest runs on one thread
+PARALLEL_MIN = 1 << 18  # elements below which a loop nest runs on one thread (each parallel region
+# costs a fork and a barrier, and much more when the cores are shared with other processes)
+GEMM_PARALLEL_MIN = 1 << 21  # multiply-adds below which a GEMM runs its tiles on one thread
 POINTER_OPERANDS: Mapping[str, tuple[int, ...]] = {
     "linear": (0, 1, 2), "matmul": (0, 1), "attention": (0, 1, 2),
     "embedding": (0,), "index_select": (0,), "index": (0,),
@@ -66,6 +69,7 @@ class KernelEmitter:
         for n in kernel.nodes:
             if n.name in materialized and n.name not in aliases:
                 self.writes.append(n.name)
+        self.emitted: set[str] = set()  # materialized values whose code is already out
         self.params: dict[str, str] = {}
         for i, name in enumerate(self.reads):
             self.params[name] = f"a{i}"
@@ -75,6 +79,15 @@ class KernelEmitter:
     # -- queries used by the expression generator ------------------------------------------
     def buffer(self, name: str) -> str | None:
         return self.params.get(name)
+
+    def ptr(self, name: str) -> str:
+        """The parameter holding `name`'s memory (a reshape aliases its source's buffer)."""
+        while name not in self.params and name in self.aliases:
+            name = self.aliases[name]
+        try:
+            return self.params[name]
+        except KeyError:
+            raise CodegenError(f"%{name} has no buffer in kernel {self.kernel.key}") from None
 
     def node(self, name: str) -> Node | None:
         return self.nodes.get(name)
@@ -116,9 +129,10 @@ class KernelEmitter:
         def flush() -> None:
             if pending:
                 lines.extend(self.elementwise(list(pending)))
+                self.emitted.update(p.name for p in pending)
                 pending.clear()
         for node in self.kernel.nodes:
-            if node.name not in self.materialized or node.name in self.aliases:
+            if node.name not in self.materialized or node.name in self.aliases or node.name in self.emitted:
                 continue
             if is_expression_op(node.op):
                 if pending and (pending[0].type.shape != node.type.shape
@@ -132,6 +146,7 @@ class KernelEmitter:
                 raise CodegenError(f"%{node.name} = {node.op}(...): not supported by the C++ backend yet")
             lines.append(f"  // {node_line(node, self.local_names)}")
             lines.extend(emitter(self, node))
+            self.emitted.add(node.name)
         flush()
         return lines
 
@@ -536,50 +551,122 @@ def emit_cumsum(k: KernelEmitter, node: Node) -> list[str]:
 
 
 # -- GEMM ------------------------------------------------------------------------------------------
-def _gemm_blocks(k: KernelEmitter, node: Node) -> tuple[int, int, int]:
-    group = k.kernel.group
-    if group is not None and group.attrs.get("anchor") == node.name:
-        tile = group_tile(group, len(k.structure(node).domain))
-        if tile is not None:
-            return tile[-3], tile[-2], tile[-1]
-    return 64, 256, 256
+GEMM_COMMENT = ("tiles by cs_gemm_tile: BLAS sgemm when built with CODESIGN_BLAS (OpenBLAS from "
+                "scipy-openblas32), else the packed hand GEMM; OpenMP over tiles")
+
+
+def epilogue_roots(k: KernelEmitter, gemm: Node) -> list[Node]:
+    """The kernel's elementwise results that read the GEMM's output only at their own point.
+
+    A root qualifies when it comes after the GEMM, has as many elements, and every path from
+    it to the GEMM goes through pointwise operands read without broadcast (or reshapes), so
+    its value at linear position p needs the GEMM's output at p alone; the other values it
+    reads are kernel inputs, values computed before the GEMM, or earlier roots. Each tile
+    then computes these roots right after its GEMM, while the tile is in cache.
+    """
+    if k.kernel.group is None:
+        return []
+    members = [n.name for n in k.kernel.nodes]
+    after = members[members.index(gemm.name) + 1:]
+    later = set(after)
+    chosen: list[Node] = []
+    chosen_names: set[str] = set()
+
+    def pointwise_read(node: Node, memo: dict[str, bool]) -> bool:
+        """Does `node` depend on the GEMM? Raises ValueError where it does, but not pointwise."""
+        result = False
+        if not node.operands:
+            return False
+        st = k.structure(node)
+        identity = AffineMap.identity(node.type.rank).results
+        for o, m in zip(node.operands, st.operand_maps):
+            if not reaches(o, memo):
+                continue
+            result = True
+            if node.op == "reshape":
+                continue
+            if get_op(node.op).kind is not OpKind.pointwise or k.type(o).shape != node.type.shape \
+                    or m.results != identity:
+                raise ValueError(node.name)
+        return result
+
+    def reaches(name: str, memo: dict[str, bool]) -> bool:
+        if name == gemm.name or name in chosen_names:
+            return True
+        if name in memo:
+            return memo[name]
+        if k.buffer(name) is not None:
+            if name in later:
+                raise ValueError(name)  # a value of this kernel computed after the GEMM
+            memo[name] = False
+            return False
+        node = k.node(name)
+        if node is None or not is_expression_op(node.op):
+            raise ValueError(name)
+        memo[name] = pointwise_read(node, memo)
+        return memo[name]
+
+    for name in after:
+        node = k.node(name)
+        if name not in k.materialized or name in k.aliases or name not in k.params \
+                or not is_expression_op(node.op) or node.op in SOURCE_OPS \
+                or node.type.numel != gemm.type.numel:
+            continue
+        try:
+            ok = pointwise_read(node, {})
+        except ValueError:
+            ok = False
+        if ok:
+            chosen.append(node)
+            chosen_names.add(name)
+    return chosen
 
 
 def emit_gemm(k: KernelEmitter, node: Node) -> list[str]:
-    """linear / matmul through `cs_gemm_f32` (bf16 / f16: A and C staged in f32)."""
+    """linear / matmul as output tiles (`cs_gemm_tile`), each followed by the fused epilogue.
+
+    OpenMP runs the tiles (BLAS single-threaded inside); bf16 / f16: A staged in f32, each
+    tile computed in f32 and rounded into the output before the epilogue reads it.
+    """
     dtype = node.type.dtype
-    if dtype not in GEMM_DTYPES:
+    if dtype not in GEMM_DTYPES or any(k.dtype(o) is not dtype for o in node.operands):
         return emit_contraction_loops(k, node)
+    kind = {DType.f32: 0, DType.bf16: 1, DType.f16: 2}[dtype]
     a, b = node.operands[:2]
     at, bt = k.type(a), k.type(b)
     K_ = at.shape[-1]
-    mb, nb, kc = _gemm_blocks(k, node)
     lines: list[str] = []
-    A, B, C = k.params[a], k.params[b], k.params[node.name]
-    bias = k.params.get(node.operands[2]) if len(node.operands) == 3 else None
+    A, B, C = k.ptr(a), k.ptr(b), k.params[node.name]
+    bias = k.ptr(node.operands[2]) if len(node.operands) == 3 else None
     half = dtype is not DType.f32
     if node.op == "linear":
         M, N = prod(at.shape[:-1]), bt.shape[0]
         sbk, sbn = 1, K_
-        batches: list[tuple[str, str, str]] = [("0", "0", "0")]
         batch_shape: tuple[int, ...] = ()
+        oa = ob = oc = "0"
     else:
         M, N = at.shape[-2], bt.shape[-1]
         sbk, sbn = N, 1
         batch_shape = node.type.shape[:-2]
         st = k.structure(node)
-        nbatch = len(batch_shape)
-        bv = [f"b{d}" for d in range(nbatch)]
+        bv = [f"b{d}" for d in range(len(batch_shape))]
         dims = bv + ["0", "0", "0"]
         sizes = list(st.loop_sizes)
         a_idx = [render(r, dims, sizes) for r in st.operand_maps[0].results[:-2]] + ["0", "0"]
         b_idx = [render(r, dims, sizes) for r in st.operand_maps[1].results[:-2]] + ["0", "0"]
-        c_idx = bv + ["0", "0"]
-        batches = [(linear_offset(a_idx, at.shape), linear_offset(b_idx, bt.shape), linear_offset(c_idx, node.type.shape))]
-    lines.append(f"  // packed GEMM, blocks M{mb} N{nb} K{kc}")
+        oa, ob = linear_offset(a_idx, at.shape), linear_offset(b_idx, bt.shape)
+        oc = linear_offset(bv + ["0", "0"], node.type.shape)
+    nbatch = len(batch_shape)
+    bv = [f"b{d}" for d in range(nbatch)]
+    roots = epilogue_roots(k, node)
+    k.emitted.update(r.name for r in roots)
+    lines.append(f"  // GEMM {M}x{N}x{K_}" + (f", batch {list(batch_shape)}" if batch_shape else "")
+                 + f": {GEMM_COMMENT}")
+    if roots:
+        lines.append("  // fused epilogue on each tile, in cache: " + ", ".join(f"%{k.local_names.get(r.name, r.name)}"
+                                                                            for r in roots))
     if half:
         lines.append(f"  float* af = (float*)cs_alloc(sizeof(float) * {at.numel});")
-        lines.append(f"  float* cf = (float*)cs_alloc(sizeof(float) * {node.type.numel});")
         lines.append(f"  #pragma omp parallel for simd if({at.numel} > {PARALLEL_MIN})")
         lines.append(f"  for (int64_t i = 0; i < {at.numel}; ++i) af[i] = {S.load(dtype, f'{A}[i]')};")
         if bias:
@@ -587,18 +674,45 @@ def emit_gemm(k: KernelEmitter, node: Node) -> list[str]:
             lines.append(f"  float* biasf = (float*)cs_alloc(sizeof(float) * {n_bias});")
             lines.append(f"  for (int64_t i = 0; i < {n_bias}; ++i) biasf[i] = {S.load(dtype, f'{bias}[i]')};")
             bias = "biasf"
-        A, Cw = "af", "cf"
-    else:
-        Cw = C
-    loop_lines, depth = _loops([f"b{d}" for d in range(len(batch_shape))], batch_shape, 1)
-    lines += loop_lines
-    oa, ob, oc = batches[0]
-    lines.append("  " * depth + f"cs_gemm_f32<{S.storage(dtype)}>({M}, {N}, {K_}, {A} + {oa}, {K_}, {B} + {ob}, {sbk}, {sbn}, "
-                 f"{Cw} + {oc}, {N}, {bias or 'nullptr'}, {mb}, {nb}, {kc});")
+        A = "af"
+    total_batch = prod(batch_shape)
+    lines += ["  {", "    long MB, NB;", f"    cs_gemm_blocks({total_batch}, {M}, {N}, &MB, &NB);",
+              f"    const long mtn = ({M} + MB - 1) / MB, ntn = ({N} + NB - 1) / NB;",
+              f"    #pragma omp parallel if({total_batch * M * N * K_} > {GEMM_PARALLEL_MIN})", "    {",
+              f"      float* pack = cs_gemm_pack<{kind}>(NB);"]
     if half:
-        lines.append(f"  #pragma omp parallel for simd if({node.type.numel} > {PARALLEL_MIN})")
-        lines.append(f"  for (int64_t i = 0; i < {node.type.numel}; ++i) {C}[i] = {S.store(dtype, 'cf[i]')};")
-        lines.append("  std::free(af); std::free(cf);" + (" std::free(biasf);" if bias else ""))
+        lines.append("      float* ct = (float*)cs_alloc(sizeof(float) * MB * NB);")
+    lines.append(f"      #pragma omp for collapse({nbatch + 2}) schedule(dynamic, 1)")
+    loop_lines, depth = _loops(bv, batch_shape, 3)
+    lines += loop_lines
+    lines.append("  " * depth + "for (long mt = 0; mt < mtn; ++mt)")
+    lines.append("  " * (depth + 1) + "for (long nt = 0; nt < ntn; ++nt) {")
+    ind = "  " * (depth + 2)
+    cw, ldc = ("ct", "NB") if half else (f"{C} + {oc} + m0 * {N} + n0", str(N))
+    lines += [ind + f"const long m0 = mt * MB, mw = std::min<long>(MB, {M} - m0), n0 = nt * NB, nw = std::min<long>(NB, {N} - n0);",
+              ind + f"cs_gemm_tile<{kind}>(mw, nw, {K_}, {A} + {oa} + m0 * {K_}, {K_}, {B} + {ob} + n0 * {sbn}, {sbk}, {sbn}, "
+                    f"{cw}, {ldc}, {f'{bias} + n0' if bias else 'nullptr'}, pack);"]
+    if half:
+        lines += [ind + "for (long i = 0; i < mw; ++i)",
+                  ind + f"  for (long j = 0; j < nw; ++j) {C}[{oc} + (m0 + i) * {N} + n0 + j] = {S.store(dtype, 'ct[i * NB + j]')};"]
+    if roots:
+        lin = f"{oc} + ei * {N} + ej" if oc != "0" else f"ei * {N} + ej"
+        row = (f"({linear_offset(bv, batch_shape)}) * {M} + ei" if nbatch else "ei")
+        scope = Scope(k, ind + "    ")
+        for r in roots:
+            shape = r.type.shape
+            index = None
+            if shape and shape[-1] == N:
+                index = tuple(decompose(row, shape[:-1])) + ("ej",)
+            access = Access(shape, linear=lin, index=index)
+            k._store_roots(scope, [r], access)
+        lines += [ind + "for (int64_t ei = m0; ei < m0 + mw; ++ei) {", ind + "  #pragma omp simd",
+                  ind + "  for (int64_t ej = n0; ej < n0 + nw; ++ej) {", *scope.lines, ind + "  }", ind + "}"]
+    lines.append("  " * (depth + 1) + "}")
+    lines.append("      std::free(pack);" + (" std::free(ct);" if half else ""))
+    lines += ["    }", "  }"]
+    if half:
+        lines.append("  std::free(af);" + (" std::free(biasf);" if bias else ""))
     return lines
 
 
@@ -625,7 +739,7 @@ def emit_attention(k: KernelEmitter, node: Node, block_q: int = 32, block_k: int
     def base(amap: AffineMap, t: TensorType) -> str:
         idx = [render(r, zero4, sizes) for r in amap.results[:nb]] + ["0", "0"]
         return linear_offset(idx, t.shape)
-    Q, Kp, V, O = k.params[q], k.params[kk], k.params[v], k.params[node.name]
+    Q, Kp, V, O = k.ptr(q), k.ptr(kk), k.ptr(v), k.params[node.name]
     ld = lambda t, e: S.load(t.dtype, e)  # noqa: E731
     nqb = -(-LQ // block_q)
     lines = [f"  // flash attention: query blocks of {block_q}, key blocks of {block_k}"

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import torch
 
 from codesign.codegen import CodegenError
-from codesign.codegen.cpp.build import Built, build, load
+from codesign.codegen.cpp.build import Built, _scipy_openblas32, build, find_blas, load
 from codesign.codegen.cpp.wrapper import CppSource, generate
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
@@ -24,15 +24,25 @@ class CppModule:
     """`graph` generated as one C++ translation unit, built (or found in the cache), loaded.
 
     `state` holds the weights by input name (as `CapturedModel.state`); call it with the
-    runtime inputs. `source`, `built.cached` and `built.seconds` say what happened.
+    runtime inputs. `source`, `built.cached` and `built.seconds` say what happened; `blas`
+    names the BLAS the fp32 GEMMs run on ("OpenBLAS (scipy-openblas32)"), or is None when
+    they run on the generated hand GEMM (`gemm` says which, as the library reports it).
+    `blas=False` forces the hand GEMM; None (default) links scipy-openblas32 when installed
+    (and `CODESIGN_BLAS` is not 0).
     """
 
-    def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None, target: str = "host"):
+    def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None, target: str = "host",
+                 blas: bool | None = None):
         self.graph = graph
         self.target = target
         self.code: CppSource = generate(graph)
-        self.built: Built = build(graph.name, self.code.source, print_graph(graph), target)
+        found = find_blas() if blas is None or blas else None
+        if blas and found is None:
+            raise CodegenError("blas=True but no BLAS found: pip install scipy-openblas32")
+        self.built: Built = build(graph.name, self.code.source, print_graph(graph), target, found)
         self._lib = load(self.built.library)
+        self.blas: str | None = found.name if found else None
+        self.gemm: str = self._lib.codesign_gemm().decode()
         state = state or {}
         self._inputs = graph.inputs
         self._runtime = [i for i, inp in enumerate(graph.inputs) if not inp.kind.is_state]
@@ -101,7 +111,7 @@ int main(int argc, char** argv) {{
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (rc != 0) {{ std::fprintf(stderr, "run failed: %d\n", rc); return 1; }}
 {checks}
-  std::printf("time %.3f ms\n", ms);
+  std::printf("time %.3f ms (GEMM: %s)\n", ms, codesign_gemm());
   for (void* p : owned) std::free(p);
   return 0;
 }}
@@ -150,6 +160,28 @@ find_package(OpenMP)
 if(OpenMP_CXX_FOUND)
   target_link_libraries({name} PUBLIC OpenMP::OpenMP_CXX)
 endif()
+# GEMM: OpenBLAS from the scipy-openblas32 wheel (pip install scipy-openblas32; its lib folder:
+# python -c "import scipy_openblas32; print(scipy_openblas32.get_lib_dir())"), else a system
+# OpenBLAS (unprefixed cblas_sgemm), else the packed hand GEMM compiled into {name}.cpp.
+option(CODESIGN_USE_BLAS "run fp32 GEMMs through OpenBLAS when it is found" ON)
+set(CODESIGN_BLAS_DIR "{blas_dir}" CACHE PATH "folder holding libscipy_openblas (scipy-openblas32 wheel)")
+if(CODESIGN_USE_BLAS)
+  find_library(CODESIGN_SCIPY_OPENBLAS NAMES scipy_openblas HINTS ${{CODESIGN_BLAS_DIR}})
+  if(CODESIGN_SCIPY_OPENBLAS)
+    target_compile_definitions({name} PRIVATE CODESIGN_BLAS=1)
+    target_link_libraries({name} PRIVATE ${{CODESIGN_SCIPY_OPENBLAS}})
+    message(STATUS "GEMM: OpenBLAS (scipy-openblas32) ${{CODESIGN_SCIPY_OPENBLAS}}")
+  else()
+    find_library(CODESIGN_OPENBLAS NAMES openblas)
+    if(CODESIGN_OPENBLAS)
+      target_compile_definitions({name} PRIVATE CODESIGN_BLAS=1 CODESIGN_BLAS_SYSTEM=1)
+      target_link_libraries({name} PRIVATE ${{CODESIGN_OPENBLAS}})
+      message(STATUS "GEMM: OpenBLAS (system) ${{CODESIGN_OPENBLAS}}")
+    else()
+      message(STATUS "GEMM: no BLAS found, using the packed hand GEMM")
+    endif()
+  endif()
+endif()
 add_executable({name}_main main.cpp)
 target_link_libraries({name}_main PRIVATE {name})
 '''
@@ -176,7 +208,9 @@ def export_cpp(graph: Graph, state: Mapping[str, torch.Tensor], directory: str |
     """Write `<name>.cpp`, `<name>.h`, the weights blob and its loader, `main.cpp`, `CMakeLists.txt`.
 
     `cmake -S dir -B dir/build && cmake --build dir/build && dir/build/<name>_main dir/<name>.weights.bin`
-    builds and runs it on a machine with only cmake and a C++17 compiler (OpenMP if found).
+    builds and runs it on a machine with only cmake and a C++17 compiler (OpenMP if found;
+    OpenBLAS from the scipy-openblas32 wheel or the system if found, `-DCODESIGN_USE_BLAS=OFF`
+    for the hand GEMM).
     Float runtime inputs are pseudo-random (a fixed LCG), integer ones zero.
     """
     from codesign.codegen.cpp import scalar as S
@@ -226,5 +260,6 @@ def export_cpp(graph: Graph, state: Mapping[str, torch.Tensor], directory: str |
                        inputs="\n".join(inputs), outputs="\n".join(outputs), checks="\n".join(checks))
     main = main.replace('#include "' + name + '_weights.h"\n', '#include "' + name + '_weights.h"\n' + helpers)
     (out / "main.cpp").write_text(main)
-    (out / "CMakeLists.txt").write_text(CMAKE.format(name=name))
+    found = _scipy_openblas32()
+    (out / "CMakeLists.txt").write_text(CMAKE.format(name=name, blas_dir=found.lib_dir if found else ""))
     return out

@@ -3,10 +3,14 @@
 It holds what the kernels call but the IR does not spell out: element-type conversions
 (bf16 as uint16 bits, f16 as `_Float16` where the compiler has it), vectorisable
 `exp`/`tanh` (glibc's are scalar without -ffast-math, which would break -inf handling),
-integer floor-division, and a packed, register-blocked GEMM (OpenMP over blocks of C;
-a micro-kernel of MR x 2 vectors in GCC/Clang vector extensions, so `-march=native`
-picks AVX-512, AVX2 or SSE). No BLAS: the translation unit builds with a bare C++17
-compiler.
+integer floor-division, and the GEMM of one output tile (`cs_gemm_tile`). Kernels run the
+tiles in an OpenMP loop and apply their fused epilogue to each tile in cache. Built with
+`-DCODESIGN_BLAS` (what `build` does when the scipy-openblas32 wheel is installed), an fp32
+tile is one BLAS `sgemm` call — OpenBLAS, symbols prefixed `scipy_`, held to one thread so
+that OpenMP alone owns the cores; `CODESIGN_SGEMM` / `CODESIGN_BLAS_SET_THREADS` name
+another CBLAS. Otherwise, and for bf16 / f16 weights, a packed, register-blocked hand GEMM
+runs (a micro-kernel of MR x 2 vectors in GCC/Clang vector extensions, so `-march=native`
+picks AVX-512, AVX2 or SSE): the translation unit still builds with a bare C++17 compiler.
 """
 
 PRELUDE = r'''
@@ -19,6 +23,7 @@ PRELUDE = r'''
 #include <climits>
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -112,7 +117,42 @@ CS_INLINE void* cs_alloc(size_t bytes) {
   return p;
 }
 
-// ---- GEMM: C[M,N] (+)= A[M,K] B[K,N] (+ bias[N]), fp32, B(k, n) = B[k*sbk + n*sbn] ---
+// ---- GEMM: one output tile C[mw,nw] = A[mw,K] B[K,nw] (+ bias[nw]), B(k, n) = B[k*sbk + n*sbn] ---
+// Tiles are single-threaded: the generated kernel runs them in an OpenMP loop and applies
+// the group's epilogue to each tile while it is in cache. Built with -DCODESIGN_BLAS, fp32
+// tiles go through BLAS sgemm (default: OpenBLAS from the scipy-openblas32 wheel, symbols
+// prefixed scipy_), set to one thread so that OpenMP alone owns the cores (no
+// oversubscription); without it, or for bf16 / f16 weights, the packed hand GEMM below runs.
+#if defined(CODESIGN_BLAS)
+#if defined(CODESIGN_BLAS_SYSTEM) && !defined(CODESIGN_SGEMM)  // a system OpenBLAS: unprefixed names
+#define CODESIGN_SGEMM cblas_sgemm
+#define CODESIGN_BLAS_SET_THREADS openblas_set_num_threads
+#define CODESIGN_BLAS_NAME "OpenBLAS (system)"
+#endif
+#ifndef CODESIGN_SGEMM
+#define CODESIGN_SGEMM scipy_cblas_sgemm
+#define CODESIGN_BLAS_SET_THREADS scipy_openblas_set_num_threads
+#endif
+#ifndef CODESIGN_BLAS_NAME
+#define CODESIGN_BLAS_NAME "OpenBLAS (scipy-openblas32)"
+#endif
+extern "C" void CODESIGN_SGEMM(int order, int trans_a, int trans_b, int m, int n, int k, float alpha,
+                               const float* a, int lda, const float* b, int ldb, float beta, float* c, int ldc);
+#ifdef CODESIGN_BLAS_SET_THREADS
+extern "C" void CODESIGN_BLAS_SET_THREADS(int);
+#endif
+static const char* const cs_gemm_backend = CODESIGN_BLAS_NAME;
+static void cs_gemm_init() {
+#ifdef CODESIGN_BLAS_SET_THREADS
+  static bool done = false;
+  if (!done) { CODESIGN_BLAS_SET_THREADS(1); done = true; }  // OpenMP runs the tiles
+#endif
+}
+#else
+static const char* const cs_gemm_backend = "packed hand GEMM (no BLAS)";
+static void cs_gemm_init() {}
+#endif
+
 #if defined(__AVX512F__)
 #define CS_VW 16
 #define CS_MR 8
@@ -124,6 +164,7 @@ CS_INLINE void* cs_alloc(size_t bytes) {
 #define CS_MR 6
 #endif
 #define CS_NR (2 * CS_VW)
+#define CS_KC 256
 typedef float cs_vf __attribute__((vector_size(CS_VW * 4)));
 typedef float cs_vfu __attribute__((vector_size(CS_VW * 4), aligned(4)));
 
@@ -159,75 +200,97 @@ typedef void (*cs_ukernel_fn)(int, const float*, long, const float*, float*, lon
 static const cs_ukernel_fn cs_ukernels[9] = {nullptr, cs_ukernel<1>, cs_ukernel<2>, cs_ukernel<3>,
     cs_ukernel<4>, cs_ukernel<5>, cs_ukernel<6>, cs_ukernel<7>, cs_ukernel<8>};
 
+// How a B element becomes float: KIND 0 = f32, 1 = bf16 bits, 2 = f16 (f16_t may be uint16_t too).
+template <int KIND, typename TB> CS_INLINE float cs_load_b(TB v) {
+  if constexpr (KIND == 1) return cs_bf16_to_f32((bf16_t)v);
+  else if constexpr (KIND == 2) return cs_f16_to_f32((f16_t)v);
+  else return (float)v;
+}
+
+// The hand GEMM on one tile: B panels of NR columns packed as [k][NR], MR x NR micro-kernel.
 template <typename TB, typename LoadB>
-static void cs_gemm(long M, long N, long K, const float* A, long lda, const TB* B, long sbk, long sbn,
-                    float* C, long ldc, const float* bias, long MB, long NB, long KC, LoadB load_b) {
-  if (M <= 0 || N <= 0) return;
-  NB = std::max<long>(CS_NR, NB / CS_NR * CS_NR);
-  MB = std::max<long>(1, MB);
-  KC = std::max<long>(1, std::min(KC, K));
-  const long nblocks = (N + NB - 1) / NB, mblocks = (M + MB - 1) / MB;
+static void cs_gemm_tile_hand(long mw, long nw, long K, const float* A, long lda, const TB* B, long sbk, long sbn,
+                              float* C, long ldc, float* pack, LoadB load_b) {
   if (K == 0) {
-    for (long i = 0; i < M; ++i) for (long j = 0; j < N; ++j) C[i * ldc + j] = bias ? bias[j] : 0.0f;
+    for (long i = 0; i < mw; ++i) for (long j = 0; j < nw; ++j) C[i * ldc + j] = 0.0f;
     return;
   }
-#pragma omp parallel
-  {
-    float* pack = (float*)cs_alloc(sizeof(float) * KC * NB);
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (long nb = 0; nb < nblocks; ++nb) {
-      for (long mb = 0; mb < mblocks; ++mb) {
-        const long n0 = nb * NB, nw = std::min(NB, N - n0), m0 = mb * MB, mw = std::min(MB, M - m0);
-        const long panels = (nw + CS_NR - 1) / CS_NR;
-        for (long k0 = 0; k0 < K; k0 += KC) {
-          const long kc = std::min(KC, K - k0);
-          for (long p = 0; p < panels; ++p) {  // pack B[k0:k0+kc, n0+p*NR : +NR] as [k][NR]
-            float* dst = pack + p * kc * CS_NR;
-            const long nr = std::min<long>(CS_NR, nw - p * CS_NR);
-            for (long k = 0; k < kc; ++k) {
-              const TB* src = B + (k0 + k) * sbk + (n0 + p * CS_NR) * sbn;
-              long j = 0;
-              for (; j < nr; ++j) dst[k * CS_NR + j] = load_b(src[j * sbn]);
-              for (; j < CS_NR; ++j) dst[k * CS_NR + j] = 0.0f;
-            }
-          }
-          for (long p = 0; p < panels; ++p) {
-            const long nr = std::min<long>(CS_NR, nw - p * CS_NR);
-            for (long i = 0; i < mw; i += CS_MR) {
-              const int mr = (int)std::min<long>(CS_MR, mw - i);
-              cs_ukernels[mr]((int)kc, A + (m0 + i) * lda + k0, lda, pack + p * kc * CS_NR,
-                              C + (m0 + i) * ldc + n0 + p * CS_NR, ldc, (int)nr, k0 > 0);
-            }
-          }
-        }
-        if (bias)
-          for (long i = 0; i < mw; ++i) {
-            float* c = C + (m0 + i) * ldc + n0;
-            CS_PRAGMA(omp simd)
-            for (long j = 0; j < nw; ++j) c[j] += bias[n0 + j];
-          }
+  const long panels = (nw + CS_NR - 1) / CS_NR;
+  for (long k0 = 0; k0 < K; k0 += CS_KC) {
+    const long kc = std::min<long>(CS_KC, K - k0);
+    for (long p = 0; p < panels; ++p) {  // pack B[k0:k0+kc, p*NR : +NR] as [k][NR]
+      float* dst = pack + p * kc * CS_NR;
+      const long nr = std::min<long>(CS_NR, nw - p * CS_NR);
+      for (long k = 0; k < kc; ++k) {
+        const TB* src = B + (k0 + k) * sbk + (p * CS_NR) * sbn;
+        long j = 0;
+        for (; j < nr; ++j) dst[k * CS_NR + j] = load_b(src[j * sbn]);
+        for (; j < CS_NR; ++j) dst[k * CS_NR + j] = 0.0f;
       }
     }
-    std::free(pack);
+    for (long p = 0; p < panels; ++p) {
+      const long nr = std::min<long>(CS_NR, nw - p * CS_NR);
+      for (long i = 0; i < mw; i += CS_MR) {
+        const int mr = (int)std::min<long>(CS_MR, mw - i);
+        cs_ukernels[mr]((int)kc, A + i * lda + k0, lda, pack + p * kc * CS_NR, C + i * ldc + p * CS_NR, ldc,
+                        (int)nr, k0 > 0);
+      }
+    }
   }
 }
 
-template <typename TB>
-static void cs_gemm_f32(long M, long N, long K, const float* A, long lda, const TB* B, long sbk, long sbn,
-                        float* C, long ldc, const float* bias, long MB, long NB, long KC);
-template <>
-void cs_gemm_f32<float>(long M, long N, long K, const float* A, long lda, const float* B, long sbk, long sbn,
-                        float* C, long ldc, const float* bias, long MB, long NB, long KC) {
-  cs_gemm(M, N, K, A, lda, B, sbk, sbn, C, ldc, bias, MB, NB, KC, [](float v) { return v; });
+// Tile sizes for an M x N output (times `batch`): whole rows up to 512, columns split until
+// every thread has a few tiles (dynamic schedule), in multiples of 64 (and of NR).
+static void cs_gemm_blocks(long batch, long M, long N, long* MB, long* NB) {
+#ifdef _OPENMP
+  const long threads = omp_get_max_threads();
+#else
+  const long threads = 1;
+#endif
+  long mb = M <= 512 ? std::max<long>(M, 1) : 256;
+  const long mtiles = batch * ((M + mb - 1) / mb);
+  long nb = 512;
+  while (nb > 64 && mtiles * ((N + nb - 1) / nb) < 4 * threads) nb /= 2;
+  *MB = mb;
+  *NB = std::max<long>(1, std::min<long>(nb, N));
 }
-template <>
-void cs_gemm_f32<bf16_t>(long M, long N, long K, const float* A, long lda, const bf16_t* B, long sbk, long sbn,
-                         float* C, long ldc, const float* bias, long MB, long NB, long KC) {
-  cs_gemm(M, N, K, A, lda, B, sbk, sbn, C, ldc, bias, MB, NB, KC, [](bf16_t v) { return cs_bf16_to_f32(v); });
+
+// Scratch for one thread's tiles: the hand GEMM's packed B panels (none when BLAS runs them).
+template <int KIND>
+static float* cs_gemm_pack(long NB) {
+#if defined(CODESIGN_BLAS)
+  if (KIND == 0) return nullptr;
+#endif
+  return (float*)cs_alloc(sizeof(float) * CS_KC * ((NB + CS_NR - 1) / CS_NR) * CS_NR);
 }
-template <>
-void cs_gemm_f32<f16_t>(long M, long N, long K, const float* A, long lda, const f16_t* B, long sbk, long sbn,
-                        float* C, long ldc, const float* bias, long MB, long NB, long KC) {
-  cs_gemm(M, N, K, A, lda, B, sbk, sbn, C, ldc, bias, MB, NB, KC, [](f16_t v) { return cs_f16_to_f32(v); });
+
+template <int KIND, typename TB>
+static void cs_gemm_tile(long mw, long nw, long K, const float* A, long lda, const TB* B, long sbk, long sbn,
+                         float* C, long ldc, const float* bias, float* pack) {
+  if (mw <= 0 || nw <= 0) return;
+  bool done = false;
+#if defined(CODESIGN_BLAS)
+  if (KIND == 0 && K > 0 && lda >= K && ldc >= nw) {
+    const float* Bf = (const float*)(const void*)B;
+    if (sbn == 1 && sbk >= nw) {  // B row-major [K, N]
+      CODESIGN_SGEMM(101, 111, 111, (int)mw, (int)nw, (int)K, 1.0f, A, (int)lda, Bf, (int)sbk, 0.0f, C, (int)ldc);
+      done = true;
+    } else if (sbk == 1 && sbn >= K) {  // B is a [N, K] weight (linear): transposed
+      CODESIGN_SGEMM(101, 111, 112, (int)mw, (int)nw, (int)K, 1.0f, A, (int)lda, Bf, (int)sbn, 0.0f, C, (int)ldc);
+      done = true;
+    }
+  }
+#endif
+  if (!done) {
+    float* own = pack ? nullptr : (float*)cs_alloc(sizeof(float) * CS_KC * ((nw + CS_NR - 1) / CS_NR) * CS_NR);
+    cs_gemm_tile_hand(mw, nw, K, A, lda, B, sbk, sbn, C, ldc, pack ? pack : own, [](TB v) { return cs_load_b<KIND>(v); });
+    std::free(own);
+  }
+  if (bias)
+    for (long i = 0; i < mw; ++i) {
+      float* c = C + i * ldc;
+      CS_PRAGMA(omp simd)
+      for (long j = 0; j < nw; ++j) c[j] += bias[j];
+    }
 }
 '''
