@@ -29,7 +29,7 @@ from codesign.targets import Target, load_target
 from codesign.targets.units import format_bytes, format_flops, format_time
 
 SAVE_MARKER = ".codesign-output"
-COMPILE_PIPELINE = "canonicalize,dce,fuse,tile"
+COMPILE_PIPELINE = "canonicalize,dce,fuse,tile,place{time_limit=5}"
 """What `compile()` runs when no pipeline is given."""
 
 
@@ -111,6 +111,11 @@ class CompiledModule:
         from codesign.passes.tile import chip_rereads
         return summarize(self.captured, self.graph, self.target, chip_rereads(self.graph))
 
+    def placement(self):
+        """The placement plan (tier and offset of every tensor), when `place` ran."""
+        from codesign.passes.place import placement_of
+        return placement_of(self.ledger)
+
     def explain(self, as_json: bool = False) -> str:
         """The decision ledger: every candidate the passes weighed, and why."""
         from codesign.explain import render_ledger
@@ -142,6 +147,7 @@ class CompiledModule:
             "expert_bytes": s.expert_bytes,
             "fusion": self.fusion().as_dict(),
             "groups": [{"id": g.id, **dict(g.attrs)} for g in self.graph.groups],
+            "placement": self.placement().to_json() if self.placement() is not None else None,
             "weights_fit": {t.name: s.param_bytes + s.buffer_bytes <= self.target.total_capacity(t.name)
                             for t in self.target.memory},
         }
@@ -183,6 +189,11 @@ class CompiledModule:
         for op, count in s.op_counts.items():
             ops.add_row(op, str(count))
         console.print(ops)
+        plan = self.placement()
+        if plan is not None:
+            from codesign.placement.report import placement_tables
+            for table in placement_tables(plan):
+                console.print(table)
         tiers = Table(title=f"memory tiers of {self.target.name}")
         for col in ("tier", "capacity", "bandwidth", "weights fit"):
             tiers.add_column(col, justify="left" if col == "tier" else "right")
@@ -213,6 +224,10 @@ class CompiledModule:
                 suffix = {"cpp": "cpp", "triton": "py"}[name]
                 (out / f"kernels.{suffix}").write_text(program.source)
         roofline_plot(self.fusion().fused, self.target, out / "roofline.png")
+        plan = self.placement()
+        if plan is not None:
+            from codesign.placement import memory_plot
+            memory_plot(plan, out / "memory.png")
         return out
 
 

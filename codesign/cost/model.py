@@ -151,6 +151,23 @@ class CostModel:
                 factor[operand] = max(factor[operand], factor[node.name] * step)
         return factor
 
+    def operand_reads(self, kernel: Kernel, types: Mapping[str, TensorType],
+                      streamed: bool | None = None) -> dict[str, float]:
+        """How many times the kernel reads each outside value from the home tier: the
+        tiling's re-read factor of the reading op, times how often that op is recomputed."""
+        if streamed is None:
+            streamed = kernel.group is not None and kernel.group.attrs.get("kind") == "layer"
+        runs = self.recompute_factors(kernel, types, streamed)
+        inside = {n.name for n in kernel.nodes}
+        reads: dict[str, float] = {}
+        for node in kernel.nodes:
+            for i, operand in enumerate(node.operands):
+                if operand in inside:
+                    continue
+                step = self.reread(node, i, types) if get_op(node.op).kind in TENSOR_KINDS else 1.0
+                reads[operand] = max(reads.get(operand, 0.0), step * runs[node.name])
+        return reads
+
     def kernel_cost(self, graph: Graph, kernel: Kernel, types: Mapping[str, TensorType] | None = None,
                     *, streamed: bool | None = None) -> KernelCost:
         """Cost of `kernel`; `streamed` (default: the group's kind is "layer") buffers every
@@ -161,8 +178,6 @@ class CostModel:
         flops: dict[str, int] = {}
         compute = 0.0
         fast_bytes = 0
-        inside = {n.name for n in kernel.nodes}
-        home_reads: dict[str, float] = {}
         runs = self.recompute_factors(kernel, types, streamed)
         for node in kernel.nodes:
             dtype, f, tensor = self.node_flops_by_dtype(node, types)
@@ -170,15 +185,9 @@ class CostModel:
             if f:
                 flops[dtype] = flops.get(dtype, 0) + f
                 compute += f / peak_flops(self.target, node.type.dtype, tensor)
-            is_layout = get_op(node.op).kind is OpKind.layout
-            for i, operand in enumerate(node.operands):
-                if not is_layout:
-                    fast_bytes += types[operand].nbytes
-                if operand not in inside:
-                    step = self.reread(node, i, types) if get_op(node.op).kind in TENSOR_KINDS else 1.0
-                    home_reads[operand] = max(home_reads.get(operand, 0.0), step * runs[node.name])
-            if not is_layout:
-                fast_bytes += node.type.nbytes
+            if get_op(node.op).kind is not OpKind.layout:
+                fast_bytes += sum(types[o].nbytes for o in node.operands) + node.type.nbytes
+        home_reads = self.operand_reads(kernel, types, streamed)
         home_bytes = int(sum(types[v].nbytes * f for v, f in home_reads.items()))
         home_bytes += sum(types[o].nbytes for o in kernel.outputs)
         tiers = {self.home: home_bytes, fast_tier(self.target): fast_bytes}

@@ -310,24 +310,6 @@ def _collectives(kernel: Kernel, types, params: set[str], sockets: int, link: fl
     return volume / link
 
 
-def operand_reads(cost_model, graph: Graph, kernel: Kernel, types) -> dict[str, float]:
-    """How many times a kernel reads each outside value from memory (the cost model's
-    re-read factors at the tiling's chip tiles, times recomputation)."""
-    from codesign.ir.ops import OpKind, get_op
-    from codesign.cost.model import TENSOR_KINDS
-    streamed = kernel.group is not None and kernel.group.attrs.get("kind") == "layer"
-    runs = cost_model.recompute_factors(kernel, types, streamed)
-    inside = {n.name for n in kernel.nodes}
-    reads: dict[str, float] = {}
-    for node in kernel.nodes:
-        for i, operand in enumerate(node.operands):
-            if operand in inside:
-                continue
-            step = cost_model.reread(node, i, types) if get_op(node.op).kind in TENSOR_KINDS else 1.0
-            reads[operand] = max(reads.get(operand, 0.0), step * runs[node.name])
-    return reads
-
-
 def build_problem(graph: Graph, target, *, cost_model=None, split: int = 4, reserve: float = 0.5,
                   stage: float = 1 / 16, kernel_list: Sequence[Kernel] | None = None) -> Problem:
     """The placement problem of a tiled graph on a target (see the module docstring).
@@ -360,7 +342,7 @@ def build_problem(graph: Graph, target, *, cost_model=None, split: int = 4, rese
             steps.append(Step(k.key, k.name, cost.compute_time / sockets,
                               {fast: cost.bytes.get(fast, 0) / sockets}, cost.launch,
                               _collectives(k, types, params, sockets, link) if link else 0.0))
-        for v, r in operand_reads(cm, graph, k, types).items():
+        for v, r in cm.operand_reads(k, types).items():
             reads.setdefault(v, []).append((index, r))
     tensors = []
     for live in liveness(graph, ks):
@@ -380,4 +362,4 @@ def build_problem(graph: Graph, target, *, cost_model=None, split: int = 4, rese
 
 
 __all__ = ["Assignment", "Contribution", "Evaluation", "Overflow", "Problem", "Step", "Tensor",
-           "TierSpec", "build_problem", "contribution", "evaluate", "fractions", "operand_reads", "whole"]
+           "TierSpec", "build_problem", "contribution", "evaluate", "fractions", "whole"]

@@ -26,7 +26,8 @@ def placement_tables(plan: PlacementPlan) -> list[Table]:
         split = sum(1 for t in held if t.split)
         step = plan.steps[use.peak_step].key if plan.steps else ""
         tiers.add_row(use.tier, format_bytes(use.capacity), format_bytes(use.peak_live), step,
-                      format_bytes(use.peak_address), f"{use.fragmentation:.3f}", use.offsets,
+                      format_bytes(use.peak_address), f"{use.fragmentation:.3f}",
+                      use.offsets + (" (layout exceeds capacity)" if use.peak_address > use.capacity else ""),
                       f"{len(held)} ({split})" if split else str(len(held)))
     summary = Table(title="placement: predicted time per run", show_header=False)
     summary.add_column("what")

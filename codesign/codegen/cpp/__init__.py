@@ -7,8 +7,10 @@ elementwise nodes into the loop body that needs them; `kernels` writes one funct
 softmax and the norms); `wrapper` plans the buffers (inputs, outputs, one arena packed by
 liveness) and writes the `extern "C" run(inputs, outputs)` entry; `build` compiles with
 the system compiler (cached on disk) and `module` loads it with ctypes (`CppModule`) or
-writes a CMake project (`export_cpp`). The runtime prelude (`runtime`) has the packed
-GEMM; no BLAS is used.
+writes a CMake project (`export_cpp`). GEMMs run as output tiles in an OpenMP loop, each
+tile one sgemm of OpenBLAS from the scipy-openblas32 wheel when installed (linked by
+`build`, `CppModule.blas` names it) or the runtime prelude's packed hand GEMM otherwise,
+followed by the group's fused epilogue while the tile is in cache.
 """
 
 from codesign.codegen import CodegenError

@@ -251,7 +251,7 @@ def export_cpp(graph: Graph, state: Mapping[str, torch.Tensor], directory: str |
         value = {"bf16": f"(double)cs_bf16(p[i])", "f16": f"(double)cs_f16(p[i])"}.get(t.dtype.value, "(double)p[i]")
         checks.append(f"  {{ const {ctype}* p = ({ctype}*)outputs[{j}]; double sum = 0, asum = 0;"
                       f" for (int64_t i = 0; i < {t.numel}; ++i) {{ double v = {value}; sum += v; asum += v < 0 ? -v : v; }}"
-                      f" std::printf(\"output {j} %{o} {t}: sum %.6e abs-sum %.6e\\n\", sum, asum); }}")
+                      f" std::printf(\"output {j} %%{o} {t}: sum %.6e abs-sum %.6e\\n\", sum, asum); }}")
     helpers = ("static inline float cs_bf16(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; std::memcpy(&f, &u, 4); return f; }\n"
                "static inline float cs_f16(uint16_t h) { uint32_t s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;"
                " if (e == 0) { float f = (float)m / 1024.0f / 16384.0f; return s ? -f : f; }"
