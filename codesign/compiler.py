@@ -1,7 +1,8 @@
 """`codesign.compile`: capture, run the pass pipeline for a target, and wrap the result.
 
-Until code generation lands, a `CompiledModule` runs through the reference interpreter;
-its report, IR dumps and plan are already those of the real pipeline.
+A `CompiledModule` runs generated code (C++ for CPU tensors, Triton for CUDA tensors; the
+reference interpreter when a backend cannot compile the graph), and carries the report,
+the decision ledger, the plan and the IR before and after the pipeline.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from codesign.targets import Target, load_target
 from codesign.targets.units import format_bytes, format_flops, format_time
 
 SAVE_MARKER = ".codesign-output"
-COMPILE_PIPELINE = "canonicalize,dce,fuse,tile,place{time_limit=5}"
+COMPILE_PIPELINE = "canonicalize,dce,fuse,tile,place{time_limit=2 deterministic=true}"
 """What `compile()` runs when no pipeline is given."""
 
 
@@ -147,7 +148,7 @@ class CompiledModule:
             "expert_bytes": s.expert_bytes,
             "fusion": self.fusion().as_dict(),
             "groups": [{"id": g.id, **dict(g.attrs)} for g in self.graph.groups],
-            "placement": self.placement().to_json() if self.placement() is not None else None,
+            "placement": _without_timing(self.placement().to_json()) if self.placement() is not None else None,
             "weights_fit": {t.name: s.param_bytes + s.buffer_bytes <= self.target.total_capacity(t.name)
                             for t in self.target.memory},
         }
@@ -231,6 +232,11 @@ class CompiledModule:
         return out
 
 
+def _without_timing(plan: dict) -> dict:
+    """The plan without its wall-clock solve time, so plan.json is byte-identical per input."""
+    return {k: v for k, v in plan.items() if k != "solve_seconds"}
+
+
 def _count(n: int) -> str:
     for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
         if n >= scale:
@@ -257,6 +263,8 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     manager = PassManager(pipeline, instrumentation)
     options = dict(options or {})
     if must_fuse:
+        if "fuse" not in [p.name for p in manager.passes]:
+            raise ValueError(f"must_fuse needs the fuse pass, which pipeline {manager.pipeline_text!r} lacks")
         options["must_fuse"] = tuple(must_fuse)
     ctx = PassContext(target=target, options=options)
     graph = manager.run(captured.graph, ctx)

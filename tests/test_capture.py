@@ -163,3 +163,31 @@ def test_data_dependent_shapes_are_refused_clearly():
 def test_bad_model_spec(spec, message):
     with pytest.raises(ModelSpecError, match=message):
         load_factory(str(EXAMPLES / spec) if spec.startswith("mlp") else spec)
+
+
+def test_unequal_length_causal_sdpa_keeps_torchs_top_left_mask():
+    class Attn(torch.nn.Module):
+        def forward(self, q, k, v):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+    q, k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 8, 8), torch.randn(1, 2, 8, 8)
+    cm = capture(Attn(), (q, k, v))
+    assert rel_err(cm.run(q, k, v)[0], Attn()(q, k, v)) <= 1e-6
+
+
+def test_capture_leaves_the_models_mode_alone():
+    model, inputs = load_factory(str(EXAMPLES / "mlp.py:tiny"))
+    model.train()
+    capture(model, inputs)
+    assert model.training
+
+
+def test_clamp_with_tensor_bounds_and_int_input():
+    class Clamp(torch.nn.Module):
+        def forward(self, x, lo, i):
+            return torch.clamp(x, min=lo), torch.clamp(i, min=0.5, max=2.5)
+
+    x, lo, i = torch.randn(3, 4), torch.zeros(3, 4), torch.arange(12).reshape(3, 4)
+    cm = capture(Clamp(), (x, lo, i))
+    for got, want in zip(cm.run(x, lo, i), Clamp()(x, lo, i)):
+        assert got.dtype == want.dtype and torch.allclose(got, want)

@@ -178,3 +178,44 @@ def test_fused_ir_prints_groups_and_round_trips():
     assert 'group 0 {anchor = "y", kind = "contraction"}' in printed
     assert all(f"group(0)" in line for line in printed.splitlines() if line.strip().startswith(("%y", "%r", "%e")))
     assert parse_graph(printed) == graph
+
+
+class _CrossedMatmuls(torch.nn.Module):
+    """Two merges that each look legal alone, but together would close a cycle."""
+
+    def forward(self, a, b):
+        z, x = torch.relu(a), torch.sigmoid(b)
+        return z @ x, x @ z
+
+
+@pytest.mark.parametrize("target", ["cpu-host", "sn40l", "h100"])
+def test_greedy_fusion_rechecks_cycles_as_groups_grow(target):
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    cap = codesign.capture(_CrossedMatmuls(), (a, b))
+    graph, ledger = fuse(cap.graph, target)
+    out = run_graph(graph, [a, b], cap.state)
+    ref = _CrossedMatmuls()(a, b)
+    assert all(rel_err(o, r) <= 1e-6 for o, r in zip(out, ref))
+
+
+class _Stack(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU(),
+                                            torch.nn.Linear(64, 64), torch.nn.GELU())
+
+    def forward(self, x):
+        return self.features(x)
+
+
+def test_sequential_entries_are_not_layer_blocks():
+    cap = codesign.capture(_Stack(), (torch.randn(8, 64),))
+    graph, ledger = fuse(cap.graph, "sn40l")
+    assert not any(d.data.get("rule") == "layer-boundary" for d in ledger)
+    assert len([k for k in kernels(graph) if k.nodes[0].op != "full"]) == 2  # linear+gelu, twice
+
+
+def test_must_fuse_needs_the_fuse_pass():
+    model, inputs = codesign.load_factory(str(EXAMPLES / "mlp.py:tiny"))
+    with pytest.raises(ValueError, match="needs the fuse pass"):
+        codesign.compile(model, inputs, target="h100", pipeline="canonicalize", must_fuse=["linear"])

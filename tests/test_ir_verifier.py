@@ -250,3 +250,15 @@ def test_verifier_reports_instead_of_crashing(op, data):
     g = Graph("g", tuple(Input(f"a{i}", t) for i, t in enumerate(operands)), (node,), ("n",))
     for d in diagnose(g):
         assert d.where == f"@g %n ({op})"
+
+
+def test_group_anchor_must_be_a_member():
+    from codesign.ir import VerifyError, parse_graph, verify
+    graph = parse_graph("""graph @g(%x: f32[4]) -> (f32[4]) {
+  group 0 {anchor = "b", kind = "pointwise"}
+  %a = exp(%x) : f32[4] group(0)
+  %b = exp(%a) : f32[4]
+  return %b
+}""")
+    with pytest.raises(VerifyError, match="anchor %b is not a node of this group"):
+        verify(graph)

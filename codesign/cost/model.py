@@ -184,7 +184,9 @@ class CostModel:
             f = int(f * runs[node.name])
             if f:
                 flops[dtype] = flops.get(dtype, 0) + f
-                compute += f / peak_flops(self.target, node.type.dtype, tensor)
+                # every socket computes its share (tensor-parallel), as memory time uses
+                # the sockets' total bandwidth
+                compute += f / (peak_flops(self.target, node.type.dtype, tensor) * self.target.sockets)
             if get_op(node.op).kind is not OpKind.layout:
                 fast_bytes += sum(types[o].nbytes for o in node.operands) + node.type.nbytes
         home_reads = self.operand_reads(kernel, types, streamed)

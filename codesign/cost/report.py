@@ -73,11 +73,11 @@ def roofline_plot(cost: GraphCost, target: Target, path: str | Path, dtype: DTyp
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     ax.loglog(grid, [min(peak, x * bandwidth) for x in grid], color="black", lw=1.5,
               label=f"roof: {peak / 1e12:.0f} TFLOP/s, {home} {bandwidth / 1e12:.2f} TB/s")
-    for kind, marker in (("compute", "o"), (home, "s")):
+    bounds = sorted({k.bound for k in cost.kernels if k.total_flops})
+    for bound, marker in zip(bounds, ("o", "s", "^", "D", "v")):
         pts = [(max(k.intensity, 1e-3), k.total_flops / k.time) for k in cost.kernels
-               if k.total_flops and (k.bound == kind) == (kind == "compute" or k.bound == home)]
-        if pts:
-            ax.scatter(*zip(*pts), marker=marker, s=18, label=f"{kind}-bound kernels")
+               if k.total_flops and k.bound == bound]
+        ax.scatter(*zip(*pts), marker=marker, s=18, label=f"{bound}-bound kernels")
     ax.set_xlabel(f"arithmetic intensity (FLOP per {home} byte)")
     ax.set_ylabel("predicted FLOP/s")
     ax.set_title(f"roofline on {target.name}")

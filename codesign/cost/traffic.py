@@ -40,13 +40,21 @@ def gemm_view(node: Node, types: Mapping[str, TensorType]) -> tuple[int, int, in
 def aggregate_tile(target: Target, elem: int = 2) -> tuple[int, int, int]:
     """A square (t, t, t/2) tile whose double-buffered operands and accumulator fill half of
     the aggregate fast tier, aligned to the target's tile multiple."""
-    tier = target.memory[0]
-    budget = target.total_capacity(tier.name) // max(target.sockets, 1) // 2
+    from codesign.fusion.capacity import chip_capacity
+    budget = chip_capacity(target) // 2
     align = target.compute.tile_multiple
     # 2 (double buffer) * elem * (t*t/2 + t/2*t) + 4 * t*t = (2*elem + 4) * t*t
     t = int((budget / (2 * elem + 4)) ** 0.5) // align * align
     t = max(align, t)
     return t, t, max(align, t // 2 // align * align)
+
+
+def per_batch_rows(node: Node, types: Mapping[str, TensorType], m: int) -> int:
+    """Rows of A that meet each B: all of them, unless B is batched (a bmm reads batch b's
+    B only for batch b's rows)."""
+    if node.op == "matmul" and types[node.operands[1]].rank > 2:
+        return types[node.operands[0]].shape[-2]
+    return m
 
 
 @dataclass(frozen=True)
@@ -71,4 +79,6 @@ class TiledReread:
             return 1.0
         m, n, _ = view
         tm, tn = self.default[:2]
-        return float(ceil(n / tn)) if index == 0 else float(ceil(m / tm))
+        if index == 0:
+            return float(ceil(n / tn))
+        return float(ceil(per_batch_rows(node, types, m) / tm))

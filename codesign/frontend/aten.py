@@ -160,8 +160,18 @@ def _gelu(c: Ctx, x, approximate="none"):
     return c.add("gelu", [x], {"approximate": approximate})
 
 
-@converts("clamp", "hardtanh")
+@converts("clamp", "hardtanh", "clamp_min", "clamp_max")
 def _clamp(c: Ctx, x, min=None, max=None):
+    name = c.node.target.__name__.split(".")[0]
+    if name == "clamp_max":
+        min, max = None, min
+    x = Val(c.b.cast(x, c.out.dtype))
+    if isinstance(min, Val) or isinstance(max, Val):  # tensor bounds: maximum / minimum
+        if min is not None:
+            x = c.add("maximum", [x, tensor_operand(c, min, c.out.dtype)])
+        if max is not None:
+            x = c.add("minimum", [x, tensor_operand(c, max, c.out.dtype)])
+        return x
     return c.add("clamp", [x], {"min": min, "max": max})
 
 
@@ -198,11 +208,9 @@ def _masked_fill(c: Ctx, x, mask, value):
           "new_zeros", "new_ones", "empty", "empty_like")
 def _full(c: Ctx, *args, **_):
     name = c.node.target.__name__.split(".")[0]
-    if name in ("scalar_tensor",):
+    if name == "scalar_tensor":
         value = args[0]
-    elif name in ("full",):
-        value = args[1]
-    elif name == "full_like":
+    elif name in ("full", "full_like"):
         value = args[1]
     else:  # zeros / ones; `empty` is filled with zeros so that runs are deterministic
         value = 1 if "ones" in name else 0
@@ -245,8 +253,9 @@ def _argmax(c: Ctx, x, dim=None, keepdim=False):
     if dim is None:
         x = Val(c.b.reshape(x, (c.t(x).numel,)))
         dim = 0
-    return c.add(c.node.target.__name__.split(".")[0], [x],
-                 {"dim": norm_dim(dim, c.t(x).rank), "keepdim": bool(keepdim)})
+    out = c.add(c.node.target.__name__.split(".")[0], [x],
+                {"dim": norm_dim(dim, c.t(x).rank), "keepdim": bool(keepdim)})
+    return Val(c.b.reshape(out, c.out.shape))
 
 
 @converts("cumsum")
@@ -297,6 +306,14 @@ def _sdpa(c: Ctx, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, *, sc
         raise ConversionError("attention dropout is not supported (capture models in eval mode)")
     scale = 1.0 / math.sqrt(c.t(q).shape[-1]) if scale is None else float(scale)
     operands = [q, k, v]
+    lq, lk = c.t(q).shape[-2], c.t(k).shape[-2]
+    if is_causal and lq != lk:
+        # SDPA aligns its causal mask top-left; the IR's `causal` is bottom-right (as for a
+        # KV cache), so an unequal-length causal SDPA carries an explicit mask instead
+        if attn_mask is not None:
+            raise ConversionError("scaled_dot_product_attention with both attn_mask and is_causal")
+        ones = Val(c.b.constant(True, DType.i1, (lq, lk)))
+        attn_mask, is_causal = c.add("tril", [ones], {"diagonal": 0}, hint="causal_mask"), False
     if attn_mask is not None:
         mask_t = c.t(attn_mask)
         operands.append(attn_mask if mask_t.dtype is DType.i1 else Val(c.b.cast(attn_mask, c.t(q).dtype)))
@@ -406,7 +423,8 @@ def _group_norm(c: Ctx, x, *args):
     if native:
         weight, bias, _n, _c, _hw, groups, eps = args
     else:
-        groups, weight, bias, eps = (list(args) + [None, None, 1e-5])[:4]
+        groups, weight, bias, eps = (list(args) + [None, None, None])[:4]
+        eps = 1e-5 if eps is None else eps
     operands = [x]
     if weight is not None or bias is not None:
         operands.append(weight if weight is not None else Val(c.b.constant(1.0, c.t(x).dtype, (c.t(x).shape[1],))))
@@ -542,7 +560,10 @@ def _split(c: Ctx, x, arg, dim=0):
 
 @converts("cat", "concat", "concatenate")
 def _cat(c: Ctx, tensors, dim=0):
-    tensors = [t for t in tensors if c.t(t).numel > 0 or len(tensors) == 1]
+    nonempty = [t for t in tensors if c.t(t).numel > 0]
+    if not nonempty:
+        raise ConversionError("concatenation of empty tensors only")
+    tensors = nonempty
     dtype = c.out.dtype
     tensors = [Val(c.b.cast(t, dtype)) for t in tensors]
     if len(tensors) == 1:

@@ -288,7 +288,15 @@ def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | tor
         example_inputs = (example_inputs,)
     inputs = tuple(example_inputs)
     name = name or _name_of(model)
-    model = model.eval()
+    was_training = model.training
+    model.eval()  # capture the inference graph; the user's mode is restored below
+    try:
+        return _capture(model, inputs, name, method, attention)
+    finally:
+        model.train(was_training)
+
+
+def _capture(model: torch.nn.Module, inputs: tuple, name: str, method: str, attention: bool) -> CapturedModel:
     export_error: Exception | None = None
     with moe_leaf_modules(model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

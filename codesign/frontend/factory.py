@@ -37,6 +37,9 @@ def load_factory(spec: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
                  if callable(f) and not n.startswith("_") and getattr(f, "__module__", None) == module_name
                  and not isinstance(f, type)]
     if factory_name is None:
+        if not factories:
+            raise ModelSpecError(f"{path} defines no factory function; add one that returns "
+                                 f"(model, example_inputs) and name it as {path}:NAME")
         if len(factories) != 1:
             raise ModelSpecError(f"{path} defines several factories ({', '.join(sorted(factories))}); "
                                  f"name one as {path}:NAME")

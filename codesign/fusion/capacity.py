@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
+from codesign.fusion.partition import anchor_of
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops import OpKind, get_op
@@ -29,6 +30,12 @@ def fast_capacity(target: Target) -> int:
     return target.unit_capacity(tier.name)
 
 
+def chip_capacity(target: Target) -> int:
+    """Bytes of the fast tier of one whole socket (all SMs' shared memory; an SN40L's SRAM)."""
+    tier = target.memory[0]
+    return target.total_capacity(tier.name) // max(target.sockets, 1)
+
+
 def default_contraction_tile(target: Target, elem: int) -> tuple[int, int, int]:
     """A square-ish (tm, tn, tk) whose double-buffered operand tiles use half the budget."""
     budget = fast_capacity(target) // 2
@@ -43,12 +50,6 @@ def default_contraction_tile(target: Target, elem: int) -> tuple[int, int, int]:
 class WorkingSet:
     bytes: int
     detail: str
-
-
-def _anchor(kernel: Kernel) -> Node | None:
-    heavy = [n for n in kernel.nodes if get_op(n.op).kind not in (OpKind.pointwise, OpKind.layout, OpKind.source)]
-    contractions = [n for n in heavy if get_op(n.op).kind is OpKind.contraction]
-    return (contractions or heavy or [None])[-1]
 
 
 def _row(node: Node, types: dict[str, TensorType]) -> int:
@@ -74,8 +75,9 @@ def _stored_values(kernel: Kernel, graph: Graph) -> list[str]:
     return values
 
 
-def working_set(graph: Graph, kernel: Kernel, target: Target, *, layer: bool = False) -> WorkingSet:
-    types = graph.types()
+def working_set(graph: Graph, kernel: Kernel, target: Target, *, layer: bool = False,
+                types: dict[str, TensorType] | None = None) -> WorkingSet:
+    types = types if types is not None else graph.types()
     values = _stored_values(kernel, graph)
     if layer:
         total = 0
@@ -84,7 +86,7 @@ def working_set(graph: Graph, kernel: Kernel, target: Target, *, layer: bool = F
             row_bytes = (t.shape[-1] if t.rank else 1) * t.dtype.itemsize
             total += DOUBLE_BUFFER * min(t.nbytes, STAGE_ROWS * row_bytes)
         return WorkingSet(total, f"{len(values)} double-buffered stage buffers of up to {STAGE_ROWS} rows")
-    anchor = _anchor(kernel)
+    anchor = anchor_of(kernel.nodes)
     if not values:
         return WorkingSet(0, "layout and constants only: no buffers")
     elem = max(types[v].dtype.itemsize for v in values)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from codesign.fusion.partition import Partition, is_heavy
+from codesign.fusion.partition import Partition, anchor_of, is_heavy
 from codesign.ir.graph import Node
 from codesign.ir.ops import OpKind, get_op
 from codesign.ir.types import TensorType
@@ -68,7 +68,7 @@ def check_anchors(members: Sequence[Node], types: dict[str, TensorType], nodes: 
 
 def check_iteration_space(members: Sequence[Node], types: dict[str, TensorType]) -> Verdict:
     heavy = [n for n in members if is_heavy(n)]
-    anchor = next((n for n in heavy if get_op(n.op).kind is OpKind.contraction), heavy[-1] if heavy else None)
+    anchor = anchor_of(members)
     if anchor is None:
         sizes = [n.type.numel for n in members]
         largest = max(sizes)
@@ -99,7 +99,7 @@ def check_merge(part: Partition, a: str, b: str) -> Verdict:
     """Whether groups `a` and `b` of the partition may become one kernel."""
     members = [part.nodes[n] for n in sorted(set(part.members[a]) | set(part.members[b]),
                                              key=part.order.__getitem__)]
-    types = part.graph.types()
+    types = part.types
     verdict = check_anchors(members, types, part.nodes)
     if not verdict.legal:
         return verdict

@@ -25,6 +25,17 @@ def is_heavy(node: Node) -> bool:
     return get_op(node.op).kind in HEAVY_KINDS
 
 
+def anchor_of(nodes) -> Node | None:
+    """The node whose loop nest a kernel is built around: its contraction if it has one
+    (the first: a norm prologue precedes its matmul), else its last heavy op, else None
+    (a pure pointwise kernel)."""
+    heavy = [n for n in nodes if is_heavy(n)]
+    contractions = [n for n in heavy if get_op(n.op).kind is OpKind.contraction]
+    if contractions:
+        return contractions[0]
+    return heavy[-1] if heavy else None
+
+
 def is_free_constant(node: Node) -> bool:
     return get_op(node.op).kind is OpKind.source and node.type.numel <= 1
 
@@ -37,6 +48,7 @@ class Partition:
 
     def __post_init__(self) -> None:
         self.nodes = self.graph.node_map()
+        self.types = self.graph.types()
         self.order = {n.name: i for i, n in enumerate(self.graph.nodes)}
         self.owner: dict[str, str] = {}
         self.members: dict[str, list[str]] = {}

@@ -59,8 +59,21 @@ class FusionPolicy:
         return s.saved_seconds > self.min_saving
 
     def layer_of(self, loc: str | None) -> str | None:
-        """The repeated block a node belongs to (`model.layers.3`), from its module path."""
+        """The indexed module path prefix of a node (`model.layers.3`), if any."""
         if not loc:
             return None
         m = _BLOCK.match(loc)
         return m.group(1) if m else None
+
+    def blocks(self, graph) -> dict[str, str]:
+        """Node name → repeated block, for blocks that are containers (a decoder layer holds
+        submodules; a bare `Sequential` entry such as `features.0` is one op, not a block)."""
+        locs = {n.loc for n in graph.nodes if n.loc}
+        prefixes = {p for p in (self.layer_of(loc) for loc in locs) if p}
+        containers = {p for p in prefixes if any(loc.startswith(p + ".") for loc in locs)}
+        table = {}
+        for node in graph.nodes:
+            block = self.layer_of(node.loc)
+            if block in containers:
+                table[node.name] = block
+        return table

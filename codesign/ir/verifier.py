@@ -155,6 +155,12 @@ def _check_groups(graph: Graph) -> list[Diagnostic]:
             diags.append(Diagnostic(_node_where(graph, node), f"is in group {node.group}, which is not declared"))
     for gid in sorted(declared - used):
         diags.append(Diagnostic(f"@{graph.name} group {gid}", "has no nodes"))
+    members = {n.name: n.group for n in graph.nodes}
+    for group in graph.groups:
+        anchor = group.attrs.get("anchor")
+        if anchor is not None and members.get(anchor) != group.id:
+            diags.append(Diagnostic(f"@{graph.name} group {group.id}",
+                                    f"anchor %{anchor} is not a node of this group"))
     if not diags and used:
         cycle = group_cycle(graph)
         if cycle:

@@ -17,15 +17,15 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from codesign.cost.model import CostModel
-from codesign.fusion.capacity import fast_capacity, working_set
+from codesign.fusion.capacity import chip_capacity, fast_capacity, working_set
 from codesign.fusion.legality import Verdict, check_layer, check_merge
-from codesign.fusion.partition import Partition, is_heavy
+from codesign.fusion.partition import Partition, anchor_of, is_heavy
 from codesign.fusion.policy import FusionPolicy, score
 from codesign.ir.graph import Graph, Group
 from codesign.ir.kernels import kernels
 from codesign.ir.ops import OpKind, get_op
 from codesign.passes.manager import PassContext
-from codesign.passes.registry import Pass, register_pass
+from codesign.passes.registry import Pass, PipelineError, register_pass
 
 
 class FusionError(ValueError):
@@ -43,7 +43,7 @@ class Evaluation:
     separate_time: float | None
     fused_time: float | None
     score: dict | None
-    decision: str  # fused | refused | unprofitable | superseded
+    decision: str  # fuse (queued) | fused | already-fused | refused | over-capacity | unprofitable
 
     def reason(self) -> str:
         if self.decision == "refused":
@@ -60,7 +60,7 @@ class Evaluation:
 
 
 def _evaluate(part: Partition, cost: CostModel, policy: FusionPolicy, capacity: int,
-              producer: str, consumer: str, types) -> tuple[Evaluation, float]:
+              producer: str, consumer: str, types, blocks: dict[str, str]) -> tuple[Evaluation, float]:
     a, b = part.group_of(producer), part.group_of(consumer)
     subject = f"%{producer} -> %{consumer}"
     if a == b:
@@ -71,14 +71,14 @@ def _evaluate(part: Partition, cost: CostModel, policy: FusionPolicy, capacity: 
         return Evaluation(subject, producer, consumer, verdict, None, capacity, None, None, None,
                           "refused"), 0.0
     if policy.keep_blocks_apart:
-        blocks = [{policy.layer_of(part.nodes[n].loc) for n in part.members[g]} - {None} for g in (a, b)]
-        if blocks[0] and blocks[1] and blocks[0] != blocks[1]:
-            boundary = Verdict(False, "layer-boundary", f"{', '.join(sorted(blocks[0]))} and "
-                               f"{', '.join(sorted(blocks[1]))} stream as separate layer kernels")
+        sides = [{blocks[n] for n in part.members[g] if n in blocks} for g in (a, b)]
+        if sides[0] and sides[1] and sides[0] != sides[1]:
+            boundary = Verdict(False, "layer-boundary", f"{', '.join(sorted(sides[0]))} and "
+                               f"{', '.join(sorted(sides[1]))} stream as separate layer kernels")
             return Evaluation(subject, producer, consumer, boundary, None, capacity, None, None, None,
                               "refused"), 0.0
     merged = part.kernel_of(part.members[a] + part.members[b])
-    ws = working_set(part.graph, merged, cost.target).bytes
+    ws = working_set(part.graph, merged, cost.target, types=types).bytes
     ka, kb = cost.kernel_cost(part.graph, part.kernel(a), types), cost.kernel_cost(part.graph, part.kernel(b), types)
     fused = cost.kernel_cost(part.graph, merged, types)
     s = score((ka, kb), fused, cost.home)
@@ -107,7 +107,8 @@ def _edges(graph: Graph, part: Partition) -> list[tuple[str, str]]:
 def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Partition, dict[str, Evaluation]]:
     """Merge the best profitable legal candidate first; re-score candidates as groups change."""
     part = Partition(graph)
-    types = graph.types()
+    types = part.types
+    blocks = policy.blocks(graph)
     capacity = fast_capacity(cost.target)
     edges = _edges(graph, part)
     version = {k: 0 for k in part.members}
@@ -116,7 +117,7 @@ def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Pa
 
     def push(index: int) -> None:
         producer, consumer = edges[index]
-        ev, saving = _evaluate(part, cost, policy, capacity, producer, consumer, types)
+        ev, saving = _evaluate(part, cost, policy, capacity, producer, consumer, types, blocks)
         final[ev.subject] = ev
         if ev.decision == "fuse":
             a, b = part.group_of(producer), part.group_of(consumer)
@@ -133,18 +134,25 @@ def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Pa
         a, va, b, vb = stamp
         if part.group_of(producer) != a or part.group_of(consumer) != b or version.get(a) != va or version.get(b) != vb:
             continue  # stale: re-scored when its groups changed
+        subject = f"%{producer} -> %{consumer}"
+        verdict = check_merge(part, a, b)  # other merges may have opened a path between a and b
+        if not verdict.legal:
+            final[subject] = replace(final[subject], verdict=verdict, decision="refused")
+            continue
         survivor = part.merge(a, b)
         gone = b if survivor == a else a
         version[survivor] = version.get(survivor, 0) + 1
         version.pop(gone, None)
         affected = by_group.pop(a, set()) | by_group.pop(b, set())
         by_group[survivor] = affected
-        subject = f"%{producer} -> %{consumer}"
         final[subject] = replace(final[subject], decision="fused")
         for i in sorted(affected):
             p, c = edges[i]
             if part.group_of(p) != part.group_of(c):
                 push(i)
+    for subject, ev in final.items():  # ends joined through other merges
+        if ev.decision != "fused" and part.group_of(ev.producer) == part.group_of(ev.consumer):
+            final[subject] = replace(ev, decision="already-fused")
     return part, final
 
 
@@ -155,16 +163,17 @@ def stream_layers(part: Partition, cost: CostModel, policy: FusionPolicy, ctx: P
     Returns the keys of the layer groups formed."""
     layers: set[str] = set()
     blocks: dict[str, list[str]] = {}
+    block_of = policy.blocks(part.graph)
     for node in part.graph.nodes:
         key = part.group_of(node.name)
-        block = policy.layer_of(node.loc)
+        block = block_of.get(node.name)
         if key is None or block is None:
             continue
         keys = blocks.setdefault(block, [])
         if key not in keys:
             keys.append(key)
-    types = part.graph.types()
-    capacity = cost.target.total_capacity(cost.target.memory[0].name) // cost.target.sockets
+    types = part.types
+    capacity = chip_capacity(cost.target)
     for block, keys in blocks.items():
         keys = [k for k in keys if k in part.members]
         if len(keys) < 2:
@@ -176,7 +185,7 @@ def stream_layers(part: Partition, cost: CostModel, policy: FusionPolicy, ctx: P
                               rule=verdict.rule, groups=len(keys))
             continue
         merged = part.kernel_of([n for k in keys for n in part.members[k]])
-        ws = working_set(part.graph, merged, cost.target, layer=True)
+        ws = working_set(part.graph, merged, cost.target, layer=True, types=types)
         separate = sum(cost.kernel_cost(part.graph, part.kernel(k), types).time for k in keys)
         fused = cost.kernel_cost(part.graph, merged, types, streamed=True).time
         data = dict(rule="stream-layer", groups=len(keys), nodes=len(merged.nodes), working_set=ws.bytes,
@@ -205,9 +214,9 @@ def group_kind(members, layer: bool) -> tuple[str, str | None]:
     if layer:
         return "layer", None
     heavy = [n for n in members if is_heavy(n)]
-    if not heavy:
+    anchor = anchor_of(members)
+    if anchor is None:
         return "pointwise", None
-    anchor = next((n for n in heavy if get_op(n.op).kind is OpKind.contraction), heavy[-1])
     kind = "attention" if anchor.op == "attention" else get_op(anchor.op).kind.value
     if len(heavy) == 2 and kind == "contraction":
         kind = "norm_contraction"
@@ -249,7 +258,7 @@ class Fuse(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         if ctx.target is None:
-            raise ValueError("the fuse pass needs a target (pass --target, or compile(..., target=...))")
+            raise PipelineError("the fuse pass needs a target (pass --target, or compile(..., target=...))")
         if graph.groups:
             graph = Graph(graph.name, graph.inputs, tuple(n.with_(group=None) for n in graph.nodes),
                           graph.outputs, ())

@@ -15,7 +15,7 @@ from typing import ClassVar
 from codesign.cost.model import home_tier
 from codesign.ir.graph import Graph
 from codesign.passes.manager import PassContext
-from codesign.passes.registry import Pass, register_pass
+from codesign.passes.registry import Pass, PipelineError, register_pass
 from codesign.placement import METHODS, PlacementPlan, apply_tiers, place
 from codesign.targets.units import format_bytes, format_time
 
@@ -48,7 +48,7 @@ class Place(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         target = ctx.target
         if target is None:
-            raise ValueError("the place pass needs a target (pass --target, or compile(..., target=...))")
+            raise PipelineError("the place pass needs a target (pass --target, or compile(..., target=...))")
         plan = place(graph, target, method=self.method, split=self.split, reserve=self.reserve, stage=self.stage,
                      time_limit=self.time_limit, workers=self.workers, deterministic=self.deterministic,
                      progress=self.progress)

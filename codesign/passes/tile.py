@@ -14,15 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from codesign.cost.traffic import gemm_view
-from codesign.fusion.partition import is_heavy
+from codesign.cost.traffic import gemm_view, per_batch_rows
+from codesign.fusion.capacity import chip_capacity
+from codesign.fusion.partition import anchor_of, is_heavy
 from codesign.ir import structure_of
 from codesign.ir.graph import Graph, Group, Node
 from codesign.ir.kernels import Kernel, kernels
 from codesign.ir.ops import OpKind, get_op
 from codesign.passes.fuse import group_kind
 from codesign.passes.manager import PassContext
-from codesign.passes.registry import Pass, register_pass
+from codesign.passes.registry import Pass, PipelineError, register_pass
 from codesign.tiling import choose_attention_tiles, choose_matmul_tiles, choose_tiles
 from codesign.tiling.attention import flash_traffic
 from codesign.tiling.generic import TileChoice
@@ -32,12 +33,11 @@ from codesign.tiling.matmul import choose_gpu_matmul_tiles, matmul_reads
 def kernel_anchor(kernel: Kernel) -> Node | None:
     """The node whose loop nest the kernel's tiles describe."""
     anchor_name = kernel.group.attrs.get("anchor") if kernel.group is not None else None
-    if anchor_name:
+    if anchor_name:  # the verifier checks that a group's anchor is one of its nodes
         return next(n for n in kernel.nodes if n.name == anchor_name)
-    heavy = [n for n in kernel.nodes if is_heavy(n)]
-    if heavy:
-        contractions = [n for n in heavy if get_op(n.op).kind is OpKind.contraction]
-        return (contractions or heavy)[0]
+    anchor = anchor_of(kernel.nodes)
+    if anchor is not None:
+        return anchor
     compute = [n for n in kernel.nodes if get_op(n.op).kind not in (OpKind.layout, OpKind.source)]
     return max(compute, key=lambda n: n.type.numel) if compute else None
 
@@ -68,8 +68,11 @@ def chip_tile(graph: Graph, node: Node, capacity_bytes: int,
     if view is None:
         return None
     m, n, k = view
-    t = choose_matmul_tiles(m, n, k, words, align=align)
-    reads = tuple(float(r) for r in matmul_reads(m, n, k, t.tm, t.tn, t.tk, t.order))
+    rows = per_batch_rows(node, types, m)
+    batch = m // rows
+    t = choose_matmul_tiles(rows, n, k, words, align=align, batch=batch) if batch > 1 \
+        else choose_matmul_tiles(m, n, k, words, align=align)
+    reads = tuple(float(r) for r in matmul_reads(rows, n, k, t.tm, t.tn, t.tk, t.order))
     return (t.tm, t.tn, t.tk), reads + (1.0,) * (len(node.operands) - 2), t.ratio
 
 
@@ -108,10 +111,10 @@ class Tile(Pass):
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         target = ctx.target
         if target is None:
-            raise ValueError("the tile pass needs a target (pass --target, or compile(..., target=...))")
+            raise PipelineError("the tile pass needs a target (pass --target, or compile(..., target=...))")
         fast = target.memory[0].name
         unit = target.unit_capacity(fast)
-        chip = target.total_capacity(fast) // max(target.sockets, 1)
+        chip = chip_capacity(target)
         align = target.compute.tile_multiple
         groups = dict(graph.group_map())
         assignment: dict[str, int] = {}

@@ -96,7 +96,7 @@ def exact(buffers: Sequence[Buffer], time_limit: float = 5.0, align: int = 1) ->
         m.AddHint(offs[b.name], -(-hint[b.name] // unit))
     m.Minimize(peak)
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = time_limit
+    solver.parameters.max_deterministic_time = time_limit  # deterministic: reruns give one layout
     solver.parameters.num_workers = 1
     solver.parameters.random_seed = 0
     status = solver.Solve(m)

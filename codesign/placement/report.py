@@ -41,7 +41,6 @@ def placement_tables(plan: PlacementPlan) -> list[Table]:
         summary.add_row("ILP lower bound", format_time(plan.bound))
     if plan.gap is not None:
         summary.add_row("gap", f"{plan.gap:.3%}")
-    summary.add_row("solve time", f"{plan.solve_seconds:.2f} s")
     for route, moved in plan.moved:
         summary.add_row(f"moved {route} (DMA){per}", format_bytes(int(moved)))
     bound = {}
