@@ -50,6 +50,7 @@ class CompiledModule:
     capture_method: str = "export"
     ledger: tuple[Decision, ...] = field(default_factory=tuple)
     backend: str = "auto"
+    experts: object = None  # the expert-switching Schedule when experts overflow the fast tier
     _programs: dict = field(default_factory=dict, repr=False)  # built backends, by name
 
     @property
@@ -149,6 +150,7 @@ class CompiledModule:
             "fusion": self.fusion().as_dict(),
             "groups": [{"id": g.id, **dict(g.attrs)} for g in self.graph.groups],
             "placement": _without_timing(self.placement().to_json()) if self.placement() is not None else None,
+            "experts": _expert_summary(self.experts) if self.experts is not None else None,
             "weights_fit": {t.name: s.param_bytes + s.buffer_bytes <= self.target.total_capacity(t.name)
                             for t in self.target.memory},
         }
@@ -195,6 +197,10 @@ class CompiledModule:
             from codesign.placement.report import placement_tables
             for table in placement_tables(plan):
                 console.print(table)
+        if self.experts is not None:
+            from codesign.experts.report import results_table
+            results = [r for _, r in self.experts.baselines.values()] + [self.experts.result]
+            console.print(results_table(results, title="expert switching (experts exceed the fast tier)"))
         tiers = Table(title=f"memory tiers of {self.target.name}")
         for col in ("tier", "capacity", "bandwidth", "weights fit"):
             tiers.add_column(col, justify="left" if col == "tier" else "right")
@@ -230,6 +236,13 @@ class CompiledModule:
             from codesign.placement import memory_plot
             memory_plot(plan, out / "memory.png")
         return out
+
+
+def _expert_summary(schedule) -> dict:
+    """The expert schedule's figures without solver wall-clock times (plan.json is stable)."""
+    data = schedule.summary()
+    data["windows"] = [{k: v for k, v in w.items() if k != "seconds"} for w in data["windows"]]
+    return data
 
 
 def _without_timing(plan: dict) -> dict:
@@ -268,5 +281,20 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
         options["must_fuse"] = tuple(must_fuse)
     ctx = PassContext(target=target, options=options)
     graph = manager.run(captured.graph, ctx)
+    experts = _schedule_experts(graph, target)
     return CompiledModule(graph, target, captured.state, captured.graph, manager.pipeline_text,
-                          captured.method, tuple(ctx.ledger), backend)
+                          captured.method, tuple(ctx.ledger), backend, experts)
+
+
+def _schedule_experts(graph: Graph, target: Target):
+    """Where MoE experts overflow the tier they run from, schedule their switching (a
+    synthetic mid-locality trace stands in until one is recorded: `codesign experts record`).
+    Non-expert weights are reserved in that tier first."""
+    if not any(n.op == "moe" for n in graph.nodes):
+        return None
+    from codesign.experts import schedule_graph
+    from codesign.experts.ilp import IlpOptions
+    stats = graph_stats(graph)
+    reserve = stats.param_bytes + stats.buffer_bytes - stats.expert_bytes
+    return schedule_graph(graph, target, reserve=reserve, steps=64,
+                          options=IlpOptions(time_limit=2.0, workers=1))

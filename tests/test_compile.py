@@ -117,3 +117,22 @@ def test_unknown_backend_is_refused():
     model, inputs = load_factory(str(EXAMPLES / "mlp.py:tiny"))
     with pytest.raises(ValueError, match="backend 'cuda'"):
         codesign.compile(model, inputs, target="h100", backend="cuda")
+
+
+def test_moe_experts_that_overflow_the_fast_tier_get_a_switching_schedule(tmp_path):
+    """Tiny Mixtral on an H100 whose HBM holds the other weights and two of its eight
+    experts: compile() schedules expert switching, never slower than the best baseline."""
+    from codesign.targets.loader import bundled_target_path
+    model, inputs = load_factory(str(EXAMPLES / "mixtral_moe.py:tiny_model"))
+    captured = codesign.capture(model, inputs)
+    stats = codesign.compile(captured, target="h100").stats()
+    expert = stats.expert_bytes // 8
+    hbm = stats.param_bytes - stats.expert_bytes + 2 * expert + 1024
+    path = tmp_path / "small-hbm.yaml"
+    path.write_text(bundled_target_path("h100").read_text().replace("capacity: 80 GB", f"capacity: {hbm}"))
+    cm = codesign.compile(captured, target=str(path))
+    assert cm.experts is not None
+    summary = cm.summary()["experts"]
+    best = min(b["total_s"] for b in summary["baselines"].values())
+    assert summary["plan"]["total_s"] <= best + 1e-12
+    assert "expert switching" in cm.report()
