@@ -84,6 +84,58 @@ def test_schedule_never_loses_to_a_baseline_and_reports_its_gap() -> None:
     assert all(w.total <= w.hint_total for w in sched.windows)
 
 
+# -- the combinatorial lower bound (bounds.py) ----------------------------------------------
+def min_loads_by_enumeration(requests, capacity: int, initial=()) -> int:
+    """Fewest loads of unit-size experts: keep the most inter-use intervals that fit."""
+    uses: dict[int, list[int]] = {}
+    for v, ids in enumerate(requests):
+        for e in ids:
+            uses.setdefault(e, []).append(v)
+    spans = [(vs[k - 1] if k else -1, vs[k]) for e, vs in uses.items() for k in range(len(vs)) if k or e in initial]
+    best = 0
+    for keep in itertools.product((False, True), repeat=len(spans)):
+        kept = [sp for sp, k in zip(spans, keep) if k]
+        if all(len(ids) + sum(u < v < x for u, x in kept) <= capacity for v, ids in enumerate(requests)) and \
+                sum(u == -1 for u, _ in kept) <= capacity:
+            best = max(best, len(kept))
+    return sum(len(ids) for ids in requests) - best
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_belady_prefix_counts_are_the_minimum_number_of_loads(seed: int) -> None:
+    from codesign.experts.bounds import belady_prefix_loads
+    rng = random.Random(seed)
+    per = 1 + seed % 2
+    requests = [tuple(rng.sample(range(5), per)) for _ in range(7 if per == 1 else 5)]
+    capacity, initial = 2 + seed % 2, (0,) if seed % 3 else ()
+    counts = belady_prefix_loads(requests, capacity, initial)
+    for v in range(len(requests)):
+        exact = min_loads_by_enumeration(requests[:v + 1], capacity, initial)
+        # one expert a slot: Belady is exact; several: a lower bound (they are served one by one)
+        assert counts[v] == exact if per == 1 else counts[v] <= exact
+
+
+@pytest.mark.parametrize("seed,per_slot,overlap", [(0, 1, True), (1, 1, False), (2, 1, True), (11, 2, True)])
+def test_lower_bound_never_exceeds_the_brute_force_optimum(seed: int, per_slot: int, overlap: bool) -> None:
+    from codesign.experts.bounds import lower_bound
+    problem = tiny_problem(seed, slots=5 if per_slot == 1 else 4, per_slot=per_slot, overlap=overlap,
+                           initial=(0,) if seed % 2 else ())
+    assert sum(problem.compute) <= lower_bound(problem) <= brute_force(problem)
+
+
+def test_lower_bound_is_below_the_ilp_optimum_and_every_baseline() -> None:
+    from codesign.experts.bounds import lower_bound
+    for seed in range(4):
+        problem = tiny_problem(seed, experts=6, slots=25, per_slot=1 + seed % 2, overlap=seed != 3)
+        result = solve_window(problem, None, IlpOptions(time_limit=5, relative_gap=0.0))
+        bound = lower_bound(problem)
+        assert result.bound <= result.objective and bound <= result.bound
+        if result.status == "OPTIMAL":
+            assert bound <= result.objective
+        for f in BASELINES.values():
+            assert bound <= simulate(problem, f(problem)).total
+
+
 # -- the simulator --------------------------------------------------------------------------
 def check_invariants(problem: Problem, plan: Plan) -> None:
     result = simulate(problem, plan)

@@ -14,7 +14,11 @@ expert occupies (from transfer start, or from the end of its previous use when k
 the end of its use) is an interval of demand ``bytes(e)`` in one Cumulative of the
 capacity. Objective: the makespan. Redundant cuts tighten the LP bound: the per-slot
 capacity of kept spans, ``s[v] >= s[u] + c[u] + d_e (1 - keep)``, and a prefix link bound
-(all loads for slots <= v fit on the link before ``s[v]``, and slots v.. run after).
+(all loads for slots <= v fit on the link before ``s[v]``, and slots v.. run after), and
+the combinatorial bounds of :mod:`.bounds`: the link has moved at least ``d_min x M(v)``
+(Belady's minimum number of loads for slots <= v) before slot ``v``, every slot start is
+at least its proven lower bound, and the makespan at least :func:`.bounds.lower_bound`.
+The reported bound is the larger of CP-SAT's and that combinatorial one.
 
 The solution is turned into a :class:`Plan` (loads ordered by start time, released when
 the previous use ends, drops after the last kept use) and replayed by the simulator,
@@ -30,6 +34,7 @@ from typing import Callable
 
 from ortools.sat.python import cp_model
 
+from .bounds import _unit_capacity, belady_prefix_loads, lower_bound, slot_lower_bounds
 from .plan import Load, Plan
 from .problem import Problem
 from .simulate import SimResult, simulate
@@ -186,6 +191,16 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
     for v in range(n):
         moved_forced += forced[v]
         static_bound = max(static_bound, moved_forced + sum(comp[v:]))
+    # combinatorial cuts (bounds.py, proven): Belady's minimum loads per prefix, slot start bounds
+    unit_cap, d_min = _unit_capacity(problem)
+    min_loads = belady_prefix_loads(problem.requests, unit_cap, problem.initial) if n else []
+    for v, var in moved_vars:
+        if min_loads[v]:
+            m.Add(var >= d_min * min_loads[v])
+    for v, lb in enumerate(slot_lower_bounds(problem)):
+        if lb:
+            m.Add(s[v] >= lb)
+    static_bound = max(static_bound, lower_bound(problem))
     m.Add(makespan >= static_bound)
     # makespan first; among equal makespans keep more experts for the next window (1 ns each)
     m.Minimize(makespan - sum(k for k, _ in keep_end.values()))

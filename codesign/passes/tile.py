@@ -76,14 +76,20 @@ def chip_tile(graph: Graph, node: Node, capacity_bytes: int,
     return (t.tm, t.tn, t.tk), reads + (1.0,) * (len(node.operands) - 2), t.ratio
 
 
-def gpu_tile_choice(graph: Graph, node: Node, structure, capacity: int, level: str) -> TileChoice | None:
+def gpu_tile_choice(graph: Graph, node: Node, structure, capacity: int, level: str,
+                    target=None) -> TileChoice | None:
     """For a GPU matmul/linear: the kernel-shaped tile (`choose_gpu_matmul_tiles`) laid over
     the anchor's domain loops (leading output dims share BLOCK_M, innermost first)."""
     if node.op not in ("linear", "matmul"):
         return None
     types = graph.types()
     m, n, k = gemm_view(node, types)
-    t = choose_gpu_matmul_tiles(m, n, k, capacity, node.type.dtype.itemsize)
+    rates = {}
+    if target is not None:
+        from codesign.cost.model import peak_flops
+        rates = dict(units=target.compute.units, peak_flops=peak_flops(target, node.type.dtype, True),
+                     fast_bandwidth=target.total_bandwidth(target.memory[0].name))
+    t = choose_gpu_matmul_tiles(m, n, k, capacity, node.type.dtype.itemsize, **rates)
     sizes = structure.loop_sizes
     tiles = [1] * len(sizes)
     n_loop, k_loop = len(sizes) - 2, len(sizes) - 1
@@ -136,7 +142,7 @@ class Tile(Pass):
             operands = [types[o] for o in anchor.operands]
             subject = f"g{group.id} {kernel.name}"
             try:
-                choice = (gpu_tile_choice(graph, anchor, structure, unit, fast) if target.kind == "gpu" else None) \
+                choice = (gpu_tile_choice(graph, anchor, structure, unit, fast, target) if target.kind == "gpu" else None) \
                     or choose_tiles(structure, operands, anchor.type, unit, align,
                                     causal=bool(anchor.attrs.get("causal", False)),
                                     double_buffer=self.double_buffer, level=fast)

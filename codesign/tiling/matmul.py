@@ -180,24 +180,45 @@ GPU_MAX_ACCUMULATOR = 128 * 256
 GPU_PIPELINE_STAGES = 3  # operand tiles in flight (Triton's num_stages for Hopper matmuls)
 
 
-def choose_gpu_matmul_tiles(m: int, n: int, k: int, capacity_bytes: int, elem_bytes: int) -> MatmulTiling:
+def choose_gpu_matmul_tiles(m: int, n: int, k: int, capacity_bytes: int, elem_bytes: int, *,
+                            units: int = 1, peak_flops: float = 0.0,
+                            fast_bandwidth: float = 0.0) -> MatmulTiling:
     """Tiles a GPU matmul kernel can use: power-of-two blocks (tensor-core and `tl.arange`
     shapes), an accumulator that fits the register file, `GPU_PIPELINE_STAGES` operand
-    tiles in one SM's shared memory. Among those, the least traffic to the next level; ties
-    go to the larger output tile, then BLOCK_K nearest 64 (deep enough to pipeline)."""
+    tiles in one SM's shared memory.
+
+    Among those, the least time in waves: output tiles run in waves of `units` (one per
+    SM), a wave costing one tile's 2·tm·tn·k FLOPs at one SM's share of `peak_flops` or
+    its (tm + tn)·k operand elements at one SM's share of `fast_bandwidth` (shared memory),
+    whichever is longer — small tiles starve the tensor cores — and a tile count that
+    leaves the last wave mostly empty costs a whole wave. (Home-tier traffic is set by all SMs' tiles sharing operands through L2 — the
+    chip-level tiling — so it does not separate these kernel shapes.) Ties go to less
+    traffic at this level, then the larger tile, then BLOCK_K nearest 64 (deep enough to
+    pipeline). Without a peak, least traffic decides.
+    """
     def powers(limit: int, lo: int, hi: int) -> list[int]:
         top = max(lo, min(hi, 1 << max(0, (limit - 1).bit_length())))
         return [p for p in (16, 32, 64, 128, 256) if lo <= p <= top]
     best: tuple | None = None
-    for tm in powers(m, 16, 256):
-        for tn in powers(n, 16, 256):
+    # tensor-core blocks: two 64-row warpgroups (Hopper wgmma) a block, when the dims allow
+    least = 128 if elem_bytes <= 2 else 16
+    for tm in powers(m, min(least, 1 << max(0, (m - 1).bit_length())), 256):
+        for tn in powers(n, min(least, 1 << max(0, (n - 1).bit_length())), 256):
             if tm * tn > GPU_MAX_ACCUMULATOR:
                 continue
             for tk in powers(k, 16, 128):
                 if GPU_PIPELINE_STAGES * elem_bytes * (tm * tk + tk * tn) > capacity_bytes:
                     continue
                 words = matmul_traffic(m, n, k, min(tm, m), min(tn, n), min(tk, k), "mn")
-                key = (words, -tm * tn, abs(tk - 64), tm > tn, tm, tn, tk)
+                seconds = 0.0
+                if peak_flops:
+                    per_unit = max(units, 1)
+                    waves = cdiv(cdiv(m, tm) * cdiv(n, tn), per_unit)
+                    tile = 2 * tm * tn * k / (peak_flops / per_unit)
+                    if fast_bandwidth:  # operand tiles stream from shared memory each k-step
+                        tile = max(tile, (tm + tn) * k * elem_bytes / (fast_bandwidth / per_unit))
+                    seconds = waves * tile
+                key = (round(seconds, 9), words, -tm * tn, abs(tk - 64), tm > tn, tm, tn, tk)
                 if best is None or key < best[0]:
                     best = (key, tm, tn, tk, words)
     if best is None:
