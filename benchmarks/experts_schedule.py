@@ -76,7 +76,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "horizon ILP with rollout (a window keeps the ILP's plan only if that, followed by the best "
              "baseline, is no slower over the whole trace; otherwise the best baseline continued from there, "
              "releases earliest). `ILP kept`: windows whose ILP plan was kept. `gap`: largest per-window gap "
-             "between the window's plan and CP-SAT's lower bound (10 s per 1000-slot window, 2 workers).", "",
+             "between the window's plan and its proven lower bound, the larger of CP-SAT's bound and the "
+             "combinatorial one of codesign/experts/bounds.py (Belady's minimum loads on the link; 10 s per "
+             "1000-slot window, 2 workers).", "",
              "| scenario | locality | copy-every-request | lru | lfu | belady-prefetch | lookahead | scheduled | "
              "/ best | ILP kept | gap |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]

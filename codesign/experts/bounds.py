@@ -127,3 +127,89 @@ def lower_bound(problem: Problem, segments: int = 0) -> int:
         tail += comp[v]
         best = max(best, lb[v] + tail)
     return best
+
+
+def boundary_bound(problem: Problem, w: int, p: int, q: int = 8, start_lb: int | None = None) -> int:
+    """The link/capacity trade-off bound at the end of slot ``w`` with weight ``λ = p / q``.
+
+    Proof. Let ``E`` be when slot ``w`` ends, ``A`` the loads started before ``E`` and ``B``
+    the loads for uses after ``w`` started after ``E``. The link gives ``E >= d_min A`` and
+    ``s[n-1] >= E + d_min B``; so for ``λ`` in [0, 1],
+    ``s[n-1] >= max(d_min A, E) + d_min B >= (1 - λ) E_lb + d_min (λ A + B)``, with
+    ``E_lb`` a proven lower bound on ``E``. ``λ A + B`` is at least the optimum of the
+    relaxation (unit sizes, ``C`` experts, time ignored) in which a load for a use ``<= w``
+    costs ``λ``, a use after ``w`` costs 1 if loaded after ``E`` and ``λ`` if prefetched
+    before ``E`` (it then occupies a unit across the boundary), and keeping an expert from
+    its previous use costs nothing but a unit over the slots between. Per slot the kept
+    units plus the slot's own experts are at most ``C``. That relaxation is a min-cost flow
+    of ``C`` units along the slots (the slot's own experts a lower bound on the backbone, a
+    kept span an arc over the slots it spans; spans across the boundary pass through one
+    node per expert fed by its span from the previous use or by a prefetch from the
+    boundary, so a span kept up to the boundary must continue to the use): integral, solved
+    exactly. Returns ``((1 - λ) E_lb + d_min L) / 1`` rounded down, plus the last slot's compute.
+    """
+    from ortools.graph.python import min_cost_flow
+
+    n, comp = problem.num_slots, problem.compute
+    capacity, d = _unit_capacity(problem)
+    if not n or not problem.overlap or not 0 <= w < n - 1:
+        return 0
+    if start_lb is None:
+        start_lb = slot_lower_bounds(problem)[w]
+    e_lb = start_lb + comp[w]
+    # nodes: 0 source (before slot 0), IN_t = 1 + 2t, OUT_t = 2 + 2t, sink IN_n = 1 + 2n, B = 2n + 2
+    def inn(t): return 1 + 2 * t
+    def out(t): return 0 if t < 0 else 2 + 2 * t
+    boundary = 2 * n + 2
+    nodes = boundary + 1
+    tails, heads, caps, costs = [], [], [], []
+    supply = [0] * (nodes + problem.num_slots * 0)
+    supply[0], sink = capacity, inn(n)
+
+    def arc(a, b, cap, cost):
+        tails.append(a); heads.append(b); caps.append(cap); costs.append(cost)
+
+    for t in range(n):
+        low = len(problem.requests[t])
+        arc(inn(t), out(t), capacity - low, 0)
+        supply[inn(t)] -= low
+        supply[out(t)] += low
+        if t == w:
+            arc(out(t), boundary, capacity, 0)
+            arc(boundary, inn(t + 1), capacity, 0)
+        else:
+            arc(out(t), inn(t + 1), capacity, 0)
+    supply.append(0)
+    supply[sink] -= capacity
+    initial = set(problem.initial)
+    prev: dict[int, int] = {}
+    uses_before = uses_after = 0
+    extra: dict[int, int] = {}
+    for x, ids in enumerate(problem.requests):
+        for e in ids:
+            if x <= w:
+                uses_before += 1
+            else:
+                uses_after += 1
+            u = prev.get(e, -1 if e in initial else None)
+            prev[e] = x
+            if u is None:
+                continue  # a first use of an expert not resident: always a load
+            if x <= w:
+                arc(out(u), inn(x), 1, -p)
+            elif u > w:
+                arc(out(u), inn(x), 1, -q)
+            else:  # across the boundary: span to the boundary node of e, then on to x
+                node = nodes + len(extra)
+                extra[e] = node
+                arc(out(u), node, 1, -p)
+                arc(boundary, node, 1, 0)
+                arc(node, inn(x), 1, -(q - p))
+    supply = supply[:nodes] + [0] * len(extra)
+    flow = min_cost_flow.SimpleMinCostFlow()
+    flow.add_arcs_with_capacity_and_unit_cost(tails, heads, caps, costs)
+    flow.set_nodes_supplies(list(range(len(supply))), supply)
+    if flow.solve() != flow.OPTIMAL:
+        return 0
+    scaled = p * uses_before + q * uses_after + flow.optimal_cost()  # q (λ A + B) at its minimum
+    return ((q - p) * e_lb + d * scaled) // q + comp[n - 1]
