@@ -161,6 +161,9 @@ def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 
                   seconds=_time.perf_counter() - started, exact_limit=exact_limit)
 
 
+LAYOUT_RETRIES = 3  # re-placements with a tier shrunk by its layout's overshoot
+
+
 def place(graph: Graph, target, *, method: str = "ilp", split: int = 4, reserve: float = 0.5,
           stage: float = 1 / 16, time_limit: float = 20.0, workers: int = 2, deterministic: bool = False, exact_limit: int = 24,
           progress: bool = False, cost_model=None) -> PlacementPlan:
@@ -168,8 +171,21 @@ def place(graph: Graph, target, *, method: str = "ilp", split: int = 4, reserve:
     from codesign.targets import Target, load_target
     target = target if isinstance(target, Target) else load_target(target)
     problem = build_problem(graph, target, cost_model=cost_model, split=split, reserve=reserve, stage=stage)
-    return place_problem(problem, method=method, time_limit=time_limit, workers=workers,
-                         deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target)
+    capacity = {t.name: t.capacity for t in problem.tiers}
+    for _ in range(LAYOUT_RETRIES + 1):
+        plan = place_problem(problem, method=method, time_limit=time_limit, workers=workers,
+                             deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target)
+        over = {u.tier: u.peak_address - capacity[u.tier] for u in plan.tiers if u.peak_address > capacity[u.tier]}
+        if not over:
+            return replace(plan, tiers=tuple(replace(u, capacity=capacity[u.tier]) for u in plan.tiers))
+        # the live bytes fit but the address layout does not (fragmentation): place again
+        # with those tiers shrunk by the overshoot, so the layout has room
+        problem = replace(problem, tiers=tuple(replace(t, capacity=t.capacity - over[t.name]) if t.name in over
+                                               else t for t in problem.tiers))
+    worst = max(over, key=over.get)
+    raise PlacementError(f"tier {worst}: buffer offsets need {over[worst]} bytes more than its capacity "
+                         f"after {LAYOUT_RETRIES} re-placements (fragmentation); give it more capacity "
+                         f"or split tensors further (split=)", worst, -1, over[worst])
 
 
 def apply_tiers(graph: Graph, plan: PlacementPlan, target) -> Graph:
