@@ -219,3 +219,18 @@ def test_must_fuse_needs_the_fuse_pass():
     model, inputs = codesign.load_factory(str(EXAMPLES / "mlp.py:tiny"))
     with pytest.raises(ValueError, match="needs the fuse pass"):
         codesign.compile(model, inputs, target="h100", pipeline="canonicalize", must_fuse=["linear"])
+
+
+@pytest.mark.parametrize("target", ["h100", "sn40l", "cpu-host"])
+def test_tile_pass_tiles_every_contraction_group(target, captured):
+    _, _, cap = captured("gpt2.py:tiny")
+    ctx = PassContext(target=load_target(target))
+    graph = PassManager("canonicalize,dce,fuse,tile").run(cap.graph, ctx)
+    fast = load_target(target).memory[0].name
+    nodes = graph.node_map()
+    for group in graph.groups:
+        anchor = nodes[group.attrs["anchor"]] if "anchor" in group.attrs else None
+        if anchor is not None and anchor.op in ("linear", "matmul", "attention"):
+            assert f"tile_{fast}" in group.attrs, (group.id, dict(group.attrs))
+            assert group.attrs[f"ratio_{fast}"] >= 1.0 - 1e-9  # never below the I/O lower bound
+    assert not [d for d in ctx.ledger.by_pass("tile") if d.choice == "untiled"]

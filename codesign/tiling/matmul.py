@@ -196,17 +196,20 @@ def choose_gpu_matmul_tiles(m: int, n: int, k: int, capacity_bytes: int, elem_by
     traffic at this level, then the larger tile, then BLOCK_K nearest 64 (deep enough to
     pipeline). Without a peak, least traffic decides.
     """
-    def powers(limit: int, lo: int, hi: int) -> list[int]:
-        top = max(lo, min(hi, 1 << max(0, (limit - 1).bit_length())))
+    def powers(limit: int, least: int) -> list[int]:
+        """Power-of-two blocks from `least` (16 at the smallest, a tensor-core tile) up to
+        the dim rounded up to a power of two, at most 256."""
+        top = max(16, min(256, 1 << max(0, (limit - 1).bit_length())))
+        lo = min(max(16, least), top)
         return [p for p in (16, 32, 64, 128, 256) if lo <= p <= top]
     best: tuple | None = None
     # tensor-core blocks: two 64-row warpgroups (Hopper wgmma) a block, when the dims allow
     least = 128 if elem_bytes <= 2 else 16
-    for tm in powers(m, min(least, 1 << max(0, (m - 1).bit_length())), 256):
-        for tn in powers(n, min(least, 1 << max(0, (n - 1).bit_length())), 256):
+    for tm in powers(m, least):
+        for tn in powers(n, least):
             if tm * tn > GPU_MAX_ACCUMULATOR:
                 continue
-            for tk in powers(k, 16, 128):
+            for tk in [p for p in powers(k, 16) if p <= 128]:
                 if GPU_PIPELINE_STAGES * elem_bytes * (tm * tk + tk * tn) > capacity_bytes:
                     continue
                 words = matmul_traffic(m, n, k, min(tm, m), min(tn, n), min(tk, k), "mn")
