@@ -124,7 +124,13 @@ def solve(problem: Problem, hint: Mapping[str, Mapping[str, int]] | None = None,
         for u, terms in var_terms.items():
             m.Add(K * rate[u] * (tk - fixed) >= math.ceil(K * step.base.get(u, 0)) + sum(c * var for c, var in terms))
         T.append(tk)
-    m.Minimize(sum(T))
+    # Lexicographic: time first; among equally fast plans, keep tensors out of the tiers
+    # slower than home (a tensor too small to change the time has no reason to sit in DDR).
+    names = problem.tier_names
+    slower = set(names[names.index(problem.home) + 1:])
+    penalty = [var for (v, t), var in x.items() if t in slower]
+    weight = sum(ub[id(var)] for var in penalty) + 1
+    m.Minimize(weight * sum(T) + sum(penalty))
     if hint_assign is not None:
         for v in problem.tensors:
             for t in v.tiers:
@@ -151,15 +157,17 @@ def solve(problem: Problem, hint: Mapping[str, Mapping[str, int]] | None = None,
         p.num_workers = max(1, workers)
         p.max_time_in_seconds = time_limit
     p.random_seed = 0
-    watch = _Watch(on_solution, tau)
+    watch = _Watch(on_solution, tau / weight)
     status = solver.Solve(m, watch)
     name = _STATUS.get(status, str(status))
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return Solved(None, name, None, solver.BestObjectiveBound() * tau if status != cp_model.INFEASIBLE
-                      else math.inf, None, time.perf_counter() - started, watch.count)
+        return Solved(None, name, None, math.floor(solver.BestObjectiveBound() / weight) * tau
+                      if status != cp_model.INFEASIBLE else math.inf, None, time.perf_counter() - started,
+                      watch.count)
     assignment = {v.name: {t: int(solver.Value(x[v.name, t])) for t in v.tiers
                            if solver.Value(x[v.name, t])} for v in problem.tensors}
-    obj, bound = solver.ObjectiveValue() * tau, solver.BestObjectiveBound() * tau
+    obj = sum(solver.Value(t) for t in T if not isinstance(t, int)) * tau
+    bound = min(obj, math.floor(solver.BestObjectiveBound() / weight) * tau)
     gap = (obj - bound) / obj if obj > 0 else 0.0
     return Solved(assignment, name, obj, bound, max(gap, 0.0), time.perf_counter() - started, watch.count)
 
