@@ -109,6 +109,8 @@ def test_capacity_never_exceeded(seed):
     assert ev.feasible and ev.time == pytest.approx(plan.time)
     for tier in problem.tiers:
         assert max(ev.usage[tier.name]) <= tier.capacity
+    for use in plan.tiers:  # the address layout fits too, not only the live bytes
+        assert use.peak_address <= use.capacity
     assert plan.time <= plan.greedy_time * (1 + 1e-12)
 
 

@@ -121,7 +121,32 @@ def finish(problem: Problem, assignment, *, method: str, status: str, greedy_tim
 def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 20.0, workers: int = 2,
                   deterministic: bool = False, exact_limit: int = 24, progress: bool = False,
                   target=None) -> PlacementPlan:
-    """Place a `Problem` (built from a graph, or synthetic)."""
+    """Place a `Problem` (built from a graph, or synthetic).
+
+    When the live bytes fit but the address layout does not (fragmentation), place again
+    with those tiers shrunk (by twice the overshoot, at least 1%, 2%, 4% ...), up to
+    `LAYOUT_RETRIES` times; the plan reports the tiers' real capacities."""
+    capacity = {t.name: t.capacity for t in problem.tiers}
+    for attempt in range(LAYOUT_RETRIES + 1):
+        plan = _place_once(problem, method=method, time_limit=time_limit, workers=workers,
+                           deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target)
+        over = {u.tier: u.peak_address - capacity[u.tier] for u in plan.tiers if u.peak_address > capacity[u.tier]}
+        if not over:
+            return replace(plan, tiers=tuple(replace(u, capacity=capacity[u.tier]) for u in plan.tiers))
+        # shrink by twice the overshoot and at least 1%, 2%, 4%, ... of the tier, so that
+        # the next plan moves enough bytes out for best-fit's layout to fit
+        problem = replace(problem, tiers=tuple(
+            replace(t, capacity=min(t.capacity, capacity[t.name] - max(2 * over[t.name],
+                                                                      capacity[t.name] * (2 ** attempt) // 100)))
+            if t.name in over else t for t in problem.tiers))
+    worst = max(over, key=over.get)
+    raise PlacementError(f"tier {worst}: buffer offsets need {over[worst]} bytes more than its capacity "
+                         f"after {LAYOUT_RETRIES} re-placements (fragmentation); give it more capacity "
+                         f"or split tensors further (split=)", worst, -1, over[worst])
+
+
+def _place_once(problem: Problem, *, method: str, time_limit: float, workers: int, deterministic: bool,
+                exact_limit: int, progress: bool, target) -> PlacementPlan:
     if method not in METHODS:
         raise ValueError(f"placement method {method!r} is not one of {', '.join(METHODS)}")
     import time as _time
@@ -161,7 +186,7 @@ def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 
                   seconds=_time.perf_counter() - started, exact_limit=exact_limit)
 
 
-LAYOUT_RETRIES = 3  # re-placements with a tier shrunk by its layout's overshoot
+LAYOUT_RETRIES = 5  # re-placements with a tier shrunk by its layout's overshoot
 
 
 def place(graph: Graph, target, *, method: str = "ilp", split: int = 4, reserve: float = 0.5,
@@ -171,21 +196,8 @@ def place(graph: Graph, target, *, method: str = "ilp", split: int = 4, reserve:
     from codesign.targets import Target, load_target
     target = target if isinstance(target, Target) else load_target(target)
     problem = build_problem(graph, target, cost_model=cost_model, split=split, reserve=reserve, stage=stage)
-    capacity = {t.name: t.capacity for t in problem.tiers}
-    for _ in range(LAYOUT_RETRIES + 1):
-        plan = place_problem(problem, method=method, time_limit=time_limit, workers=workers,
-                             deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target)
-        over = {u.tier: u.peak_address - capacity[u.tier] for u in plan.tiers if u.peak_address > capacity[u.tier]}
-        if not over:
-            return replace(plan, tiers=tuple(replace(u, capacity=capacity[u.tier]) for u in plan.tiers))
-        # the live bytes fit but the address layout does not (fragmentation): place again
-        # with those tiers shrunk by the overshoot, so the layout has room
-        problem = replace(problem, tiers=tuple(replace(t, capacity=t.capacity - over[t.name]) if t.name in over
-                                               else t for t in problem.tiers))
-    worst = max(over, key=over.get)
-    raise PlacementError(f"tier {worst}: buffer offsets need {over[worst]} bytes more than its capacity "
-                         f"after {LAYOUT_RETRIES} re-placements (fragmentation); give it more capacity "
-                         f"or split tensors further (split=)", worst, -1, over[worst])
+    return place_problem(problem, method=method, time_limit=time_limit, workers=workers,
+                         deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target)
 
 
 def apply_tiers(graph: Graph, plan: PlacementPlan, target) -> Graph:
