@@ -84,6 +84,17 @@ def test_schedule_never_loses_to_a_baseline_and_reports_its_gap() -> None:
     assert all(w.total <= w.hint_total for w in sched.windows)
 
 
+def test_schedule_with_lookahead_keeps_the_guarantee_and_a_proven_bound() -> None:
+    from codesign.experts.bounds import lower_bound
+    trace = zipf_trace(12, 120, alpha=0.8, locality=0.3, seed=3)
+    problem = problem_from_trace(trace, expert_bytes=[(1 + e % 3) * 10**9 for e in range(12)], capacity=6 * 10**9,
+                                 bandwidth=1e12, compute=1.5e-3)
+    sched = schedule(problem, window=40, lookahead=40, options=IlpOptions(time_limit=1))
+    assert sched.result.total <= sched.best_baseline[1].total
+    assert len(sched.windows) == 3 and all(w.bound <= w.total and w.total <= w.hint_total for w in sched.windows)
+    assert sched.result.total >= lower_bound(problem)
+
+
 # -- the combinatorial lower bound (bounds.py) ----------------------------------------------
 def min_loads_by_enumeration(requests, capacity: int, initial=()) -> int:
     """Fewest loads of unit-size experts: keep the most inter-use intervals that fit."""
@@ -120,7 +131,9 @@ def test_lower_bound_never_exceeds_the_brute_force_optimum(seed: int, per_slot: 
     from codesign.experts.bounds import lower_bound
     problem = tiny_problem(seed, slots=5 if per_slot == 1 else 4, per_slot=per_slot, overlap=overlap,
                            initial=(0,) if seed % 2 else ())
-    assert sum(problem.compute) <= lower_bound(problem) <= brute_force(problem)
+    optimum = brute_force(problem)
+    assert sum(problem.compute) <= lower_bound(problem) <= optimum
+    assert lower_bound(problem, segments=1) <= optimum
 
 
 def test_lower_bound_is_below_the_ilp_optimum_and_every_baseline() -> None:

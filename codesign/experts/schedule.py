@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from .baselines import BASELINES
+from .bounds import lower_bound
 from .ilp import IlpOptions, IlpResult, resident_after, solve_window
 from .plan import Load, Plan
 from .problem import Problem
@@ -28,7 +29,7 @@ class WindowReport:
     hint_policy: str
     hint_total: int
     total: int  # the window plan replayed by the simulator (ns)
-    bound: int  # CP-SAT's lower bound for the window (ns)
+    bound: int  # proven lower bound for the window (ns): max(CP-SAT's, bounds.lower_bound)
     status: str
     seconds: float
     ilp_kept: bool = True  # False: the rollout kept the warm start's window instead
@@ -54,7 +55,7 @@ class Schedule:
 
     @property
     def gap(self) -> float:
-        """Largest per-window gap between the replayed plan and CP-SAT's bound."""
+        """Largest per-window gap between the replayed plan and its proven lower bound."""
         return max((w.gap for w in self.windows), default=0.0)
 
     def summary(self) -> dict:
@@ -105,7 +106,7 @@ def _shift(plan: Plan, offset: int, last_use: dict[int, int]) -> tuple[tuple[Loa
 
 def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpOptions(),  # noqa: C901
              baselines: Sequence[str] | None = None, use_ilp: bool = True,
-             progress: Callable[[int, int, float, int, int], None] | None = None) -> Schedule:
+             progress: Callable[[int, int, float, int, int], None] | None = None, lookahead: int = 0) -> Schedule:
     """Schedule ``problem``: baselines on the whole trace, then the ILP window by window.
 
     Each window starts with the experts the previous window left resident and is warm
@@ -114,6 +115,11 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
     best baseline from its end state, is no slower over the whole trace than the warm start
     continued; by induction the result is never slower than the best baseline. ``progress``
     gets ``(window index, windows, seconds, objective, bound)`` on every new incumbent.
+
+    ``lookahead``: the ILP solves each window together with that many following slots and
+    keeps only the window's part, so a window's plan does not sacrifice the state it leaves
+    (overlapping rolling horizon). Its CP-SAT bound then concerns the longer problem, so the
+    window's reported bound is the combinatorial one (:func:`.bounds.lower_bound`).
     """
     names = list(baselines or BASELINES)
     options_ = options
@@ -159,7 +165,15 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         hint_plan = _localize(hint_head, a, hint_name)
         hint = (hint_plan, simulate(sub, hint_plan))
         report = (lambda t, obj, bound, w=w: progress(w, count, t, obj, bound)) if progress else None
-        ilp: IlpResult = solve_window(sub, hint, options_, report)
+        far = min(problem.num_slots, b + max(0, lookahead))
+        if far > b:  # solve the window with the slots after it, keep the window's part
+            long_sub = problem.window(a, far, resident)
+            long_head, _ = _split(hint_rest, far)
+            long_hint = _localize(long_head, a, hint_name)
+            solved = solve_window(long_sub, (long_hint, simulate(long_sub, long_hint)), options_, report)
+            ilp = replace(solved, plan=_cut(solved.plan, b - a), bound=lower_bound(sub))
+        else:
+            ilp = solve_window(sub, hint, options_, report)
         window_total = simulate(sub, ilp.plan).total
         # rollout: keep the ILP's window only if, followed by the best baseline from its end
         # state, it is no slower over the whole trace than the warm start (never loses)
