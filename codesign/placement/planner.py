@@ -127,12 +127,15 @@ def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 
     with those tiers shrunk (by twice the overshoot, at least 1%, 2%, 4% ...), up to
     `LAYOUT_RETRIES` times; the plan reports the tiers' real capacities."""
     capacity = {t.name: t.capacity for t in problem.tiers}
+    seconds = 0.0  # all attempts count
     for attempt in range(LAYOUT_RETRIES + 1):
         plan = _place_once(problem, method=method, time_limit=time_limit, workers=workers,
                            deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target)
+        seconds += plan.solve_seconds
         over = {u.tier: u.peak_address - capacity[u.tier] for u in plan.tiers if u.peak_address > capacity[u.tier]}
         if not over:
-            return replace(plan, tiers=tuple(replace(u, capacity=capacity[u.tier]) for u in plan.tiers))
+            return replace(plan, solve_seconds=seconds,
+                           tiers=tuple(replace(u, capacity=capacity[u.tier]) for u in plan.tiers))
         # shrink by twice the overshoot and at least 1%, 2%, 4%, ... of the tier, so that
         # the next plan moves enough bytes out for best-fit's layout to fit
         problem = replace(problem, tiers=tuple(
