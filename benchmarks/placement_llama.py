@@ -5,12 +5,12 @@ Cases (meta device, bf16, one prefill of 128 tokens, pipeline canonicalize,dce,f
   * Llama-2-70B on an sn40l node (8 sockets, tensor-parallel weights);
   * Llama-2-70B on one sn40l socket (138 GB of weights: must spill to DDR).
 
-Each case is solved within a 60 s budget (`--time-limit`, default 25 s of CP-SAT per
+Each case is solved within a 60 s budget (`--time-limit`, default 20 s of CP-SAT per
 placement attempt — a fragmentation re-placement is a second attempt — plus the greedy and
 the offsets; the reported solve time counts every attempt). Writes
 benchmarks/results/placement_llama.json and .md.
 
-    .venv/bin/python benchmarks/placement_llama.py [--time-limit 25] [--layers N]
+    .venv/bin/python benchmarks/placement_llama.py [--time-limit 20] [--layers N]
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def run_case(label, graph, target_name, time_limit, plots: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--time-limit", type=float, default=25.0,
+    parser.add_argument("--time-limit", type=float, default=20.0,
                         help="CP-SAT wall-clock limit per placement attempt (s); a fragmentation re-placement is a second attempt")
     parser.add_argument("--layers", type=int, default=None, help="override the layer count (smoke runs)")
     parser.add_argument("--out", type=Path, default=RESULTS / "placement_llama.json")
