@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from codesign.cost.model import CostModel, GraphCost, KernelCost, peak_flops
+from codesign.cost.model import CostModel, GraphCost, peak_flops
 from codesign.ir.graph import Graph
 from codesign.ir.types import DType
 from codesign.targets import Target

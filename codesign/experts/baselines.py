@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from .plan import Load, Plan
 from .problem import Problem
+
+if TYPE_CHECKING:
+    from .simulate import SimResult
 
 __all__ = ["BASELINES", "copy_every_request", "lru", "lfu", "belady_prefetch", "lookahead", "default_lookahead",
            "run_baselines"]

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 from .baselines import BASELINES
 from .bounds import lower_bound
-from .ilp import IlpOptions, IlpResult, resident_after, solve_window
+from .ilp import IlpOptions, resident_after, solve_window
 from .plan import Load, Plan
 from .problem import Problem
 from .simulate import SimResult, simulate

@@ -25,7 +25,6 @@ from codesign.export.mlir_builder import (Builder, MlirExportError, element_type
                                           shift, substitute)
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.graph import Node
-from codesign.ir.ops.contraction import conv_out_size
 from codesign.ir.ops.registry import IterKind, Structure
 from codesign.ir.types import DType, TensorType
 

@@ -23,7 +23,7 @@ from codesign.fusion.partition import Partition, anchor_of, is_heavy
 from codesign.fusion.policy import FusionPolicy, score
 from codesign.ir.graph import Graph, Group
 from codesign.ir.kernels import kernels
-from codesign.ir.ops import OpKind, get_op
+from codesign.ir.ops import get_op
 from codesign.passes.manager import PassContext
 from codesign.passes.registry import Pass, PipelineError, register_pass
 

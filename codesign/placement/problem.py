@@ -39,7 +39,7 @@ from typing import Mapping, Sequence
 
 from codesign.ir.graph import Graph, InputKind
 from codesign.ir.kernels import Kernel, kernels as graph_kernels
-from codesign.placement.liveness import Live, liveness
+from codesign.placement.liveness import liveness
 
 Assignment = Mapping[str, Mapping[str, int]]
 """tensor name → {tier: chunks}; chunks of one tensor sum to `Problem.split` (or to 1 for a
@@ -155,7 +155,6 @@ def _neighbour(problem: Problem, k: int, direction: int) -> int:
 
 
 def contribution(problem: Problem, tensor: Tensor, tier: str) -> Contribution:
-    n = len(problem.steps)
     size = tensor.nbytes
     occupancy = [(tier, tensor.start, tensor.end, size)]
     loads: list[tuple[int, str, float]] = []

@@ -18,13 +18,12 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from codesign.codegen import CodegenError, compute_dtype, group_tile
+from codesign.codegen import CodegenError, group_tile
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import Access, Scope, decompose, is_expression_op, linear_offset, render
 from codesign.ir.affine import AffineMap, bound
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
-from codesign.ir.ops.layout import strides
 from codesign.ir.ops.registry import IterKind, OpKind, Structure, get_op
 from codesign.ir.ops.source import SOURCE_OPS
 from codesign.ir.types import DType, TensorType

@@ -7,7 +7,6 @@ pointer, outputs are allocated with `torch.empty` and filled by the library.
 from __future__ import annotations
 
 import ctypes
-import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -248,7 +247,7 @@ def export_cpp(graph: Graph, state: Mapping[str, torch.Tensor], directory: str |
         outputs += _fill(t, o, f"out{j}", False)
         outputs.append(f"  outputs[{j}] = out{j};")
         ctype = S.storage(t.dtype)
-        value = {"bf16": f"(double)cs_bf16(p[i])", "f16": f"(double)cs_f16(p[i])"}.get(t.dtype.value, "(double)p[i]")
+        value = {"bf16": "(double)cs_bf16(p[i])", "f16": "(double)cs_f16(p[i])"}.get(t.dtype.value, "(double)p[i]")
         checks.append(f"  {{ const {ctype}* p = ({ctype}*)outputs[{j}]; double sum = 0, asum = 0;"
                       f" for (int64_t i = 0; i < {t.numel}; ++i) {{ double v = {value}; sum += v; asum += v < 0 ? -v : v; }}"
                       f" std::printf(\"output {j} %%{o} {t}: sum %.6e abs-sum %.6e\\n\", sum, asum); }}")

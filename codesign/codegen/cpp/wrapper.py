@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from codesign.codegen import CodegenError
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op
-from codesign.codegen.cpp.kernels import POINTER_OPERANDS, KernelEmitter, node_line
+from codesign.codegen.cpp.kernels import POINTER_OPERANDS, KernelEmitter
 from codesign.codegen.cpp.runtime import PRELUDE
 from codesign.ir.graph import Graph
 from codesign.ir.kernels import Kernel, kernels as graph_kernels

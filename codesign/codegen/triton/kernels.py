@@ -29,12 +29,11 @@ from typing import Callable, Mapping, Sequence
 from codesign.codegen.triton.indexing import Factor, Index, and_masks, paren
 from codesign.codegen.triton.overrides import (POINTWISE, TL_DTYPE, ScalarCall, Unsupported,
                                                cast_text, literal, work_dtype)
-from codesign.ir.affine import AffineMap
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops import get_op
-from codesign.ir.ops.registry import IterKind, OpKind, Structure
-from codesign.ir.types import DType, TensorType
+from codesign.ir.ops.registry import IterKind, Structure
+from codesign.ir.types import DType
 
 LAYOUT_MAPPED = ("permute", "expand", "slice", "upsample_nearest", "pixel_shuffle", "pixel_unshuffle")
 REDUCTIONS = ("sum", "mean", "amax", "amin", "any", "var")

@@ -108,7 +108,6 @@ class Namer:
 def generate(graph: Graph) -> Program:
     """Kernels, views and externs for `graph`, in an order that respects dependences."""
     program = Program(graph)
-    users = graph.users()
     namer = Namer()
 
     def lower(kernel: Kernel) -> None:

@@ -13,25 +13,17 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from codesign.ir.affine import AffineMap, Const, Dim
-from codesign.ir.ops.pointwise import broadcast_map, broadcast_shapes
+from codesign.ir.affine import AffineMap, Dim
+from codesign.ir.ops.pointwise import broadcast_map, broadcast_shapes, same_dtype
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
                                       ShapeError, Structure, register)
 from codesign.ir.types import DType, TensorType
 
 
-def _same_float(operands: Sequence[TensorType], op: str) -> DType:
-    dtypes = {t.dtype for t in operands}
-    if len(dtypes) != 1:
-        raise ShapeError(f"{op} needs operands of one element type, got "
-                         f"{', '.join(sorted(d.value for d in dtypes))}; insert a cast")
-    return dtypes.pop()
-
-
 # -- matmul: a[..., m, k] @ b[..., k, n], batch dims broadcast ------------------------------
 def _matmul_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
     a, b = operands
-    dtype = _same_float(operands, "matmul")
+    dtype = same_dtype(operands, "matmul")
     if a.rank < 2 or b.rank < 2:
         raise ShapeError(f"matmul needs operands of rank >= 2, got {list(a.shape)} and {list(b.shape)}")
     if a.shape[-1] != b.shape[-2]:
@@ -67,7 +59,7 @@ register(OpDef(
 # -- linear: x[..., k] · w[n, k]ᵀ + b[n] ------------------------------------------------------
 def _linear_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
     x, w, *bias = operands
-    dtype = _same_float(operands, "linear")
+    dtype = same_dtype(operands, "linear")
     if w.rank != 2 or x.rank < 1 or x.shape[-1] != w.shape[1]:
         raise ShapeError(f"linear: input {list(x.shape)} does not match weight {list(w.shape)} "
                          f"(weight is [out_features, in_features])")
@@ -114,7 +106,7 @@ def conv_out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, 
 
 def _conv_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
     x, w, *bias = operands
-    dtype = _same_float(operands, "conv")
+    dtype = same_dtype(operands, "conv")
     nsp = x.rank - 2
     if nsp < 1 or w.rank != x.rank:
         raise ShapeError(f"conv: input {list(x.shape)} and weight {list(w.shape)} ranks differ")
@@ -173,7 +165,7 @@ register(OpDef(
 # -- attention: softmax(q kᵀ · scale + mask) v ----------------------------------------------
 def _attention_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
     q, k, v, *mask = operands
-    dtype = _same_float((q, k, v), "attention")
+    dtype = same_dtype((q, k, v), "attention")
     if not (q.rank == k.rank == v.rank >= 2):
         raise ShapeError(f"attention: q, k, v ranks differ: {list(q.shape)}, {list(k.shape)}, {list(v.shape)}")
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:

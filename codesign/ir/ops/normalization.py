@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from codesign.ir.affine import AffineMap, Const, Dim
+from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
                                       ShapeError, Structure, register)
 from codesign.ir.types import TensorType

@@ -45,7 +45,8 @@ def pointwise_structure(operands: Sequence[TensorType], result: TensorType,
                      AffineMap.identity(result.rank), body)
 
 
-def _same_dtype(operands: Sequence[TensorType], op: str) -> DType:
+def same_dtype(operands: Sequence[TensorType], op: str) -> DType:
+    """The one element type all operands share (ops never promote; capture inserts casts)."""
     dtypes = {t.dtype for t in operands}
     if len(dtypes) != 1:
         raise ShapeError(f"{op} needs operands of one element type, got "
@@ -57,7 +58,7 @@ def _define(name: str, arity: int, run: Callable[..., torch.Tensor], *,
             result_dtype: DType | None = None, float_only: bool = False, flops: int = 1,
             attrs: Mapping[str, AttrSpec] | None = None, doc: str = "") -> OpDef:
     def infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
-        dtype = _same_dtype(operands, name) if arity > 1 else operands[0].dtype
+        dtype = same_dtype(operands, name) if arity > 1 else operands[0].dtype
         if float_only and not dtype.is_float:
             raise ShapeError(f"{name} needs a floating-point operand, got {dtype.value}")
         shape = broadcast_shapes(*(t.shape for t in operands))
@@ -143,7 +144,7 @@ def _where_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) ->
     cond, a, b = operands
     if cond.dtype is not DType.i1:
         raise ShapeError(f"where needs an i1 condition, got {cond.dtype.value}")
-    dtype = _same_dtype((a, b), "where")
+    dtype = same_dtype((a, b), "where")
     return TensorType(broadcast_shapes(cond.shape, a.shape, b.shape), dtype)
 
 
