@@ -52,6 +52,7 @@ class CompiledModule:
     backend: str = "auto"
     experts: object = None  # the expert-switching Schedule when experts overflow the fast tier
     _programs: dict = field(default_factory=dict, repr=False)  # built backends, by name
+    _fusion: FusionSummary | None = field(default=None, repr=False)  # derived once, on demand
 
     @property
     def is_meta(self) -> bool:
@@ -109,9 +110,12 @@ class CompiledModule:
         return graph_stats(self.graph)
 
     def fusion(self) -> FusionSummary:
-        """Predicted time unfused (one kernel per op, as captured) vs as compiled."""
-        from codesign.passes.tile import chip_rereads
-        return summarize(self.captured, self.graph, self.target, chip_rereads(self.graph))
+        """Predicted time unfused (one kernel per op, as captured) vs as compiled (computed
+        once: report(), summary() and save() all read it)."""
+        if self._fusion is None:
+            from codesign.passes.tile import chip_rereads
+            self._fusion = summarize(self.captured, self.graph, self.target, chip_rereads(self.graph))
+        return self._fusion
 
     def placement(self):
         """The placement plan (tier and offset of every tensor), when `place` ran."""
@@ -130,6 +134,7 @@ class CompiledModule:
     def summary(self) -> dict:
         """The report as data (also written to plan.json)."""
         s = self.stats()
+        plan = self.placement()
         return {
             "codesign_version": __version__,
             "graph": self.graph.name,
@@ -149,7 +154,7 @@ class CompiledModule:
             "expert_bytes": s.expert_bytes,
             "fusion": self.fusion().as_dict(),
             "groups": [{"id": g.id, **dict(g.attrs)} for g in self.graph.groups],
-            "placement": _without_timing(self.placement().to_json()) if self.placement() is not None else None,
+            "placement": _without_timing(plan.to_json()) if plan is not None else None,
             "experts": _expert_summary(self.experts) if self.experts is not None else None,
             "weights_fit": {t.name: s.param_bytes + s.buffer_bytes <= self.target.total_capacity(t.name)
                             for t in self.target.memory},

@@ -25,3 +25,16 @@ def fresh_like(inputs: tuple[torch.Tensor, ...], seed: int, high: int = 256) -> 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double(), ref.double()
     return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+# A graph every canonicalization pattern has work on (reshape pairs, CSE), used by the pass
+# manager and CLI tests.
+FOLDABLE = """graph @g(%x: f32[2,3]) -> (f32[2,3]) {
+  %a = reshape(%x) {shape = [6]} : f32[6]
+  %b = reshape(%a) {shape = [2, 3]} : f32[2,3]
+  %c = relu(%b) : f32[2,3]
+  %d = relu(%b) : f32[2,3]
+  %e = add(%c, %d) : f32[2,3]
+  return %e
+}
+"""

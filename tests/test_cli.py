@@ -9,16 +9,8 @@ import pytest
 
 from codesign.cli import main, pipeline_of_dump
 from codesign.ir import parse_graph
+from helpers import FOLDABLE
 
-GRAPH = """graph @g(%x: f32[2,3]) -> (f32[2,3]) {
-  %a = reshape(%x) {shape = [6]} : f32[6]
-  %b = reshape(%a) {shape = [2, 3]} : f32[2,3]
-  %c = relu(%b) : f32[2,3]
-  %d = relu(%b) : f32[2,3]
-  %e = add(%c, %d) : f32[2,3]
-  return %e
-}
-"""
 
 EXPECTED = """graph @g(%x: f32[2,3]) -> (f32[2,3]) {
   %c = relu(%x) : f32[2,3]
@@ -31,7 +23,7 @@ EXPECTED = """graph @g(%x: f32[2,3]) -> (f32[2,3]) {
 @pytest.fixture
 def graph_file(tmp_path: Path) -> Path:
     path = tmp_path / "graph.csir"
-    path.write_text(GRAPH)
+    path.write_text(FOLDABLE)
     return path
 
 
@@ -81,7 +73,7 @@ def test_opt_compile_to_and_output_file(graph_file, tmp_path, capsys) -> None:
 
 def test_opt_empty_pipeline_round_trips(graph_file, capsys) -> None:
     assert main(["opt", str(graph_file), "--passes", ""]) == 0
-    assert capsys.readouterr().out == GRAPH
+    assert capsys.readouterr().out == FOLDABLE
 
 
 def test_opt_timing(graph_file, capsys) -> None:

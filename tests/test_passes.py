@@ -17,6 +17,7 @@ from codesign.passes import (DEFAULT_PIPELINE, PASSES, PATTERNS, Canonicalize,
                              format_pipeline, get_pass, parse_dump_name, parse_pipeline,
                              phase_of_dump, register_pass)
 from codesign.passes.canonicalize import _cse_key
+from helpers import FOLDABLE
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -449,15 +450,6 @@ def test_pass_validation_errors_become_pipeline_errors() -> None:
 
 
 # -- the pass manager ------------------------------------------------------------------------
-FOLDABLE = """graph @g(%x: f32[2,3]) -> (f32[2,3]) {
-  %a = reshape(%x) {shape = [6]} : f32[6]
-  %b = reshape(%a) {shape = [2, 3]} : f32[2,3]
-  %c = relu(%b) : f32[2,3]
-  %d = relu(%b) : f32[2,3]
-  %e = add(%c, %d) : f32[2,3]
-  return %e
-}
-"""
 
 
 def headers(text: str) -> list[str]:

@@ -167,24 +167,28 @@ def _normalize(c: NodeContext, x: ir.Value, work: DType, center: ir.Value | None
     return K.cast_tensor(b, out, work, c.type.dtype)
 
 
+def _trailing_rows(c: NodeContext):
+    """What layer_norm and rms_norm share: the input in its compute type, the normalised
+    (trailing) dims, and how many elements one normalised row has."""
+    dtype, rank = c.type.dtype, c.type.rank
+    work = K.compute_dtype(dtype)
+    x = K.cast_tensor(c.builder, c.operands[0], dtype, work)
+    dims = list(range(rank - c.attrs["normalized_rank"], rank))
+    return x, work, dims, int(np.prod([c.type.shape[d] for d in dims]))
+
+
 def lower_layer_norm(c: NodeContext) -> ir.Value:
     """Mean and biased variance over the trailing dims, then normalise (two passes)."""
-    b, dtype, rank = c.builder, c.type.dtype, c.type.rank
-    work = K.compute_dtype(dtype)
-    x = K.cast_tensor(b, c.operands[0], dtype, work)
-    dims = list(range(rank - c.attrs["normalized_rank"], rank))
-    count = int(np.prod([c.type.shape[d] for d in dims]))
+    b, rank = c.builder, c.type.rank
+    x, work, dims, count = _trailing_rows(c)
     mu = K.mean(b, x, work, dims)
     var = K.scale(b, K.centered_square_sum(b, x, work, dims, mu), work, 1.0 / count)
     return _normalize(c, x, work, mu, var, K.kept_map(rank, dims))
 
 
 def lower_rms_norm(c: NodeContext) -> ir.Value:
-    b, dtype, rank = c.builder, c.type.dtype, c.type.rank
-    work = K.compute_dtype(dtype)
-    x = K.cast_tensor(b, c.operands[0], dtype, work)
-    dims = list(range(rank - c.attrs["normalized_rank"], rank))
-    count = int(np.prod([c.type.shape[d] for d in dims]))
+    b, rank = c.builder, c.type.rank
+    x, work, dims, count = _trailing_rows(c)
     squares = K.reduce(b, x, work, dims, 0, lambda v, acc: arith.addf(acc, arith.mulf(v, v)))
     return _normalize(c, x, work, None, K.scale(b, squares, work, 1.0 / count),
                       K.kept_map(rank, dims))
