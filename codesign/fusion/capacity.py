@@ -75,6 +75,22 @@ def _stored_values(kernel: Kernel, graph: Graph) -> list[str]:
     return values
 
 
+def _epilogue_chain(kernel: Kernel, anchor: Node) -> set[str]:
+    """Pointwise and layout results computed from the anchor's accumulator, tile by tile.
+
+    They live in registers one after another (the accumulator's tile is reused), so an
+    epilogue of any length costs one tile, not one per op; the tiles it *loads* (bias,
+    residual) are kernel inputs and are counted apart."""
+    chain: set[str] = {anchor.name}
+    for node in kernel.nodes:
+        if node.name in chain or get_op(node.op).kind not in (OpKind.pointwise, OpKind.layout):
+            continue
+        if any(o in chain for o in node.operands):
+            chain.add(node.name)
+    chain.discard(anchor.name)
+    return chain
+
+
 def working_set(graph: Graph, kernel: Kernel, target: Target, *, layer: bool = False,
                 types: dict[str, TensorType] | None = None) -> WorkingSet:
     types = types if types is not None else graph.types()
@@ -104,8 +120,11 @@ def working_set(graph: Graph, kernel: Kernel, target: Target, *, layer: bool = F
     if kind is OpKind.contraction:
         tm, tn, tk = default_contraction_tile(target, elem)
         base = DOUBLE_BUFFER * elem * (tm * tk + tk * tn) + 4 * tm * tn
-        extra = sum(min(types[v].nbytes, elem * tm * tn) for v in others)
-        return WorkingSet(base + extra, f"tiles {tm}x{tn}x{tk} (double-buffered) + {len(others)} epilogue tiles")
+        chain = _epilogue_chain(kernel, anchor)
+        buffered = [v for v in others if v not in chain]
+        extra = sum(min(types[v].nbytes, elem * tm * tn) for v in buffered) + (4 * tm * tn if chain else 0)
+        return WorkingSet(base + extra, f"tiles {tm}x{tn}x{tk} (double-buffered) + {len(buffered)} operand tiles"
+                          + (f" + one register tile for a {len(chain)}-op epilogue" if chain else ""))
     if kind in (OpKind.reduction, OpKind.normalization):
         row = _row(anchor, types)
         total = sum(min(types[v].nbytes, row * elem) for v in values)

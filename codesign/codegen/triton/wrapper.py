@@ -138,7 +138,22 @@ def generate(graph: Graph) -> Program:
 
     for k in kernels(refine_groups(graph, program.notes)):
         lower(k)
+    drop_unread_units(program)
     return program
+
+
+def drop_unread_units(program: Program) -> None:
+    """Remove kernels whose results nobody reads: a scalar constant's kernel once every
+    consumer inlined the value as a literal (`KernelWriter.value` does), and what that frees."""
+    outputs = set(program.graph.outputs)
+    while True:
+        read = {v for u in program.units for v in
+                ([a for a in u.args if a not in u.outputs] if isinstance(u, KernelCode) else u.node.operands)}
+        dead = [u for u in program.units if isinstance(u, KernelCode)
+                and not any(o in read or o in outputs for o in u.outputs)]
+        if not dead:
+            return
+        program.units = [u for u in program.units if not any(u is d for d in dead)]
 
 
 def _regroup_kernel(graph: Graph, kernel: Kernel) -> list[Kernel]:
@@ -183,13 +198,38 @@ def refine_groups(graph: Graph, notes: list[str]) -> Graph:
         if n.group is not None and n.op in HEAVY:
             heavy[n.group] = heavy.get(n.group, 0) + 1
     big = {g for g, count in heavy.items() if count > 1}
-    if not big:
+    if big:
+        notes.append(f"groups {sorted(big)} hold several anchors each; regrouped one anchor per kernel")
+        nodes = [n.with_(group=None) if n.group in big else n for n in graph.nodes]
+        dissolved = Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs,
+                          tuple(g for g in graph.groups if g.id not in big))
+        graph = fuse_simple(dissolved, keep_groups=True)
+    return sink_layout_ops(graph)
+
+
+def sink_layout_ops(graph: Graph) -> Graph:
+    """Move a group's trailing layout ops (slice, reshape, permute of its result) into the one
+    group that reads them. A layout op is an index map: in the consumer it folds into the
+    loads for free, while in the producer it would be an extra output of another shape
+    (the q/k/v split after a fused QKV projection) that the matmul template cannot store."""
+    users = graph.users()
+    group_of = {n.name: n.group for n in graph.nodes}
+    outputs = set(graph.outputs)
+    changed = True
+    while changed:
+        changed = False
+        for n in reversed(graph.nodes):
+            g = group_of[n.name]
+            if g is None or n.name in outputs or get_op(n.op).kind is not OpKind.layout:
+                continue
+            readers = {group_of[u.name] for u in users.get(n.name, [])}
+            if len(readers) == 1 and None not in readers and readers != {g}:
+                group_of[n.name] = readers.pop()
+                changed = True
+    if all(group_of[n.name] == n.group for n in graph.nodes):
         return graph
-    notes.append(f"groups {sorted(big)} hold several anchors each; regrouped one anchor per kernel")
-    nodes = [n.with_(group=None) if n.group in big else n for n in graph.nodes]
-    dissolved = Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs,
-                      tuple(g for g in graph.groups if g.id not in big))
-    return fuse_simple(dissolved, keep_groups=True)
+    nodes = tuple(n.with_(group=group_of[n.name]) for n in graph.nodes)
+    return Graph(graph.name, graph.inputs, nodes, graph.outputs, graph.groups)
 
 
 # -- the wrapper's source ------------------------------------------------------------------------
