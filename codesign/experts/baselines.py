@@ -7,6 +7,12 @@
 * ``lookahead-m``: knows the next ``m`` slots (the SCH policy of arXiv 2505.16056); issues
   each load ``m`` slots early and evicts first what those slots do not need, then the
   least recently used. Default ``m``: enough slots of compute to hide one transfer.
+* ``aggressive``: integrated prefetching and caching (Cao, Felten, Karlin, Li, SIGMETRICS
+  1995): whenever the link is free, fetch the next missing expert in request order,
+  evicting the experts whose next use is farthest, provided that use comes after the one
+  being fetched (so the prefetch never causes a miss Belady would not). Unlike
+  ``belady-prefetch`` it decides in time, not slot by slot: it prefetches as deep as space
+  allows and never evicts an expert whose use is still running.
 """
 
 from __future__ import annotations
@@ -16,13 +22,14 @@ import math
 from typing import TYPE_CHECKING, Callable
 
 from .plan import Load, Plan
+from .prefetch import PrefetchWalk, furthest_first
 from .problem import Problem
 
 if TYPE_CHECKING:
     from .simulate import SimResult
 
 __all__ = ["BASELINES", "copy_every_request", "lru", "lfu", "belady_prefetch", "lookahead", "default_lookahead",
-           "run_baselines"]
+           "aggressive", "run_baselines"]
 
 # victim(candidates, slot, state) -> expert to evict
 Victim = Callable[[list[int], int, "_State"], int]
@@ -113,12 +120,18 @@ def lookahead(problem: Problem, m: int | None = None) -> Plan:
     return plan
 
 
+def aggressive(problem: Problem) -> Plan:
+    """Cao et al.'s aggressive prefetching (see :mod:`.prefetch`)."""
+    return PrefetchWalk(problem).run(furthest_first, "aggressive")
+
+
 BASELINES: dict[str, Callable[[Problem], Plan]] = {
     "copy-every-request": copy_every_request,
     "lru": lru,
     "lfu": lfu,
     "belady-prefetch": belady_prefetch,
     "lookahead": lookahead,
+    "aggressive": aggressive,
 }
 
 

@@ -7,6 +7,7 @@ every baseline's result on the same problem, and per window the ILP's bound and 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -14,6 +15,7 @@ from .baselines import BASELINES
 from .bounds import lower_bound
 from .ilp import IlpOptions, resident_after, solve_window
 from .plan import Load, Plan
+from .prefetch import aggressive_min
 from .problem import Problem
 from .simulate import SimResult, simulate
 
@@ -106,12 +108,15 @@ def _shift(plan: Plan, offset: int, last_use: dict[int, int]) -> tuple[tuple[Loa
 
 def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpOptions(),  # noqa: C901
              baselines: Sequence[str] | None = None, use_ilp: bool = True,
-             progress: Callable[[int, int, float, int, int], None] | None = None, lookahead: int = 0) -> Schedule:
+             progress: Callable[[int, int, float, int, int], None] | None = None, lookahead: int = 0,
+             warm_start: bool = True) -> Schedule:
     """Schedule ``problem``: baselines on the whole trace, then the ILP window by window.
 
     Each window starts with the experts the previous window left resident and is warm
-    started from the best baseline run from there on the rest of the trace (releases made
-    earliest), cut to the window. Rollout: the ILP's window is kept when it, followed by the
+    started from the best (over the whole trace) of: each baseline run from there on the
+    rest of the trace (releases made earliest), the MIN-preserving aggressive heuristic of
+    :mod:`.prefetch` (``warm_start``), and the plan carried from the previous window; cut
+    to the window. The time limit per window covers the warm starts. Rollout: the ILP's window is kept when it, followed by the
     best baseline from its end state, is no slower over the whole trace than the warm start
     continued; by induction the result is never slower than the best baseline. ``progress``
     gets ``(window index, windows, seconds, objective, bound)`` on every new incumbent.
@@ -122,7 +127,6 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
     window's reported bound is the combinatorial one (:func:`.bounds.lower_bound`).
     """
     names = list(baselines or BASELINES)
-    options_ = options
     full = {}
     for name in names:
         plan = BASELINES[name](problem)
@@ -154,33 +158,52 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
             out.append((full_total(*head, piece), plan.policy, piece))
         return out
 
+    def heuristic(a: int, b: int, state: set[int], uses_before: dict[int, int], uses_after: dict[int, int]):
+        """(whole-trace total, name, global plan of slots a..): MIN-preserving aggressive
+        prefetching over this window and the next (so its end state looks ahead), cut at
+        ``b``, then the best baseline."""
+        ahead = problem.window(a, min(problem.num_slots, b + window), state)
+        head = _cut(aggressive_min(ahead, horizon=window), b - a)
+        piece = _shift(head, a, uses_before)
+        if b >= problem.num_slots:
+            return full_total(piece), head.policy, piece
+        total, _, cont = min(continuations(b, resident_after(problem.window(a, b, state), head), uses_after, piece),
+                             key=lambda x: x[0])
+        return total, head.policy, (piece[0] + cont[0], piece[1] | cont[1])
+
     carry = None  # the continuation whose total the previous window's choice was judged by
     for w, a in enumerate(range(0, problem.num_slots, window)):
         b = min(problem.num_slots, a + window)
+        began = time.perf_counter()
         sub = problem.window(a, b, resident)
-        # warm start: the best of each baseline continued from here and of the carried plan
-        options = continuations(a, resident, last_use) + ([carry] if carry else [])
-        hint_full, hint_name, hint_rest = min(options, key=lambda x: x[0])
+        uses_after = dict(last_use)
+        for v in range(a, b):
+            for e in problem.requests[v]:
+                uses_after[e] = v
+        # warm start: the best of each baseline continued from here, of the MIN-preserving
+        # heuristic and of the carried plan
+        candidates = continuations(a, resident, last_use) + ([carry] if carry else [])
+        if warm_start:
+            candidates.append(heuristic(a, b, resident, last_use, uses_after))
+        hint_full, hint_name, hint_rest = min(candidates, key=lambda x: x[0])
         hint_head, hint_tail = _split(hint_rest, b)
         hint_plan = _localize(hint_head, a, hint_name)
         hint = (hint_plan, simulate(sub, hint_plan))
         report = (lambda t, obj, bound, w=w: progress(w, count, t, obj, bound)) if progress else None
+        # the window's time limit covers the warm starts too
+        limited = replace(options, time_limit=max(1.0, options.time_limit - (time.perf_counter() - began)))
         far = min(problem.num_slots, b + max(0, lookahead))
         if far > b:  # solve the window with the slots after it, keep the window's part
             long_sub = problem.window(a, far, resident)
             long_head, _ = _split(hint_rest, far)
             long_hint = _localize(long_head, a, hint_name)
-            solved = solve_window(long_sub, (long_hint, simulate(long_sub, long_hint)), options_, report)
+            solved = solve_window(long_sub, (long_hint, simulate(long_sub, long_hint)), limited, report)
             ilp = replace(solved, plan=_cut(solved.plan, b - a), bound=lower_bound(sub))
         else:
-            ilp = solve_window(sub, hint, options_, report)
+            ilp = solve_window(sub, hint, limited, report)
         window_total = simulate(sub, ilp.plan).total
         # rollout: keep the ILP's window only if, followed by the best baseline from its end
         # state, it is no slower over the whole trace than the warm start (never loses)
-        uses_after = dict(last_use)
-        for v in range(a, b):
-            for e in problem.requests[v]:
-                uses_after[e] = v
         ilp_piece = _shift(ilp.plan, a, last_use)
         if b < problem.num_slots:
             ilp_full, _, cont = min(continuations(b, resident_after(sub, ilp.plan), uses_after, ilp_piece),
