@@ -1,7 +1,7 @@
 """CPU benchmark of the C++ backend against eager PyTorch and torch.compile, same run.
 
 Everything of ours goes through `codesign.compile(model, inputs, target="cpu-host")` (the
-real pass pipeline: canonicalize, dce, fuse, tile; no hand-written groups) and runs on CPU
+real pass pipeline, `codesign.compiler.COMPILE_PIPELINE`; no hand-written groups) and runs on CPU
 inputs through the generated C++ (`CompiledModule.program("cpp")`, a `CppModule`).
 Measures (ratios are speedups over eager; > 1 is faster):
   1. elementwise chain, 16M fp32 elements (64 MiB per tensor): a torch function of 7
@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 import codesign  # noqa: E402
 from codesign.codegen.cpp.build import compiler, compiler_version  # noqa: E402
+from codesign.compiler import COMPILE_PIPELINE  # noqa: E402
 
 N_CHAIN = 16 * 1024 * 1024
 
@@ -166,7 +167,7 @@ def main() -> None:
     results["notes"] = [
         f"GEMM: {module.gemm}, one sgemm per output tile in an OpenMP loop (BLAS single-threaded), "
         "group epilogues (bias, residual, ...) applied per tile in cache; eager uses MKL.",
-        "All of ours through codesign.compile(target='cpu-host'): capture + canonicalize,dce,fuse,tile.",
+        f"All of ours through codesign.compile(target='cpu-host'): capture + {COMPILE_PIPELINE}.",
         "Shared 2-core box: compare ratios within this run only; see the load averages.",
     ]
 

@@ -189,7 +189,27 @@ def test_simulator_invariants_for_the_min_preserving_heuristic(overlap: bool) ->
     from codesign.experts.prefetch import aggressive_min
     for seed in range(4):
         problem = tiny_problem(seed, experts=7, slots=60, per_slot=1 + seed % 2, overlap=overlap)
-        check_invariants(problem, aggressive_min(problem, horizon=30))
+        check_invariants(problem, aggressive_min(problem))
+
+
+def test_lockstep_belady_difference_equals_two_full_runs() -> None:
+    """extra_misses runs MIN on two caches differing in one expert only until they meet;
+    the difference must equal that of two complete MIN runs."""
+    from codesign.experts.belady import UseSequence, extra_misses
+    from codesign.experts.bounds import belady_prefix_loads
+    seen = set()
+    for seed in range(400):
+        rng = random.Random(seed)
+        experts = rng.randint(3, 9)
+        capacity = rng.randint(2, experts - 1)
+        requests = [tuple(rng.sample(range(experts), rng.randint(1, 2))) for _ in range(rng.randint(1, 30))]
+        cache = rng.sample(range(experts), capacity + 1)
+        a, b, common = cache[0], cache[1], cache[2:]
+        want = (belady_prefix_loads(requests, capacity, common + [a])[-1]
+                - belady_prefix_loads(requests, capacity, common + [b])[-1])
+        assert extra_misses(UseSequence(requests), 0, common, a, b) == want, seed
+        seen.add(want)
+    assert seen == {-1, 0, 1}
 
 
 def mixtral_like(locality: str, steps: int) -> Problem:
@@ -221,7 +241,7 @@ def test_min_preserving_choice_saves_the_loads_aggressive_adds() -> None:
     problem = mixtral_like("low", 40)
     capacity, _ = _unit_capacity(problem)
     fewest = belady_prefix_loads(problem.requests, capacity, problem.initial)[-1]
-    greedy, careful = BASELINES["aggressive"](problem), aggressive_min(problem, horizon=1000)
+    greedy, careful = BASELINES["aggressive"](problem), aggressive_min(problem)
     assert len(greedy.loads) > fewest
     assert len(careful.loads) < len(greedy.loads)
     assert simulate(problem, careful).total <= simulate(problem, greedy).total

@@ -9,10 +9,11 @@ starts, so the loop simulates compute and link together (:class:`PrefetchWalk`).
 
 Aggressive can make a few more loads than Belady's MIN: it evicts early, and the expert
 MIN would evict at the target's slot is often one still in use. :func:`min_preserving`
-keeps the timing but checks each eviction MIN would not make: it scores each free
-candidate (and waiting for MIN's own victim) by MIN's load count over the next slots from
-the state that choice leaves, and takes the cheapest in link time. Used as a warm start
-for the ILP (:mod:`.schedule`); every plan is scored by the one simulator.
+keeps the timing but, where its victim is not MIN's, compares the two futures — evict the
+free candidate now, or wait until MIN's victim is free — by MIN's load count from each
+(:func:`.belady.extra_misses`, exact and fast) and waits when the load saved is worth
+more link time than the wait. Used as a warm start for the ILP (:mod:`.schedule`); every
+plan is scored by the one simulator.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import bisect
 import math
 from typing import Callable
 
-from .bounds import belady_prefix_loads
+from .belady import UseSequence, extra_misses
 from .plan import Load, Plan
 from .problem import Problem
 
@@ -138,42 +139,36 @@ def furthest_first(walk: PrefetchWalk, v: int, e: int, t: int, candidates: list[
     return out
 
 
-def min_preserving(horizon: int = 256, width: int = 4) -> ChooseVictims:
-    """Victims that keep MIN's load count where possible (see the module doc).
+def min_preserving(seq: UseSequence) -> ChooseVictims:
+    """Victims that keep MIN's load count where waiting is cheaper (see the module doc).
 
-    ``horizon``: slots over which MIN's loads are counted; ``width``: free candidates tried.
+    Where the farthest free candidate ``x`` is not MIN's victim ``y`` at the target's slot
+    (``y`` is still to be used before it), the two futures — evict ``x`` now, or wait for
+    ``y``'s use to end and evict ``y`` — differ in one expert, and :func:`.belady.extra_misses`
+    tells how many more loads MIN makes from the first. Wait when that load costs more link
+    time than the wait.
     """
     def choose(walk: PrefetchWalk, v: int, e: int, t: int, candidates: list[int]) -> list[int] | None:
         p = walk.problem
         greedy = furthest_first(walk, v, e, t, candidates)
         if len(greedy) != 1 or len({p.size(x) for x in walk.resident | {e}}) != 1:
-            return greedy  # the check assumes one victim of one size
-        wanted = set(p.requests[v]) | {e}
-        belady = max((x for x in walk.resident if x not in wanted), key=lambda x: (walk.next_use(x, v), x),
-                     default=None)
-        if belady is None or walk.next_use(greedy[0], walk.i - 1) >= walk.next_use(belady, v):
+            return greedy  # the comparison assumes one victim of one size
+        x, wanted = greedy[0], set(p.requests[v]) | {e}
+        y = max((z for z in walk.resident if z not in wanted), key=lambda z: (walk.next_use(z, v), z), default=None)
+        if y is None or walk.next_use(x, walk.i - 1) >= walk.next_use(y, v):
             return greedy  # the farthest free candidate is as good as MIN's victim
-        size = p.size(e)
-        capacity = p.capacity // size
-        window = p.requests[walk.i:walk.i + horizon]
-        d = p.transfer[e]
-
-        def loads_after(victim: int) -> int:
-            """MIN's loads from here if ``victim`` leaves now (or, for MIN's own victim,
-            right after its uses before slot ``v``, which then stay hits)."""
-            state = (walk.resident - {victim}) | {e}
-            rest = [tuple(x for x in ids if not (x == victim and walk.i + j < v)) for j, ids in enumerate(window)]
-            return belady_prefix_loads(rest, capacity, sorted(state))[-1] if rest else 0
-
-        # (link time, rank): ties keep the farthest-first order, then prefer not waiting
-        options = [(loads_after(x) * d, rank, x) for rank, x in enumerate(candidates[:width])]
-        wait = max(0, walk.free_at(belady, v) - t)
-        options.append((loads_after(belady) * d + wait, width, belady))
-        cost, rank, victim = min(options)
-        return None if rank == width else [victim]
+        wait, d = max(0, walk.free_at(y, v) - t), p.transfer[e]
+        if wait >= d:
+            return greedy
+        uses = walk.uses.get(y, [])
+        k = bisect.bisect_left(uses, v)
+        after = max(walk.i, uses[k - 1] + 1 if k else 0)  # both futures agree until y's last use before v
+        common = (walk.resident - {x, y}) | {e}
+        extra = extra_misses(seq, seq.slot_start[after], common, y, x)  # evict x now, minus wait for y
+        return None if extra * d > wait else greedy
     return choose
 
 
-def aggressive_min(problem: Problem, horizon: int = 1000, width: int = 4) -> Plan:
+def aggressive_min(problem: Problem) -> Plan:
     """Aggressive timing with MIN-preserving victims (codesign's warm-start heuristic)."""
-    return PrefetchWalk(problem).run(min_preserving(horizon, width), "aggressive-min")
+    return PrefetchWalk(problem).run(min_preserving(UseSequence(problem.requests)), "aggressive-min")

@@ -163,7 +163,7 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         prefetching over this window and the next (so its end state looks ahead), cut at
         ``b``, then the best baseline."""
         ahead = problem.window(a, min(problem.num_slots, b + window), state)
-        head = _cut(aggressive_min(ahead, horizon=window), b - a)
+        head = _cut(aggressive_min(ahead), b - a)
         piece = _shift(head, a, uses_before)
         if b >= problem.num_slots:
             return full_total(piece), head.policy, piece
