@@ -10,7 +10,7 @@
 * ``aggressive``: integrated prefetching and caching (Cao, Felten, Karlin, Li, SIGMETRICS
   1995): whenever the link is free, fetch the next missing expert in request order,
   evicting the experts whose next use is farthest, provided that use comes after the one
-  being fetched (so the prefetch never causes a miss Belady would not). Unlike
+  being fetched (so the victim is not needed before the expert that replaces it). Unlike
   ``belady-prefetch`` it decides in time, not slot by slot: it prefetches as deep as space
   allows and never evicts an expert whose use is still running.
 """

@@ -46,8 +46,8 @@ def extra_misses(seq: UseSequence, start: int, common: Iterable[int], a: int, b:
     ``common + {b}`` (both caches full): -1, 0 or 1.
 
     Both runs evict the expert used farthest ahead; they are simulated together while
-    they differ (``a`` only in the first, ``b`` only in the second), for at most ``limit``
-    uses.
+    they differ (``a`` only in the first, ``b`` only in the second). Exact when they meet
+    within ``limit`` uses (they meet quickly in practice); otherwise the difference so far.
     """
     key = {x: seq.next_at(x, start) for x in common}
     heap = [(-k, x) for x, k in key.items()]

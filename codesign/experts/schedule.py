@@ -116,7 +116,8 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
     started from the best (over the whole trace) of: each baseline run from there on the
     rest of the trace (releases made earliest), the MIN-preserving aggressive heuristic of
     :mod:`.prefetch` (``warm_start``), and the plan carried from the previous window; cut
-    to the window. The time limit per window covers the warm starts. Rollout: the ILP's window is kept when it, followed by the
+    to the window. CP-SAT gets what the window's time limit leaves after the warm starts
+    (at least 1 s); the rollout after the solve is not counted. Rollout: the ILP's window is kept when it, followed by the
     best baseline from its end state, is no slower over the whole trace than the warm start
     continued; by induction the result is never slower than the best baseline. ``progress``
     gets ``(window index, windows, seconds, objective, bound)`` on every new incumbent.

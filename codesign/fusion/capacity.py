@@ -78,9 +78,11 @@ def _stored_values(kernel: Kernel, graph: Graph) -> list[str]:
 def _epilogue_chain(kernel: Kernel, anchor: Node) -> set[str]:
     """Pointwise and layout results computed from the anchor's accumulator, tile by tile.
 
-    They live in registers one after another (the accumulator's tile is reused), so an
-    epilogue of any length costs one tile, not one per op; the tiles it *loads* (bias,
-    residual) are kernel inputs and are counted apart."""
+    They live in registers, computed element by element from the accumulator's tile: a
+    layout op is only an index map (no storage), and an elementwise chain keeps about one
+    temporary tile live besides the accumulator (GELU's x beside tanh(...)), so an
+    epilogue of any length is charged one fp32 tile, not one per op. The tiles it *loads*
+    (bias, residual) are kernel inputs and are counted apart."""
     chain: set[str] = {anchor.name}
     for node in kernel.nodes:
         if node.name in chain or get_op(node.op).kind not in (OpKind.pointwise, OpKind.layout):
@@ -122,9 +124,10 @@ def working_set(graph: Graph, kernel: Kernel, target: Target, *, layer: bool = F
         base = DOUBLE_BUFFER * elem * (tm * tk + tk * tn) + 4 * tm * tn
         chain = _epilogue_chain(kernel, anchor)
         buffered = [v for v in others if v not in chain]
-        extra = sum(min(types[v].nbytes, elem * tm * tn) for v in buffered) + (4 * tm * tn if chain else 0)
+        computes = any(get_op(n.op).kind is OpKind.pointwise for n in kernel.nodes if n.name in chain)
+        extra = sum(min(types[v].nbytes, elem * tm * tn) for v in buffered) + (4 * tm * tn if computes else 0)
         return WorkingSet(base + extra, f"tiles {tm}x{tn}x{tk} (double-buffered) + {len(buffered)} operand tiles"
-                          + (f" + one register tile for a {len(chain)}-op epilogue" if chain else ""))
+                          + (f" + one live temporary for a {len(chain)}-op epilogue" if computes else ""))
     if kind in (OpKind.reduction, OpKind.normalization):
         row = _row(anchor, types)
         total = sum(min(types[v].nbytes, row * elem) for v in values)
