@@ -192,23 +192,6 @@ def test_simulator_invariants_for_the_min_preserving_heuristic(overlap: bool) ->
         check_invariants(problem, aggressive_min(problem))
 
 
-def test_min_preserving_prefetch_far_ahead_moves_almost_minimum_bytes() -> None:
-    """High locality, compute-bound: aggressive prefetches far ahead and evicts what MIN
-    keeps (half again as many loads); waiting costs nothing there, so the MIN-preserving
-    choice waits and moves within 5% of Belady's minimum, no slower than 2% more time."""
-    from codesign.experts import LOCALITY_LEVELS
-    from codesign.experts.bounds import belady_prefix_loads
-    from codesign.experts.prefetch import aggressive_min
-    alpha, locality = LOCALITY_LEVELS["high"]
-    trace = zipf_trace(64, 300, num_layers=2, top_k=2, alpha=alpha, locality=locality, seed=1)
-    problem = problem_from_trace(trace, expert_bytes=1 << 20, capacity=24 << 20, bandwidth=1e9, compute=2e-4)
-    fewest = belady_prefix_loads(problem.requests, 24, problem.initial)[-1]
-    greedy, careful = BASELINES["aggressive"](problem), aggressive_min(problem)
-    assert len(greedy.loads) > 1.2 * fewest
-    assert len(careful.loads) <= 1.05 * fewest
-    assert simulate(problem, careful).total <= 1.02 * simulate(problem, greedy).total
-
-
 def test_lockstep_belady_difference_equals_two_full_runs() -> None:
     """extra_misses runs MIN on two caches differing in one expert only until they meet;
     the difference must equal that of two complete MIN runs."""

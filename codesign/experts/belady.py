@@ -41,7 +41,7 @@ class UseSequence:
         return ps[j] if j < len(ps) else math.inf
 
 
-def extra_misses(seq: UseSequence, start: int, common: Iterable[int], a: int, b: int, limit: int = 20000) -> int:
+def extra_misses(seq: UseSequence, start: int, common: Iterable[int], a: int, b: int, limit: int = 4000) -> int:
     """MIN's misses from position ``start`` with cache ``common + {a}``, minus those with
     ``common + {b}`` (both caches full): -1, 0 or 1.
 

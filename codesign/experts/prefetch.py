@@ -13,9 +13,8 @@ early, and the expert MIN would evict at the target's slot is often one still in
 :func:`min_preserving` keeps the timing but, where its victim is not MIN's, compares the
 two futures — evict the free candidate now, or wait until MIN's victim is free — by MIN's
 load count from each (:func:`.belady.extra_misses`) and waits when the load saved is
-worth more than the delay waiting adds to the slot that needs the fetched expert (none
-when the prefetch is far enough ahead). Used as a warm start for the ILP
-(:mod:`.schedule`); every plan is scored by the one simulator.
+worth more link time than the wait. Used as a warm start for the ILP (:mod:`.schedule`);
+every plan is scored by the one simulator.
 """
 
 from __future__ import annotations
@@ -148,8 +147,9 @@ def min_preserving(seq: UseSequence) -> ChooseVictims:
     (``y`` is still to be used before it), the two futures — evict ``x`` now, or wait for
     ``y``'s use to end and evict ``y`` — differ in one expert, and :func:`.belady.extra_misses`
     tells how many more loads MIN makes from the first. Wait when that load costs more link
-    time than waiting delays the slot that needs the fetched expert (estimated with the
-    compute running without stalls from here).
+    time than the wait. (Waiting also delays every later transfer on the link, so a wait
+    is never taken as free, not even for a prefetch far ahead; that keeps time first and
+    bytes second: at high locality this still moves far more than MIN.)
     """
     def choose(walk: PrefetchWalk, v: int, e: int, t: int, candidates: list[int]) -> list[int] | None:
         p = walk.problem
@@ -160,18 +160,15 @@ def min_preserving(seq: UseSequence) -> ChooseVictims:
         y = max((z for z in walk.resident if z not in wanted), key=lambda z: (walk.next_use(z, v), z), default=None)
         if y is None or walk.next_use(x, walk.i - 1) >= walk.next_use(y, v):
             return greedy  # the farthest free candidate is as good as MIN's victim
-        d = p.transfer[e]
-        # what waiting costs: the extra delay of this load past the time slot v is due
-        due = walk.slot_end + walk.before[v] - walk.before[walk.i]  # if compute ran without stalls
-        delay = max(0, walk.free_at(y, v) + d - due) - max(0, t + d - due)
-        if delay >= d:
+        wait, d = max(0, walk.free_at(y, v) - t), p.transfer[e]
+        if wait >= d:
             return greedy
         uses = walk.uses.get(y, [])
         k = bisect.bisect_left(uses, v)
         after = max(walk.i, uses[k - 1] + 1 if k else 0)  # both futures agree until y's last use before v
         common = (walk.resident - {x, y}) | {e}
         extra = extra_misses(seq, seq.slot_start[after], common, y, x)  # evict x now, minus wait for y
-        return None if extra * d > delay else greedy
+        return None if extra * d > wait else greedy
     return choose
 
 
