@@ -328,7 +328,8 @@ OP_SAMPLES: tuple[OpSample, ...] = (
 )
 
 
-# A routed mixture of experts: no backend here generates it; each refuses it naming the node.
+# A routed mixture of experts: C++ runs it (routing + the region as its own program), Triton as an
+# extern torch call, the MLIR export refuses it naming the node.
 MOE_ROUTED = """graph @routed(%x: f32[4,8], %router: f32[2,8] param, %w: f32[2,8,8] param) -> (f32[4,8]) {
   %y = moe(%x, %router, %w) {num_experts = 2, top_k = 1} : f32[4,8] ({
     graph @expert(%t: f32[4,8], %we: f32[8,8]) -> (f32[4,8]) {

@@ -104,13 +104,33 @@ def test_cpu_inputs_run_through_the_generated_cpp(cnn):
         assert rel_err(out, model(*fresh)) <= 1e-5
 
 
-def test_a_backend_that_cannot_compile_falls_back_to_the_interpreter():
-    model, inputs = load_factory(str(EXAMPLES / "mixtral_moe.py:tiny"))
-    cm = codesign.compile(model, inputs, target="h100")
-    with pytest.warns(UserWarning, match="running the reference interpreter"):
+def test_a_backend_that_cannot_compile_falls_back_to_the_interpreter(monkeypatch):
+    """When the C++ generator refuses a graph (here it is made to), compile()'s module warns
+    with the reason and runs the reference interpreter instead."""
+    import codesign.codegen.cpp.module as cpp_module
+    from codesign.codegen import CodegenError
+
+    def refuse(graph):
+        raise CodegenError("%y = mystery(...): not supported by the C++ backend yet")
+    monkeypatch.setattr(cpp_module, "generate", refuse)
+    model, inputs = load_factory(str(EXAMPLES / "mlp.py:tiny"))
+    cm = codesign.compile(model, inputs, target="cpu-host")
+    with pytest.warns(UserWarning, match="mystery.*running the reference interpreter"):
         out = cm(*inputs)
     with torch.no_grad():
         assert rel_err(out, model(*inputs)) <= 1e-5
+
+
+def test_mixtral_runs_through_the_cpp_backend_on_cpu():
+    """compile() on CPU inputs picks C++ for the MoE model too: routing, experts as regions."""
+    model, inputs = load_factory(str(EXAMPLES / "mixtral_moe.py:tiny"))
+    cm = codesign.compile(model, inputs, target="cpu-host")
+    fresh = fresh_like(inputs, 11)
+    assert cm.backend_for(fresh) == "cpp"
+    out = cm(*fresh)
+    assert cm._programs["cpp"] is not None and "m0_run" in cm.program("cpp").source
+    with torch.no_grad():
+        assert rel_err(out, model(*fresh)) <= 1e-5
 
 
 def test_unknown_backend_is_refused():

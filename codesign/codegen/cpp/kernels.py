@@ -12,6 +12,7 @@ flash-style loop over key blocks with an online softmax.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import prod
 from typing import Callable, Mapping, Sequence
 
@@ -50,8 +51,10 @@ class KernelEmitter:
     """Generates the C++ function for one kernel, given which values are materialized."""
 
     def __init__(self, graph: Graph, kernel: Kernel, materialized: set[str], aliases: Mapping[str, str],
-                 types: Mapping[str, TensorType], nodes: Mapping[str, Node], constants: Mapping[str, object]):
+                 types: Mapping[str, TensorType], nodes: Mapping[str, Node], constants: Mapping[str, object],
+                 regions: Mapping[str, "RegionEntry"] | None = None):
         self.graph, self.kernel = graph, kernel
+        self.regions = regions or {}
         self.materialized, self.aliases = materialized, aliases
         self.types, self.nodes, self.constants = types, nodes, constants
         self.members = {n.name for n in kernel.nodes}
@@ -807,10 +810,91 @@ def emit_attention(k: KernelEmitter, node: Node, block_q: int = 32, block_k: int
     return lines
 
 
-def refuse_moe(k: KernelEmitter, node: Node) -> list[str]:
-    raise CodegenError(f"%{node.name} = moe(...): not supported by the C++ backend yet (routing needs a "
-                       f"data-dependent top-k and scatter); run it with the interpreter, or lower the moe "
-                       f"node to dense ops first")
+@dataclass(frozen=True)
+class RegionEntry:
+    """A region (an expert's body) compiled as its own program in the same translation unit:
+    `entry(inputs, outputs, arena)` with an arena of `arena_bytes`."""
+
+    entry: str
+    arena_bytes: int
+
+
+def emit_moe(k: KernelEmitter, node: Node) -> list[str]:
+    """Routing (softmax → top-k → renormalise, in float, per token, in parallel), then for each
+    expert any token picked: its body (the region, compiled as its own program) on every
+    token and, for the tokens routed to it, the weighted rows added to the output — the
+    reference's semantics and order. The body runs on all T rows, as the reference does:
+    rows are independent, so its cost is E/top_k times the routed rows' (a fixed-row-block
+    body would remove that)."""
+    region = k.regions.get(node.name)
+    if region is None:
+        raise CodegenError(f"%{node.name} = moe(...): its expert region was not compiled")
+    x, router, *stacked = node.operands
+    xt = k.type(x)
+    hidden, tokens = xt.shape[-1], prod(xt.shape[:-1])
+    experts, top_k = int(node.attrs["num_experts"]), int(node.attrs["top_k"])
+    normalize = bool(node.attrs.get("normalize", True))
+    dt, st = xt.dtype, S.storage(xt.dtype)
+    xp, rp, out = k.ptr(x), k.ptr(router), k.ptr(node.name)
+    arena, ys, ids, wts = k.fresh("region_arena"), k.fresh("expert_out"), k.fresh("ids"), k.fresh("weights")
+    k.statics += [f"  static char* {arena} = (char*)cs_alloc({max(region.arena_bytes, 64)});",
+                  f"  static {st}* {ys} = ({st}*)cs_alloc({tokens * hidden} * sizeof({st}));",
+                  f"  static int64_t* {ids} = (int64_t*)cs_alloc({tokens * top_k} * sizeof(int64_t));",
+                  f"  static float* {wts} = (float*)cs_alloc({tokens * top_k} * sizeof(float));"]
+    rdt = k.dtype(router)
+    expert_row = S.load(dt, f"{ys}[t * {hidden} + h]")
+    out_row = S.load(dt, f"{out}[t * {hidden} + h]")
+    slices = []
+    for w in stacked:
+        wt = k.type(w)
+        slices.append(f"(const void*)({k.ptr(w)} + e * INT64_C({prod(wt.shape[1:])}))")
+    lines = [
+        f"  // routing: softmax(x · router^T) over {experts} experts, top-{top_k}"
+        + (", renormalised" if normalize else ""),
+        "  #pragma omp parallel for schedule(static)",
+        f"  for (int64_t t = 0; t < {tokens}; ++t) {{",
+        f"    float p[{experts}]; bool taken[{experts}] = {{}}; float peak = -INFINITY, total = 0.0f;",
+        f"    for (int64_t e = 0; e < {experts}; ++e) {{",
+        "      float acc = 0.0f;",
+        f"      for (int64_t h = 0; h < {hidden}; ++h) acc += (float){S.load(dt, f'{xp}[t * {hidden} + h]')} * "
+        f"(float){S.load(rdt, f'{rp}[e * {hidden} + h]')};",
+        "      p[e] = acc; peak = std::max(peak, acc);",
+        "    }",
+        f"    for (int64_t e = 0; e < {experts}; ++e) {{ p[e] = std::exp(p[e] - peak); total += p[e]; }}",
+        f"    for (int64_t e = 0; e < {experts}; ++e) p[e] /= total;",
+        "    float picked = 0.0f;",
+        f"    for (int64_t j = 0; j < {top_k}; ++j) {{  // the largest first; ties to the lower id",
+        "      int64_t best = -1;",
+        f"      for (int64_t e = 0; e < {experts}; ++e) if (!taken[e] && (best < 0 || p[e] > p[best])) best = e;",
+        f"      taken[best] = true; {ids}[t * {top_k} + j] = best; {wts}[t * {top_k} + j] = p[best]; picked += p[best];",
+        "    }",
+        f"    for (int64_t j = 0; j < {top_k}; ++j) {{",
+        f"      float w = {wts}[t * {top_k} + j]" + (" / picked;" if normalize else ";"),
+        f"      {wts}[t * {top_k} + j] = (float){S.load(dt, S.store(dt, 'w'))};  // weights in x's dtype",
+        "    }",
+        "  }",
+        f"  for (int64_t i = 0; i < {tokens * hidden}; ++i) {out}[i] = {S.store(dt, '0.0f')};",
+        f"  for (int64_t e = 0; e < {experts}; ++e) {{",
+        "    bool used = false;",
+        f"    for (int64_t i = 0; i < {tokens * top_k} && !used; ++i) used = {ids}[i] == e;",
+        "    if (!used) continue;",
+        f"    const void* region_inputs[] = {{(const void*){xp}, {', '.join(slices)}}};",
+        f"    void* region_outputs[] = {{(void*){ys}}};",
+        f"    {region.entry}(region_inputs, region_outputs, {arena});",
+        "    #pragma omp parallel for schedule(static)",
+        f"    for (int64_t t = 0; t < {tokens}; ++t) {{",
+        f"      for (int64_t j = 0; j < {top_k}; ++j) {{",
+        f"        if ({ids}[t * {top_k} + j] != e) continue;",
+        f"        const float w = {wts}[t * {top_k} + j];",
+        f"        for (int64_t h = 0; h < {hidden}; ++h) {{",
+        f"          const float y = (float){S.load(dt, S.store(dt, f'(float){expert_row} * w'))};",
+        f"          {out}[t * {hidden} + h] = {S.store(dt, f'(float){out_row} + y')};",
+        "        }",
+        "      }",
+        "    }",
+        "  }",
+    ]
+    return lines
 
 
 Emitter = Callable[[KernelEmitter, Node], list[str]]
@@ -820,6 +904,6 @@ EMITTERS: dict[str, Emitter] = {
     "softmax": emit_softmax, "log_softmax": emit_softmax,
     "layer_norm": emit_norm, "rms_norm": emit_norm, "group_norm": emit_norm,
     "linear": emit_gemm, "matmul": emit_gemm, "conv": emit_contraction_loops, "attention": emit_attention,
-    "max_pool": emit_pool, "avg_pool": emit_pool, "moe": refuse_moe,
+    "max_pool": emit_pool, "avg_pool": emit_pool, "moe": emit_moe,
 }
 """Op name → emitter for the ops that are not elementwise (those are inlined by `exprs`)."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from codesign.codegen import CodegenError
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op
-from codesign.codegen.cpp.kernels import POINTER_OPERANDS, KernelEmitter
+from codesign.codegen.cpp.kernels import POINTER_OPERANDS, KernelEmitter, RegionEntry
 from codesign.codegen.cpp.runtime import PRELUDE
 from codesign.ir.graph import Graph
 from codesign.ir.kernels import Kernel, kernels as graph_kernels
@@ -64,7 +64,8 @@ def plan_buffers(graph: Graph, kernels: list[Kernel]) -> BufferPlan:
                     materialized.add(n.name)
             elif not is_expression_op(n.op) or n.name in kernel.outputs:
                 materialized.add(n.name)
-            for pos in POINTER_OPERANDS.get(n.op, ()):
+            pointers = range(len(n.operands)) if n.regions else POINTER_OPERANDS.get(n.op, ())
+            for pos in pointers:
                 if pos < len(n.operands) and n.operands[pos] in nodes:
                     materialized.add(n.operands[pos])
     inputs = {i.name: pos for pos, i in enumerate(graph.inputs)}
@@ -151,11 +152,20 @@ def _identifier(text: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in text)
 
 
-def generate(graph: Graph) -> CppSource:
-    """The whole graph as one standalone C++17 translation unit with an `extern "C"` entry."""
-    for n in graph.walk():
-        if n.type.dtype.value not in {d.value for d in S.STORAGE}:
-            raise CodegenError(f"%{n.name}: element type {n.type.dtype.value} has no C++ type")
+@dataclass
+class _Lowered:
+    """One graph's kernels (function texts) and the calls that run them, in order."""
+
+    plan: BufferPlan
+    bodies: list[str]
+    calls: list[str]
+    functions: dict[str, str]  # text -> name
+    kernel_count: int
+
+
+def _lower(graph: Graph, prefix: str = "") -> _Lowered:
+    """Kernel functions and calls for `graph`; a node with a region (moe) first gets its
+    region lowered the same way, as a program `<prefix>m<i>_run(inputs, outputs, arena)`."""
     ks = graph_kernels(graph)
     plan = plan_buffers(graph, ks)
     types, nodes = graph.types(), graph.node_map()
@@ -163,8 +173,20 @@ def generate(graph: Graph) -> CppSource:
     functions: dict[str, str] = {}  # text -> name
     bodies: list[str] = []
     calls: list[str] = []
+    regions: dict[str, RegionEntry] = {}
+    for i, n in enumerate(node for node in graph.nodes if node.regions):
+        if len(n.regions) != 1:
+            raise CodegenError(f"%{n.name} = {n.op}(...): the C++ backend runs ops with one region only")
+        inner = f"{prefix}m{i}_"
+        sub = _lower(n.regions[0], inner)
+        bodies += sub.bodies
+        bodies.append(f"// region of %{n.name} ({n.op}): @{n.regions[0].name} as its own program, "
+                      f"arena {sub.plan.arena_bytes} bytes\n"
+                      f"static int {inner}run(const void** inputs, void** outputs, char* arena) {{\n"
+                      "  (void)arena;\n" + "\n".join(sub.calls) + "\n  return 0;\n}")
+        regions[n.name] = RegionEntry(f"{inner}run", sub.plan.arena_bytes)
     for i, kernel in enumerate(ks):
-        em = KernelEmitter(graph, kernel, plan.materialized, plan.aliases, types, nodes, constants)
+        em = KernelEmitter(graph, kernel, plan.materialized, plan.aliases, types, nodes, constants, regions)
         header = [f"  // {line.strip()}" for n in kernel.nodes for line in format_node(n, "")[:1]]
         if not em.writes:
             calls.append(f"  // kernel {i} ({kernel.key}): nothing to compute (views and constants)")
@@ -176,7 +198,7 @@ def generate(graph: Graph) -> CppSource:
         text = "\n".join([sig + " {", *em.statics, *body, "}"])
         fname = functions.get(text)
         if fname is None:
-            fname = f"k{i}_{_identifier(kernel.name)}"
+            fname = f"{prefix}k{i}_{_identifier(kernel.name)}"
             functions[text] = fname
             what = "group " + str(kernel.group.id) + " " + str(dict(kernel.group.attrs)) if kernel.group else "one node"
             bodies.append(f"// kernel {i} ({kernel.key}, {what}); first use: {names}\n"
@@ -191,10 +213,22 @@ def generate(graph: Graph) -> CppSource:
         if name in nodes and nodes[name].op in SOURCE_OPS and name not in plan.storage and plan.root(name) == name:
             raise CodegenError(f"%{name}: constant graph outputs are not supported by the C++ backend")
         calls.append(f"  std::memcpy(outputs[{j}], {_pointer(plan, name, t, True)}, {t.nbytes});  // output {j} = %{name}")
+    return _Lowered(plan, bodies, calls, functions, len(ks))
+
+
+def generate(graph: Graph) -> CppSource:
+    """The whole graph as one standalone C++17 translation unit with an `extern "C"` entry."""
+    for n in graph.walk():
+        if n.type.dtype.value not in {d.value for d in S.STORAGE}:
+            raise CodegenError(f"%{n.name}: element type {n.type.dtype.value} has no C++ type")
+    lowered = _lower(graph)
+    plan, bodies, calls, functions, ks = (lowered.plan, lowered.bodies, lowered.calls, lowered.functions,
+                                          lowered.kernel_count)
+    types = graph.types()
     sig_lines = [f"//   input {i}: %{inp.name}: {inp.type} {inp.kind.value}" for i, inp in enumerate(graph.inputs)]
     sig_lines += [f"//   output {j}: %{o}: {types[o]}" for j, o in enumerate(graph.outputs)]
     from codesign import __version__
-    intro = [f"// Generated by codesign {__version__}: graph @{graph.name}, {len(ks)} kernels, "
+    intro = [f"// Generated by codesign {__version__}: graph @{graph.name}, {ks} kernels, "
              f"{len(functions)} distinct kernel functions, arena {plan.arena_bytes} bytes.",
              "// Standalone C++17; build: g++ -O3 -march=native -fopenmp -shared -fPIC [-DCODESIGN_BLAS -lscipy_openblas].",
              "// GEMM: OpenBLAS (scipy-openblas32) sgemm per output tile when built with -DCODESIGN_BLAS, else a packed",
@@ -233,4 +267,4 @@ def generate(graph: Graph) -> CppSource:
         "const char* codesign_gemm(void);",
         "int run(const void** inputs, void** outputs);",
         "#ifdef __cplusplus", "}", "#endif", ""])
-    return CppSource(graph.name, source, header, plan, tuple(functions.values()), len(ks))
+    return CppSource(graph.name, source, header, plan, tuple(functions.values()), ks)
