@@ -817,15 +817,16 @@ class RegionEntry:
 
     entry: str
     arena_bytes: int
+    rows: int  # tokens the region program takes per call: all T, or a block (`regions.row_block`)
 
 
 def emit_moe(k: KernelEmitter, node: Node) -> list[str]:
     """Routing (softmax → top-k → renormalise, in float, per token, in parallel), then for each
     expert any token picked: its body (the region, compiled as its own program) on every
     token and, for the tokens routed to it, the weighted rows added to the output — the
-    reference's semantics and order. The body runs on all T rows, as the reference does:
-    rows are independent, so its cost is E/top_k times the routed rows' (a fixed-row-block
-    body would remove that)."""
+    reference's semantics and order. Where the body is row-wise (`regions.row_block`) it
+    runs on the routed rows only, packed a block at a time; otherwise on all T rows, as the
+    reference does."""
     region = k.regions.get(node.name)
     if region is None:
         raise CodegenError(f"%{node.name} = moe(...): its expert region was not compiled")
@@ -874,6 +875,10 @@ def emit_moe(k: KernelEmitter, node: Node) -> list[str]:
         "    }",
         "  }",
         f"  for (int64_t i = 0; i < {tokens * hidden}; ++i) {out}[i] = {S.store(dt, '0.0f')};",
+    ]
+    if region.rows < tokens:
+        return lines + _moe_blocks(k, region, tokens, hidden, experts, top_k, dt, xp, out, ids, wts, slices, arena)
+    lines += [
         f"  for (int64_t e = 0; e < {experts}; ++e) {{",
         "    bool used = false;",
         f"    for (int64_t i = 0; i < {tokens * top_k} && !used; ++i) used = {ids}[i] == e;",
@@ -895,6 +900,45 @@ def emit_moe(k: KernelEmitter, node: Node) -> list[str]:
         "  }",
     ]
     return lines
+
+
+def _moe_blocks(k: KernelEmitter, region: RegionEntry, tokens: int, hidden: int, experts: int, top_k: int,
+                dt: DType, xp: str, out: str, ids: str, wts: str, slices: list[str], arena: str) -> list[str]:
+    """Per expert: the tokens routed to it, packed `region.rows` at a time (the last block
+    zero-padded), through the row-block body, each row added back weighted."""
+    st, rows = S.storage(dt), region.rows
+    packed, block_out, which, weight = k.fresh("packed"), k.fresh("block_out"), k.fresh("rows"), k.fresh("row_weight")
+    k.statics += [f"  static {st}* {packed} = ({st}*)cs_alloc({rows * hidden} * sizeof({st}));",
+                  f"  static {st}* {block_out} = ({st}*)cs_alloc({rows * hidden} * sizeof({st}));",
+                  f"  static int64_t* {which} = (int64_t*)cs_alloc({tokens} * sizeof(int64_t));",
+                  f"  static float* {weight} = (float*)cs_alloc({tokens} * sizeof(float));"]
+    block_row = S.load(dt, f"{block_out}[r * {hidden} + h]")
+    out_row = S.load(dt, f"{out}[t * {hidden} + h]")
+    return [
+        f"  for (int64_t e = 0; e < {experts}; ++e) {{",
+        "    int64_t n = 0;",
+        f"    for (int64_t t = 0; t < {tokens}; ++t)",
+        f"      for (int64_t j = 0; j < {top_k}; ++j)",
+        f"        if ({ids}[t * {top_k} + j] == e) {{ {which}[n] = t; {weight}[n] = {wts}[t * {top_k} + j]; ++n; }}",
+        f"    for (int64_t b = 0; b < n; b += {rows}) {{",
+        f"      const int64_t m = std::min<int64_t>({rows}, n - b);",
+        f"      for (int64_t r = 0; r < {rows}; ++r)",
+        f"        for (int64_t h = 0; h < {hidden}; ++h)",
+        f"          {packed}[r * {hidden} + h] = r < m ? {xp}[{which}[b + r] * {hidden} + h] : {S.store(dt, '0.0f')};",
+        f"      const void* region_inputs[] = {{(const void*){packed}, {', '.join(slices)}}};",
+        f"      void* region_outputs[] = {{(void*){block_out}}};",
+        f"      {region.entry}(region_inputs, region_outputs, {arena});",
+        "      for (int64_t r = 0; r < m; ++r) {",
+        f"        const int64_t t = {which}[b + r];",
+        f"        const float w = {weight}[b + r];",
+        f"        for (int64_t h = 0; h < {hidden}; ++h) {{",
+        f"          const float y = (float){S.load(dt, S.store(dt, f'(float){block_row} * w'))};",
+        f"          {out}[t * {hidden} + h] = {S.store(dt, f'(float){out_row} + y')};",
+        "        }",
+        "      }",
+        "    }",
+        "  }",
+    ]
 
 
 Emitter = Callable[[KernelEmitter, Node], list[str]]

@@ -18,6 +18,7 @@ from codesign.codegen import CodegenError
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op
 from codesign.codegen.cpp.kernels import POINTER_OPERANDS, KernelEmitter, RegionEntry
+from codesign.codegen.cpp.regions import row_block
 from codesign.codegen.cpp.runtime import PRELUDE
 from codesign.ir.graph import Graph
 from codesign.ir.kernels import Kernel, kernels as graph_kernels
@@ -26,6 +27,7 @@ from codesign.ir.printer import format_node
 from codesign.ir.types import TensorType
 
 ALIGN = 64
+MOE_ROW_BLOCK = 32  # tokens per call of a row-wise expert body (routed rows only)
 
 
 @dataclass(frozen=True)
@@ -178,13 +180,18 @@ def _lower(graph: Graph, prefix: str = "") -> _Lowered:
         if len(n.regions) != 1:
             raise CodegenError(f"%{n.name} = {n.op}(...): the C++ backend runs ops with one region only")
         inner = f"{prefix}m{i}_"
-        sub = _lower(n.regions[0], inner)
+        region = n.regions[0]
+        tokens = region.inputs[0].type.shape[0] if region.inputs and region.inputs[0].type.shape else 0
+        blocked = row_block(region, MOE_ROW_BLOCK) if tokens > MOE_ROW_BLOCK else None
+        body = blocked or region
+        sub = _lower(body, inner)
+        rows = MOE_ROW_BLOCK if blocked else tokens
         bodies += sub.bodies
-        bodies.append(f"// region of %{n.name} ({n.op}): @{n.regions[0].name} as its own program, "
-                      f"arena {sub.plan.arena_bytes} bytes\n"
+        bodies.append(f"// region of %{n.name} ({n.op}): @{region.name} as its own program for {rows} rows "
+                      f"a call, arena {sub.plan.arena_bytes} bytes\n"
                       f"static int {inner}run(const void** inputs, void** outputs, char* arena) {{\n"
                       "  (void)arena;\n" + "\n".join(sub.calls) + "\n  return 0;\n}")
-        regions[n.name] = RegionEntry(f"{inner}run", sub.plan.arena_bytes)
+        regions[n.name] = RegionEntry(f"{inner}run", sub.plan.arena_bytes, rows)
     for i, kernel in enumerate(ks):
         em = KernelEmitter(graph, kernel, plan.materialized, plan.aliases, types, nodes, constants, regions)
         header = [f"  // {line.strip()}" for n in kernel.nodes for line in format_node(n, "")[:1]]
