@@ -17,13 +17,12 @@
 
 from __future__ import annotations
 
-import bisect
 import math
 from typing import TYPE_CHECKING, Callable
 
 from .plan import Load, Plan
 from .prefetch import PrefetchWalk, furthest_first
-from .problem import Problem
+from .problem import Problem, next_use
 
 if TYPE_CHECKING:
     from .simulate import SimResult
@@ -41,15 +40,10 @@ class _State:
     def __init__(self, problem: Problem) -> None:
         self.last_use: dict[int, int] = {e: -1 for e in problem.initial}
         self.count: dict[int, int] = {}
-        self.uses: dict[int, list[int]] = {}
-        for v, ids in enumerate(problem.requests):
-            for e in ids:
-                self.uses.setdefault(e, []).append(v)
+        self.uses = problem.uses()
 
     def next_use(self, e: int, v: int) -> float:
-        uses = self.uses.get(e, [])
-        k = bisect.bisect_right(uses, v)
-        return uses[k] if k < len(uses) else math.inf
+        return next_use(self.uses, e, v)
 
 
 def _walk(problem: Problem, policy: str, victim: Victim, lead: int, protect_previous: bool) -> Plan:

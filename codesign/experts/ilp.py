@@ -105,10 +105,7 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
     if n:
         m.Add(makespan >= s[-1] + comp[-1])
 
-    uses: dict[int, list[int]] = {}
-    for v, ids in enumerate(problem.requests):
-        for e in ids:
-            uses.setdefault(e, []).append(v)
+    uses = problem.uses()
     initial = set(problem.initial)
 
     occupancy, demands, link = [], [], []

@@ -25,7 +25,7 @@ from typing import Callable
 
 from .belady import UseSequence, extra_misses
 from .plan import Load, Plan
-from .problem import Problem
+from .problem import Problem, next_use
 
 __all__ = ["PrefetchWalk", "ChooseVictims", "furthest_first", "min_preserving", "aggressive_min"]
 
@@ -45,10 +45,7 @@ class PrefetchWalk:
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
-        self.uses: dict[int, list[int]] = {}
-        for v, ids in enumerate(problem.requests):
-            for e in ids:
-                self.uses.setdefault(e, []).append(v)
+        self.uses = problem.uses()
         self.before = [0] * (problem.num_slots + 1)  # compute before each slot
         for v, c in enumerate(problem.compute):
             self.before[v + 1] = self.before[v] + c
@@ -64,9 +61,7 @@ class PrefetchWalk:
 
     def next_use(self, e: int, v: int) -> float:
         """The first use of ``e`` after slot ``v`` (inf: none)."""
-        us = self.uses.get(e, [])
-        k = bisect.bisect_right(us, v)
-        return us[k] if k < len(us) else math.inf
+        return next_use(self.uses, e, v)
 
     def free_at(self, e: int, before_slot: int) -> int:
         """When ``e``'s last use before ``before_slot`` ends, compute running without stalls."""

@@ -9,15 +9,16 @@ and the ILP compute exactly the same numbers.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from codesign.targets import Target
 
 from .trace import Trace
 
-__all__ = ["Expert", "Problem", "ExpertLink", "expert_link", "roofline_time", "problem_from_trace",
+__all__ = ["Expert", "Problem", "ExpertLink", "expert_link", "next_use", "roofline_time", "problem_from_trace",
            "problem_for_target", "NS"]
 
 NS = 1_000_000_000  # nanoseconds per second
@@ -73,11 +74,26 @@ class Problem:
     def label(self, i: int) -> str:
         return self.labels[i] if self.labels else str(i)
 
+    def uses(self) -> dict[int, list[int]]:
+        """The slots that use each expert, in order."""
+        out: dict[int, list[int]] = {}
+        for v, ids in enumerate(self.requests):
+            for e in ids:
+                out.setdefault(e, []).append(v)
+        return out
+
     def window(self, start: int, stop: int, initial: Sequence[int]) -> "Problem":
         """Slots ``start:stop`` as a problem of their own, starting with ``initial`` resident."""
         return Problem(self.experts, self.requests[start:stop], self.compute[start:stop], self.transfer,
                        self.capacity, self.overlap, tuple(sorted(initial)),
                        self.labels[start:stop] if self.labels else (), self.bandwidth)
+
+
+def next_use(uses: Mapping[int, Sequence[int]], e: int, v: int) -> float:
+    """The first slot after ``v`` that uses ``e`` (inf: none), from :meth:`Problem.uses`."""
+    slots = uses.get(e, ())
+    k = bisect.bisect_right(slots, v)
+    return slots[k] if k < len(slots) else math.inf
 
 
 @dataclass(frozen=True)

@@ -159,17 +159,17 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
             out.append((full_total(*head, piece), plan.policy, piece))
         return out
 
-    def heuristic(a: int, b: int, state: set[int], uses_before: dict[int, int], uses_after: dict[int, int]):
+    def heuristic(a: int, sub: Problem, uses_before: dict[int, int], uses_after: dict[int, int]):
         """(whole-trace total, name, global plan of slots a..): MIN-preserving aggressive
-        prefetching over this window and the next (so its end state looks ahead), cut at
-        ``b``, then the best baseline."""
-        ahead = problem.window(a, min(problem.num_slots, b + window), state)
-        head = _cut(aggressive_min(ahead), b - a)
+        prefetching over the window ``sub`` (slots ``a..``) and the next one (so its end
+        state looks ahead), cut to ``sub``, then the best baseline."""
+        b = a + sub.num_slots
+        ahead = problem.window(a, min(problem.num_slots, b + window), sub.initial)
+        head = _cut(aggressive_min(ahead), sub.num_slots)
         piece = _shift(head, a, uses_before)
         if b >= problem.num_slots:
             return full_total(piece), head.policy, piece
-        total, _, cont = min(continuations(b, resident_after(problem.window(a, b, state), head), uses_after, piece),
-                             key=lambda x: x[0])
+        total, _, cont = min(continuations(b, resident_after(sub, head), uses_after, piece), key=lambda x: x[0])
         return total, head.policy, (piece[0] + cont[0], piece[1] | cont[1])
 
     carry = None  # the continuation whose total the previous window's choice was judged by
@@ -185,7 +185,7 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         # heuristic and of the carried plan
         candidates = continuations(a, resident, last_use) + ([carry] if carry else [])
         if warm_start:
-            candidates.append(heuristic(a, b, resident, last_use, uses_after))
+            candidates.append(heuristic(a, sub, last_use, uses_after))
         hint_full, hint_name, hint_rest = min(candidates, key=lambda x: x[0])
         hint_head, hint_tail = _split(hint_rest, b)
         hint_plan = _localize(hint_head, a, hint_name)

@@ -37,6 +37,12 @@ POINTER_OPERANDS: Mapping[str, tuple[int, ...]] = {
     "embedding": (0,), "index_select": (0,), "index": (0,),
 }
 """Operands an op reads through a raw pointer (so they must be materialized)."""
+
+
+def pointer_operands(node: Node) -> Sequence[int]:
+    """Positions of `node`'s operands read through a raw pointer: POINTER_OPERANDS, and
+    every operand of an op with a region (moe hands them to the region's program)."""
+    return range(len(node.operands)) if node.regions else POINTER_OPERANDS.get(node.op, ())
 GEMM_DTYPES = (DType.f32, DType.bf16, DType.f16)
 
 
@@ -837,14 +843,11 @@ def emit_moe(k: KernelEmitter, node: Node) -> list[str]:
     normalize = bool(node.attrs.get("normalize", True))
     dt, st = xt.dtype, S.storage(xt.dtype)
     xp, rp, out = k.ptr(x), k.ptr(router), k.ptr(node.name)
-    arena, ys, ids, wts = k.fresh("region_arena"), k.fresh("expert_out"), k.fresh("ids"), k.fresh("weights")
+    arena, ids, wts = k.fresh("region_arena"), k.fresh("ids"), k.fresh("weights")
     k.statics += [f"  static char* {arena} = (char*)cs_alloc({max(region.arena_bytes, 64)});",
-                  f"  static {st}* {ys} = ({st}*)cs_alloc({tokens * hidden} * sizeof({st}));",
                   f"  static int64_t* {ids} = (int64_t*)cs_alloc({tokens * top_k} * sizeof(int64_t));",
                   f"  static float* {wts} = (float*)cs_alloc({tokens * top_k} * sizeof(float));"]
     rdt = k.dtype(router)
-    expert_row = S.load(dt, f"{ys}[t * {hidden} + h]")
-    out_row = S.load(dt, f"{out}[t * {hidden} + h]")
     slices = []
     for w in stacked:
         wt = k.type(w)
@@ -878,6 +881,8 @@ def emit_moe(k: KernelEmitter, node: Node) -> list[str]:
     ]
     if region.rows < tokens:
         return lines + _moe_blocks(k, region, tokens, hidden, experts, top_k, dt, xp, out, ids, wts, slices, arena)
+    ys = k.fresh("expert_out")
+    k.statics.append(f"  static {st}* {ys} = ({st}*)cs_alloc({tokens * hidden} * sizeof({st}));")
     lines += [
         f"  for (int64_t e = 0; e < {experts}; ++e) {{",
         "    bool used = false;",
@@ -891,15 +896,22 @@ def emit_moe(k: KernelEmitter, node: Node) -> list[str]:
         f"      for (int64_t j = 0; j < {top_k}; ++j) {{",
         f"        if ({ids}[t * {top_k} + j] != e) continue;",
         f"        const float w = {wts}[t * {top_k} + j];",
-        f"        for (int64_t h = 0; h < {hidden}; ++h) {{",
-        f"          const float y = (float){S.load(dt, S.store(dt, f'(float){expert_row} * w'))};",
-        f"          {out}[t * {hidden} + h] = {S.store(dt, f'(float){out_row} + y')};",
-        "        }",
+        *_add_weighted_row(dt, out, f"{ys}[t * {hidden} + h]", hidden, "        "),
         "      }",
         "    }",
         "  }",
     ]
     return lines
+
+
+def _add_weighted_row(dt: DType, out: str, source: str, hidden: int, ind: str) -> list[str]:
+    """`out[t, :] += w * source` in the reference's rounding: the product in `dt`, then the sum."""
+    product = S.store(dt, f"(float){S.load(dt, source)} * w")
+    total = S.store(dt, f"(float){S.load(dt, f'{out}[t * {hidden} + h]')} + y")
+    return [ind + f"for (int64_t h = 0; h < {hidden}; ++h) {{",
+            ind + f"  const float y = (float){S.load(dt, product)};",
+            ind + f"  {out}[t * {hidden} + h] = {total};",
+            ind + "}"]
 
 
 def _moe_blocks(k: KernelEmitter, region: RegionEntry, tokens: int, hidden: int, experts: int, top_k: int,
@@ -912,8 +924,6 @@ def _moe_blocks(k: KernelEmitter, region: RegionEntry, tokens: int, hidden: int,
                   f"  static {st}* {block_out} = ({st}*)cs_alloc({rows * hidden} * sizeof({st}));",
                   f"  static int64_t* {which} = (int64_t*)cs_alloc({tokens} * sizeof(int64_t));",
                   f"  static float* {weight} = (float*)cs_alloc({tokens} * sizeof(float));"]
-    block_row = S.load(dt, f"{block_out}[r * {hidden} + h]")
-    out_row = S.load(dt, f"{out}[t * {hidden} + h]")
     return [
         f"  for (int64_t e = 0; e < {experts}; ++e) {{",
         "    int64_t n = 0;",
@@ -931,10 +941,7 @@ def _moe_blocks(k: KernelEmitter, region: RegionEntry, tokens: int, hidden: int,
         "      for (int64_t r = 0; r < m; ++r) {",
         f"        const int64_t t = {which}[b + r];",
         f"        const float w = {weight}[b + r];",
-        f"        for (int64_t h = 0; h < {hidden}; ++h) {{",
-        f"          const float y = (float){S.load(dt, S.store(dt, f'(float){block_row} * w'))};",
-        f"          {out}[t * {hidden} + h] = {S.store(dt, f'(float){out_row} + y')};",
-        "        }",
+        *_add_weighted_row(dt, out, f"{block_out}[r * {hidden} + h]", hidden, "        "),
         "      }",
         "    }",
         "  }",

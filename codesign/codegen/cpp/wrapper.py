@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from codesign.codegen import CodegenError
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op
-from codesign.codegen.cpp.kernels import POINTER_OPERANDS, KernelEmitter, RegionEntry
+from codesign.codegen.cpp.kernels import KernelEmitter, RegionEntry, pointer_operands
 from codesign.codegen.cpp.regions import row_block
 from codesign.codegen.cpp.runtime import PRELUDE
 from codesign.ir.graph import Graph
@@ -66,8 +66,7 @@ def plan_buffers(graph: Graph, kernels: list[Kernel]) -> BufferPlan:
                     materialized.add(n.name)
             elif not is_expression_op(n.op) or n.name in kernel.outputs:
                 materialized.add(n.name)
-            pointers = range(len(n.operands)) if n.regions else POINTER_OPERANDS.get(n.op, ())
-            for pos in pointers:
+            for pos in pointer_operands(n):
                 if pos < len(n.operands) and n.operands[pos] in nodes:
                     materialized.add(n.operands[pos])
     inputs = {i.name: pos for pos, i in enumerate(graph.inputs)}
