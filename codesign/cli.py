@@ -34,14 +34,15 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the user's input is wrong", not "codesign has a bug"."""
     from codesign.compiler import SaveError
-    from codesign.experts import PlanError, TraceError
+    from codesign.experts import InfeasibleError, PlanError, TraceError
     from codesign.export import MlirExportError
     from codesign.frontend import CaptureError, ModelSpecError
     from codesign.passes.fuse import FusionError
     from codesign.targets import TargetError
     from codesign.targets.schema import TargetLookupError
     return (UserError, ParseError, VerifyError, PipelineError, OSError, TargetError, TargetLookupError,
-            ModelSpecError, CaptureError, FusionError, SaveError, MlirExportError, PlanError, TraceError)
+            ModelSpecError, CaptureError, FusionError, SaveError, MlirExportError, PlanError, TraceError,
+            InfeasibleError)
 
 
 # -- helpers -------------------------------------------------------------------------------

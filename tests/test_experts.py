@@ -399,6 +399,22 @@ def test_cli_generate_simulate_schedule(tmp_path, capsys) -> None:
     assert (tmp_path / "p.json").stat().st_size > 0 and (tmp_path / "plan.json").stat().st_size > 0
 
 
+def test_cli_reports_an_infeasible_instance_without_a_traceback(tmp_path, capsys) -> None:
+    """A reserve that leaves less fast tier than one slot's experts: no schedule exists, and
+    the CLI says so (which slot, how many bytes, what to change) with exit code 1."""
+    from codesign.cli import main as run_cli
+    from codesign.experts import InfeasibleError
+    trace = tmp_path / "t.jsonl"
+    write_trace(zipf_trace(8, 4, num_layers=2, top_k=2, seed=0), trace)
+    assert run_cli(["experts", "schedule", "--trace", str(trace), "--target", "h100", "--reserve", "79.9GB",
+                    "--expert-bytes", "352MB", "--time-limit", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "codesign: error: slot 0/0 needs 704000000 bytes" in err and "no schedule exists" in err
+    assert "Traceback" not in err
+    with pytest.raises(InfeasibleError, match="initially resident experts need 300 bytes"):
+        Problem((Expert("A", 200), Expert("B", 100)), ((0,),), (1,), (1, 1), 250, initial=(0, 1))
+
+
 def test_cli_record(tmp_path, capsys) -> None:
     from tests.helpers import EXAMPLES
     out = tmp_path / "rec.jsonl"

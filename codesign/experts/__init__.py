@@ -10,13 +10,14 @@ policy with one discrete-event simulator (:mod:`.simulate`), provides baselines
 from .baselines import BASELINES, run_baselines
 from .ilp import IlpOptions, IlpResult, solve_window
 from .plan import Load, Plan, PlanError, check_plan
-from .problem import Expert, ExpertLink, Problem, expert_link, problem_for_target, problem_from_trace, roofline_time
+from .problem import (Expert, ExpertLink, InfeasibleError, Problem, expert_link, problem_for_target,
+                      problem_from_trace, roofline_time)
 from .schedule import Schedule, WindowReport, earliest_releases, schedule, schedule_graph
 from .simulate import SimResult, chrome_trace, simulate, write_chrome_trace
 from .trace import LOCALITY_LEVELS, Trace, TraceError, read_trace, trace_from_ids, write_trace, zipf_trace
 
-__all__ = ["BASELINES", "Expert", "ExpertLink", "IlpOptions", "IlpResult", "LOCALITY_LEVELS", "Load", "Plan",
-           "PlanError", "Problem", "Schedule", "SimResult", "Trace", "TraceError", "WindowReport", "check_plan",
+__all__ = ["BASELINES", "Expert", "ExpertLink", "IlpOptions", "IlpResult", "InfeasibleError", "LOCALITY_LEVELS",
+           "Load", "Plan", "PlanError", "Problem", "Schedule", "SimResult", "Trace", "TraceError", "WindowReport", "check_plan",
            "chrome_trace", "earliest_releases", "expert_link", "problem_for_target", "problem_from_trace",
            "read_trace", "roofline_time", "run_baselines", "schedule", "schedule_graph", "simulate", "solve_window",
            "trace_from_ids", "write_chrome_trace", "write_trace", "zipf_trace"]

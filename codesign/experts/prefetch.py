@@ -7,9 +7,8 @@ evicting experts whose next use comes after it, farthest first. Deciding in time
 slot by slot, is the point: a victim must have finished its use at the instant the fetch
 starts, so the loop simulates compute and link together (:class:`PrefetchWalk`).
 
-Aggressive makes more loads than Belady's MIN (1% more on link-bound Mixtral traces, up
-to half again as many when locality is high and it prefetches far ahead): it evicts
-early, and the expert MIN would evict at the target's slot is often one still in use.
+Aggressive makes more loads than Belady's MIN (a few percent on link-bound traces, far
+more when locality is high and it prefetches far ahead): it evicts early, and the expert MIN would evict at the target's slot is often one still in use.
 :func:`min_preserving` keeps the timing but, where its victim is not MIN's, compares the
 two futures — evict the free candidate now, or wait until MIN's victim is free — by MIN's
 load count from each (:func:`.belady.extra_misses`) and waits when the load saved is

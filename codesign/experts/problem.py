@@ -18,10 +18,14 @@ from codesign.targets import Target
 
 from .trace import Trace
 
-__all__ = ["Expert", "Problem", "ExpertLink", "expert_link", "next_use", "roofline_time", "problem_from_trace",
+__all__ = ["Expert", "InfeasibleError", "Problem", "ExpertLink", "expert_link", "next_use", "roofline_time", "problem_from_trace",
            "problem_for_target", "NS"]
 
 NS = 1_000_000_000  # nanoseconds per second
+
+
+class InfeasibleError(ValueError):
+    """The instance has no schedule at all (a slot's experts do not fit the fast tier)."""
 
 
 @dataclass(frozen=True)
@@ -59,10 +63,13 @@ class Problem:
         for i, ids in enumerate(self.requests):
             need = sum(self.experts[e].nbytes for e in ids)
             if need > self.capacity:
-                raise ValueError(f"slot {i} needs {need} bytes of experts at once but the fast tier "
-                                 f"has {self.capacity}: no schedule exists")
+                raise InfeasibleError(f"slot {self.label(i)} needs {need} bytes of experts at once but the "
+                                      f"fast tier has {self.capacity} for experts: no schedule exists (reserve "
+                                      f"less of the fast tier, or pick a target with more)")
         if sum(self.experts[e].nbytes for e in self.initial) > self.capacity:
-            raise ValueError("the initially resident experts exceed the capacity")
+            raise InfeasibleError(f"the initially resident experts need "
+                                  f"{sum(self.experts[e].nbytes for e in self.initial)} bytes but the fast tier "
+                                  f"has {self.capacity} for experts")
 
     @property
     def num_slots(self) -> int:
