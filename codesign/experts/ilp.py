@@ -17,7 +17,9 @@ capacity of kept spans, ``s[v] >= s[u] + c[u] + d_e (1 - keep)``, and a prefix l
 (all loads for slots <= v fit on the link before ``s[v]``, and slots v.. run after), and
 the combinatorial bounds of :mod:`.bounds`: the link has moved at least ``d_min x M(v)``
 (Belady's minimum number of loads for slots <= v) before slot ``v``, every slot start is
-at least its proven lower bound, and the makespan at least :func:`.bounds.lower_bound`.
+at least its proven lower bound (Belady's, raised by the busy-link bound), and the makespan
+at least :func:`.bounds.proven_bounds`'s. CP-SAT gets the time limit less the time spent
+building the model and these bounds.
 The reported bound is the larger of CP-SAT's and that combinatorial one.
 
 The solution is turned into a :class:`Plan` (loads ordered by start time, released when
@@ -34,7 +36,7 @@ from typing import Callable
 
 from ortools.sat.python import cp_model
 
-from .bounds import _unit_capacity, belady_prefix_loads, lower_bound, slot_lower_bounds
+from .bounds import _unit_capacity, belady_prefix_loads, proven_bounds
 from .plan import Load, Plan
 from .problem import Problem
 from .simulate import SimResult, simulate
@@ -89,7 +91,9 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
     """Solve ``problem`` (one window) exactly up to the time limit; see the module doc.
 
     ``hint``: the warm start (a plan and its simulated result); default: the best baseline.
+    ``seconds`` in the result: the whole call (model, bounds and search).
     """
+    entered = time.perf_counter()
     if hint is None:  # warm start from the best baseline, releases made earliest
         from .baselines import BASELINES
         plans = [replace(f(problem), loads=tuple(Load(ld.expert, ld.slot, 0) for ld in f(problem).loads))
@@ -194,10 +198,11 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
     for v, var in moved_vars:
         if min_loads[v]:
             m.Add(var >= d_min * min_loads[v])
-    for v, lb in enumerate(slot_lower_bounds(problem)):
+    proven = proven_bounds(problem)
+    for v, lb in enumerate(proven.starts):
         if lb:
             m.Add(s[v] >= lb)
-    static_bound = max(static_bound, lower_bound(problem))
+    static_bound = max(static_bound, proven.makespan)
     m.Add(makespan >= static_bound)
     # makespan first; among equal makespans keep more experts for the next window (1 ns each)
     m.Minimize(makespan - sum(k for k, _ in keep_end.values()))
@@ -214,7 +219,7 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
             m.AddHint(var, running)
 
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = options.time_limit
+    solver.parameters.max_time_in_seconds = max(0.1, options.time_limit - (time.perf_counter() - entered))
     solver.parameters.num_workers = options.workers
     solver.parameters.relative_gap_limit = options.relative_gap
     solver.parameters.random_seed = options.seed
@@ -222,9 +227,8 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
     solver.parameters.cp_model_probing_level = 0
     solver.parameters.log_search_progress = options.log
     callback = _Progress(report)
-    began = time.perf_counter()
     status = solver.Solve(m, callback)
-    seconds = time.perf_counter() - began
+    seconds = time.perf_counter() - entered
     name = solver.StatusName(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         if hint is None:

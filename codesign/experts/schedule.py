@@ -24,21 +24,35 @@ __all__ = ["Schedule", "WindowReport", "schedule", "earliest_releases"]
 
 @dataclass(frozen=True)
 class WindowReport:
-    """One rolling-horizon window: slots ``start:stop``, the warm start, the ILP's result."""
+    """One rolling-horizon window: slots ``start:stop``, the ILP's solve, what was kept.
+
+    The ILP solves the window on its own (makespan of these slots from the state the
+    previous window left), warm started from ``hint_policy``; ``total`` is its plan replayed
+    and ``gap`` its distance to the window's proven ``bound``. The rollout then keeps either
+    that plan or ``kept_policy``'s (the best over the whole trace), whose window time is
+    ``kept_total``: a plan may give up time in this window for the state it leaves.
+    """
 
     start: int
     stop: int
     hint_policy: str
     hint_total: int
-    total: int  # the window plan replayed by the simulator (ns)
-    bound: int  # proven lower bound for the window (ns): max(CP-SAT's, bounds.lower_bound)
+    total: int  # the ILP's window plan replayed by the simulator (ns)
+    bound: int  # proven lower bound for the window (ns): max(CP-SAT's, bounds.proven_bounds)
     status: str
-    seconds: float
-    ilp_kept: bool = True  # False: the rollout kept the warm start's window instead
+    seconds: float  # the ILP's solve (model, bounds, search)
+    ilp_kept: bool = True  # False: the rollout kept ``kept_policy``'s window instead
+    kept_policy: str = "ilp"
+    kept_total: int = 0  # the kept window's replayed time (ns)
+    wall_seconds: float = 0.0  # the whole window: warm starts, solve and rollout
 
     @property
     def gap(self) -> float:
         return max(0.0, (self.total - self.bound) / self.total) if self.total else 0.0
+
+    @property
+    def kept_gap(self) -> float:
+        return max(0.0, (self.kept_total - self.bound) / self.kept_total) if self.kept_total else 0.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,7 @@ class Schedule:
 
     @property
     def gap(self) -> float:
-        """Largest per-window gap between the replayed plan and its proven lower bound."""
+        """Largest per-window gap between the ILP's window plan and its proven lower bound."""
         return max((w.gap for w in self.windows), default=0.0)
 
     def summary(self) -> dict:
@@ -65,7 +79,9 @@ class Schedule:
                 "baselines": {name: r.summary() for name, (_, r) in self.baselines.items()},
                 "windows": [{"start": w.start, "stop": w.stop, "hint": w.hint_policy, "hint_total_s": w.hint_total / 1e9,
                              "total_s": w.total / 1e9, "bound_s": w.bound / 1e9, "gap": w.gap, "status": w.status,
-                             "seconds": w.seconds, "ilp_window_kept": w.ilp_kept} for w in self.windows],
+                             "seconds": w.seconds, "wall_seconds": w.wall_seconds, "ilp_window_kept": w.ilp_kept,
+                             "kept": w.kept_policy, "kept_total_s": w.kept_total / 1e9, "kept_gap": w.kept_gap}
+                            for w in self.windows],
                 "max_gap": self.gap}
 
 
@@ -75,6 +91,13 @@ def earliest_releases(problem: Problem, plan: Plan) -> Plan:
     The simulator is monotone, so this is never slower; it is the form the ILP's plans take.
     """
     return replace(plan, loads=tuple(Load(ld.expert, ld.slot, 0) for ld in plan.loads))
+
+
+def _window_plans(sub: Problem, names: Sequence[str], warm_start: bool) -> list[Plan]:
+    """Each baseline, and the MIN-preserving heuristic, run on the window alone."""
+    plans = [earliest_releases(sub, BASELINES[name](sub)) for name in names]
+    plans += [aggressive_min(sub)] if warm_start else []
+    return [replace(plan, policy=f"{plan.policy} (window)") for plan in plans]
 
 
 def _cut(plan: Plan, slots: int) -> Plan:
@@ -112,15 +135,18 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
              warm_start: bool = True) -> Schedule:
     """Schedule ``problem``: baselines on the whole trace, then the ILP window by window.
 
-    Each window starts with the experts the previous window left resident and is warm
-    started from the best (over the whole trace) of: each baseline run from there on the
-    rest of the trace (releases made earliest), the MIN-preserving aggressive heuristic of
-    :mod:`.prefetch` (``warm_start``), and the plan carried from the previous window; cut
-    to the window. CP-SAT gets what the window's time limit leaves after the warm starts
-    (at least 1 s); the rollout after the solve is not counted. Rollout: the ILP's window is kept when it, followed by the
-    best baseline from its end state, is no slower over the whole trace than the warm start
-    continued; by induction the result is never slower than the best baseline. ``progress``
-    gets ``(window index, windows, seconds, objective, bound)`` on every new incumbent.
+    Each window starts with the experts the previous window left resident. Candidates: each
+    baseline run from there on the rest of the trace (releases made earliest), the
+    MIN-preserving aggressive heuristic of :mod:`.prefetch` (``warm_start``) and the plan
+    carried from the previous window, judged over the whole trace and cut to the window;
+    and the same policies run on the window alone. The ILP solves the window on its own
+    (its makespan), warm started from whichever candidate is fastest on the window; CP-SAT
+    gets what the window's time limit leaves after the warm starts and its own model and
+    bounds (at least 1 s); the rollout after the solve is not counted. Rollout: the ILP's
+    window is kept when it, followed by the best baseline from its end state, is no slower
+    over the whole trace than the whole-trace-best candidate continued; by induction the
+    result is never slower than the best baseline. ``progress`` gets ``(window index,
+    windows, seconds, objective, bound)`` on every new incumbent.
 
     ``lookahead``: the ILP solves each window together with that many following slots and
     keeps only the window's part, so a window's plan does not sacrifice the state it leaves
@@ -190,6 +216,10 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         hint_head, hint_tail = _split(hint_rest, b)
         hint_plan = _localize(hint_head, a, hint_name)
         hint = (hint_plan, simulate(sub, hint_plan))
+        # the ILP solves the window on its own: warm start it from the best plan for the window
+        # alone too (a whole-trace-best plan may give up window time for the state it leaves)
+        window_hint = min([hint] + [(plan, simulate(sub, plan)) for plan in _window_plans(sub, names, warm_start)],
+                          key=lambda pr: pr[1].total)
         report = (lambda t, obj, bound, w=w: progress(w, count, t, obj, bound)) if progress else None
         # the window's time limit covers the warm starts too
         limited = replace(options, time_limit=max(1.0, options.time_limit - (time.perf_counter() - began)))
@@ -200,8 +230,9 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
             long_hint = _localize(long_head, a, hint_name)
             solved = solve_window(long_sub, (long_hint, simulate(long_sub, long_hint)), limited, report)
             ilp = replace(solved, plan=_cut(solved.plan, b - a), bound=lower_bound(sub))
+            window_hint = hint
         else:
-            ilp = solve_window(sub, hint, limited, report)
+            ilp = solve_window(sub, window_hint, limited, report)
         window_total = simulate(sub, ilp.plan).total
         # rollout: keep the ILP's window only if, followed by the best baseline from its end
         # state, it is no slower over the whole trace than the warm start (never loses)
@@ -213,8 +244,9 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
             ilp_full, cont = full_total(ilp_piece), ((), set())
         keep_ilp = ilp_full <= hint_full
         piece, carry = (ilp_piece, (ilp_full, "carried", cont)) if keep_ilp else (hint_head, (hint_full, hint_name, hint_tail))
-        reports.append(WindowReport(a, b, hint_name, hint[1].total, window_total if keep_ilp else hint[1].total,
-                                    ilp.bound, ilp.status, ilp.seconds, keep_ilp))
+        reports.append(WindowReport(a, b, window_hint[0].policy, window_hint[1].total, window_total, ilp.bound,
+                                    ilp.status, ilp.seconds, keep_ilp, "ilp" if keep_ilp else hint_name,
+                                    window_total if keep_ilp else hint[1].total, time.perf_counter() - began))
         loads.extend(piece[0])
         drops |= piece[1]
         resident = resident_after(sub, ilp.plan if keep_ilp else hint_plan)
