@@ -157,7 +157,7 @@ def test_busy_link_bound_is_proven_and_raises_belady_where_the_link_is_busy() ->
         raised += bound > belady
         for v in range(problem.num_slots):  # every probe is a bound on its slot's start
             assert busy_link_start(problem, v) + sum(problem.compute[v:]) <= optimum
-    assert raised >= 15  # binding on at least half of them (22 of 30 when written)
+    assert raised >= 15  # binding on at least half of them (18 of 30 when written)
     for seed in range(12):  # experts of different sizes (the unit relaxation)
         problem = tiny_problem(seed, slots=5, initial=(1,) if seed % 3 else ())
         assert lower_bound(problem) <= brute_force(problem), seed

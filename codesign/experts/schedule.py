@@ -140,9 +140,10 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
     MIN-preserving aggressive heuristic of :mod:`.prefetch` (``warm_start``) and the plan
     carried from the previous window, judged over the whole trace and cut to the window;
     and the same policies run on the window alone. The ILP solves the window on its own
-    (its makespan), warm started from whichever candidate is fastest on the window; CP-SAT
-    gets what the window's time limit leaves after the warm starts and its own model and
-    bounds (at least 1 s); the rollout after the solve is not counted. Rollout: the ILP's
+    (its makespan), warm started from whichever candidate is fastest on the window; the
+    window's time limit covers the warm starts, the ILP's model and bounds and the rollout
+    after the solve (estimated by the warm starts' own continuations), and CP-SAT gets what
+    is left (the ILP call gets at least 1 s). Rollout: the ILP's
     window is kept when it, followed by the best baseline from its end state, is no slower
     over the whole trace than the whole-trace-best candidate continued; by induction the
     result is never slower than the best baseline. ``progress`` gets ``(window index,
@@ -210,6 +211,7 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         # warm start: the best of each baseline continued from here, of the MIN-preserving
         # heuristic and of the carried plan
         candidates = continuations(a, resident, last_use) + ([carry] if carry else [])
+        rollout = time.perf_counter() - began  # the rollout after the solve costs about as much
         if warm_start:
             candidates.append(heuristic(a, sub, last_use, uses_after))
         hint_full, hint_name, hint_rest = min(candidates, key=lambda x: x[0])
@@ -221,8 +223,9 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         window_hint = min([hint] + [(plan, simulate(sub, plan)) for plan in _window_plans(sub, names, warm_start)],
                           key=lambda pr: pr[1].total)
         report = (lambda t, obj, bound, w=w: progress(w, count, t, obj, bound)) if progress else None
-        # the window's time limit covers the warm starts too
-        limited = replace(options, time_limit=max(1.0, options.time_limit - (time.perf_counter() - began)))
+        # the window's time limit covers the warm starts and the rollout too
+        spent = time.perf_counter() - began + (rollout if b < problem.num_slots else 0.0)
+        limited = replace(options, time_limit=max(1.0, options.time_limit - spent))
         far = min(problem.num_slots, b + max(0, lookahead))
         if far > b:  # solve the window with the slots after it, keep the window's part
             long_sub = problem.window(a, far, resident)
