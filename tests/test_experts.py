@@ -163,6 +163,12 @@ def test_busy_link_bound_is_proven_and_raises_belady_where_the_link_is_busy() ->
         assert lower_bound(problem) <= brute_force(problem), seed
 
 
+def test_a_slot_listing_an_expert_twice_is_refused() -> None:
+    """A slot's experts are a set: counting one twice would overstate what must be resident."""
+    with pytest.raises(ValueError, match=r"slot 0 lists an expert more than once"):
+        Problem((Expert("A", 1), Expert("B", 1)), ((0, 0), (1,)), (10, 10), (100, 100), 2, True, ())
+
+
 def test_busy_link_bound_counts_the_frame_of_the_transfer_in_flight() -> None:
     """Cache of 2 holding A and B, requests A B C A, transfers of 100, slots of 10.
 

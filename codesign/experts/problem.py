@@ -61,6 +61,9 @@ class Problem:
         if len(self.transfer) != len(self.experts):
             raise ValueError(f"{len(self.experts)} experts but {len(self.transfer)} transfer times")
         for i, ids in enumerate(self.requests):
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"slot {self.label(i)} lists an expert more than once ({list(ids)}): a slot's "
+                                 f"experts are a set; list each once")
             need = sum(self.experts[e].nbytes for e in ids)
             if need > self.capacity:
                 raise InfeasibleError(f"slot {self.label(i)} needs {need} bytes of experts at once but the "

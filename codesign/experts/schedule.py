@@ -247,7 +247,7 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         else:
             ilp_full, cont = full_total(ilp_piece), ((), set())
         keep_ilp = ilp_full <= hint_full
-        piece, carry = (ilp_piece, (ilp_full, "carried", cont)) if keep_ilp else (hint_head, (hint_full, hint_name, hint_tail))
+        piece, carry = (ilp_piece, (ilp_full, "ilp (carried)", cont)) if keep_ilp else (hint_head, (hint_full, hint_name, hint_tail))
         reports.append(WindowReport(a, b, window_hint[0].policy, window_hint[1].total, window_total, ilp.bound,
                                     ilp.status, ilp.seconds, keep_ilp, "ilp" if keep_ilp else hint_name,
                                     window_total if keep_ilp else hint[1].total, time.perf_counter() - began))
