@@ -302,4 +302,4 @@ def _schedule_experts(graph: Graph, target: Target):
     stats = graph_stats(graph)
     reserve = stats.param_bytes + stats.buffer_bytes - stats.expert_bytes
     return schedule_graph(graph, target, reserve=reserve, steps=64,
-                          options=IlpOptions(time_limit=2.0, workers=1))
+                          options=IlpOptions(time_limit=2.0, deterministic=True))

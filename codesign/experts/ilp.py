@@ -53,6 +53,9 @@ class IlpOptions:
     relative_gap: float = 0.001
     seed: int = 0
     log: bool = False  # CP-SAT's own search log on stdout
+    # one worker and ``time_limit`` in CP-SAT's deterministic time (work units, about
+    # seconds), nothing taken off for wall time spent: reruns give the same plan
+    deterministic: bool = False
 
 
 @dataclass(frozen=True)
@@ -219,8 +222,12 @@ def solve_window(problem: Problem, hint: tuple[Plan, SimResult] | None = None, o
             m.AddHint(var, running)
 
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(0.1, options.time_limit - (time.perf_counter() - entered))
-    solver.parameters.num_workers = options.workers
+    if options.deterministic:
+        solver.parameters.max_deterministic_time = options.time_limit
+        solver.parameters.num_workers = 1
+    else:
+        solver.parameters.max_time_in_seconds = max(0.1, options.time_limit - (time.perf_counter() - entered))
+        solver.parameters.num_workers = options.workers
     solver.parameters.relative_gap_limit = options.relative_gap
     solver.parameters.random_seed = options.seed
     solver.parameters.cp_model_presolve = False  # its fix-point loop crawls along the slot chain

@@ -226,7 +226,7 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         # the window's time limit covers the warm starts and the rollout too
         spent = time.perf_counter() - began + (rollout if b < problem.num_slots else 0.0)
         spent += 0.05 * options.time_limit  # reading the solution back and replaying it
-        limited = replace(options, time_limit=max(1.0, options.time_limit - spent))
+        limited = options if options.deterministic else replace(options, time_limit=max(1.0, options.time_limit - spent))
         far = min(problem.num_slots, b + max(0, lookahead))
         if far > b:  # solve the window with the slots after it, keep the window's part
             long_sub = problem.window(a, far, resident)
