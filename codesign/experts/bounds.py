@@ -37,12 +37,13 @@ expert kept across it are resident beside an in-flight transfer: at most ``C - 1
 So the resident sets at those instants form a paging schedule whose cache holds ``C - 1``
 experts at busy slots and ``C`` at idle ones; it loads an expert only where the real
 schedule does, so the real one makes at least as many loads. Time before slot ``v`` is
-link-busy or link-idle: ``s[v] >= d_min x loads(slots < v) + sum of c[u] over idle u < v``.
+link-busy or link-idle, and every load for the uses of slots ``<= v`` ends before it:
+``s[v] >= d_min x those loads + sum of c[u] over idle u < v``.
 Minimising the right-hand side over every choice of idle slots and kept inter-use spans
 is a min-cost flow on the slot line (a maximum-weight set of intervals with at most
 ``C - |R_u|`` of them over slot ``u``: a kept span saves ``d_min``, and one unit interval
 on slot ``u`` saves ``c[u]`` by keeping ``u`` busy), solved exactly by OR-Tools.
-:func:`busy_link_start` gives that bound on ``s[v]``; :func:`lower_bound` adds the compute
+:func:`busy_link_start` gives that bound on ``s[v]``; :func:`proven_bounds` adds the compute
 from ``v`` on, for ``v`` at the last slot and a search of other probes (any probe is a
 valid bound; more probes only raise it). Where the link is the bottleneck this is what the
 Belady count misses: a prefetch needs a frame that a finished use has freed.
