@@ -150,20 +150,17 @@ def busy_link_start(problem: Problem, v: int) -> int:
     if not problem.overlap or v <= 0 or not capacity:
         return 0
     requests, comp = problem.requests[:v + 1], problem.compute
-    last = {e: -1 for e in problem.initial}
-    forced = spans_inside = 0
+    initial = set(problem.initial)
+    forced = 0  # first uses of experts not resident at the start
     tails: list[int] = []
     heads: list[int] = []
-    for w, ids in enumerate(requests):
-        for e in ids:
-            if e not in last:
-                forced += 1  # a first use of an expert not resident at the start
-            elif last[e] + 1 < w:  # a span over slots last+1 .. w-1: keep it or load again
-                tails.append(last[e] + 1)
+    for e, slots in problem.window(0, v + 1, problem.initial).uses().items():
+        forced += e not in initial
+        previous = [-1] + slots if e in initial else slots
+        for u, w in zip(previous, previous[1:]):
+            if u + 1 < w:  # a span over slots u+1 .. w-1: keep it or load again (none between consecutive uses)
+                tails.append(u + 1)
                 heads.append(w)
-            else:
-                spans_inside += 1  # used in consecutive slots: keeping it costs no frame in between
-            last[e] = w
     # nodes 0..v: node i is the start of slot i; capacity-many units flow from 0 to v, and a
     # unit not on the line arc of slot u is one interval over u
     scale = math.gcd(d, *comp[:v]) or 1
