@@ -218,23 +218,24 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         hint_head, hint_tail = _split(hint_rest, b)
         hint_plan = _localize(hint_head, a, hint_name)
         hint = (hint_plan, simulate(sub, hint_plan))
-        # the ILP solves the window on its own: warm start it from the best plan for the window
-        # alone too (a whole-trace-best plan may give up window time for the state it leaves)
-        window_hint = min([hint] + [(plan, simulate(sub, plan)) for plan in _window_plans(sub, names, warm_start)],
-                          key=lambda pr: pr[1].total)
+        far = min(problem.num_slots, b + max(0, lookahead))
+        if far > b:  # the ILP solves the window with the slots after it, from the whole-trace hint
+            window_hint = hint
+        else:  # the ILP solves the window on its own: warm start it from the best plan for the
+            # window alone too (a whole-trace-best plan may give up window time for its end state)
+            window_hint = min([hint] + [(plan, simulate(sub, plan)) for plan in _window_plans(sub, names, warm_start)],
+                              key=lambda pr: pr[1].total)
         report = (lambda t, obj, bound, w=w: progress(w, count, t, obj, bound)) if progress else None
         # the window's time limit covers the warm starts and the rollout too
         spent = time.perf_counter() - began + (rollout if b < problem.num_slots else 0.0)
         spent += 0.05 * options.time_limit  # reading the solution back and replaying it
         limited = options if options.deterministic else replace(options, time_limit=max(1.0, options.time_limit - spent))
-        far = min(problem.num_slots, b + max(0, lookahead))
         if far > b:  # solve the window with the slots after it, keep the window's part
             long_sub = problem.window(a, far, resident)
             long_head, _ = _split(hint_rest, far)
             long_hint = _localize(long_head, a, hint_name)
             solved = solve_window(long_sub, (long_hint, simulate(long_sub, long_hint)), limited, report)
             ilp = replace(solved, plan=_cut(solved.plan, b - a), bound=lower_bound(sub))
-            window_hint = hint
         else:
             ilp = solve_window(sub, window_hint, limited, report)
         window_total = simulate(sub, ilp.plan).total
