@@ -94,14 +94,18 @@ def test_meta_models_plan_but_refuse_to_run():
         cm(x)
 
 
-def test_cpu_inputs_run_through_the_generated_cpp(cnn):
-    model, inputs, cm = cnn
-    fresh = fresh_like(inputs, 9)
+def assert_runs_through_cpp(model, inputs, cm, seed: int, marker: str) -> None:
+    """Fresh CPU inputs pick the C++ backend, whose source holds ``marker``, and match eager."""
+    fresh = fresh_like(inputs, seed)
     assert cm.backend_for(fresh) == "cpp"
     out = cm(*fresh)
-    assert cm._programs["cpp"] is not None and "conv" in cm.program("cpp").source
+    assert cm._programs["cpp"] is not None and marker in cm.program("cpp").source
     with torch.no_grad():
         assert rel_err(out, model(*fresh)) <= 1e-5
+
+
+def test_cpu_inputs_run_through_the_generated_cpp(cnn):
+    assert_runs_through_cpp(*cnn, seed=9, marker="conv")
 
 
 def test_a_backend_that_cannot_compile_falls_back_to_the_interpreter(monkeypatch):
@@ -125,12 +129,7 @@ def test_mixtral_runs_through_the_cpp_backend_on_cpu():
     """compile() on CPU inputs picks C++ for the MoE model too: routing, experts as regions."""
     model, inputs = load_factory(str(EXAMPLES / "mixtral_moe.py:tiny"))
     cm = codesign.compile(model, inputs, target="cpu-host")
-    fresh = fresh_like(inputs, 11)
-    assert cm.backend_for(fresh) == "cpp"
-    out = cm(*fresh)
-    assert cm._programs["cpp"] is not None and "m0_run" in cm.program("cpp").source
-    with torch.no_grad():
-        assert rel_err(out, model(*fresh)) <= 1e-5
+    assert_runs_through_cpp(model, inputs, cm, seed=11, marker="m0_run")
 
 
 def test_unknown_backend_is_refused():
