@@ -130,7 +130,7 @@ CNN = """graph @cnn(%x: f32[2,3,16,16], %c1: f32[8,3,3,3] param, %m1: f32[8] buf
 
 
 OP_SAMPLES: tuple[OpSample, ...] = (
-    OpSample("unary_float_ops", """graph @unary(%x: f32[4,8], %p: f32[4,8]) -> (f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], i1[4,8]) {
+    OpSample("unary_float_ops", """graph @unary(%x: f32[4,8], %p: f32[4,8]) -> (f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], i1[4,8], f32[4,8]) {
   %neg = neg(%x) : f32[4,8]
   %abs = abs(%x) : f32[4,8]
   %exp = exp(%x) : f32[4,8]
@@ -152,10 +152,11 @@ OP_SAMPLES: tuple[OpSample, ...] = (
   %tril = tril(%x) {diagonal = 1} : f32[4,8]
   %triu = triu(%x) {diagonal = -1} : f32[4,8]
   %not = logical_not(%x) : i1[4,8]
-  return %neg, %abs, %exp, %log, %sqrt, %rsqrt, %rec, %tanh, %sig, %erf, %sin, %cos, %floor, %relu, %silu, %gelu, %gelu_tanh, %clamp, %tril, %triu, %not
+  %hsw = hardswish(%x) : f32[4,8]
+  return %neg, %abs, %exp, %log, %sqrt, %rsqrt, %rec, %tanh, %sig, %erf, %sin, %cos, %floor, %relu, %silu, %gelu, %gelu_tanh, %clamp, %tril, %triu, %not, %hsw
 }
 """, seed=0, inputs={"p": positive}),
-    OpSample("binary_ops_broadcast_and_compare", """graph @binary(%a: f32[4,8], %b: f32[8], %c: f32[4,1], %p: f32[4,8]) -> (f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], f32[4,8]) {
+    OpSample("binary_ops_broadcast_and_compare", """graph @binary(%a: f32[4,8], %b: f32[8], %c: f32[4,1], %p: f32[4,8]) -> (f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], f32[4,8], f32[4,8]) {
   %add = add(%a, %b) : f32[4,8]
   %sub = sub(%a, %c) : f32[4,8]
   %mul = mul(%c, %b) : f32[4,8]
@@ -174,7 +175,8 @@ OP_SAMPLES: tuple[OpSample, ...] = (
   %ge = ge(%b, %a) : i1[4,8]
   %and = logical_and(%lt, %gt) : i1[4,8]
   %where = where(%gt, %a, %b) : f32[4,8]
-  return %add, %sub, %mul, %div, %floordiv, %truncdiv, %rem, %pow, %max, %min, %eq, %ne, %lt, %le, %gt, %ge, %and, %where
+  %lae = logaddexp(%a, %b) : f32[4,8]
+  return %add, %sub, %mul, %div, %floordiv, %truncdiv, %rem, %pow, %max, %min, %eq, %ne, %lt, %le, %gt, %ge, %and, %where, %lae
 }
 """, seed=1, inputs={"p": positive}),
     OpSample("integer_ops_and_casts", """graph @ints(%i: i64[4,8], %j: i64[4,8], %k: i32[8], %x: f32[4,8], %m: i1[4,8]) -> (i64[4,8], i64[4,8], i64[4,8], i64[4,8], i64[4,8], i64[4,8], i64[4,8], i64[4,8], i1[4,8], i1[4,8], f32[4,8], i32[4,8], i64[4,8], f32[4,8], i1[4,8], i32[4], i64[8], i64[4,8], i64[4,8]) {

@@ -44,7 +44,7 @@ def pointwise_graph() -> Graph:
     y = inp(b, "model.y", T(3, 4), InputKind.param, "model.layers.0.y")
     outs = []
     for op in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal", "tanh", "sigmoid", "erf",
-               "sin", "cos", "floor", "relu", "silu"):
+               "sin", "cos", "floor", "relu", "silu", "hardswish"):
         outs.append(b.add(op, [x]))
     outs.append(b.add("gelu", [x], {"approximate": "tanh"}))
     outs.append(b.add("clamp", [x], {"min": -0.5, "max": None}))
@@ -53,7 +53,7 @@ def pointwise_graph() -> Graph:
     outs.append(b.add("triu", [x], {"diagonal": 1}))
     outs.append(b.add("cast", [x], {"dtype": "f16"}))
     b.loc = "block.0.act"
-    for op in ("add", "sub", "mul", "remainder", "pow", "maximum", "minimum"):
+    for op in ("add", "sub", "mul", "remainder", "pow", "maximum", "minimum", "logaddexp"):
         outs.append(b.add(op, [x, y]))
     outs.append(b.add("div", [x, y], {"rounding_mode": "floor"}))
     cmp = [b.add(op, [x, y]) for op in ("eq", "ne", "lt", "le", "gt", "ge")]

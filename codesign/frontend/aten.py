@@ -54,10 +54,17 @@ Converter = Callable[..., Any]
 CONVERTERS: dict[str, Converter] = {}
 
 
-def converts(*names: str):
+KEPT_WHOLE: set[str] = set()
+"""ATen composites (`packet.overload`) whose converter wants them undecomposed."""
+
+
+def converts(*names: str, keep: Sequence[str] = ()):
+    """Register a converter for ATen ops `names`; `keep` lists the overloads
+    (`"hardswish.default"`) that capture must not decompose, so they reach it whole."""
     def deco(fn: Converter) -> Converter:
         for n in names:
             CONVERTERS[n] = fn
+        KEPT_WHOLE.update(keep)
         return fn
     return deco
 
@@ -146,6 +153,8 @@ def _unary(op: str):
 for _name in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal", "tanh", "sigmoid", "erf",
               "sin", "cos", "floor", "relu", "silu"):
     converts(_name)(_unary(_name))
+converts("hardswish", keep=("hardswish.default",))(_unary("hardswish"))
+converts("logaddexp", keep=("logaddexp.default",))(_binary("logaddexp"))
 
 
 @converts("logical_not", "bitwise_not")

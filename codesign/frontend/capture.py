@@ -80,7 +80,7 @@ _KEEP = ("scaled_dot_product_attention.default", "linear.default", "layer_norm.d
 
 def decomposition_table() -> dict:
     table = torch.export.default_decompositions()
-    for name in _KEEP:
+    for name in (*_KEEP, *sorted(aten.KEPT_WHOLE)):
         packet, overload = name.split(".")
         op = getattr(getattr(torch.ops.aten, packet, None), overload, None)
         if op is not None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.pointwise import broadcast_map, broadcast_shapes, same_dtype
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
-                                      ShapeError, Structure, register)
+                                      ShapeError, Structure, register, Template, Trait)
 from codesign.ir.types import DType, TensorType
 
 
@@ -49,7 +49,7 @@ def _matmul_structure(ops: Sequence[TensorType], res: TensorType, attrs) -> Stru
 
 
 register(OpDef(
-    name="matmul", kind=OpKind.contraction, min_operands=2, max_operands=2,
+    name="matmul", kind=OpKind.contraction, template=Template.gemm, pointer_operands=(0, 1), traits=frozenset({Trait.anchor}), min_operands=2, max_operands=2,
     infer=_matmul_infer, run=lambda call: torch.matmul(*call.args),
     structure=_matmul_structure,
     flops=lambda ops, res, at: 2 * res.numel * ops[0].shape[-1],
@@ -81,7 +81,7 @@ def _linear_structure(ops: Sequence[TensorType], res: TensorType, attrs) -> Stru
 
 
 register(OpDef(
-    name="linear", kind=OpKind.contraction, min_operands=2, max_operands=3,
+    name="linear", kind=OpKind.contraction, template=Template.gemm, pointer_operands=(0, 1, 2), traits=frozenset({Trait.anchor}), min_operands=2, max_operands=3,
     infer=_linear_infer, run=lambda call: F.linear(*call.args), structure=_linear_structure,
     flops=lambda ops, res, at: 2 * res.numel * ops[0].shape[-1],
     doc="x[..., k] · weight[n, k]ᵀ (+ bias[n])"))
@@ -156,7 +156,7 @@ def _conv_run(call: Call) -> torch.Tensor:
 
 
 register(OpDef(
-    name="conv", kind=OpKind.contraction, min_operands=2, max_operands=3,
+    name="conv", kind=OpKind.contraction, template=Template.conv, traits=frozenset({Trait.anchor, Trait.may_read_outside}), min_operands=2, max_operands=3,
     infer=_conv_infer, run=_conv_run, structure=_conv_structure,
     flops=lambda ops, res, at: 2 * res.numel * prod(ops[1].shape[1:]),
     attrs=CONV_ATTRS, doc="N-d convolution (1-3 spatial dims), NC* layout, zero padding"))
@@ -225,7 +225,7 @@ def _attention_run(call: Call) -> torch.Tensor:
 
 
 register(OpDef(
-    name="attention", kind=OpKind.contraction, min_operands=3, max_operands=4,
+    name="attention", kind=OpKind.contraction, template=Template.attention, pointer_operands=(0, 1, 2), traits=frozenset({Trait.anchor}), min_operands=3, max_operands=4,
     infer=_attention_infer, run=_attention_run, structure=_attention_structure,
     flops=lambda ops, res, at: (2 * prod(ops[0].shape) * ops[1].shape[-2]
                                 + 2 * res.numel * ops[1].shape[-2]) // (2 if at["causal"] else 1),

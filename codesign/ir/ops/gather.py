@@ -13,8 +13,38 @@ import torch.nn.functional as F
 
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.registry import (AttrSpec, IterDim, OpDef, OpKind, ShapeError,
-                                      Structure, register)
-from codesign.ir.types import TensorType
+                                      Structure, Template, register)
+from codesign.ir.scalar import Expr, Load, Loop, Prim, apply, cast, lit, select
+from codesign.ir.types import DType, TensorType
+
+
+def _picked(ops: Sequence[TensorType], i: int) -> Expr:
+    """Index operand i, as an i64 coordinate."""
+    return cast(Load(i, ops[i].dtype), DType.i64)
+
+
+def _wrapped(p: Expr, size: int) -> Expr:
+    """A negative index counts from the end, as torch's advanced indexing does."""
+    return select(apply(Prim.lt, p, lit(0, DType.i64)), apply(Prim.add, p, lit(size, DType.i64)), p)
+
+
+def _embedding_body(ops, res: TensorType, attrs) -> Expr:
+    return Load(0, ops[0].dtype, index=(_picked(ops, 1), Loop(res.rank - 1)))
+
+
+def _index_select_body(ops, res: TensorType, attrs) -> Expr:
+    index = [Loop(d) for d in range(res.rank)]
+    index[attrs["dim"]] = _picked(ops, 1)
+    return Load(0, ops[0].dtype, index=tuple(index))
+
+
+def _index_body(ops, res: TensorType, attrs) -> Expr:
+    x, *indices = ops
+    dim = attrs["dim"]
+    block = res.rank - (x.rank - len(indices))
+    picked = [_wrapped(_picked(ops, i + 1), x.shape[dim + i]) for i in range(len(indices))]
+    index = [Loop(d) for d in range(dim)] + picked + [Loop(d) for d in range(dim + block, res.rank)]
+    return Load(0, x.dtype, index=tuple(index))
 
 
 def _require_int(t: TensorType, op: str) -> None:
@@ -36,8 +66,9 @@ register(OpDef(
     structure=lambda ops, res, at: Structure(
         tuple(IterDim(s) for s in res.shape),
         (None, AffineMap(res.rank, tuple(Dim(i) for i in range(res.rank - 1)))),
-        AffineMap.identity(res.rank), "gather"),
-    flops=lambda ops, res, at: 0, doc="operands: table[rows, dim], indices[...] → [..., dim]"))
+        AffineMap.identity(res.rank), "gather", _embedding_body(ops, res, at)),
+    flops=lambda ops, res, at: 0, doc="operands: table[rows, dim], indices[...] → [..., dim]",
+    template=Template.elementwise, pointer_operands=(0,)))
 
 
 def _index_select_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
@@ -55,9 +86,10 @@ register(OpDef(
     run=lambda call: torch.index_select(call.args[0], call.attrs["dim"], call.args[1]),
     structure=lambda ops, res, at: Structure(
         tuple(IterDim(s) for s in res.shape),
-        (None, AffineMap(res.rank, (Dim(at["dim"]),))), AffineMap.identity(res.rank), "gather"),
+        (None, AffineMap(res.rank, (Dim(at["dim"]),))), AffineMap.identity(res.rank), "gather",
+        _index_select_body(ops, res, at)),
     flops=lambda ops, res, at: 0, attrs={"dim": AttrSpec((int,), required=True)},
-    doc="x.index_select(dim, indices)"))
+    doc="x.index_select(dim, indices)", template=Template.elementwise, pointer_operands=(0,)))
 
 
 def _index_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
@@ -94,12 +126,13 @@ def _index_structure(ops: Sequence[TensorType], res: TensorType, attrs) -> Struc
         idx_maps.append(AffineMap(res.rank, tuple(Dim(r.index + dim) if isinstance(r, Dim) else r
                                                  for r in inner.results)))
     return Structure(tuple(IterDim(s) for s in res.shape), (None, *idx_maps),
-                     AffineMap.identity(res.rank), "gather")
+                     AffineMap.identity(res.rank), "gather", _index_body(ops, res, attrs))
 
 
 register(OpDef(
     name="index", kind=OpKind.gather, min_operands=2, max_operands=None,
     infer=_index_infer, run=_index_run, structure=_index_structure,
     flops=lambda ops, res, at: 0, attrs={"dim": AttrSpec((int,), default=0)},
+    template=Template.elementwise, pointer_operands=(0,),
     doc="advanced indexing x[:, ..., i0, i1, ...]: integer index tensors (broadcast together) "
         "on consecutive dims from `dim`"))

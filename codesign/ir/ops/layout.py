@@ -13,22 +13,32 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from codesign.ir.affine import AffineExpr, AffineMap, Const, Dim
+from codesign.ir.affine import AffineExpr, AffineMap, Const, Dim, bound
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, OpDef, OpKind, ShapeError,
-                                      Structure, no_flops, register)
-from codesign.ir.types import TensorType
+                                      Structure, Template, Trait, no_flops, register)
+from codesign.ir.scalar import Affine, BodyFn, Expr, Load, Loop, Prim, all_of, apply, lit, select
+from codesign.ir.types import DType, TensorType
+
+
+def _read_operand(ops: Sequence[TensorType], res: TensorType, attrs, maps) -> Expr:
+    """A pure layout op reads its one operand through its map."""
+    return Load(0, ops[0].dtype)
 
 
 def _layout(name: str, infer, run, index_maps, attrs: Mapping[str, AttrSpec], doc: str,
-            min_operands: int = 1, max_operands: int | None = 1) -> OpDef:
-    """Register a layout op from its `index_maps(operands, result, attrs)`."""
+            min_operands: int = 1, max_operands: int | None = 1, body=_read_operand,
+            traits: frozenset[Trait] = frozenset()) -> OpDef:
+    """Register a layout op from its `index_maps(operands, result, attrs)` and its body
+    `body(operands, result, attrs, maps)` (default: read the operand through its map)."""
+    def structure(ops, res, at) -> Structure:
+        maps = tuple(index_maps(ops, res, at))
+        return Structure(tuple(IterDim(s) for s in res.shape), maps, AffineMap.identity(res.rank), name,
+                         body(ops, res, at, maps))
+
     return register(OpDef(
         name=name, kind=OpKind.layout, min_operands=min_operands, max_operands=max_operands,
-        infer=infer, run=run,
-        structure=lambda ops, res, at: Structure(tuple(IterDim(s) for s in res.shape),
-                                                 tuple(index_maps(ops, res, at)),
-                                                 AffineMap.identity(res.rank), name),
-        flops=no_flops, attrs=attrs, doc=doc))
+        infer=infer, run=run, structure=structure, flops=no_flops, attrs=attrs, doc=doc,
+        template=Template.elementwise, traits=traits))
 
 
 def strides(shape: Sequence[int]) -> list[int]:
@@ -157,9 +167,26 @@ def _concat_maps(ops, res, attrs) -> list[AffineMap]:
     return maps
 
 
+def _concat_body(ops, res, attrs, maps) -> Expr:
+    """Piece i where offset_i <= d < offset_i+1: each piece a gated read, chosen by select."""
+    dim, d = attrs["dim"], Loop(attrs["dim"])
+    ends, end = [], 0
+    for t in ops:
+        end += t.shape[dim]
+        ends.append(end)
+    out: Expr = Load(len(ops) - 1, ops[-1].dtype,
+                     valid=apply(Prim.ge, d, lit(ends[-2], DType.i64)) if len(ops) > 1 else None)
+    for i in reversed(range(len(ops) - 1)):
+        conds = [apply(Prim.lt, d, lit(ends[i], DType.i64))]
+        if i > 0:
+            conds.insert(0, apply(Prim.ge, d, lit(ends[i - 1], DType.i64)))
+        out = select(conds[-1], Load(i, ops[i].dtype, valid=all_of(conds)), out)
+    return out
+
+
 _layout("concat", _concat_infer, lambda call: torch.cat(list(call.args), call.attrs["dim"]), _concat_maps,
         {"dim": AttrSpec((int,), required=True)}, "join along dim (maps are piecewise)",
-        min_operands=1, max_operands=None)
+        min_operands=1, max_operands=None, body=_concat_body, traits=frozenset({Trait.may_read_outside}))
 
 
 # -- pad (constant) -------------------------------------------------------------------------
@@ -181,10 +208,27 @@ def _pad_run(call: Call) -> torch.Tensor:
     return F.pad(call.args[0], torch_pads, value=call.attrs["value"])
 
 
+def _pad_body(ops, res, attrs, maps) -> Expr:
+    """The operand where its coordinate is in range, else the fill value."""
+    (x,), (amap,) = ops, maps
+    conds = []
+    for e, size in zip(amap.results, x.shape):
+        lo, hi = bound(e, res.shape)
+        if lo < 0:
+            conds.append(apply(Prim.ge, Affine(e), lit(0, DType.i64)))
+        if hi >= size:
+            conds.append(apply(Prim.lt, Affine(e), lit(size, DType.i64)))
+    valid = all_of(conds)
+    if valid is None:
+        return Load(0, x.dtype)
+    return select(valid, Load(0, x.dtype, valid=valid), lit(attrs.get("value", 0.0), x.dtype))
+
+
 _layout("pad", _pad_infer, _pad_run,
         lambda ops, res, at: [AffineMap(res.rank, tuple(Dim(i) - at["pads"][2 * i] for i in range(res.rank)))],
         {"pads": AttrSpec((tuple,), required=True), "value": AttrSpec((int, float), default=0.0)},
-        "constant padding; pads = (before0, after0, before1, after1, ...); negative pads crop")
+        "constant padding; pads = (before0, after0, before1, after1, ...); negative pads crop",
+        body=_pad_body, traits=frozenset({Trait.may_read_outside}))
 
 
 # -- pixel shuffle / unshuffle (depth-to-space and back), on the trailing C, H, W -------------

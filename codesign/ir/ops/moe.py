@@ -16,7 +16,7 @@ import torch
 
 from codesign.ir.affine import AffineMap
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, OpDef, OpKind, ShapeError,
-                                      Structure, register)
+                                      Structure, register, Template)
 from codesign.ir.types import TensorType
 
 
@@ -64,7 +64,7 @@ def expert_bytes(operands: Sequence[TensorType]) -> int:
 
 
 register(OpDef(
-    name="moe", kind=OpKind.region, min_operands=2, max_operands=None,
+    name="moe", kind=OpKind.region, template=Template.moe,  min_operands=2, max_operands=None,
     infer=_moe_infer, run=_moe_run,
     structure=lambda ops, res, at: Structure(
         tuple(IterDim(s) for s in res.shape),

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
-                                      ShapeError, Structure, register)
+                                      ShapeError, Structure, Template, Trait, register)
+from codesign.ir.scalar import Expr, Load, Prim, apply, lit
 from codesign.ir.types import TensorType
 
 EPS = AttrSpec((float,), default=1e-5)
@@ -44,7 +45,7 @@ def _softmax_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) 
 
 for _name, _fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax)):
     register(OpDef(
-        name=_name, kind=OpKind.normalization, min_operands=1, max_operands=1,
+        name=_name, kind=OpKind.normalization, template=Template.softmax, traits=frozenset({Trait.anchor}), min_operands=1, max_operands=1,
         infer=_softmax_infer,
         run=lambda call, fn=_fn: fn(call.args[0], call.attrs["dim"]),
         structure=lambda ops, res, at, n=_name: _norm_structure(ops[0], (at["dim"],), (), n),
@@ -94,13 +95,13 @@ def _rms_norm(call: Call) -> torch.Tensor:
 
 
 register(OpDef(
-    name="layer_norm", kind=OpKind.normalization, min_operands=1, max_operands=3,
+    name="layer_norm", kind=OpKind.normalization, template=Template.norm, traits=frozenset({Trait.anchor}), min_operands=1, max_operands=3,
     infer=_trailing_norm_infer("layer_norm"), run=_layer_norm,
     structure=_trailing_structure("layer_norm"), flops=lambda ops, res, at: 8 * res.numel,
     attrs={"normalized_rank": AttrSpec((int,), required=True), "eps": EPS},
     doc="operands: x, optional weight, optional bias"))
 register(OpDef(
-    name="rms_norm", kind=OpKind.normalization, min_operands=1, max_operands=2,
+    name="rms_norm", kind=OpKind.normalization, template=Template.norm, traits=frozenset({Trait.anchor}), min_operands=1, max_operands=2,
     infer=_trailing_norm_infer("rms_norm"), run=_rms_norm,
     structure=_trailing_structure("rms_norm"), flops=lambda ops, res, at: 5 * res.numel,
     attrs={"normalized_rank": AttrSpec((int,), required=True), "eps": EPS},
@@ -126,7 +127,7 @@ def _group_norm_structure(ops: Sequence[TensorType], res: TensorType, attrs: Map
 
 
 register(OpDef(
-    name="group_norm", kind=OpKind.normalization, min_operands=1, max_operands=3,
+    name="group_norm", kind=OpKind.normalization, template=Template.group_norm, traits=frozenset({Trait.anchor}), min_operands=1, max_operands=3,
     infer=_group_norm_infer,
     run=lambda call: F.group_norm(call.args[0], call.attrs["groups"],
                                   call.args[1] if len(call.args) > 1 else None,
@@ -152,13 +153,26 @@ def _batch_norm(call: Call) -> torch.Tensor:
                         affine[1] if len(affine) > 1 else None, False, 0.0, call.attrs["eps"])
 
 
+def _batch_norm_body(ops, res, attrs) -> Expr:
+    """(x - mean) / sqrt(var + eps) [* weight] [+ bias], per channel."""
+    x, mean, var, *affine = (Load(i, t.dtype) for i, t in enumerate(ops))
+    d = x.dtype
+    y = apply(Prim.div, apply(Prim.sub, x, mean),
+              apply(Prim.sqrt, apply(Prim.add, var, lit(attrs.get("eps", 1e-5), d))))
+    if affine:
+        y = apply(Prim.mul, y, affine[0])
+    if len(affine) > 1:
+        y = apply(Prim.add, y, affine[1])
+    return y
+
+
 register(OpDef(
     name="batch_norm", kind=OpKind.pointwise, min_operands=3, max_operands=5,
     infer=_batch_norm_infer, run=_batch_norm,
     structure=lambda ops, res, at: Structure(
         tuple(IterDim(s) for s in res.shape),
         (AffineMap.identity(res.rank),) + (AffineMap(res.rank, (Dim(1),)),) * (len(ops) - 1),
-        AffineMap.identity(res.rank), "batch_norm"),
-    flops=lambda ops, res, at: 4 * res.numel,
+        AffineMap.identity(res.rank), "batch_norm", _batch_norm_body(ops, res, at)),
+    flops=lambda ops, res, at: 4 * res.numel, template=Template.elementwise,
     attrs={"eps": EPS},
     doc="inference batch norm; operands: x, running_mean, running_var, optional weight, bias"))

@@ -12,9 +12,11 @@ from typing import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from codesign.ir import scalar as S
 from codesign.ir.affine import AffineMap, Const, Dim
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, OpDef, OpKind, ShapeError,
-                                      Structure, elementwise_flops, register)
+                                      Structure, Template, Trait, elementwise_flops, register)
+from codesign.ir.scalar import BodyFn, Expr, Load, Loop, Prim, apply, cast, lit, select
 from codesign.ir.types import DType, TensorType
 
 
@@ -39,10 +41,13 @@ def broadcast_map(operand: Sequence[int], result: Sequence[int]) -> AffineMap:
 
 
 def pointwise_structure(operands: Sequence[TensorType], result: TensorType,
-                        attrs: Mapping[str, object], body: str) -> Structure:
+                        attrs: Mapping[str, object], body: str,
+                        expr: BodyFn | None = None) -> Structure:
+    """Identity domain over the result, broadcast maps, and the scalar body `expr` builds."""
+    scalar = expr(operands, result, attrs) if expr is not None else None
     return Structure(tuple(IterDim(s) for s in result.shape),
                      tuple(broadcast_map(t.shape, result.shape) for t in operands),
-                     AffineMap.identity(result.rank), body)
+                     AffineMap.identity(result.rank), body, scalar)
 
 
 def same_dtype(operands: Sequence[TensorType], op: str) -> DType:
@@ -54,9 +59,10 @@ def same_dtype(operands: Sequence[TensorType], op: str) -> DType:
     return dtypes.pop()
 
 
-def _define(name: str, arity: int, run: Callable[..., torch.Tensor], *,
+def _define(name: str, arity: int, run: Callable[..., torch.Tensor], body: BodyFn, *,
             result_dtype: DType | None = None, float_only: bool = False, flops: int = 1,
-            attrs: Mapping[str, AttrSpec] | None = None, doc: str = "") -> OpDef:
+            attrs: Mapping[str, AttrSpec] | None = None, traits: frozenset[Trait] = frozenset(),
+            identity: float | int | None = None, doc: str = "") -> OpDef:
     def infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
         dtype = same_dtype(operands, name) if arity > 1 else operands[0].dtype
         if float_only and not dtype.is_float:
@@ -71,35 +77,181 @@ def _define(name: str, arity: int, run: Callable[..., torch.Tensor], *,
     return register(OpDef(
         name=name, kind=OpKind.pointwise, min_operands=arity, max_operands=arity,
         infer=infer, run=run_call,
-        structure=lambda ops, res, at: pointwise_structure(ops, res, at, name),
-        flops=elementwise_flops(flops), attrs=attrs or {}, doc=doc))
+        structure=lambda ops, res, at: pointwise_structure(ops, res, at, name, body),
+        flops=elementwise_flops(flops), attrs=attrs or {}, doc=doc,
+        template=Template.elementwise, traits=traits, identity=identity))
+
+
+# -- bodies ---------------------------------------------------------------------------------
+def _unary(prim: Prim) -> BodyFn:
+    return lambda ops, result, attrs: apply(prim, Load(0, ops[0].dtype))
+
+
+def _binary(prim: Prim) -> BodyFn:
+    return lambda ops, result, attrs: apply(prim, Load(0, ops[0].dtype), Load(1, ops[1].dtype))
+
+
+def _args(ops: Sequence[TensorType]) -> tuple[Load, ...]:
+    """Each operand read through its (broadcast) map."""
+    return tuple(Load(i, t.dtype) for i, t in enumerate(ops))
+
+
+def _zero_like(x: Expr) -> Expr:
+    return lit(0, x.dtype)
+
+
+def _neg(ops, result, attrs) -> Expr:
+    (x,) = _args(ops)
+    return apply(Prim.logical_not, x) if x.dtype is DType.i1 else apply(Prim.neg, x)
+
+
+def _floor(ops, result, attrs) -> Expr:
+    (x,) = _args(ops)
+    return apply(Prim.floor, x) if x.dtype.is_float else x
+
+
+def _relu(ops, result, attrs) -> Expr:
+    (x,) = _args(ops)
+    return select(apply(Prim.lt, x, _zero_like(x)), _zero_like(x), x)
+
+
+def _silu(ops, result, attrs) -> Expr:
+    (x,) = _args(ops)
+    return apply(Prim.mul, x, S.sigmoid(x))
+
+
+def _gelu(ops, result, attrs) -> Expr:
+    (x,) = _args(ops)
+    mode = attrs.get("approximate", "none")
+    if mode == "tanh":
+        return S.tanh_gelu(x)
+    if mode != "none":
+        raise ShapeError(f"gelu approximate={mode!r}: expected 'none' or 'tanh'")
+    return S.erf_gelu(x)
+
+
+def _hardswish(ops, result, attrs) -> Expr:
+    """x · relu6(x + 3) / 6."""
+    (x,) = _args(ops)
+    d = x.dtype
+    relu6 = apply(Prim.minimum, apply(Prim.maximum, apply(Prim.add, x, lit(3.0, d)), lit(0.0, d)), lit(6.0, d))
+    return apply(Prim.div, apply(Prim.mul, x, relu6), lit(6.0, d))
+
+
+def _logaddexp(ops, result, attrs) -> Expr:
+    """log(eᵃ + eᵇ) = max(a, b) + log(1 + e^-|a - b|), stable for large |a|, |b|.
+
+    Equal infinities (a = b = ±inf) give a − b = NaN; torch returns the infinity, so the
+    body selects `a` there.
+    """
+    a, b = _args(ops)
+    d = a.dtype
+    big = apply(Prim.maximum, a, b)
+    gap = apply(Prim.neg, apply(Prim.abs, apply(Prim.sub, a, b)))
+    out = apply(Prim.add, big, apply(Prim.log, apply(Prim.add, lit(1.0, d), apply(Prim.exp, gap))))
+    return select(apply(Prim.eq, a, b), apply(Prim.add, a, apply(Prim.log, lit(2.0, d))), out)
+
+
+def _clamp(ops, result, attrs) -> Expr:
+    (x,) = _args(ops)
+    if attrs.get("min") is not None:
+        x = apply(Prim.maximum, x, lit(attrs["min"], x.dtype))
+    if attrs.get("max") is not None:
+        x = apply(Prim.minimum, x, lit(attrs["max"], x.dtype))
+    return x
+
+
+def _triangle(lower: bool) -> BodyFn:
+    """tril keeps col - row <= diagonal, triu keeps col - row >= diagonal; zero elsewhere."""
+    def body(ops, result, attrs) -> Expr:
+        (x,) = _args(ops)
+        offset = apply(Prim.sub, Loop(result.rank - 1), Loop(result.rank - 2))
+        keep = apply(Prim.le if lower else Prim.ge, offset, lit(int(attrs.get("diagonal", 0)), DType.i64))
+        return select(keep, x, _zero_like(x))
+    return body
+
+
+def _logical(prim: Prim) -> BodyFn:
+    return lambda ops, result, attrs: apply(prim, *(S.truthy(x) for x in _args(ops)))
+
+
+def _div(ops, result, attrs) -> Expr:
+    """torch.div: true division (integers truncate), or floor / trunc rounding."""
+    a, b = _args(ops)
+    mode = attrs.get("rounding_mode", "none")
+    q = apply(Prim.div, a, b)
+    if mode == "none" or (mode == "trunc" and not a.dtype.is_float):
+        return q
+    if mode == "trunc":
+        return apply(Prim.trunc, q)
+    if mode != "floor":
+        raise ShapeError(f"div rounding_mode={mode!r}: expected 'none', 'floor' or 'trunc'")
+    if a.dtype.is_float:
+        return apply(Prim.floor, q)
+    r = apply(Prim.fmod, a, b)
+    zero = lit(0, a.dtype)
+    inexact = apply(Prim.logical_and, apply(Prim.ne, r, zero),
+                    apply(Prim.ne, apply(Prim.lt, r, zero), apply(Prim.lt, b, zero)))
+    return select(inexact, apply(Prim.sub, q, lit(1, a.dtype)), q)
+
+
+def _remainder(ops, result, attrs) -> Expr:
+    """Python-style modulo: the result takes the divisor's sign (fmod, then fixed up)."""
+    a, b = _args(ops)
+    r = apply(Prim.fmod, a, b)
+    zero = lit(0, a.dtype)
+    wrong_sign = apply(Prim.logical_and, apply(Prim.ne, r, zero),
+                       apply(Prim.ne, apply(Prim.lt, r, zero), apply(Prim.lt, b, zero)))
+    return select(wrong_sign, apply(Prim.add, r, b), r)
+
+
+def _minmax(prim: Prim) -> BodyFn:
+    def body(ops, result, attrs) -> Expr:
+        a, b = _args(ops)
+        if a.dtype is DType.i1:
+            return apply(Prim.logical_or if prim is Prim.maximum else Prim.logical_and, a, b)
+        return apply(prim, a, b)
+    return body
+
+
+def _bool_arith(prim: Prim, logical: Prim) -> BodyFn:
+    """add / mul on i1 are or / and, as torch computes them."""
+    def body(ops, result, attrs) -> Expr:
+        a, b = _args(ops)
+        return apply(logical if a.dtype is DType.i1 else prim, a, b)
+    return body
 
 
 # -- unary -------------------------------------------------------------------------------
-_define("neg", 1, torch.neg)
-_define("abs", 1, torch.abs)
-_define("exp", 1, torch.exp, float_only=True)
-_define("log", 1, torch.log, float_only=True)
-_define("sqrt", 1, torch.sqrt, float_only=True)
-_define("rsqrt", 1, torch.rsqrt, float_only=True)
-_define("reciprocal", 1, torch.reciprocal, float_only=True)
-_define("tanh", 1, torch.tanh, float_only=True)
-_define("sigmoid", 1, torch.sigmoid, float_only=True)
-_define("erf", 1, torch.erf, float_only=True)
-_define("sin", 1, torch.sin, float_only=True)
-_define("cos", 1, torch.cos, float_only=True)
-_define("floor", 1, torch.floor)
-_define("relu", 1, torch.relu)
-_define("silu", 1, F.silu, float_only=True, flops=4)
-_define("gelu", 1, lambda x, approximate="none": F.gelu(x, approximate=approximate),
+_define("neg", 1, torch.neg, _neg)
+_define("abs", 1, torch.abs, _unary(Prim.abs))
+_define("exp", 1, torch.exp, _unary(Prim.exp), float_only=True)
+_define("log", 1, torch.log, _unary(Prim.log), float_only=True)
+_define("sqrt", 1, torch.sqrt, _unary(Prim.sqrt), float_only=True)
+_define("rsqrt", 1, torch.rsqrt, _unary(Prim.rsqrt), float_only=True)
+_define("reciprocal", 1, torch.reciprocal,
+        lambda ops, result, attrs: apply(Prim.div, lit(1.0, ops[0].dtype), Load(0, ops[0].dtype)), float_only=True)
+_define("tanh", 1, torch.tanh, _unary(Prim.tanh), float_only=True)
+_define("sigmoid", 1, torch.sigmoid, _unary(Prim.sigmoid), float_only=True)
+_define("erf", 1, torch.erf, _unary(Prim.erf), float_only=True)
+_define("sin", 1, torch.sin, _unary(Prim.sin), float_only=True)
+_define("cos", 1, torch.cos, _unary(Prim.cos), float_only=True)
+_define("floor", 1, torch.floor, _floor)
+_define("relu", 1, torch.relu, _relu)
+_define("silu", 1, F.silu, _silu, float_only=True, flops=4)
+_define("gelu", 1, lambda x, approximate="none": F.gelu(x, approximate=approximate), _gelu,
         float_only=True, flops=8,
         attrs={"approximate": AttrSpec((str,), default="none", doc="'none' (erf) or 'tanh'")})
-_define("logical_not", 1, torch.logical_not, result_dtype=DType.i1)
-_define("clamp", 1, lambda x, min=None, max=None: torch.clamp(x, min=min, max=max), flops=2,
+_define("hardswish", 1, F.hardswish, _hardswish, float_only=True, flops=5)
+_define("logical_not", 1, torch.logical_not, lambda ops, result, attrs:
+        apply(Prim.logical_not, S.truthy(Load(0, ops[0].dtype))), result_dtype=DType.i1)
+_define("clamp", 1, lambda x, min=None, max=None: torch.clamp(x, min=min, max=max), _clamp, flops=2,
         attrs={"min": AttrSpec((int, float, type(None))), "max": AttrSpec((int, float, type(None)))})
-_define("tril", 1, lambda x, diagonal=0: torch.tril(x, diagonal),
+
+
+_define("tril", 1, lambda x, diagonal=0: torch.tril(x, diagonal), _triangle(lower=True),
         attrs={"diagonal": AttrSpec((int,), default=0)}, doc="zero above the diagonal")
-_define("triu", 1, lambda x, diagonal=0: torch.triu(x, diagonal),
+_define("triu", 1, lambda x, diagonal=0: torch.triu(x, diagonal), _triangle(lower=False),
         attrs={"diagonal": AttrSpec((int,), default=0)}, doc="zero below the diagonal")
 
 
@@ -114,29 +266,35 @@ def _cast_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> 
 register(OpDef(
     name="cast", kind=OpKind.pointwise, min_operands=1, max_operands=1, infer=_cast_infer,
     run=lambda call: call.args[0].to(call.type.dtype.torch),
-    structure=lambda ops, res, at: pointwise_structure(ops, res, at, "cast"),
+    structure=lambda ops, res, at: pointwise_structure(
+        ops, res, at, "cast", lambda ops, result, attrs: cast(Load(0, ops[0].dtype), result.dtype)),
     flops=elementwise_flops(0), attrs={"dtype": AttrSpec((str,), required=True)},
-    doc="convert the element type (round to nearest even, as torch does)"))
+    doc="convert the element type (round to nearest even, as torch does)",
+    template=Template.elementwise, traits=frozenset({Trait.quiet})))
 
 # -- binary ------------------------------------------------------------------------------
-_define("add", 2, torch.add)
-_define("sub", 2, torch.sub)
-_define("mul", 2, torch.mul)
+_COMMUTATIVE = frozenset({Trait.commutative})
+_define("add", 2, torch.add, _bool_arith(Prim.add, Prim.logical_or), traits=_COMMUTATIVE, identity=0)
+_define("sub", 2, torch.sub, _binary(Prim.sub))
+_define("mul", 2, torch.mul, _bool_arith(Prim.mul, Prim.logical_and), traits=_COMMUTATIVE, identity=1)
 _define("div", 2, lambda a, b, rounding_mode="none":
-        torch.div(a, b, rounding_mode=None if rounding_mode == "none" else rounding_mode),
+        torch.div(a, b, rounding_mode=None if rounding_mode == "none" else rounding_mode), _div,
         attrs={"rounding_mode": AttrSpec((str,), default="none", doc="'none', 'floor' or 'trunc'")})
-_define("remainder", 2, torch.remainder)
-_define("pow", 2, torch.pow, flops=2)
-_define("maximum", 2, torch.maximum)
-_define("minimum", 2, torch.minimum)
-_define("eq", 2, torch.eq, result_dtype=DType.i1)
-_define("ne", 2, torch.ne, result_dtype=DType.i1)
-_define("lt", 2, torch.lt, result_dtype=DType.i1)
-_define("le", 2, torch.le, result_dtype=DType.i1)
-_define("gt", 2, torch.gt, result_dtype=DType.i1)
-_define("ge", 2, torch.ge, result_dtype=DType.i1)
-_define("logical_and", 2, torch.logical_and, result_dtype=DType.i1)
-_define("logical_or", 2, torch.logical_or, result_dtype=DType.i1)
+_define("remainder", 2, torch.remainder, _remainder)
+_define("pow", 2, torch.pow, _binary(Prim.pow), flops=2)
+_define("maximum", 2, torch.maximum, _minmax(Prim.maximum), traits=_COMMUTATIVE)
+_define("minimum", 2, torch.minimum, _minmax(Prim.minimum), traits=_COMMUTATIVE)
+_define("logaddexp", 2, torch.logaddexp, _logaddexp, float_only=True, flops=6, traits=_COMMUTATIVE)
+_define("eq", 2, torch.eq, _binary(Prim.eq), result_dtype=DType.i1, traits=_COMMUTATIVE)
+_define("ne", 2, torch.ne, _binary(Prim.ne), result_dtype=DType.i1, traits=_COMMUTATIVE)
+_define("lt", 2, torch.lt, _binary(Prim.lt), result_dtype=DType.i1)
+_define("le", 2, torch.le, _binary(Prim.le), result_dtype=DType.i1)
+_define("gt", 2, torch.gt, _binary(Prim.gt), result_dtype=DType.i1)
+_define("ge", 2, torch.ge, _binary(Prim.ge), result_dtype=DType.i1)
+_define("logical_and", 2, torch.logical_and, _logical(Prim.logical_and), result_dtype=DType.i1,
+        traits=_COMMUTATIVE)
+_define("logical_or", 2, torch.logical_or, _logical(Prim.logical_or), result_dtype=DType.i1,
+        traits=_COMMUTATIVE)
 
 
 # -- ternary -----------------------------------------------------------------------------
@@ -151,5 +309,6 @@ def _where_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) ->
 register(OpDef(
     name="where", kind=OpKind.pointwise, min_operands=3, max_operands=3, infer=_where_infer,
     run=lambda call: torch.where(*call.args).expand(call.type.shape),
-    structure=lambda ops, res, at: pointwise_structure(ops, res, at, "where"),
-    flops=elementwise_flops(1), doc="select a where cond else b"))
+    structure=lambda ops, res, at: pointwise_structure(
+        ops, res, at, "where", lambda ops, result, attrs: select(*_args(ops))),
+    flops=elementwise_flops(1), doc="select a where cond else b", template=Template.elementwise))

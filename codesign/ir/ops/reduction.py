@@ -6,13 +6,16 @@ The iteration domain is the operand's shape; reduced dims are reduction loops. W
 
 from __future__ import annotations
 
+import math
+from math import prod
 from typing import Callable, Mapping, Sequence
 
 import torch
 
 from codesign.ir.affine import AffineMap, Const, Dim
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
-                                      ShapeError, Structure, register)
+                                      ShapeError, Structure, Template, Trait, register)
+from codesign.ir.scalar import Acc, Combiner, Load, Prim, apply, lit
 from codesign.ir.types import DType, TensorType
 
 DIMS = AttrSpec((tuple,), required=True, doc="reduced dims, non-negative, ascending")
@@ -34,7 +37,7 @@ def reduced_shape(shape: Sequence[int], dims: Sequence[int], keepdim: bool) -> t
 
 
 def reduction_structure(operand: TensorType, dims: Sequence[int], keepdim: bool,
-                        body: str) -> Structure:
+                        body: str, combiner: Combiner | None = None) -> Structure:
     rank = operand.rank
     domain = tuple(IterDim(s, IterKind.reduction if i in dims else IterKind.parallel)
                    for i, s in enumerate(operand.shape))
@@ -42,12 +45,15 @@ def reduction_structure(operand: TensorType, dims: Sequence[int], keepdim: bool,
         result = [Const(0) if i in dims else Dim(i) for i in range(rank)]
     else:
         result = [Dim(i) for i in range(rank) if i not in dims]
-    return Structure(domain, (AffineMap.identity(rank),), AffineMap(rank, tuple(result)), body)
+    return Structure(domain, (AffineMap.identity(rank),), AffineMap(rank, tuple(result)), body,
+                     Load(0, operand.dtype), combiner)
 
 
 def _define(name: str, run: Callable[[torch.Tensor, tuple[int, ...], bool, Mapping], torch.Tensor],
             *, result_dtype: DType | None = None, float_only: bool = False,
-            extra_attrs: Mapping[str, AttrSpec] | None = None) -> OpDef:
+            extra_attrs: Mapping[str, AttrSpec] | None = None,
+            combiner: Callable[[TensorType, Mapping[str, object]], Combiner] | None = None,
+            template: Template = Template.reduce) -> OpDef:
     def infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
         (x,) = operands
         dims = check_dims(attrs["dims"], x.rank, name)
@@ -62,23 +68,49 @@ def _define(name: str, run: Callable[[torch.Tensor, tuple[int, ...], bool, Mappi
         return out.to(call.type.dtype.torch).reshape(call.type.shape)
 
     def structure(ops: Sequence[TensorType], res: TensorType, attrs: Mapping[str, object]) -> Structure:
-        return reduction_structure(ops[0], tuple(attrs["dims"]), bool(attrs["keepdim"]), name)
+        return reduction_structure(ops[0], tuple(attrs["dims"]), bool(attrs["keepdim"]), name,
+                                   combiner(ops[0], attrs) if combiner else None)
 
     return register(OpDef(
         name=name, kind=OpKind.reduction, min_operands=1, max_operands=1, infer=infer,
+        template=template, traits=frozenset({Trait.anchor}),
         run=run_call, structure=structure,
         flops=lambda ops, res, attrs: ops[0].numel,
         attrs={"dims": DIMS, "keepdim": KEEPDIM, **(extra_attrs or {})}))
 
 
-_define("sum", lambda x, d, k, a: torch.sum(x, d, keepdim=k))
-_define("mean", lambda x, d, k, a: torch.mean(x, d, keepdim=k), float_only=True)
-_define("amax", lambda x, d, k, a: torch.amax(x, d, keepdim=k))
-_define("amin", lambda x, d, k, a: torch.amin(x, d, keepdim=k))
-_define("prod", lambda x, d, k, a: _prod(x, d, k))
-_define("any", lambda x, d, k, a: torch.any(x, d, keepdim=k), result_dtype=DType.i1)
+def reduced_count(x: TensorType, attrs: Mapping[str, object]) -> int:
+    """How many elements each output point combines."""
+    return prod(x.shape[d] for d in attrs["dims"])
+
+
+def _mean(x: TensorType, attrs: Mapping[str, object]) -> Combiner:
+    acc = Combiner(Prim.add, 0).accumulator(x.dtype)
+    return Combiner(Prim.add, 0, apply(Prim.div, Acc(acc), lit(float(max(reduced_count(x, attrs), 1)), acc)))
+
+
+def _extreme(prim: Prim, identity: float) -> Callable[[TensorType, Mapping[str, object]], Combiner]:
+    """max / min: identity -inf / +inf for floats, the type's extreme for integers."""
+    def combiner(x: TensorType, attrs: Mapping[str, object]) -> Combiner:
+        if x.dtype.is_float:
+            return Combiner(prim, identity)
+        if x.dtype is DType.i1:
+            return Combiner(Prim.logical_or if prim is Prim.maximum else Prim.logical_and, identity < 0)
+        info = torch.iinfo(x.dtype.torch)
+        return Combiner(prim, info.min if identity < 0 else info.max)
+    return combiner
+
+
+_define("sum", lambda x, d, k, a: torch.sum(x, d, keepdim=k), combiner=lambda x, a: Combiner(Prim.add, 0))
+_define("mean", lambda x, d, k, a: torch.mean(x, d, keepdim=k), float_only=True, combiner=_mean)
+_define("amax", lambda x, d, k, a: torch.amax(x, d, keepdim=k), combiner=_extreme(Prim.maximum, -math.inf))
+_define("amin", lambda x, d, k, a: torch.amin(x, d, keepdim=k), combiner=_extreme(Prim.minimum, math.inf))
+_define("prod", lambda x, d, k, a: _prod(x, d, k), combiner=lambda x, a: Combiner(Prim.mul, 1))
+_define("any", lambda x, d, k, a: torch.any(x, d, keepdim=k), result_dtype=DType.i1,
+        combiner=lambda x, a: Combiner(Prim.logical_or, False))
 _define("var", lambda x, d, k, a: torch.var(x, d, correction=a["correction"], keepdim=k),
-        float_only=True, extra_attrs={"correction": AttrSpec((int, float), default=1)})
+        float_only=True, extra_attrs={"correction": AttrSpec((int, float), default=1)},
+        template=Template.variance)
 
 
 def _prod(x: torch.Tensor, dims: tuple[int, ...], keepdim: bool) -> torch.Tensor:
@@ -98,7 +130,7 @@ def _arg_infer(name: str):
 for _name, _fn in (("argmax", torch.argmax), ("argmin", torch.argmin)):
     register(OpDef(
         name=_name, kind=OpKind.reduction, min_operands=1, max_operands=1,
-        infer=_arg_infer(_name),
+        infer=_arg_infer(_name), template=Template.argminmax,
         run=lambda call, fn=_fn: fn(call.args[0], call.attrs["dim"], keepdim=call.attrs["keepdim"]),
         structure=lambda ops, res, at, n=_name: reduction_structure(ops[0], (at["dim"],), bool(at["keepdim"]), n),
         flops=lambda ops, res, attrs: ops[0].numel,
@@ -112,6 +144,7 @@ def _cumsum_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -
 
 register(OpDef(
     name="cumsum", kind=OpKind.reduction, min_operands=1, max_operands=1, infer=_cumsum_infer,
+    template=Template.scan,
     run=lambda call: torch.cumsum(call.args[0], call.attrs["dim"]).to(call.type.dtype.torch),
     structure=lambda ops, res, at: Structure(
         tuple(IterDim(s) for s in res.shape) + (IterDim(res.shape[at["dim"]], IterKind.reduction),),

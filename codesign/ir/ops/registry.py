@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Sequence
 import torch
 
 from codesign.ir.affine import AffineMap
+from codesign.ir.scalar import Combiner, Expr
 from codesign.ir.types import TensorType
 
 
@@ -33,6 +34,33 @@ class OpKind(str, Enum):
     window = "window"
     gather = "gather"
     region = "region"
+
+
+class Trait(str, Enum):
+    """Properties passes and backends ask of an op instead of its name."""
+
+    commutative = "commutative"  # a binary op whose operands may be swapped
+    may_read_outside = "may_read_outside"  # maps may leave an operand's bounds; reads are guarded
+    anchor = "anchor"  # a heavy op a fusion group forms around (one per kernel)
+    quiet = "quiet"  # costs nothing but addressing: never worth a kernel of its own
+
+
+class Template(str, Enum):
+    """The named code template a backend picks for an op (chosen by this, never by name)."""
+
+    elementwise = "elementwise"  # a scalar body at every point (pointwise, layout, source, gather)
+    reduce = "reduce"  # a combiner over the reduced dims
+    variance = "variance"  # two-pass mean / variance
+    softmax = "softmax"
+    norm = "norm"  # layer / RMS norm over trailing rows
+    group_norm = "group_norm"
+    gemm = "gemm"  # matmul, linear
+    conv = "conv"
+    attention = "attention"
+    pool = "pool"
+    argminmax = "argminmax"
+    scan = "scan"  # cumsum
+    moe = "moe"
 
 
 class IterKind(str, Enum):
@@ -54,13 +82,16 @@ class Structure:
 
     `operand_maps[i]` maps an iteration point to operand i's index; `None` marks an
     indirect (data-dependent) access, e.g. the table read of an embedding. `body` names the
-    scalar computation (for a pointwise op, the op itself).
+    computation (for a pointwise op, the op itself); `expr` is the scalar body at one point
+    for elementwise ops (`codesign.ir.scalar`), `combiner` how a reduction combines.
     """
 
     domain: tuple[IterDim, ...]
     operand_maps: tuple[AffineMap | None, ...]
     result_map: AffineMap
     body: str
+    expr: Expr | None = None
+    combiner: Combiner | None = None
 
     @property
     def loop_sizes(self) -> tuple[int, ...]:
@@ -114,6 +145,13 @@ class OpDef:
     attrs: Mapping[str, AttrSpec] = field(default_factory=dict)
     regions: int = 0
     doc: str = ""
+    template: Template | None = None
+    traits: frozenset[Trait] = frozenset()
+    identity: float | int | None = None  # x op identity == x (a binary op's neutral element)
+    pointer_operands: tuple[int, ...] = ()  # operands a template reads whole, by pointer
+
+    def has(self, trait: Trait) -> bool:
+        return trait in self.traits
 
     def attr_values(self, given: Mapping[str, object]) -> dict[str, object]:
         """The given attributes with defaults filled in."""

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.contraction import conv_out_size
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
-                                      ShapeError, Structure, register)
+                                      ShapeError, Structure, register, Template, Trait)
 from codesign.ir.types import TensorType
 
 POOL_ATTRS = {
@@ -78,7 +78,7 @@ def _avg_pool(call: Call) -> torch.Tensor:
 
 for _name, _run in (("max_pool", _max_pool), ("avg_pool", _avg_pool)):
     register(OpDef(
-        name=_name, kind=OpKind.window, min_operands=1, max_operands=1,
+        name=_name, kind=OpKind.window, template=Template.pool, traits=frozenset({Trait.may_read_outside}), min_operands=1, max_operands=1,
         infer=_pool_infer(_name), run=_run, structure=_pool_structure(_name),
         flops=lambda ops, res, at: res.numel * prod(at["kernel"]), attrs=POOL_ATTRS,
         doc="2-d pooling over NCHW"))
