@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from codesign.ir.graph import Graph, InputKind, Node
-from codesign.ir.ops import OpKind, get_op
+from codesign.ir.ops import OpKind, Template, get_op
 from codesign.ir.types import TensorType
 
 
@@ -18,7 +18,7 @@ def node_flops(node: Node, types: dict[str, TensorType]) -> int:
     op = get_op(node.op)
     operands = [types[o] for o in node.operands]
     flops = op.flops(operands, node.type, op.attr_values(node.attrs))
-    if node.op == "moe":
+    if op.template is Template.moe:
         flops += node.attrs["top_k"] * sum(graph_flops(r) for r in node.regions)
     return flops
 
@@ -84,7 +84,7 @@ def graph_stats(graph: Graph) -> GraphStats:
     buffers = [i for i in graph.inputs if i.kind in (InputKind.buffer, InputKind.const)]
     experts = 0
     for node in graph.walk():
-        if node.op == "moe":
+        if get_op(node.op).template is Template.moe:
             experts += sum(types[o].nbytes for o in node.operands[2:]) if node in graph.nodes else 0
     return GraphStats(
         op_counts=dict(sorted(Counter(n.op for n in graph.nodes).items(), key=lambda kv: (-kv[1], kv[0]))),

@@ -1,8 +1,10 @@
 """`codesign.compile`: capture, run the pass pipeline for a target, and wrap the result.
 
-A `CompiledModule` runs generated code (C++ for CPU tensors, Triton for CUDA tensors; the
-reference interpreter when a backend cannot compile the graph), and carries the report,
-the decision ledger, the plan and the IR before and after the pipeline.
+A `CompiledModule` runs generated code through a backend of the registry
+(`codesign.codegen.registry`: the target's `host_backend`, unless the inputs' device or
+`backend=` says otherwise; the reference interpreter when a backend cannot compile the
+graph), and carries the report, the decision ledger, the plan and the IR before and after
+the pipeline.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from rich.table import Table
 
 from codesign import __version__
 from codesign.analysis import GraphStats, graph_stats
+from codesign.codegen import CodegenError
+from codesign.codegen.registry import FALLBACK, build_program, choose_backend, device_of, get_backend
 from codesign.frontend.capture import CapturedModel, capture
 from codesign.ir.graph import Graph
-from codesign.ir.interpreter import run_graph
 from codesign.ir.printer import print_graph
 from codesign.cost.report import FusionSummary, kernel_table, roofline_plot, summarize
 from codesign.passes.manager import Decision, Instrumentation, PassContext, PassManager
@@ -51,7 +54,8 @@ class CompiledModule:
     ledger: tuple[Decision, ...] = field(default_factory=tuple)
     backend: str = "auto"
     experts: object = None  # the expert-switching Schedule when experts overflow the fast tier
-    _programs: dict = field(default_factory=dict, repr=False)  # built backends, by name
+    backend_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # by backend name
+    _programs: dict = field(default_factory=dict, repr=False)  # built programs by backend name; None: refused
     _fusion: FusionSummary | None = field(default=None, repr=False)  # derived once, on demand
 
     @property
@@ -59,23 +63,20 @@ class CompiledModule:
         return any(t.device.type == "meta" for t in self.state.values())
 
     def backend_for(self, inputs: Sequence[torch.Tensor]) -> str:
-        """Which backend runs these inputs: CUDA tensors → Triton, CPU tensors → C++
-        (unless `backend` pins one; "interpreter" runs the reference interpreter)."""
+        """Which backend runs these inputs: the pinned `backend`, else the target's
+        `host_backend` when it runs on the inputs' device, else that device's default
+        (CUDA → triton, CPU → cpp); see `codesign.codegen.registry.choose_backend`."""
         if self.backend != "auto":
             return self.backend
-        return "triton" if any(t.is_cuda for t in inputs) else "cpp"
+        return choose_backend(self.target.host_backend, device_of(inputs, self.state)).name
 
     def program(self, backend: str):
-        """The generated program for `backend`, built (or loaded from the cache) once."""
+        """The program `backend` built for this graph (generated, or loaded from its cache)
+        once; raises `CodegenError` when the backend refuses the graph (None afterwards,
+        once `__call__` has fallen back)."""
         if backend not in self._programs:
-            if backend == "cpp":
-                from codesign.codegen.cpp import CppModule
-                self._programs[backend] = CppModule(self.graph, self.state, target=self.target.name)
-            elif backend == "triton":
-                from codesign.codegen.triton import TritonModule
-                self._programs[backend] = TritonModule(self.graph, self.state, self.target)
-            else:
-                raise ValueError(f"unknown backend {backend!r} (auto, cpp, triton, interpreter)")
+            self._programs[backend] = build_program(backend, self.graph, self.state, self.target,
+                                                    self.backend_options.get(backend))
         return self._programs[backend]
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -83,23 +84,19 @@ class CompiledModule:
             raise RuntimeError(f"{self.graph.name} was captured on the meta device (shapes only): it can be "
                                "planned and reported but not run; build it on cpu/cuda to run it")
         backend = self.backend_for(inputs)
-        if backend != "interpreter":
-            from codesign.codegen import CodegenError
-            try:
-                program = self.program(backend)
-            except CodegenError as exc:
-                if self.backend != "auto":
-                    raise
-                warnings.warn(f"{backend} backend cannot compile @{self.graph.name} ({exc}); "
-                              "running the reference interpreter instead", stacklevel=2)
-                self._programs[backend] = None
-                program = None
-            if program is not None:
-                with torch.no_grad():
-                    return program(*inputs)
+        try:
+            program = self.program(backend)
+        except CodegenError as exc:
+            if self.backend != "auto" or backend == FALLBACK:
+                raise
+            warnings.warn(f"{backend} backend cannot compile @{self.graph.name} ({exc}); "
+                          "running the reference interpreter instead", stacklevel=2)
+            self._programs[backend] = None
+            program = None
+        if program is None:
+            program = self.program(FALLBACK)
         with torch.no_grad():
-            outputs = run_graph(self.graph, inputs, self.state)
-        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+            return program(*inputs)
 
     def export_cpp(self, directory: str | Path) -> Path:
         """Standalone C++ sources, weights and a CMakeLists.txt that builds without torch."""
@@ -113,7 +110,7 @@ class CompiledModule:
         """Predicted time unfused (one kernel per op, as captured) vs as compiled (computed
         once: report(), summary() and save() all read it)."""
         if self._fusion is None:
-            from codesign.passes.tile import chip_rereads
+            from codesign.ir.plan import chip_rereads
             self._fusion = summarize(self.captured, self.graph, self.target, chip_rereads(self.graph))
         return self._fusion
 
@@ -232,8 +229,8 @@ class CompiledModule:
         (out / "report.txt").write_text(self.report())
         (out / "ledger.json").write_text(self.explain(as_json=True))
         for name, program in sorted(self._programs.items()):
-            if program is not None:
-                suffix = {"cpp": "cpp", "triton": "py"}[name]
+            suffix = get_backend(name).source_suffix
+            if program is not None and suffix and isinstance(getattr(program, "source", None), str):
                 (out / f"kernels.{suffix}").write_text(program.source)
         roofline_plot(self.fusion().fused, self.target, out / "roofline.png")
         plan = self.placement()
@@ -266,15 +263,20 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
             target: str | Path | Target = "sn40l", *, pipeline: str | None = None,
             instrumentation: Instrumentation | None = None,
             options: Mapping[str, object] | None = None,
-            must_fuse: Sequence[str] = (), backend: str = "auto") -> CompiledModule:
+            must_fuse: Sequence[str] = (), backend: str = "auto",
+            backend_options: Mapping[str, Mapping[str, object]] | None = None) -> CompiledModule:
     """Capture `model`, lower it for `target` through `pipeline`, return a `CompiledModule`.
 
     `must_fuse`: node names that must end in one kernel; compile fails with the decision
-    ledger's reasons when they do not. `backend`: "auto" (CUDA inputs → Triton, CPU → C++),
-    "cpp", "triton" or "interpreter"; code is generated on the first call.
+    ledger's reasons when they do not. `backend`: "auto" (the target's `host_backend`; the
+    inputs' device overrides it: CUDA → triton, CPU → cpp) or any registered backend's name
+    (`codesign.codegen.registry.available_backends()`: cpp, interpreter, iree, triton, ...),
+    which then runs whatever the device and fails loudly instead of falling back.
+    `backend_options`: per backend name, the options its `build` reads (e.g.
+    `{"cpp": {"blas": False}}`). Code is generated on the first call.
     """
-    if backend not in ("auto", "cpp", "triton", "interpreter"):
-        raise ValueError(f"backend {backend!r} is not one of auto, cpp, triton, interpreter")
+    for name in ([backend] if backend != "auto" else []) + list(backend_options or {}):
+        get_backend(name)  # an unknown name fails here, with the closest names
     target = target if isinstance(target, Target) else load_target(target)
     captured = model if isinstance(model, CapturedModel) else capture(model, example_inputs)
     pipeline = COMPILE_PIPELINE if pipeline is None else pipeline
@@ -288,14 +290,16 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     graph = manager.run(captured.graph, ctx)
     experts = _schedule_experts(graph, target)
     return CompiledModule(graph, target, captured.state, captured.graph, manager.pipeline_text,
-                          captured.method, tuple(ctx.ledger), backend, experts)
+                          captured.method, tuple(ctx.ledger), backend, experts,
+                          {name: dict(opts) for name, opts in (backend_options or {}).items()})
 
 
 def _schedule_experts(graph: Graph, target: Target):
     """Where MoE experts overflow the tier they run from, schedule their switching (a
     synthetic mid-locality trace stands in until one is recorded: `codesign experts record`).
     Non-expert weights are reserved in that tier first."""
-    if not any(n.op == "moe" for n in graph.nodes):
+    from codesign.ir.ops import Template, get_op
+    if not any(get_op(n.op).template is Template.moe for n in graph.nodes):
         return None
     from codesign.experts import schedule_graph
     from codesign.experts.ilp import IlpOptions

@@ -237,6 +237,24 @@ graph @causal_q_short(%q: f32[1,2,8,16], %k: f32[1,2,40,16], %v: f32[1,2,40,16])
 """)
 
 
+# -- ops with no Triton code of their own: rendered from their scalar bodies and combiners -------
+def test_bodies_and_combiners_from_the_ir():
+    mod = check("""
+graph @bodies(%x: f32[4,33], %y: f32[4,33], %i: i32[4,33]) -> (f32[4,33], f32[4,33], f32[4], f32[4,33], f32[4,33], i32[4], i32[4]) {
+  %h = hardswish(%x) : f32[4,33]
+  %l = logaddexp(%x, %y) : f32[4,33]
+  %p = prod(%x) {dims = [1]} : f32[4]
+  %e = exp(%y) : f32[4,33]
+  %pw = pow(%e, %x) : f32[4,33]
+  %r = remainder(%x, %e) : f32[4,33]
+  %si = sum(%i) {dims = [1]} : i32[4]
+  %mi = amin(%i) {dims = [1]} : i32[4]
+  return %h, %l, %p, %pw, %r, %si, %mi
+}
+""")
+    assert not mod.meta["externs"] and "tl.cumprod" in mod.source
+
+
 # -- gathers, externs ----------------------------------------------------------------------------
 def test_gathers():
     check("""

@@ -234,3 +234,21 @@ def test_tile_pass_tiles_every_contraction_group(target, captured):
             assert f"tile_{fast}" in group.attrs, (group.id, dict(group.attrs))
             assert group.attrs[f"ratio_{fast}"] >= 1.0 - 1e-9  # never below the I/O lower bound
     assert not [d for d in ctx.ledger.by_pass("tile") if d.choice == "untiled"]
+
+
+def test_streams_layers_not_kind_decides_layer_streaming(captured, tmp_path):
+    _, _, cap = captured("gpt2.py:tiny")
+    text = bundled_target_path("sn40l").read_text()
+    assert "streams_layers: true" in text and "kind: dataflow" in text
+
+    def layers(old, new):
+        path = tmp_path / f"{new.split(':')[0]}.yaml"
+        path.write_text(text.replace(old, new))
+        graph, ledger = fuse(cap.graph, load_target(path))
+        return ([g for g in graph.groups if g.plan.is_layer],
+                [d for d in ledger if d.subject.startswith("layer ")])
+    groups, streamed = layers("kind: dataflow", "kind: gpu")  # a "gpu" that streams layers
+    assert len(groups) == 2 and len(streamed) == 2
+    groups, streamed = layers("streams_layers: true", "streams_layers: false")  # a dataflow chip that does not
+    assert not groups and not streamed
+    assert not [g for g in fuse(cap.graph, "h100")[0].groups if g.plan.is_layer]

@@ -441,3 +441,107 @@ def test_random_graphs_roundtrip_verify_and_run(g):
     out1, out2 = run_random(g), run_random(g2)
     for a, b in zip(out1, out2):
         assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+# ------------------------------------------------------------------- group plans
+
+PLANNED = """graph @planned(%x: bf16[8,64], %w: bf16[32,64] param) -> (bf16[8,32]) {
+  group 0 {anchor = "y", chip_ratio = 1.0234, chip_reads = [1.0, 4.0, 1], chip_tile = [8, 32, 64], kind = "contraction", ratio_smem = 1, ratio_vmem = 1.3, scheme = "output-stationary", tile_smem = [8, 32, 16], tile_vmem = [8, 16, 64]}
+  group 1 {kind = "pointwise"}
+  %y = linear(%x, %w) : bf16[8,32] group(0)
+  %z = gelu(%y) {approximate = "none"} : bf16[8,32] group(1)
+  return %z
+}
+"""
+
+
+def test_group_plan_roundtrip_is_typed_and_byte_identical():
+    from codesign.ir.graph import Group
+    from codesign.ir.plan import GroupPlan, chip_rereads
+    g = parse_graph(PLANNED)
+    assert print_graph(g) == PLANNED
+    plan = g.groups[0].plan
+    assert (plan.kind, plan.anchor, plan.scheme) == ("contraction", "y", "output-stationary")
+    assert dict(plan.tiles) == {"smem": (8, 32, 16), "vmem": (8, 16, 64)}
+    assert dict(plan.ratios) == {"smem": 1, "vmem": 1.3} and isinstance(plan.ratios["smem"], int)  # kept as written
+    assert plan.chip_tile == (8, 32, 64) and plan.chip_reads == (1.0, 4.0, 1) and plan.chip_ratio == 1.0234
+    assert plan.fastest_tile(("vmem", "smem", "hbm")) == ("vmem", (8, 16, 64))
+    assert plan.fastest_tile(("smem", "vmem")) == ("smem", (8, 32, 16))
+    assert chip_rereads(g) == {"y": (1.0, 4.0, 1)}
+    assert g.groups[1].plan == GroupPlan(kind="pointwise") and not g.groups[1].plan.tiles
+    # the typed plan and the text form's pairs are one thing: either builds the same group
+    assert Group(0, dict(plan.attrs)) == g.groups[0] == Group(0, plan)
+    assert hash(Group(0, plan)) == hash(g.groups[0])
+    rebuilt = replace(g, groups=(Group(0, plan.with_tile("l1", (4, 4, 4), ratio=2.5)), g.groups[1]))
+    assert parse_graph(print_graph(rebuilt)) == rebuilt
+    assert "ratio_l1 = 2.5" in print_graph(rebuilt) and "tile_l1 = [4, 4, 4]" in print_graph(rebuilt)
+
+
+@pytest.mark.parametrize(("old", "new", "words", "col_of"), [
+    ('kind = "pointwise"', 'kind = "pointwise", anchr = "z"',
+     ["unknown group key 'anchr'", "did you mean 'anchor'", "tile_<tier>"], 'anchr'),
+    ('kind = "pointwise"', 'kind = "pointwise", num_warps = 4', ["unknown group key 'num_warps'"], 'num_warps'),
+    ("tile_smem = [8, 32, 16]", "tile_smem = [8, 0, 16]",
+     ["group key 'tile_smem' must be a list of positive integers", "[8, 0, 16]"], "[8, 0"),
+    ("ratio_smem = 1,", 'ratio_smem = "fast",', ["group key 'ratio_smem' must be a number"], '"fast"'),
+    ("chip_reads = [1.0, 4.0, 1]", 'chip_reads = [1.0, "x"]', ["'chip_reads' must be a list of numbers"], '[1.0, "x"]'),
+    ('kind = "pointwise"', "kind = 3", ["group key 'kind' must be a string, got 3"], "3}"),
+    ('anchor = "y"', "anchor = none", ["group key 'anchor' must have a value"], "none"),
+    ("tile_vmem = [8, 16, 64]", "tile_ = [8, 16, 64]", ["group key 'tile_' names no memory tier"], "tile_ ="),
+])
+def test_group_plan_errors_name_the_key(old, new, words, col_of):
+    from codesign.ir import ParseError
+    assert old in PLANNED
+    text = PLANNED.replace(old, new, 1)
+    with pytest.raises(ParseError) as info:
+        parse_graph(text, "plan.csir")
+    message = str(info.value)
+    for w in words:
+        assert w in message, message
+    line = text.splitlines()[info.value.line - 1]
+    assert info.value.filename == "plan.csir" and line.index(col_of) == info.value.col - 1, message
+
+
+def test_group_plan_in_python_is_checked_too():
+    from codesign.ir.graph import Group
+    from codesign.ir.plan import GroupPlan, PlanError
+    with pytest.raises(PlanError, match="unknown group key 'tiles'"):
+        Group(0, {"tiles": (1, 2)})
+    with pytest.raises(PlanError, match="'tile_smem' must be a list of positive integers"):
+        GroupPlan(tiles={"smem": (1, True)})
+    with pytest.raises(PlanError, match="names no memory tier"):
+        GroupPlan(tiles={"2fast": (1,)})
+    assert Group(3).plan == GroupPlan() and Group(3).attrs == {}
+    with pytest.raises(TypeError):
+        GroupPlan(tiles={"smem": (1,)}).tiles["l1"] = (2,)  # read-only
+
+
+_TIERS = st.sampled_from(["smem", "sram", "vmem", "l1", "hbm", "tier_2"])
+_RATIOS = st.one_of(st.integers(1, 10**6), st.floats(allow_nan=False, allow_infinity=False, width=64))
+
+
+@st.composite
+def plans(draw):
+    from codesign.ir.plan import GroupPlan
+    ints = st.lists(st.integers(1, 4096), max_size=5).map(tuple)
+    opt = lambda s: st.none() | s  # noqa: E731
+    return GroupPlan(
+        kind=draw(opt(st.sampled_from(["pointwise", "contraction", "layer", "attention"]))),
+        anchor=draw(st.none() | st.just("a")),
+        scheme=draw(opt(st.text("abcdef-\"\\ é", max_size=8))),
+        tiles=draw(st.dictionaries(_TIERS, ints, max_size=3)),
+        ratios=draw(st.dictionaries(_TIERS, _RATIOS, max_size=3)),
+        chip_tile=draw(opt(ints)),
+        chip_reads=draw(opt(st.lists(_RATIOS, max_size=4).map(tuple))),
+        chip_ratio=draw(opt(_RATIOS)),
+    )
+
+
+@settings(max_examples=150, deadline=None)
+@given(plan=plans())
+def test_random_group_plans_roundtrip(plan):
+    from codesign.ir.graph import Group
+    g = Graph("g", (Input("x", T(4)),), (Node("a", "exp", ("x",), T(4), group=0),), ("a",), (Group(0, plan),))
+    text = print_graph(g)
+    g2 = parse_graph(text)
+    assert print_graph(g2) == text and g2 == g and g2.groups[0].plan == plan

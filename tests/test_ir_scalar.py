@@ -82,7 +82,9 @@ def combine(c: Combiner, value: torch.Tensor, dims: tuple[int, ...], dtype: torc
             Prim.logical_or: lambda t, d: t.any(d), Prim.logical_and: lambda t, d: t.all(d)}[c.op]
     for d in sorted(dims, reverse=True):
         x = fold(x, d)
-    return x
+    # the identity must be neutral: combining it once more changes nothing
+    from codesign.ir.scalar import _TORCH
+    return _TORCH[c.op](x, torch.full_like(x, c.identity))
 
 
 SAMPLES = [s for s in OP_SAMPLES]
@@ -152,3 +154,22 @@ def test_logaddexp_extremes():
     env = {"a": a, "b": b}
     got = evaluate_node(graph, graph.nodes[0], env)
     assert torch.allclose(got, torch.logaddexp(a, b), rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("op", ["amax", "amin", "sum", "prod"])
+def test_boolean_and_integer_reductions_start_from_their_identity(op):
+    """amax / amin on i1 are or / and starting from False / True (a wrong identity makes
+    every result True or False); integer extremes start from the type's bounds."""
+    text = ("graph @g(%m: i1[3,5], %i: i32[3,5]) -> (i1[3], i32[5]) {\n"
+            f"  %a = {op}(%m) {{dims = [1]}} : {'i64' if op in ('sum', 'prod') else 'i1'}[3]\n"
+            f"  %b = {op}(%i) {{dims = [0]}} : i32[5]\n  return %a, %b\n}}\n")
+    if op in ("sum", "prod"):
+        text = text.replace("-> (i1[3]", "-> (i64[3]")
+    graph = parse_graph(text)
+    m = torch.tensor([[True] * 5, [False] * 5, [True, False, True, True, True]])
+    i = torch.randint(-100, 100, (3, 5), dtype=torch.int32)
+    env = {"m": m, "i": i}
+    for node in graph.nodes:
+        want = run_graph_node(graph, node, env)
+        env[node.name] = want
+        assert torch.equal(evaluate_node(graph, node, env), want), node.name

@@ -205,6 +205,27 @@ def test_multi_socket_splits_weights_and_charges_the_interconnect():
     assert plan.sockets == 8 and plan.time < place(g, one, time_limit=5).time
 
 
+LOOKUP = """graph @Lookup(%w: bf16[50304,4096] param, %ids: i64[512]) -> (bf16[512,4096]) {{
+  %e = {lookup} : bf16[512,4096]
+  return %e
+}}
+"""
+
+
+@pytest.mark.parametrize("lookup", ["index_select(%w, %ids) {dim = 0}", "index(%w, %ids) {dim = 0}"])
+def test_multi_socket_charges_every_gather_from_a_sharded_table(lookup):
+    """index_select / index rows of a vocab-parallel (sharded) weight end in the same
+    all-reduce as an embedding does: the rule asks the op's kind and its indirect operand
+    map, not its name ("gather" is a kind, not an op)."""
+    node = load_target("sn40l-node")
+    embedding = build_problem(parse_graph(LOOKUP.format(lookup="embedding(%w, %ids)")), node)
+    other = build_problem(parse_graph(LOOKUP.format(lookup=lookup)), node)
+    assert embedding.steps[0].comm > 0
+    assert other.steps[0].comm == pytest.approx(embedding.steps[0].comm)
+    one = build_problem(parse_graph(LOOKUP.format(lookup=lookup)), load_target("sn40l"))
+    assert one.steps[0].comm == 0
+
+
 def test_multi_socket_makes_an_oversized_model_fit():
     g = mlp_graph(h=8192, t=128)  # 2 x 268 MB of weights
     small = load_target("sn40l").model_copy(update={"memory": tuple(

@@ -486,3 +486,67 @@ def test_cli_validate_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_cli_schema_is_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run(["targets", "schema"]) == 0
     assert json.loads(capsys.readouterr().out) == target_json_schema()
+
+
+# ----------------------------------------------------------------------------- capabilities
+
+
+@pytest.mark.parametrize("name", list_targets())
+def test_bundled_capabilities_keep_each_kinds_behaviour(name: str) -> None:
+    """Capabilities replaced `kind` tests in the passes; every bundled file states them (with
+    a comment) and they give what `kind` used to: dataflow chips stream layers, GPUs get
+    power-of-two kernel tiles, the rest neither."""
+    target = load_target(name)
+    text = bundled_target_path(name).read_text()
+    for field in ("tile_shape:", "streams_layers:"):
+        (line,) = [ln for ln in text.splitlines() if ln.lstrip().startswith(field)]
+        assert "#" in line, f"{name}: {field} without a comment"
+    assert target.streams_layers == (target.kind == "dataflow")
+    assert (target.compute.tile_shape == "power_of_two") == (target.kind == "gpu")
+    assert target.home_tier == target.memory[1] and target.tier_rank(target.slow_tier.name) == 2
+
+
+def test_capability_defaults_and_tier_roles_from_memory_order() -> None:
+    target = Target(name="toy", kind="cpu", host_backend="cpp",
+                    compute={"peak": {"fp32": "1 TFLOP/s"}, "units": 4},
+                    memory=[{"name": "vmem", "capacity": "1 MiB", "bandwidth": "1 TB/s"}])
+    assert not target.streams_layers and target.compute.tile_shape == "min_traffic"
+    # a capability left out defaults from the kind (older target files keep their behaviour);
+    # given explicitly, it wins over the kind
+    common = dict(name="toy", host_backend="cpp", memory=[{"name": "vmem", "capacity": "1 MiB",
+                                                            "bandwidth": "1 TB/s"}])
+    dataflow = Target(kind="dataflow", compute={"peak": {"fp32": "1 TFLOP/s"}, "units": 4}, **common)
+    gpu = Target(kind="gpu", compute={"peak": {"fp32": "1 TFLOP/s"}, "units": 4}, **common)
+    assert dataflow.streams_layers and gpu.compute.tile_shape == "power_of_two"
+    plain = Target(kind="dataflow", streams_layers=False,
+                   compute={"peak": {"fp32": "1 TFLOP/s"}, "units": 4, "tile_shape": "min_traffic"}, **common)
+    assert not plain.streams_layers
+    assert target.fast_tier == target.home_tier == target.slow_tier and target.tier_rank("vmem") == 0
+    with pytest.raises(TargetLookupError, match="no memory tier 'hbm'.*its tiers are vmem"):
+        target.tier_rank("hbm")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param("sockets: 1", "sockets: 1\nstreams_layers: maybe",
+                     ["line 11", "streams_layers:", "expected true or false", "'maybe'"], id="streams-not-bool"),
+        pytest.param("sockets: 1", "sockets: 1\nstreams_layers: 1",
+                     ["streams_layers:", "expected true or false", "got 1"], id="streams-number"),
+        pytest.param("units: 10", "units: 10\n  tile_shape: square",
+                     ["line 7", "compute.tile_shape", "'square'", "expected 'min_traffic' or 'power_of_two'"],
+                     id="unknown-tile-shape"),
+        pytest.param("units: 10", "units: 10\n  tile_shape: power_of_two\n  tile_multiple: 12",
+                     ["compute:", "tile_shape power_of_two needs a power-of-two tile_multiple, got 12"],
+                     id="power-of-two-misaligned"),
+        pytest.param("sockets: 1", "sockets: 1\nstream_layers: true",
+                     ["unknown field 'stream_layers'", "did you mean 'streams_layers'"], id="misspelled-capability"),
+    ],
+)
+def test_bad_capabilities_explain_themselves(
+    tmp_path: Path, old: str, new: str, expected: list[str]
+) -> None:
+    assert old in GOOD
+    message = _error(tmp_path, GOOD.replace(old, new, 1))
+    for words in expected:
+        assert words in message, f"{words!r} not in:\n{message}"

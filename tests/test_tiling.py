@@ -190,3 +190,66 @@ def test_tile_levels_and_determinism():
     assert levels == tile_levels(s, [a, b], r, tiers)
     assert lower_bound(s, [a, b], r, tiers[0][1]) == levels[0].lower_bound_bytes
     assert isinstance(levels[0].as_attrs()["tiles"], tuple)
+
+
+# -- the tile pass reads tier order and tile shape from the target ------------------------------
+
+LINEAR_IR = """graph @fc(%x: bf16[512,1024], %w: bf16[2048,1024] param) -> (bf16[512,2048]) {
+  %y = linear(%x, %w) : bf16[512,2048]
+  %z = gelu(%y) {approximate = "none"} : bf16[512,2048]
+  return %z
+}
+"""
+
+VMEM_TARGET = """\
+name: vchip
+kind: mobile
+host_backend: cpp
+compute:
+  peak: {bf16: 100 TFLOP/s}
+  units: 4
+memory:
+  - {name: vmem, capacity: 4 x 1 MiB, bandwidth: 20 TB/s, scope: per_unit}
+  - {name: hbm, capacity: 16 GB, bandwidth: 1 TB/s}
+"""
+
+
+def _tiled(target):
+    from codesign.ir import parse_graph
+    from codesign.passes import PassContext, PassManager
+    return PassManager("fuse,tile").run(parse_graph(LINEAR_IR), PassContext(target=target))
+
+
+def test_a_vmem_tier_listed_first_is_tiled_for_and_ranked_first(tmp_path):
+    from codesign.codegen import group_tile
+    from codesign.ir.graph import Group
+    path = tmp_path / "vchip.yaml"
+    path.write_text(VMEM_TARGET)
+    target = load_target(path)
+    assert target.tier_names == ("vmem", "hbm") and target.tier_rank("vmem") == 0
+    assert target.fast_tier.name == "vmem" and target.home_tier.name == "hbm"
+    graph = _tiled(target)
+    (group,) = graph.groups
+    tile = group.plan.tile("vmem")
+    assert tile is not None and set(group.plan.tiles) == {"vmem"} and group.plan.ratio("vmem") >= 1.0
+    assert group_tile(group, 3, tiers=target.tier_names) == tile == group_tile(group, 3)
+    # with tiles for other tiers too, the target's order decides, not the tiers' names (a
+    # fixed name list put l1 and hbm ahead of a tier it did not know)
+    for other in ("hbm", "l1", "smem"):
+        both = Group(group.id, group.plan.with_tile(other, (1, 1, 1)))
+        assert group_tile(both, 3, tiers=target.tier_names) == tile, other
+    assert group_tile(Group(0, group.plan.with_tile("l1", (1, 1, 1))), 3, tiers=("l1", "vmem")) == (1, 1, 1)
+
+
+def test_tile_shape_not_kind_decides_gpu_shaped_tiles(tmp_path):
+    from codesign.targets.loader import bundled_target_path
+    text = bundled_target_path("h100").read_text()
+    assert "tile_shape: power_of_two" in text and "kind: gpu" in text
+    as_cpu = tmp_path / "gpu-as-cpu.yaml"
+    as_cpu.write_text(text.replace("kind: gpu", "kind: cpu"))
+    searched = tmp_path / "gpu-searched.yaml"
+    searched.write_text(text.replace("tile_shape: power_of_two", "tile_shape: min_traffic"))
+    h100 = _tiled(load_target("h100")).groups[0].plan.tile("smem")
+    assert all(t & (t - 1) == 0 for t in h100)  # power-of-two blocks
+    assert _tiled(load_target(as_cpu)).groups[0].plan.tile("smem") == h100
+    assert _tiled(load_target(searched)).groups[0].plan.tile("smem") != h100

@@ -12,7 +12,8 @@ from typing import Mapping, Sequence
 from codesign.ir.graph import Group
 from codesign.ir.types import DType
 
-# the tiers a tile may be named after, fastest first; the first one present wins
+# Deprecated, kept for importers: tier order comes from the target (`Target.tier_names`,
+# fastest first), not from tier names. `group_tile` no longer reads this.
 TILE_TIERS = ("l1", "sram", "smem", "l2", "llc", "hbm", "dram", "ddr")
 
 
@@ -25,26 +26,25 @@ def compute_dtype(dtype: DType) -> DType:
     return DType.f32 if dtype in (DType.f16, DType.bf16) else dtype
 
 
-def group_tile(group: Group | None, rank: int | None = None) -> tuple[int, ...] | None:
+def group_tile(group: Group | None, rank: int | None = None,
+               tiers: Sequence[str] = ()) -> tuple[int, ...] | None:
     """The tile sizes a group's plan gives for its fastest tier (`tile_l1`, `tile_sram`, ...).
 
-    Returns None when the group has no tile, or when `rank` is given and the tile has
-    another length (a tile is one size per loop of the anchor's domain).
+    `tiers` is the target's tier order, fastest first (`target.tier_names`); a tier it does
+    not list ranks after those it does (by name), so a plan with one tile — what the tile
+    pass writes — gives that tile whatever its tier is called. Returns None when the group
+    has no tile, or when `rank` is given and the tile has another length (a tile is one
+    size per loop of the anchor's domain).
     """
     if group is None:
         return None
-    attrs: Mapping[str, object] = group.attrs
-    keys = [k for k in attrs if k.startswith("tile_")]
-    if not keys:
+    found = group.plan.fastest_tile(tiers)
+    if found is None:
         return None
-    rank_of = {f"tile_{t}": i for i, t in enumerate(TILE_TIERS)}
-    key = min(keys, key=lambda k: (rank_of.get(k, len(TILE_TIERS)), k))
-    tile = attrs[key]
-    if not isinstance(tile, Sequence) or not all(isinstance(t, int) and t > 0 for t in tile):
-        return None
+    tile = found[1]
     if rank is not None and len(tile) != rank:
         return None
-    return tuple(tile)
+    return tile
 
 
 __all__ = ["CodegenError", "TILE_TIERS", "compute_dtype", "group_tile"]

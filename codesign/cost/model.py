@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 from codesign.analysis import node_flops
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel, kernels
-from codesign.ir.ops import OpKind, get_op
+from codesign.ir.ops import OpKind, Template, get_op
 from codesign.ir.types import DType, TensorType
 from codesign.targets import Target
 
@@ -53,13 +53,13 @@ def peak_flops(target: Target, dtype: DType, tensor_op: bool) -> float:
 
 
 def home_tier(target: Target) -> str:
-    """The tier tensors live in between kernels (until placement decides per tensor)."""
-    names = [t.name for t in target.memory]
-    return names[1] if len(names) > 1 else names[0]
+    """The tier tensors live in between kernels (until placement decides per tensor): a
+    role the target's memory order gives (`Target.home_tier`)."""
+    return target.home_tier.name
 
 
 def fast_tier(target: Target) -> str:
-    return target.memory[0].name
+    return target.fast_tier.name
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class CostModel:
     # -- pieces --------------------------------------------------------------------------
     def node_flops_by_dtype(self, node: Node, types: Mapping[str, TensorType]) -> tuple[str, int, bool]:
         op = get_op(node.op)
-        tensor = op.kind in TENSOR_KINDS or node.op == "moe"
+        tensor = op.kind in TENSOR_KINDS or op.template is Template.moe
         return node.type.dtype.value, node_flops(node, dict(types)), tensor
 
     def recompute_factors(self, kernel: Kernel, types: Mapping[str, TensorType],
@@ -156,7 +156,7 @@ class CostModel:
         """How many times the kernel reads each outside value from the home tier: the
         tiling's re-read factor of the reading op, times how often that op is recomputed."""
         if streamed is None:
-            streamed = kernel.group is not None and kernel.group.attrs.get("kind") == "layer"
+            streamed = kernel.group is not None and kernel.group.plan.is_layer
         runs = self.recompute_factors(kernel, types, streamed)
         inside = {n.name for n in kernel.nodes}
         reads: dict[str, float] = {}
@@ -174,7 +174,7 @@ class CostModel:
         intermediate on chip, as a dataflow layer does."""
         types = types if types is not None else graph.types()
         if streamed is None:
-            streamed = kernel.group is not None and kernel.group.attrs.get("kind") == "layer"
+            streamed = kernel.group is not None and kernel.group.plan.is_layer
         flops: dict[str, int] = {}
         compute = 0.0
         fast_bytes = 0

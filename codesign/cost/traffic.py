@@ -18,23 +18,42 @@ from dataclasses import dataclass
 from math import ceil, prod
 from typing import Mapping
 
+from codesign.ir.affine import Dim
 from codesign.ir.graph import Node
+from codesign.ir.ops import IterKind, Template, get_op
 from codesign.ir.types import TensorType
 from codesign.targets import Target
 
 
+def gemm_loops(node: Node, types: Mapping[str, TensorType]
+               ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None:
+    """A GEMM or conv template's loops seen as one GEMM A·B (implicit GEMM for conv), read
+    from its structure (A: operand 0, B: operand 1): `n`, the parallel loops that index B
+    but are not a plain index of A (a grouped conv's output channel reaches A only through
+    its group); `m`, the other parallel loops; `k`, the reduction loops; `rows`, the m loops
+    that do not index B (the rows of A that meet each B: fewer than m when B is batched).
+    Returns (sizes, m, n, k, rows), or None for any other op."""
+    op = get_op(node.op)
+    if op.template not in (Template.gemm, Template.conv):
+        return None
+    s = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    a, b = s.operand_maps[0], s.operand_maps[1]
+    a_plain = {e.index for e in a.results if isinstance(e, Dim)}
+    b_used = b.dims_used()
+    parallel = [i for i, d in enumerate(s.domain) if d.kind is IterKind.parallel]
+    n = tuple(i for i in parallel if i in b_used and i not in a_plain)
+    m = tuple(i for i in parallel if i not in n)
+    k = tuple(i for i, d in enumerate(s.domain) if d.kind is IterKind.reduction)
+    return s.loop_sizes, m, n, k, tuple(i for i in m if i not in b_used)
+
+
 def gemm_view(node: Node, types: Mapping[str, TensorType]) -> tuple[int, int, int] | None:
-    """(m, n, k) of a contraction seen as one GEMM (implicit GEMM for conv)."""
-    ops = [types[o] for o in node.operands]
-    if node.op == "matmul":
-        a, b = ops
-        return prod(node.type.shape[:-1]), b.shape[-1], a.shape[-1]
-    if node.op == "linear":
-        return prod(node.type.shape[:-1]), ops[1].shape[0], ops[0].shape[-1]
-    if node.op == "conv":
-        w = ops[1]
-        return node.type.shape[0] * prod(node.type.shape[2:]), w.shape[0], prod(w.shape[1:])
-    return None
+    """(m, n, k) of a contraction seen as one GEMM (implicit GEMM for conv): `gemm_loops`."""
+    loops = gemm_loops(node, types)
+    if loops is None:
+        return None
+    sizes, m, n, k, _ = loops
+    return prod(sizes[i] for i in m), prod(sizes[i] for i in n), prod(sizes[i] for i in k)
 
 
 def aggregate_tile(target: Target, elem: int = 2) -> tuple[int, int, int]:
@@ -52,9 +71,10 @@ def aggregate_tile(target: Target, elem: int = 2) -> tuple[int, int, int]:
 def per_batch_rows(node: Node, types: Mapping[str, TensorType], m: int) -> int:
     """Rows of A that meet each B: all of them, unless B is batched (a bmm reads batch b's
     B only for batch b's rows)."""
-    if node.op == "matmul" and types[node.operands[1]].rank > 2:
-        return types[node.operands[0]].shape[-2]
-    return m
+    loops = gemm_loops(node, types)
+    if loops is None or loops[4] == loops[1]:
+        return m
+    return prod(loops[0][i] for i in loops[4])
 
 
 @dataclass(frozen=True)
@@ -70,7 +90,7 @@ class TiledReread:
         known = self.rereads.get(node.name)
         if known is not None:
             return known[index] if index < len(known) else 1.0
-        if node.op == "attention":
+        if get_op(node.op).template is Template.attention:
             lq, lk = types[node.operands[0]].shape[-2], types[node.operands[1]].shape[-2]
             br, bc = self.default[0], self.default[1]
             return 1.0 if index in (0, 3) or bc >= lk else float(ceil(lq / br))

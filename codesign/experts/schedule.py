@@ -272,7 +272,8 @@ def schedule_graph(graph, target, trace=None, *, reserve: int = 0, steps: int = 
     from codesign.ir.ops.moe import expert_bytes
 
     types = graph.types()
-    moes = [n for n in graph.walk() if n.op == "moe"]
+    from codesign.ir.ops import Template, get_op
+    moes = [n for n in graph.walk() if get_op(n.op).template is Template.moe]
     if not moes:
         return None
     sizes, num_experts, top_k = [], int(moes[0].attr("num_experts")), int(moes[0].attr("top_k"))

@@ -81,4 +81,25 @@ def from_numpy(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, copy=True))
 
 
-__all__ = ["MlirExportError", "compile_and_run", "compile_module", "from_numpy", "to_numpy"]
+class IreeProgram:
+    """`graph` exported, compiled by IREE once and loaded; call it with the runtime inputs
+    (the `iree` backend's program). `source` is the exported MLIR."""
+
+    def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None):
+        import iree.runtime as ireert
+
+        module = to_mlir(graph)
+        self.graph, self.state, self.source = graph, dict(state or {}), module.text
+        self._context = ireert.SystemContext(config=ireert.Config("local-task"))
+        self._context.add_vm_module(ireert.VmModule.copy_buffer(self._context.instance, compile_module(module)))
+        self._function = self._context.modules.module[module.func_name]
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        arguments = _arguments(self.graph, inputs, self.state)
+        results = self._function(*(to_numpy(a) for a in arguments))
+        if len(self.graph.outputs) == 1:
+            return from_numpy(np.asarray(results))
+        return tuple(from_numpy(np.asarray(r)) for r in results)
+
+
+__all__ = ["IreeProgram", "MlirExportError", "compile_and_run", "compile_module", "from_numpy", "to_numpy"]

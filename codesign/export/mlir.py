@@ -2,8 +2,9 @@
 
 Every graph input (runtime inputs, params, buffers, consts) becomes a function argument in
 graph order, so one compiled module serves any weights; the graph outputs are the results.
-Each node lowers through `mlir_lowerings.LOWERINGS`, mostly as one `linalg.generic` read
-straight off the node's `Structure`. The module is verified before it is returned.
+Each node lowers through its op's template (`mlir_lowerings.TEMPLATES`), mostly as one
+`linalg.generic` read straight off the node's `Structure` and scalar body. The module is
+verified before it is returned.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from iree.compiler import ir
 from iree.compiler.dialects import func
 
 from codesign.export.mlir_builder import Builder, MlirExportError, tensor_type
-from codesign.export.mlir_lowerings import LOWERINGS, NodeContext
+from codesign.export.mlir_lowerings import NodeContext, lowering_for
 from codesign.ir import get_op, structure_of, verify
 from codesign.ir.graph import Graph, Input, Node
 
@@ -69,22 +70,27 @@ def mlir_text(graph: Graph) -> str:
 
 
 def _lower_node(graph: Graph, node: Node, values: dict[str, ir.Value]) -> ir.Value:
-    lowering = LOWERINGS.get(node.op)
-    if lowering is None:
-        supported = ", ".join(sorted(LOWERINGS))
-        raise MlirExportError(f"%{node.name} = {node.op}(...): op {node.op!r} has no MLIR lowering; "
-                              f"add one to codesign/export/mlir_lowerings.py (LOWERINGS) or rewrite "
-                              f"the node with supported ops ({supported})")
     op = get_op(node.op)
+    lowering = lowering_for(op)
+    where = f"%{node.name} = {node.op}(...)"
+    if lowering is None:
+        template = op.template.value if op.template else "none"
+        raise MlirExportError(f"{where}: op {node.op!r} (template {template}) has no MLIR lowering; "
+                              f"add one to codesign/export/mlir_lowerings.py (TEMPLATES) or rewrite "
+                              f"the node with supported ops")
     types = graph.types()
     context = NodeContext(
         builder=Builder(), node=node, operands=[values[o] for o in node.operands],
         operand_types=[types[o] for o in node.operands], structure=structure_of(graph, node),
         attrs=op.attr_values(node.attrs))
-    with ir.Location.name(f"%{node.name}"):
-        result = lowering(context)
+    try:
+        with ir.Location.name(f"%{node.name}"):
+            result = lowering(context)
+    except MlirExportError as exc:
+        if str(exc).startswith(where):
+            raise
+        raise MlirExportError(f"{where}: {exc}") from exc
     expected = tensor_type(node.type.shape, node.type.dtype)
     if result.type != expected:
-        raise MlirExportError(f"internal error: %{node.name} = {node.op}(...) lowered to {result.type}, "
-                              f"expected {expected}")
+        raise MlirExportError(f"internal error: {where} lowered to {result.type}, expected {expected}")
     return result

@@ -170,11 +170,17 @@ class Builder:
 
         Inputs read through a semi-affine map (floordiv / mod: pixel shuffle, upsample,
         group-norm statistics) are not generic operands: IREE cannot tile such maps unless
-        its tile sizes happen to divide the divisors. The body computes their index with
-        index arithmetic and reads them with `tensor.extract` instead, as a gather does.
+        its tile sizes happen to divide the divisors. Nor are inputs whose map reads a plain
+        loop index along a dim of another size (a slice from 0), where linalg would take the
+        dim's size as the loop's. The body computes their index with index arithmetic and
+        reads them with `tensor.extract` instead, as a gather does.
         """
         rank = len(shape)
-        direct = [i for i, m in enumerate(maps) if not is_semi_affine(m)]
+
+        def direct_map(value: ir.Value, amap: AffineMap) -> bool:
+            return not is_semi_affine(amap) and all(size == shape[r.index] for r, size in
+                                                    zip(amap.results, value.type.shape) if isinstance(r, Dim))
+        direct = [i for i, (v, m) in enumerate(zip(inputs, maps)) if direct_map(v, m)]
 
         def full_body(*args: ir.Value) -> Sequence[ir.Value]:
             values, given = [], iter(args[:-1])
@@ -245,11 +251,6 @@ class Builder:
         result = ir.RankedTensorType.get(list(sizes), value.type.element_type)
         return tensor.ExtractSliceOp(result, value, [], [], [], static_offsets=list(offsets),
                                      static_sizes=list(sizes), static_strides=list(steps)).result
-
-    def insert_slice(self, source: ir.Value, dest: ir.Value, offsets: Sequence[int]) -> ir.Value:
-        sizes = list(source.type.shape)
-        return tensor.InsertSliceOp(source, dest, [], [], [], static_offsets=list(offsets),
-                                    static_sizes=sizes, static_strides=[1] * len(sizes)).result
 
 
 def _numel(shape: Sequence[int]) -> int:

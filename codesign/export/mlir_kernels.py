@@ -1,8 +1,8 @@
 """Tensor-level building blocks shared by several lowerings: reduce, cast, softmax.
 
 Each is a short sequence of `linalg.generic`s over static shapes. Half-precision inputs
-are widened to f32 before any accumulation (`compute_dtype`), as torch accumulates
-sums, norms and softmax in f32 on CPU; the caller narrows the result back.
+are widened to f32 before any accumulation (`codesign.ir.scalar.compute_dtype`), as torch
+accumulates sums, norms and softmax in f32 on CPU; the caller narrows the result back.
 """
 
 from __future__ import annotations
@@ -19,11 +19,6 @@ from codesign.ir.ops.registry import IterKind
 from codesign.ir.types import DType
 
 Combine = Callable[[ir.Value, ir.Value], ir.Value]  # (element, accumulator) -> accumulator
-
-
-def compute_dtype(dtype: DType) -> DType:
-    """Where to accumulate: f32 for the half types, the type itself otherwise."""
-    return DType.f32 if dtype in (DType.f16, DType.bf16) else dtype
 
 
 def identity(rank: int) -> AffineMap:

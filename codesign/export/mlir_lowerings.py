@@ -1,11 +1,11 @@
-"""Per-op lowerings from graph nodes to linalg on tensors.
+"""Lowerings from graph nodes to linalg on tensors, chosen by the op's template.
 
-Most ops lower generically from their `Structure`: one `linalg.generic` with the node's
-own indexing maps and iterator kinds, and a scalar body (`mlir_scalar.POINTWISE` for the
-pointwise ops, a mul-add for contractions, a combiner for reductions). Named ops that are
-several loops nests in disguise (softmax, the norms, attention) become short sequences
-of generics; layout ops that are views become `tensor` ops. `LOWERINGS` maps op name to
-lowering; an op missing from it is refused with an `MlirExportError`.
+Ops with a scalar body (pointwise, layout, source, gather, batch_norm) lower from it: one
+`linalg.generic` with the node's own indexing maps and the body walked by
+`mlir_scalar.emit`. Reductions fold their combiner; contractions are a mul-add generic;
+named ops that are several loop nests in disguise (softmax, the norms, attention) become
+short sequences of generics. `TEMPLATES` maps `OpDef.template` to a lowering (`LOWERINGS`
+is the same by op name); an op without one is refused with an `MlirExportError`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from codesign.export import mlir_kernels as K
 from codesign.export import mlir_scalar as S
 from codesign.export.mlir_builder import (Builder, MlirExportError, element_type, is_semi_affine,
                                           shift, substitute)
-from codesign.ir.affine import AffineMap, Dim
+from codesign.ir.affine import AffineMap, Dim, bound
 from codesign.ir.graph import Node
-from codesign.ir.ops.registry import IterKind, Structure
+from codesign.ir.ops.layout import reshape_map
+from codesign.ir.ops.registry import OPS, IterKind, OpDef, Structure, Template, Trait, get_op
+from codesign.ir.scalar import Acc, Lit, Load, Prim, compute_dtype, is_plain_load, walk
 from codesign.ir.types import DType, TensorType
 
 
@@ -45,6 +47,10 @@ class NodeContext:
         return self.node.type
 
     @property
+    def op(self) -> OpDef:
+        return get_op(self.node.op)
+
+    @property
     def iterators(self) -> list[IterKind]:
         return [d.kind for d in self.structure.domain]
 
@@ -55,47 +61,117 @@ class NodeContext:
 Lowering = Callable[[NodeContext], ir.Value]
 
 
-# -- pointwise ------------------------------------------------------------------------------
-def lower_pointwise(c: NodeContext) -> ir.Value:
-    """One parallel generic with the broadcast maps and the op's scalar body."""
-    emit = S.POINTWISE[c.node.op]
-    dtypes = [t.dtype for t in c.operand_types]
-    if c.node.op == "where":
-        dtypes = dtypes[1:]  # arithmetic happens in the value operands' type, not i1's
+# -- elementwise: the scalar body at every point ---------------------------------------------
+def lower_elementwise(c: NodeContext) -> ir.Value:
+    """One parallel generic whose body is `structure.expr`, walked by `mlir_scalar.emit`.
+
+    Plain loads are block arguments through the operand maps (or `tensor.extract`s where
+    linalg could not take the map, see `Builder.map_elements`); gated and indirect loads
+    (pad, concat, gathers) `tensor.extract` at a clamped coordinate and select 0 where
+    invalid. A constant body is a splat; a copy through a relinearising or strided map is a
+    view (`tensor` reshape / extract_slice).
+    """
+    b, st, expr = c.builder, c.structure, c.structure.expr
+    if expr is None:
+        raise c.error("has no scalar body (Structure.expr) to lower; give the op one in its "
+                      "module under codesign/ir/ops")
+    if any(d.kind is not IterKind.parallel for d in st.domain) or st.result_map != K.identity(c.type.rank):
+        raise c.error("an elementwise body needs a parallel domain written through the identity map")
+    view = _view(c)
+    if view is not None:
+        return view
+    if isinstance(expr, Lit) and expr.dtype is c.type.dtype:
+        return b.splat(c.type.shape, c.type.dtype, expr.value)
+    plain = sorted({x.operand for x in walk(expr) if isinstance(x, Load) and is_plain_load(x, x.operand)})
 
     def body(*args: ir.Value) -> list[ir.Value]:
-        return [emit(S.ScalarCall(c.builder, args, dtypes, c.type.dtype, c.attrs, c.type.rank))]
-    return c.builder.map_elements(c.operands, c.structure.operand_maps, c.type.shape,
-                                  c.type.dtype, body)
+        env = dict(zip(plain, args))
+
+        def load(x: Load, index: Sequence[ir.Value] | None, valid: ir.Value | None) -> ir.Value:
+            if index is None and valid is None:
+                return env[x.operand]
+            return _gathered(c, x.operand, index, valid)
+        return [S.cast(b, S.emit(b, expr, load), compute_dtype(expr.dtype), c.type.dtype)]
+    return b.map_elements([c.operands[i] for i in plain], [st.operand_maps[i] for i in plain],
+                          c.type.shape, c.type.dtype, body)
+
+
+def _gathered(c: NodeContext, operand: int, index: Sequence[ir.Value] | None,
+              valid: ir.Value | None) -> ir.Value:
+    """Operand `operand` at `index` (i64 values) or through its map; 0 where `valid` is false.
+
+    A gated read clamps each coordinate that may leave the operand, so it stays in bounds.
+    """
+    b, value, t = c.builder, c.operands[operand], c.operand_types[operand]
+    if index is None:
+        amap = c.structure.operand_maps[operand]
+        coords = [b.index_of(r) for r in amap.results]
+        leaves = [not 0 <= lo <= hi < size for (lo, hi), size in
+                  zip((bound(r, c.type.shape) for r in amap.results), t.shape)]
+    else:
+        coords = [arith.index_cast(ir.IndexType.get(), i) for i in index]
+        leaves = [True] * t.rank
+    if valid is None:
+        return tensor.extract(value, coords)
+    coords = [arith.minsi(arith.maxsi(i, b.index_constant(0)), b.index_constant(size - 1)) if leave else i
+              for i, leave, size in zip(coords, leaves, t.shape)]
+    return arith.select(valid, tensor.extract(value, coords), b.constant(t.dtype, 0))
+
+
+def _view(c: NodeContext) -> ir.Value | None:
+    """A body that copies its one operand through a reshape or a strided-window map: the
+    `tensor` view (IREE folds it), not a gather."""
+    st, expr = c.structure, c.structure.expr
+    if len(c.operands) != 1 or not is_plain_load(expr) or expr.dtype is not c.type.dtype:
+        return None
+    (xt,), (amap,), shape = c.operand_types, st.operand_maps, c.type.shape
+    if amap == reshape_map(xt.shape, shape):
+        return c.builder.reshape(c.operands[0], shape)
+    if is_semi_affine(amap) or xt.rank != len(shape):
+        return None
+    zero = [0] * len(shape)
+    offsets = [r.evaluate(zero) for r in amap.results]
+    steps = []
+    for i, r in enumerate(amap.results):
+        unit = [int(j == i) for j in range(len(shape))]
+        steps.append(r.evaluate(unit) - offsets[i])
+        if r.dims_used() - {i} or steps[-1] < 1 or offsets[i] < 0:
+            return None
+    if list(xt.shape) == list(shape):
+        return c.operands[0]
+    return c.builder.extract_slice(c.operands[0], offsets, shape, steps)
 
 
 # -- reductions -----------------------------------------------------------------------------
-def lower_reduction(c: NodeContext) -> ir.Value:
-    """Reduce into a tensor without the reduced dims, then reshape for keepdim."""
-    b, op = c.builder, c.node.op
+def lower_reduce(c: NodeContext) -> ir.Value:
+    """The structure's combiner: identity as the init fill, the combine op in the body, the
+    finalize (mean's division) after, then a reshape for keepdim. Logic combiners fold i1."""
+    b, comb = c.builder, c.structure.combiner
+    (x,), (xt,) = c.operands, c.operand_types
+    if comb is None:
+        raise c.error("a reduce template needs a combiner (Structure.combiner)")
+    dims = [i for i, d in enumerate(c.structure.domain) if d.kind is IterKind.reduction]
+    acc = DType.i1 if comb.op in (Prim.logical_and, Prim.logical_or) else comb.accumulator(xt.dtype)
+    out = K.reduce(b, x, acc, dims, comb.identity,
+                   lambda v, a: S.apply(b, comb.op, acc, [S.cast(b, v, xt.dtype, acc), a]))
+    final = comb.finalize or Acc(acc)
+    if final != Acc(c.type.dtype):
+        shape = list(out.type.shape)
+        out = b.map_elements([out], [K.identity(len(shape))], shape, c.type.dtype, lambda a: [
+            S.cast(b, S.emit(b, final, acc=a), compute_dtype(final.dtype), c.type.dtype)])
+    return b.reshape(out, c.type.shape)
+
+
+def lower_variance(c: NodeContext) -> ir.Value:
+    """Two passes, mean then Σ (x - mean)² / (N - correction)."""
+    b = c.builder
     (x,), (xt,) = c.operands, c.operand_types
     dims = list(c.attrs["dims"])
-    work = K.compute_dtype(xt.dtype) if op in ("sum", "mean", "var", "prod") else xt.dtype
+    work = compute_dtype(xt.dtype)
     x = K.cast_tensor(b, x, xt.dtype, work)
-    if op == "sum":
-        out = K.reduce_sum(b, x, work, dims)
-    elif op == "mean":
-        out = K.mean(b, x, work, dims)
-    elif op == "amax":
-        out = K.reduce_max(b, x, work, dims)
-    elif op == "amin":
-        out = K.reduce(b, x, work, dims, K.highest(work), lambda v, acc: S.minimum(work, v, acc))
-    elif op == "prod":
-        out = K.reduce(b, x, work, dims, 1, lambda v, acc: S.mul(work, v, acc))
-    elif op == "any":
-        out = K.reduce(b, x, work, dims, False,
-                       lambda v, acc: arith.ori(S.truthy(b, work, v), acc), result_dtype=DType.i1)
-        work = DType.i1
-    else:  # var: two passes, mean then Σ (x - mean)² / (N - correction)
-        count = int(np.prod([xt.shape[d] for d in dims]))
-        dof = count - c.attrs["correction"]
-        squares = K.centered_square_sum(b, x, work, dims, K.mean(b, x, work, dims))
-        out = K.scale(b, squares, work, 1.0 / dof if dof > 0 else float("inf"))
+    dof = int(np.prod([xt.shape[d] for d in dims])) - c.attrs["correction"]
+    squares = K.centered_square_sum(b, x, work, dims, K.mean(b, x, work, dims))
+    out = K.scale(b, squares, work, 1.0 / dof if dof > 0 else float("inf"))
     return b.reshape(K.cast_tensor(b, out, work, c.type.dtype), c.type.shape)
 
 
@@ -104,7 +180,7 @@ def lower_argminmax(c: NodeContext) -> ir.Value:
     b = c.builder
     (x,), (xt,) = c.operands, c.operand_types
     dim, dtype, rank = c.attrs["dim"], xt.dtype, xt.rank
-    is_max = c.node.op == "argmax"
+    is_max = c.op.has(Trait.maximizing)
     kept = K.kept_shape(xt.shape, [dim])
     values = b.filled(kept, dtype, K.lowest(dtype) if is_max else K.highest(dtype))
     indices = b.filled(kept, DType.i64, 0)
@@ -123,7 +199,7 @@ def lower_cumsum(c: NodeContext) -> ir.Value:
     b = c.builder
     (x,), (xt,) = c.operands, c.operand_types
     dim, rank = c.attrs["dim"], xt.rank
-    work = K.compute_dtype(xt.dtype)
+    work = compute_dtype(xt.dtype)
     x = K.cast_tensor(b, x, xt.dtype, work)
 
     def body(v: ir.Value, acc: ir.Value) -> list[ir.Value]:
@@ -137,9 +213,9 @@ def lower_cumsum(c: NodeContext) -> ir.Value:
 # -- normalisation --------------------------------------------------------------------------
 def lower_softmax(c: NodeContext) -> ir.Value:
     b, dtype = c.builder, c.type.dtype
-    work = K.compute_dtype(dtype)
+    work = compute_dtype(dtype)
     x = K.cast_tensor(b, c.operands[0], dtype, work)
-    out = K.softmax(b, x, work, c.attrs["dim"], log=c.node.op == "log_softmax")
+    out = K.softmax(b, x, work, c.attrs["dim"], log=c.op.has(Trait.log_result))
     return K.cast_tensor(b, out, work, dtype)
 
 
@@ -167,37 +243,24 @@ def _normalize(c: NodeContext, x: ir.Value, work: DType, center: ir.Value | None
     return K.cast_tensor(b, out, work, c.type.dtype)
 
 
-def _trailing_rows(c: NodeContext):
-    """What layer_norm and rms_norm share: the input in its compute type, the normalised
-    (trailing) dims, and how many elements one normalised row has."""
-    dtype, rank = c.type.dtype, c.type.rank
-    work = K.compute_dtype(dtype)
-    x = K.cast_tensor(c.builder, c.operands[0], dtype, work)
+def lower_norm(c: NodeContext) -> ir.Value:
+    """layer / RMS norm over the trailing dims: a centered norm takes the mean and the biased
+    variance (two passes), RMS the mean square; then normalise."""
+    b, dtype, rank = c.builder, c.type.dtype, c.type.rank
+    work = compute_dtype(dtype)
+    x = K.cast_tensor(b, c.operands[0], dtype, work)
     dims = list(range(rank - c.attrs["normalized_rank"], rank))
-    return x, work, dims, int(np.prod([c.type.shape[d] for d in dims]))
-
-
-def lower_layer_norm(c: NodeContext) -> ir.Value:
-    """Mean and biased variance over the trailing dims, then normalise (two passes)."""
-    b, rank = c.builder, c.type.rank
-    x, work, dims, count = _trailing_rows(c)
-    mu = K.mean(b, x, work, dims)
-    var = K.scale(b, K.centered_square_sum(b, x, work, dims, mu), work, 1.0 / count)
-    return _normalize(c, x, work, mu, var, K.kept_map(rank, dims))
-
-
-def lower_rms_norm(c: NodeContext) -> ir.Value:
-    b, rank = c.builder, c.type.rank
-    x, work, dims, count = _trailing_rows(c)
-    squares = K.reduce(b, x, work, dims, 0, lambda v, acc: arith.addf(acc, arith.mulf(v, v)))
-    return _normalize(c, x, work, None, K.scale(b, squares, work, 1.0 / count),
-                      K.kept_map(rank, dims))
+    count = int(np.prod([c.type.shape[d] for d in dims]))
+    mu = K.mean(b, x, work, dims) if c.op.has(Trait.centered) else None
+    squares = (K.centered_square_sum(b, x, work, dims, mu) if mu is not None else
+               K.reduce(b, x, work, dims, 0, lambda v, acc: arith.addf(acc, arith.mulf(v, v))))
+    return _normalize(c, x, work, mu, K.scale(b, squares, work, 1.0 / count), K.kept_map(rank, dims))
 
 
 def lower_group_norm(c: NodeContext) -> ir.Value:
     """View x[N, C, *] as [N, G, C/G·spatial] for the statistics; read them back per channel."""
     b, dtype, shape = c.builder, c.type.dtype, c.type.shape
-    work = K.compute_dtype(dtype)
+    work = compute_dtype(dtype)
     x = K.cast_tensor(b, c.operands[0], dtype, work)
     groups = c.attrs["groups"]
     per_group = shape[1] // groups
@@ -207,24 +270,6 @@ def lower_group_norm(c: NodeContext) -> ir.Value:
     var = K.scale(b, K.centered_square_sum(b, grouped, work, [2], mu), work, 1.0 / count)
     stat_map = AffineMap(len(shape), (Dim(0), Dim(1) // per_group))
     return _normalize(c, x, work, mu, var, stat_map)
-
-
-def lower_batch_norm(c: NodeContext) -> ir.Value:
-    """Inference batch norm is pointwise: one generic over the structure's channel maps."""
-    b, dtype = c.builder, c.type.dtype
-    work = K.compute_dtype(dtype)
-    values = [K.cast_tensor(b, v, t.dtype, work) for v, t in zip(c.operands, c.operand_types)]
-    eps = c.attrs["eps"]
-
-    def body(x: ir.Value, mean: ir.Value, var: ir.Value, *affine: ir.Value) -> list[ir.Value]:
-        y = arith.divf(arith.subf(x, mean), math.sqrt(arith.addf(var, b.constant(work, eps))))
-        if affine:
-            y = arith.mulf(y, affine[0])
-        if len(affine) > 1:
-            y = arith.addf(y, affine[1])
-        return [y]
-    out = b.map_elements(values, c.structure.operand_maps, c.type.shape, work, body)
-    return K.cast_tensor(b, out, work, dtype)
 
 
 # -- contractions ---------------------------------------------------------------------------
@@ -242,10 +287,10 @@ def lower_contraction(c: NodeContext) -> ir.Value:
     zero padding is a `tensor.pad` of the input, with its map shifted by +padding.
     """
     b, st, dtype = c.builder, c.structure, c.type.dtype
-    work = K.compute_dtype(dtype)
+    work = compute_dtype(dtype)
     lhs, rhs = c.operands[0], c.operands[1]
     lhs_map, rhs_map = st.operand_maps[0], st.operand_maps[1]
-    if c.node.op == "conv":
+    if c.op.template is Template.conv:
         pads = [0, 0, *c.attrs["padding"]]
         lhs = b.pad(lhs, pads, pads, dtype, 0.0)
         lhs_map = shift(lhs_map, pads)
@@ -267,7 +312,7 @@ def lower_attention(c: NodeContext) -> ir.Value:
     grouped-query attention (kv head = q head floordiv group) needs no special case.
     """
     b, st, dtype = c.builder, c.structure, c.type.dtype
-    work = K.compute_dtype(dtype)
+    work = compute_dtype(dtype)
     qt, kt = c.operand_types[0], c.operand_types[1]
     q, k, v = (K.cast_tensor(b, val, dtype, work) for val in c.operands[:3])
     nb = qt.rank - 2
@@ -341,9 +386,9 @@ def lower_pool(c: NodeContext) -> ir.Value:
     """
     b, st, a = c.builder, c.structure, c.attrs
     (x,), (xt,) = c.operands, c.operand_types
-    is_max = c.node.op == "max_pool"
+    is_max = c.op.has(Trait.maximizing)
     dtype = xt.dtype
-    work = dtype if is_max else K.compute_dtype(dtype)
+    work = dtype if is_max else compute_dtype(dtype)
     x = K.cast_tensor(b, x, dtype, work)
     low, high = [0, 0], [0, 0]
     for i in range(2):
@@ -382,123 +427,40 @@ def _avg_pool_divisors(spatial: Sequence[int], a: Mapping[str, object]) -> np.nd
     return (sums / means)[0, 0].numpy()
 
 
-# -- gathers --------------------------------------------------------------------------------
-def lower_gather(c: NodeContext) -> ir.Value:
-    """A generic over the result that reads the index operands, then `tensor.extract`s.
-
-    embedding: table[ids[...], j]; index_select: x with dim `dim` replaced by idx[i];
-    index: x[..., i0, i1, ...] with broadcast index tensors from `dim` on (negatives wrap).
-    """
-    b, st, op = c.builder, c.structure, c.node.op
-    table, *index_values = c.operands
-    xt, rank = c.operand_types[0], c.type.rank
-    index_type = ir.IndexType.get()
-
-    def coordinates(picked: list[ir.Value]) -> list[ir.Value]:
-        if op == "embedding":
-            return [picked[0], b.loop_index(rank - 1)]
-        at = [b.loop_index(d) for d in range(rank)]
-        if op == "index_select":
-            at[c.attrs["dim"]] = picked[0]
-            return at
-        dim = c.attrs["dim"]
-        block = rank - (xt.rank - len(picked))  # loops of the broadcast index block
-        return at[:dim] + picked + at[dim + block:]
-
-    def wrap(i: ir.Value, size: int) -> ir.Value:
-        negative = arith.cmpi(arith.CmpIPredicate.slt, i, b.index_constant(0))
-        return arith.select(negative, arith.addi(i, b.index_constant(size)), i)
-
-    def body(*ids: ir.Value) -> list[ir.Value]:
-        picked = [arith.index_cast(index_type, i) for i in ids]
-        if op == "index":
-            picked = [wrap(i, xt.shape[c.attrs["dim"] + k]) for k, i in enumerate(picked)]
-        return [tensor.extract(table, coordinates(picked))]
-    return b.map_elements(index_values, st.operand_maps[1:], c.type.shape, c.type.dtype, body)
-
-
-# -- layout ---------------------------------------------------------------------------------
-def lower_copy(c: NodeContext) -> ir.Value:
-    """A layout op as a copy through its structure map (permute, pixel shuffle, ...)."""
-    return c.builder.map_elements(c.operands, c.structure.operand_maps, c.type.shape,
-                                  c.type.dtype, lambda v: [v])
-
-
-def lower_slice(c: NodeContext) -> ir.Value:
-    """`tensor.extract_slice`: a copy through the map `start + step·d` would let linalg infer
-    the loop size from the (larger) operand, so slices stay views."""
-    dim, rank = c.attrs["dim"], c.type.rank
-    offsets, steps = [0] * rank, [1] * rank
-    offsets[dim], steps[dim] = c.attrs["start"], c.attrs["step"]
-    return c.builder.extract_slice(c.operands[0], offsets, c.type.shape, steps)
-
-
-def lower_reshape(c: NodeContext) -> ir.Value:
-    return c.builder.reshape(c.operands[0], c.type.shape)
-
-
-def lower_concat(c: NodeContext) -> ir.Value:
-    """Insert each operand into its slab of an empty result (`tensor.insert_slice`)."""
-    b, dim = c.builder, c.attrs["dim"]
-    out, offset = b.empty(c.type.shape, c.type.dtype), 0
-    for value, t in zip(c.operands, c.operand_types):
-        offsets = [0] * c.type.rank
-        offsets[dim] = offset
-        out = b.insert_slice(value, out, offsets)
-        offset += t.shape[dim]
-    return out
-
-
-def lower_pad(c: NodeContext) -> ir.Value:
-    """`tensor.pad`; negative pads crop first with `tensor.extract_slice`."""
-    b = c.builder
-    (x,), (xt,) = c.operands, c.operand_types
-    pads = c.attrs["pads"]
-    low, high = list(pads[0::2]), list(pads[1::2])
-    if any(p < 0 for p in pads):
-        starts = [max(0, -lo) for lo in low]
-        sizes = [s - st - max(0, -hi) for s, st, hi in zip(xt.shape, starts, high)]
-        x = b.extract_slice(x, starts, sizes, [1] * xt.rank)
-    return b.pad(x, [max(0, p) for p in low], [max(0, p) for p in high], xt.dtype, c.attrs["value"])
-
-
-# -- sources --------------------------------------------------------------------------------
-def lower_full(c: NodeContext) -> ir.Value:
-    return c.builder.splat(c.type.shape, c.type.dtype, c.attrs["value"])
-
-
-def lower_iota(c: NodeContext) -> ir.Value:
-    """start + step·i from `linalg.index`; integer arithmetic when everything is integral."""
-    b, dtype = c.builder, c.type.dtype
-    start, step = c.attrs["start"], c.attrs["step"]
-    exact = not dtype.is_float and isinstance(start, int) and isinstance(step, int)
-    work = DType.i64 if exact else (dtype if dtype.is_float else DType.f64)
-
-    def body() -> list[ir.Value]:
-        i = S.cast(b, arith.index_cast(element_type(DType.i64), b.loop_index(0)), DType.i64, work)
-        value = S.add(work, b.constant(work, start), S.mul(work, b.constant(work, step), i))
-        return [S.cast(b, value, work, dtype)]
-    return b.map_elements([], [], c.type.shape, dtype, body)
-
-
 def refuse_moe(c: NodeContext) -> ir.Value:
     raise c.error("MoE export is not supported yet (routing needs top-k and a data-dependent "
                   "scatter); export the expert region as its own graph, or lower the moe "
                   "node to dense ops before exporting")
 
 
-LOWERINGS: dict[str, Lowering] = {
-    **{name: lower_pointwise for name in S.POINTWISE},
-    **{name: lower_reduction for name in ("sum", "mean", "amax", "amin", "prod", "any", "var")},
-    "argmax": lower_argminmax, "argmin": lower_argminmax, "cumsum": lower_cumsum,
-    "softmax": lower_softmax, "log_softmax": lower_softmax, "layer_norm": lower_layer_norm,
-    "rms_norm": lower_rms_norm, "group_norm": lower_group_norm, "batch_norm": lower_batch_norm,
-    "matmul": lower_contraction, "linear": lower_contraction, "conv": lower_contraction,
-    "attention": lower_attention, "max_pool": lower_pool, "avg_pool": lower_pool,
-    "embedding": lower_gather, "index_select": lower_gather, "index": lower_gather,
-    "reshape": lower_reshape, "slice": lower_slice, "concat": lower_concat, "pad": lower_pad,
-    **{name: lower_copy for name in ("permute", "expand", "pixel_shuffle",
-                                     "pixel_unshuffle", "upsample_nearest")},
-    "full": lower_full, "iota": lower_iota, "moe": refuse_moe,
+TEMPLATES: dict[Template, Lowering] = {
+    Template.elementwise: lower_elementwise, Template.reduce: lower_reduce,
+    Template.variance: lower_variance, Template.argminmax: lower_argminmax, Template.scan: lower_cumsum,
+    Template.softmax: lower_softmax, Template.norm: lower_norm, Template.group_norm: lower_group_norm,
+    Template.gemm: lower_contraction, Template.conv: lower_contraction, Template.attention: lower_attention,
+    Template.pool: lower_pool, Template.moe: refuse_moe,
 }
-"""Op name → lowering."""
+"""An op's template (`OpDef.template`) → its lowering."""
+
+
+def lowering_for(op: OpDef) -> Lowering | None:
+    return TEMPLATES.get(op.template)
+
+
+class _ByName(Mapping[str, Lowering]):
+    """Op name → lowering, read through each registered op's template (callers ask by name)."""
+
+    def __getitem__(self, name: str) -> Lowering:
+        lowering = lowering_for(OPS[name]) if name in OPS else None
+        if lowering is None:
+            raise KeyError(name)
+        return lowering
+
+    def __iter__(self):
+        return (name for name, op in OPS.items() if lowering_for(op) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+LOWERINGS: Mapping[str, Lowering] = _ByName()

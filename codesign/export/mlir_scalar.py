@@ -1,43 +1,23 @@
-"""Scalar bodies: the arith / math code for one element of a pointwise op.
+"""Scalar bodies: the arith / math code for one point of an op, from its `codesign.ir.scalar` body.
 
-`POINTWISE` maps each pointwise op name to an emitter, as Inductor's per-backend op table
-maps an op to text. Emitters run inside a `linalg.generic` body and follow the reference
-semantics in `codesign/ir/ops/pointwise.py` (torch): comparisons give i1, `remainder`
-takes the divisor's sign, integer `div` truncates. The helpers below (`add`, `mul`, ...)
-pick the float or integer arith op from the element type, for the other lowerings too.
+`PRIMS` maps each primitive (`Prim`) to an emitter, as Inductor's per-backend `ops` handler
+maps a primitive to text; `emit` walks a body (loads, loop indices, affine index arithmetic,
+literals, primitives) and leaves the loads to the caller, who knows where the operands live.
+Arithmetic happens in the body's compute types (f32 for f16 / bf16): loads widen, a `cast`
+to a half type rounds. The helpers below (`add`, `mul`, ...) pick the float or integer arith
+op from the element type, for the other lowerings too.
 """
 
 from __future__ import annotations
 
-import math as pymath
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from iree.compiler import ir
 from iree.compiler.dialects import arith, math
 
 from codesign.export.mlir_builder import Builder, MlirExportError, element_type
+from codesign.ir.scalar import Acc, Affine, Expr, Lit, Load, Loop, Prim, compute_dtype, walk
 from codesign.ir.types import DType
-
-
-@dataclass(frozen=True)
-class ScalarCall:
-    """One element's worth of a pointwise node: block arguments, types and attributes."""
-
-    builder: Builder
-    args: Sequence[ir.Value]
-    operand_dtypes: Sequence[DType]
-    result: DType
-    attrs: Mapping[str, object]
-    rank: int  # of the iteration domain, for ops that read their own index (tril)
-
-    @property
-    def dtype(self) -> DType:
-        """The element type the arithmetic happens in (the first operand's)."""
-        return self.operand_dtypes[0]
-
-    def const(self, value: float | int | bool) -> ir.Value:
-        return self.builder.constant(self.dtype, value)
 
 
 # -- type-directed arithmetic -------------------------------------------------------------
@@ -54,6 +34,7 @@ def mul(dtype: DType, a: ir.Value, b: ir.Value) -> ir.Value:
 
 
 def div(dtype: DType, a: ir.Value, b: ir.Value) -> ir.Value:
+    """True division for floats; integer division truncates (`divsi`)."""
     return arith.divf(a, b) if dtype.is_float else arith.divsi(a, b)
 
 
@@ -113,145 +94,92 @@ def cast(b: Builder, value: ir.Value, src: DType, dst: DType) -> ir.Value:
     return arith.extsi(target, value) if dst.itemsize > src.itemsize else arith.trunci(target, value)
 
 
-# -- unary ---------------------------------------------------------------------------------
-def _neg(c: ScalarCall) -> ir.Value:
-    (x,) = c.args
-    return arith.negf(x) if c.dtype.is_float else arith.subi(c.const(0), x)
+# -- one emitter per primitive: (builder, compute type of the first operand, operands) ---------
+Emit = Callable[[Builder, DType, Sequence[ir.Value]], ir.Value]
 
 
-def _abs(c: ScalarCall) -> ir.Value:
-    (x,) = c.args
-    return math.absf(x) if c.dtype.is_float else math.absi(x)
+def _typed(fn: Callable[..., ir.Value]) -> Emit:
+    return lambda b, t, args: fn(t, *args)
 
 
-def _floor(c: ScalarCall) -> ir.Value:
-    (x,) = c.args
-    return math.floor(x) if c.dtype.is_float else x
+def _by_kind(on_float: Callable[..., ir.Value], on_int: Callable[..., ir.Value]) -> Emit:
+    return lambda b, t, args: (on_float if t.is_float else on_int)(*args)
 
 
-def _relu(c: ScalarCall) -> ir.Value:
-    (x,) = c.args
-    return maximum(c.dtype, x, c.const(0))
+def _float(fn: Callable[..., ir.Value]) -> Emit:
+    return lambda b, t, args: fn(*args)
 
 
-def _sigmoid_of(c: ScalarCall, x: ir.Value) -> ir.Value:
-    one = c.const(1.0)
-    return arith.divf(one, arith.addf(one, math.exp(arith.negf(x))))
+def _compare(pred: str) -> Emit:
+    return lambda b, t, args: compare(t, pred, *args)
 
 
-def _silu(c: ScalarCall) -> ir.Value:
-    (x,) = c.args
-    return arith.mulf(x, _sigmoid_of(c, x))
-
-
-def _gelu(c: ScalarCall) -> ir.Value:
-    """Exact: x·Φ(x) via erf; 'tanh': the tanh approximation, as torch's GELU."""
-    (x,) = c.args
-    half, one = c.const(0.5), c.const(1.0)
-    if c.attrs["approximate"] == "tanh":
-        cube = arith.mulf(arith.mulf(x, x), x)
-        inner = arith.mulf(c.const(pymath.sqrt(2.0 / pymath.pi)),
-                           arith.addf(x, arith.mulf(c.const(0.044715), cube)))
-        return arith.mulf(arith.mulf(half, x), arith.addf(one, math.tanh(inner)))
-    if c.attrs["approximate"] != "none":
-        raise MlirExportError(f"gelu approximate={c.attrs['approximate']!r} has no lowering; "
-                              f"use 'none' or 'tanh'")
-    phi = arith.addf(one, math.erf(arith.mulf(x, c.const(pymath.sqrt(0.5)))))
-    return arith.mulf(arith.mulf(half, x), phi)
-
-
-def _logical_not(c: ScalarCall) -> ir.Value:
-    (x,) = c.args
-    return arith.xori(truthy(c.builder, c.dtype, x), c.builder.constant(DType.i1, 1))
-
-
-def _clamp(c: ScalarCall) -> ir.Value:
-    (x,) = c.args
-    if c.attrs["min"] is not None:
-        x = maximum(c.dtype, x, c.const(c.attrs["min"]))
-    if c.attrs["max"] is not None:
-        x = minimum(c.dtype, x, c.const(c.attrs["max"]))
-    return x
-
-
-def _triangle(keep_lower: bool) -> Callable[[ScalarCall], ir.Value]:
-    """tril keeps col - row <= diagonal, triu keeps col - row >= diagonal; zero elsewhere."""
-    def emit(c: ScalarCall) -> ir.Value:
-        (x,) = c.args
-        b = c.builder
-        offset = arith.subi(b.loop_index(c.rank - 1), b.loop_index(c.rank - 2))
-        pred = arith.CmpIPredicate.sle if keep_lower else arith.CmpIPredicate.sge
-        keep = arith.cmpi(pred, offset, b.index_constant(c.attrs["diagonal"]))
-        return arith.select(keep, x, c.const(0))
-    return emit
-
-
-def _unary_math(fn: Callable[[ir.Value], ir.Value]) -> Callable[[ScalarCall], ir.Value]:
-    return lambda c: fn(c.args[0])
-
-
-# -- binary --------------------------------------------------------------------------------
-def _div(c: ScalarCall) -> ir.Value:
-    """torch.div: true division (integers: truncated), or floor / trunc rounding."""
-    a, b = c.args
-    mode = c.attrs["rounding_mode"]
-    if not c.dtype.is_float:
-        return arith.floordivsi(a, b) if mode == "floor" else arith.divsi(a, b)
-    q = arith.divf(a, b)
-    return {"none": q, "floor": math.floor(q), "trunc": math.trunc(q)}[mode]
-
-
-def _remainder(c: ScalarCall) -> ir.Value:
-    """Python-style modulo: the result takes the sign of the divisor."""
-    a, b = c.args
-    r = arith.remf(a, b) if c.dtype.is_float else arith.remsi(a, b)
-    zero = c.const(0)
-    nonzero = compare(c.dtype, "ne", r, zero)
-    signs_differ = arith.xori(compare(c.dtype, "lt", r, zero), compare(c.dtype, "lt", b, zero))
-    return arith.select(arith.andi(nonzero, signs_differ), add(c.dtype, r, b), r)
-
-
-def _pow(c: ScalarCall) -> ir.Value:
-    a, b = c.args
-    return math.powf(a, b) if c.dtype.is_float else math.ipowi(a, b)
-
-
-def _binary(fn: Callable[[DType, ir.Value, ir.Value], ir.Value]) -> Callable[[ScalarCall], ir.Value]:
-    return lambda c: fn(c.dtype, *c.args)
-
-
-def _compare(pred: str) -> Callable[[ScalarCall], ir.Value]:
-    return lambda c: compare(c.dtype, pred, *c.args)
-
-
-def _logical(fn: Callable[[ir.Value, ir.Value], ir.Value]) -> Callable[[ScalarCall], ir.Value]:
-    return lambda c: fn(*(truthy(c.builder, c.dtype, v) for v in c.args))
-
-
-def _where(c: ScalarCall) -> ir.Value:
-    cond, a, b = c.args
-    return arith.select(cond, a, b)
-
-
-def _cast(c: ScalarCall) -> ir.Value:
-    return cast(c.builder, c.args[0], c.dtype, c.result)
-
-
-POINTWISE: dict[str, Callable[[ScalarCall], ir.Value]] = {
-    "neg": _neg, "abs": _abs, "floor": _floor, "relu": _relu,
-    "exp": _unary_math(math.exp), "log": _unary_math(math.log), "sqrt": _unary_math(math.sqrt),
-    "rsqrt": _unary_math(math.rsqrt), "tanh": _unary_math(math.tanh),
-    "erf": _unary_math(math.erf), "sin": _unary_math(math.sin), "cos": _unary_math(math.cos),
-    "reciprocal": lambda c: arith.divf(c.const(1.0), c.args[0]),
-    "sigmoid": lambda c: _sigmoid_of(c, c.args[0]),
-    "silu": _silu, "gelu": _gelu, "logical_not": _logical_not, "clamp": _clamp,
-    "tril": _triangle(keep_lower=True), "triu": _triangle(keep_lower=False), "cast": _cast,
-    "add": _binary(add), "sub": _binary(sub), "mul": _binary(mul), "div": _div,
-    "remainder": _remainder, "pow": _pow, "maximum": _binary(maximum), "minimum": _binary(minimum),
-    "eq": _compare("eq"), "ne": _compare("ne"), "lt": _compare("lt"), "le": _compare("le"),
-    "gt": _compare("gt"), "ge": _compare("ge"),
-    "logical_and": _logical(arith.andi), "logical_or": _logical(arith.ori),
-    "where": _where,
+PRIMS: dict[Prim, Emit] = {
+    Prim.add: _typed(add), Prim.sub: _typed(sub), Prim.mul: _typed(mul), Prim.div: _typed(div),
+    Prim.fmod: _by_kind(arith.remf, arith.remsi),  # truncated: the dividend's sign
+    Prim.neg: lambda b, t, args: arith.negf(*args) if t.is_float else arith.subi(b.constant(t, 0), *args),
+    Prim.abs: _by_kind(math.absf, math.absi),
+    Prim.maximum: _typed(maximum), Prim.minimum: _typed(minimum),
+    Prim.floor: _by_kind(math.floor, lambda x: x), Prim.trunc: _by_kind(math.trunc, lambda x: x),
+    Prim.pow: _by_kind(math.powf, math.ipowi),
+    Prim.exp: _float(math.exp), Prim.log: _float(math.log), Prim.sqrt: _float(math.sqrt),
+    Prim.rsqrt: _float(math.rsqrt), Prim.tanh: _float(math.tanh), Prim.erf: _float(math.erf),
+    Prim.sin: _float(math.sin), Prim.cos: _float(math.cos),
+    Prim.sigmoid: lambda b, t, args: arith.divf(
+        b.constant(t, 1.0), arith.addf(b.constant(t, 1.0), math.exp(arith.negf(*args)))),
+    **{p: _compare(p.value) for p in (Prim.eq, Prim.ne, Prim.lt, Prim.le, Prim.gt, Prim.ge)},
+    Prim.logical_and: _float(arith.andi), Prim.logical_or: _float(arith.ori),
+    Prim.logical_not: lambda b, t, args: arith.xori(*args, b.constant(DType.i1, 1)),
+    Prim.select: _float(arith.select),
 }
-"""Pointwise op name → scalar emitter."""
+"""Primitive → emitter (`cast` is `emit`'s own: it needs the target type)."""
 
+
+def apply(b: Builder, prim: Prim, dtype: DType, args: Sequence[ir.Value]) -> ir.Value:
+    """`prim(args)`, the operands in compute type `dtype` (the first's)."""
+    try:
+        fn = PRIMS[prim]
+    except KeyError:
+        raise MlirExportError(f"scalar primitive {prim.value!r} has no MLIR emitter; add one to "
+                              f"codesign/export/mlir_scalar.py (PRIMS)") from None
+    return fn(b, dtype, args)
+
+
+Loader = Callable[[Load, Sequence[ir.Value] | None, ir.Value | None], ir.Value]
+"""(load, its coordinates as i64 or None, its i1 validity or None) -> the element, of load.dtype."""
+
+
+def emit(b: Builder, expr: Expr, load: Loader | None = None, acc: ir.Value | None = None) -> ir.Value:
+    """`expr` at the current point of a `linalg.generic` body, in compute type.
+
+    `load` reads operands (through their maps or at the given coordinates); `acc` is the
+    accumulator inside a reduction's finalize. Shared sub-expressions are emitted once.
+    """
+    values: dict[int, ir.Value] = {}
+    i64 = element_type(DType.i64)
+    for x in walk(expr):
+        t = compute_dtype(x.dtype)
+        if isinstance(x, Lit):
+            v = b.constant(t, x.value)
+        elif isinstance(x, Loop):
+            v = cast(b, arith.index_cast(i64, b.loop_index(x.dim)), DType.i64, t)
+        elif isinstance(x, Affine):
+            v = cast(b, arith.index_cast(i64, b.index_of(x.expr)), DType.i64, t)
+        elif isinstance(x, Acc):
+            if acc is None:
+                raise MlirExportError("a body reads the accumulator outside a reduction's finalize")
+            v = acc
+        elif isinstance(x, Load):
+            if load is None:
+                raise MlirExportError(f"a finalize reads operand {x.operand}; only the accumulator is there")
+            index = None if x.index is None else [values[id(i)] for i in x.index]
+            valid = None if x.valid is None else values[id(x.valid)]
+            v = cast(b, load(x, index, valid), x.dtype, t)
+        elif x.prim is Prim.cast:
+            (a,) = x.args
+            rounded = cast(b, values[id(a)], compute_dtype(a.dtype), x.dtype)
+            v = cast(b, rounded, x.dtype, t)
+        else:
+            v = apply(b, x.prim, compute_dtype(x.args[0].dtype), [values[id(a)] for a in x.args])
+        values[id(x)] = v
+    return values[id(expr)]

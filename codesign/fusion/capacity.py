@@ -15,7 +15,7 @@ from math import prod
 from codesign.fusion.partition import anchor_of
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
-from codesign.ir.ops import OpKind, get_op
+from codesign.ir.ops import OpKind, Template, get_op
 from codesign.ir.types import TensorType
 from codesign.targets import Target
 
@@ -113,7 +113,7 @@ def working_set(graph: Graph, kernel: Kernel, target: Target, *, layer: bool = F
         return WorkingSet(sum(min(types[v].nbytes, POINTWISE_BLOCK * elem) for v in values),
                           f"{len(values)} blocks of up to {POINTWISE_BLOCK} elements")
     kind = get_op(anchor.op).kind
-    if anchor.op == "attention":
+    if get_op(anchor.op).template is Template.attention:
         d = types[anchor.operands[0]].shape[-1]
         br = bc = 64
         base = elem * (br * d + DOUBLE_BUFFER * 2 * bc * d) + 4 * (br * bc + br * d)

@@ -20,7 +20,7 @@ from typing import Sequence
 
 from codesign.fusion.partition import Partition, anchor_of, is_heavy
 from codesign.ir.graph import Node
-from codesign.ir.ops import OpKind, get_op
+from codesign.ir.ops import OpKind, Template, get_op
 from codesign.ir.types import TensorType
 
 
@@ -37,9 +37,9 @@ LEGAL = Verdict(True, "legal")
 def _norm_prologue(norm: Node, contraction: Node, nodes: dict[str, Node], types: dict[str, TensorType]) -> bool:
     """The norm reaches the contraction's data operand through layout ops only, and it
     normalises exactly the contraction dim (the matmul reads whole normalised rows)."""
-    if get_op(norm.op).kind is not OpKind.normalization or norm.op in ("softmax", "log_softmax", "batch_norm"):
+    if get_op(norm.op).template not in (Template.norm, Template.group_norm):
         return False
-    if contraction.op not in ("linear", "matmul"):
+    if get_op(contraction.op).template is not Template.gemm:
         return False
     value = contraction.operands[0]
     while value != norm.name:
@@ -54,7 +54,7 @@ def _norm_prologue(norm: Node, contraction: Node, nodes: dict[str, Node], types:
 
 def check_anchors(members: Sequence[Node], types: dict[str, TensorType], nodes: dict[str, Node]) -> Verdict:
     heavy = [n for n in members if is_heavy(n)]
-    if any(n.op == "moe" for n in members) and len(members) > 1:
+    if any(get_op(n.op).template is Template.moe for n in members) and len(members) > 1:
         return Verdict(False, "region-op", "an moe node stays alone: the expert scheduler moves its weights")
     if len(heavy) <= 1:
         return LEGAL
@@ -116,7 +116,7 @@ def check_merge(part: Partition, a: str, b: str) -> Verdict:
 def check_layer(part: Partition, keys: Sequence[str]) -> Verdict:
     """Whether a set of groups (a decoder layer) may stream as one dataflow kernel."""
     members = [n for k in keys for n in part.members[k]]
-    if any(part.nodes[n].op == "moe" for n in members):
+    if any(get_op(part.nodes[n].op).template is Template.moe for n in members):
         return Verdict(False, "region-op", "an moe node stays alone: the expert scheduler moves its weights")
     union = set(keys)
     for k in keys:

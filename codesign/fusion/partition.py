@@ -12,28 +12,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from codesign.ir.graph import Graph, Node
-from codesign.ir.kernels import Kernel
+# a kernel's heavy ops and anchor are IR facts (codesign.ir.kernels); re-exported here
+from codesign.ir.kernels import HEAVY_KINDS, Kernel, anchor_of, is_heavy  # noqa: F401
 from codesign.ir.ops import OpKind, get_op
-
-# Nodes that carry a kernel's main loop nest; at most one per group, except the pairs
-# fusion rules allow explicitly (a norm prologue into its matmul; a dataflow layer).
-HEAVY_KINDS = frozenset({OpKind.contraction, OpKind.reduction, OpKind.normalization,
-                         OpKind.window, OpKind.gather, OpKind.region})
-
-
-def is_heavy(node: Node) -> bool:
-    return get_op(node.op).kind in HEAVY_KINDS
-
-
-def anchor_of(nodes) -> Node | None:
-    """The node whose loop nest a kernel is built around: its contraction if it has one
-    (the first: a norm prologue precedes its matmul), else its last heavy op, else None
-    (a pure pointwise kernel)."""
-    heavy = [n for n in nodes if is_heavy(n)]
-    contractions = [n for n in heavy if get_op(n.op).kind is OpKind.contraction]
-    if contractions:
-        return contractions[0]
-    return heavy[-1] if heavy else None
 
 
 def is_free_constant(node: Node) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Iterator, Mapping, Union
 
+from codesign.ir.plan import GroupPlan
 from codesign.ir.types import TensorType
 
 Scalar = Union[int, float, bool, str, None]
@@ -46,12 +47,24 @@ class Input:
 class Group:
     """A fusion group: nodes that become one kernel, and the decisions made for it.
 
-    Nodes name their group by `id`; `attrs` hold the group's plan as data (its kind, tiles
-    per memory level, ...) so that a dump after fusion or tiling can be edited and resumed.
+    Nodes name their group by `id`; `plan` holds the group's decisions as typed data (its
+    kind, anchor, tiles per memory level, ... — `codesign.ir.plan`) so that a dump after
+    fusion or tiling can be edited and resumed. `Group(id, {"kind": ...})` also accepts the
+    text form's key/value pairs (a `PlanError` names a key the plan does not have), and
+    `attrs` gives them back.
     """
 
     id: int
-    attrs: Mapping[str, AttrValue] = field(default_factory=dict)
+    plan: GroupPlan = field(default_factory=GroupPlan)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.plan, GroupPlan):
+            object.__setattr__(self, "plan", GroupPlan.from_attrs(self.plan))
+
+    @property
+    def attrs(self) -> Mapping[str, AttrValue]:
+        """The plan as the text form's key/value pairs (read-only)."""
+        return self.plan.attrs
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@
 Every group becomes one kernel; a node outside any group is a kernel of its own. A group
 is legal only if contracting each group to one vertex leaves the graph acyclic — no path
 leaves a group and comes back into it — which is what lets a kernel run all at once.
+A kernel's anatomy — its heavy ops, its anchor, the kind its group's plan records — is
+read here too (`anchor_of`, `group_kind`, `kernel_anchor`), so the passes, the cost model
+and the backends ask one place.
 """
 
 from __future__ import annotations
@@ -12,6 +15,44 @@ from dataclasses import dataclass
 import networkx as nx
 
 from codesign.ir.graph import Graph, Group, Node
+from codesign.ir.ops import OpKind, Template, Trait, get_op
+from codesign.ir.plan import LAYER
+
+# Nodes that carry a kernel's main loop nest; at most one per group, except the pairs
+# fusion rules allow explicitly (a norm prologue into its matmul; a dataflow layer).
+HEAVY_KINDS = frozenset({OpKind.contraction, OpKind.reduction, OpKind.normalization,
+                         OpKind.window, OpKind.gather, OpKind.region})
+
+
+def is_heavy(node: Node) -> bool:
+    return get_op(node.op).kind in HEAVY_KINDS
+
+
+def anchor_of(nodes) -> Node | None:
+    """The node whose loop nest a kernel is built around: its contraction if it has one
+    (the first: a norm prologue precedes its matmul), else its last heavy op, else None
+    (a pure pointwise kernel)."""
+    heavy = [n for n in nodes if is_heavy(n)]
+    contractions = [n for n in heavy if get_op(n.op).kind is OpKind.contraction]
+    if contractions:
+        return contractions[0]
+    return heavy[-1] if heavy else None
+
+
+def group_kind(members, layer: bool) -> tuple[str, str | None]:
+    """A group's plan `kind` and anchor name from its member nodes (`layer`: it streams as
+    one dataflow layer, which has no single anchor)."""
+    if layer:
+        return LAYER, None
+    heavy = [n for n in members if is_heavy(n)]
+    anchor = anchor_of(members)
+    if anchor is None:
+        return "pointwise", None
+    op = get_op(anchor.op)
+    kind = "attention" if op.template is Template.attention else op.kind.value
+    if len(heavy) == 2 and kind == "contraction":
+        kind = "norm_contraction"
+    return kind, anchor.name
 
 
 @dataclass(frozen=True)
@@ -26,12 +67,25 @@ class Kernel:
 
     @property
     def name(self) -> str:
-        """A readable kernel name from what it fuses, e.g. `linear_gelu`."""
+        """A readable kernel name from what it fuses, e.g. `linear_gelu` (quiet ops left out)."""
         ops: list[str] = []
         for n in self.nodes:
-            if n.op not in ops and n.op not in ("reshape", "permute", "expand", "full", "cast", "slice"):
+            if n.op not in ops and not get_op(n.op).has(Trait.quiet):
                 ops.append(n.op)
         return "_".join(ops[:4]) + ("_etc" if len(ops) > 4 else "") if ops else self.nodes[0].op
+
+
+def kernel_anchor(kernel: "Kernel") -> Node | None:
+    """The node whose loop nest the kernel's tiles describe: the plan's anchor, else the
+    kernel's anchor op, else its largest compute node (None for layout/source only)."""
+    anchor_name = kernel.group.plan.anchor if kernel.group is not None else None
+    if anchor_name:  # the verifier checks that a group's anchor is one of its nodes
+        return next(n for n in kernel.nodes if n.name == anchor_name)
+    anchor = anchor_of(kernel.nodes)
+    if anchor is not None:
+        return anchor
+    compute = [n for n in kernel.nodes if get_op(n.op).kind not in (OpKind.layout, OpKind.source)]
+    return max(compute, key=lambda n: n.type.numel) if compute else None
 
 
 def kernel_key(node: Node) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codesign.ir.graph import AttrValue, Graph, Group, Input, InputKind, Node
+from codesign.ir.plan import GroupPlan, PlanError
 from codesign.ir.types import DType, TensorType
 
 
@@ -163,9 +164,16 @@ class Parser:
         tok = self.expect("int")
         if tok.text.startswith("-"):
             raise self.error_at(tok, f"group ids are non-negative, got {tok.text}")
-        return Group(int(tok.text), self.parse_attr_dict())
+        where: dict[str, tuple[Token, Token]] = {}
+        attrs = self.parse_attr_dict(where)
+        try:
+            return Group(int(tok.text), GroupPlan.from_attrs(attrs))
+        except PlanError as exc:  # the plan's keys are closed: name the key, point at it
+            key_tok, value_tok = where[exc.key]
+            raise self.error_at(value_tok if exc.in_value else key_tok, str(exc)) from None
 
-    def parse_attr_dict(self) -> dict[str, AttrValue]:
+    def parse_attr_dict(self, where: dict[str, tuple[Token, Token]] | None = None) -> dict[str, AttrValue]:
+        """`{key = value, ...}`; `where` (if given) receives each key's and value's token."""
         attrs: dict[str, AttrValue] = {}
         if self.accept("punct", "{"):
             while True:
@@ -173,6 +181,8 @@ class Parser:
                 if key_tok.text in attrs:
                     raise self.error_at(key_tok, f"attribute {key_tok.text!r} given twice")
                 self.expect("punct", "=")
+                if where is not None:
+                    where[key_tok.text] = (key_tok, self.peek)
                 attrs[key_tok.text] = self.parse_attr()
                 if self.accept("punct", "}"):
                     break

@@ -13,12 +13,8 @@ from dataclasses import dataclass
 
 from codesign.ir.affine import bound
 from codesign.ir.graph import Graph, Node
-from codesign.ir.ops import OpKind, ShapeError, UnknownOpError, get_op
+from codesign.ir.ops import OpKind, ShapeError, Trait, UnknownOpError, get_op
 from codesign.ir.types import TensorType
-
-# Layout ops whose maps may read out of range on purpose (the out-of-range part is padding
-# or belongs to another operand); convolutions and pools read their zero padding.
-_MAY_READ_OUTSIDE = frozenset({"pad", "concat", "conv", "max_pool", "avg_pool"})
 
 
 @dataclass(frozen=True)
@@ -94,7 +90,7 @@ def check_node(node: Node, operand_types: list[TensorType]) -> list[str]:
         if len(amap.results) != t.rank:
             problems.append(f"indexing map of operand {i} has {len(amap.results)} results for rank {t.rank}")
             continue
-        if node.op in _MAY_READ_OUTSIDE:
+        if op.has(Trait.may_read_outside):  # padding, or another operand's part: reads are guarded
             continue
         for axis, expr in enumerate(amap.results):
             lo, hi = bound(expr, extents)
@@ -157,7 +153,7 @@ def _check_groups(graph: Graph) -> list[Diagnostic]:
         diags.append(Diagnostic(f"@{graph.name} group {gid}", "has no nodes"))
     members = {n.name: n.group for n in graph.nodes}
     for group in graph.groups:
-        anchor = group.attrs.get("anchor")
+        anchor = group.plan.anchor
         if anchor is not None and members.get(anchor) != group.id:
             diags.append(Diagnostic(f"@{graph.name} group {group.id}",
                                     f"anchor %{anchor} is not a node of this group"))

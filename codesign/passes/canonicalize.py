@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
 from codesign.ir.graph import Graph, Node
-from codesign.ir.ops import Call, OpKind, UnknownOpError, get_op
+from codesign.ir.ops import OPS, Call, OpDef, OpKind, Trait, UnknownOpError, get_op
+from codesign.ir.ops.layout import CONCAT, EXPAND, PERMUTE, RESHAPE, SLICE
+from codesign.ir.ops.pointwise import CAST
+from codesign.ir.ops.source import FULL
 from codesign.ir.printer import format_attrs
 from codesign.ir.types import DType, TensorType
 from codesign.passes.manager import PassContext
@@ -127,10 +130,10 @@ def _cse_key(node: Node) -> tuple | None:
 
 # -- patterns ------------------------------------------------------------------------------
 class Pattern:
-    """A rewrite of one node; `ops` are the op names it can match (empty: any)."""
+    """A rewrite of one node; `ops` are the ops (their OpDefs) it can match (empty: any)."""
 
     name: ClassVar[str]
-    ops: ClassVar[frozenset[str]] = frozenset()
+    ops: ClassVar[frozenset[OpDef]] = frozenset()
 
     def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
         raise NotImplementedError
@@ -139,7 +142,7 @@ class Pattern:
 def _full_value(rewriter: Rewriter, value: str) -> int | float | bool | None:
     """The fill value when `value` is a `full` constant, else None."""
     producer = rewriter.producer(value)
-    if producer is None or producer.op != "full":
+    if producer is None or get_op(producer.op) is not FULL:
         return None
     return producer.attrs.get("value")
 
@@ -149,7 +152,7 @@ class RemoveIdentityLayout(Pattern):
     cast to the same dtype: the result is the operand."""
 
     name = "remove-identity-layout"
-    ops = frozenset({"reshape", "permute", "expand", "slice", "concat", "cast"})
+    ops = frozenset({RESHAPE, PERMUTE, EXPAND, SLICE, CONCAT, CAST})
 
     def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
         if len(node.operands) != 1:
@@ -158,16 +161,17 @@ class RemoveIdentityLayout(Pattern):
         src = rewriter.type_of(source)
         if src != node.type:
             return
-        attrs = get_op(node.op).attr_values(node.attrs)
-        if node.op in ("reshape", "expand") and tuple(attrs["shape"]) != src.shape:
+        op = get_op(node.op)
+        attrs = op.attr_values(node.attrs)
+        if op in (RESHAPE, EXPAND) and tuple(attrs["shape"]) != src.shape:
             return
-        if node.op == "permute" and tuple(attrs["perm"]) != tuple(range(src.rank)):
+        if op is PERMUTE and tuple(attrs["perm"]) != tuple(range(src.rank)):
             return
-        if node.op == "slice":
+        if op is SLICE:
             full_range = (0, src.shape[attrs["dim"]], 1)
             if (attrs["start"], attrs["end"], attrs["step"]) != full_range:
                 return
-        if node.op == "cast" and attrs["dtype"] != src.dtype.value:
+        if op is CAST and attrs["dtype"] != src.dtype.value:
             return
         rewriter.replace_all_uses(node, source)
 
@@ -176,11 +180,11 @@ class FoldReshapeOfReshape(Pattern):
     """reshape(reshape(x)) → reshape(x): row-major order is kept by both."""
 
     name = "fold-reshape-of-reshape"
-    ops = frozenset({"reshape"})
+    ops = frozenset({RESHAPE})
 
     def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
         inner = rewriter.producer(node.operands[0])
-        if inner is None or inner.op != "reshape":
+        if inner is None or get_op(inner.op) is not RESHAPE:
             return
         rewriter.replace_node(node, node.with_(operands=(inner.operands[0],)))
 
@@ -189,11 +193,11 @@ class FoldPermuteOfPermute(Pattern):
     """permute(permute(x, p1), p2) → permute(x, p) with p[i] = p1[p2[i]]."""
 
     name = "fold-permute-of-permute"
-    ops = frozenset({"permute"})
+    ops = frozenset({PERMUTE})
 
     def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
         inner = rewriter.producer(node.operands[0])
-        if inner is None or inner.op != "permute":
+        if inner is None or get_op(inner.op) is not PERMUTE:
             return
         p1, p2 = tuple(inner.attrs["perm"]), tuple(node.attrs["perm"])
         composed = tuple(p1[i] for i in p2)
@@ -202,16 +206,19 @@ class FoldPermuteOfPermute(Pattern):
 
 
 class FoldNeutralOperand(Pattern):
-    """x * 1 → x and x + 0 → x (either side), when x already has the result's type,
-    so that dropping the constant changes neither shape (broadcast) nor dtype."""
+    """x op e → x for a binary op's identity e (`OpDef.identity`: x * 1, x + 0; on either
+    side when the op is commutative), when x already has the result's type, so that
+    dropping the constant changes neither shape (broadcast) nor dtype."""
 
     name = "fold-neutral-operand"
-    ops = frozenset({"mul", "add"})
-    _NEUTRAL: ClassVar[dict[str, int]] = {"mul": 1, "add": 0}
 
     def match_and_rewrite(self, node: Node, rewriter: Rewriter) -> None:
-        neutral = self._NEUTRAL[node.op]
-        for const, other in (node.operands, node.operands[::-1]):
+        op = get_op(node.op)
+        neutral = op.identity
+        if neutral is None or len(node.operands) != 2:
+            return
+        sides = (node.operands, node.operands[::-1]) if op.has(Trait.commutative) else (node.operands[::-1],)
+        for const, other in sides:
             value = _full_value(rewriter, const)
             if isinstance(value, bool) or value is None or value != neutral:
                 continue
@@ -233,16 +240,15 @@ class FoldScalarConstants(Pattern):
         if op.kind is not OpKind.pointwise:
             return
         producers = [rewriter.producer(o) for o in node.operands]
-        if any(p is None or p.op != "full" or p.type.rank != 0 for p in producers):
+        if any(p is None or get_op(p.op) is not FULL or p.type.rank != 0 for p in producers):
             return
-        args = [get_op("full").run(Call((), get_op("full").attr_values(p.attrs), p.type))
-                for p in producers]
+        args = [FULL.run(Call((), FULL.attr_values(p.attrs), p.type)) for p in producers]
         try:
             result = op.run(Call(args, op.attr_values(node.attrs), node.type))
         except Exception:  # noqa: BLE001 - leave a failing op for run time to report
             return
         value = _python_scalar(result.to(node.type.dtype.torch).item(), node.type.dtype)
-        rewriter.replace_node(node, Node(node.name, "full", (), node.type, {"value": value},
+        rewriter.replace_node(node, Node(node.name, FULL.name, (), node.type, {"value": value},
                                          loc=node.loc))
 
 
@@ -298,7 +304,7 @@ def _rewrite_node(rewriter: Rewriter, name: str, patterns: Sequence[Pattern]) ->
     node = rewriter.begin(name)
     for _ in range(_MAX_REWRITES_PER_NODE):
         for pattern in patterns:
-            if pattern.ops and node.op not in pattern.ops:
+            if pattern.ops and OPS.get(node.op) not in pattern.ops:
                 continue
             rewriter.modified = False
             pattern.match_and_rewrite(node, rewriter)

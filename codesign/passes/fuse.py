@@ -4,9 +4,9 @@ Three gates, in Inductor's order, each kept apart: legality (`fusion.legality`: 
 run as one kernel?), capacity (`fusion.capacity`: do the group's tiles fit the fast tier?),
 profitability (`fusion.policy`, asking the cost model: is the fused kernel faster than the
 two?). Candidates are producer→consumer edges, merged greedily best-score first and
-re-scored lazily as groups grow. On dataflow targets a second step streams each repeated
-block (a decoder layer) as one kernel when its stage buffers fit the SRAM, as the SN40L
-does. Every evaluation lands in the decision ledger with its rule, score parts and
+re-scored lazily as groups grow. On targets that stream layers (`Target.streams_layers`:
+dataflow chips) a second step streams each repeated block (a decoder layer) as one kernel
+when its stage buffers fit the SRAM, as the SN40L does. Every evaluation lands in the decision ledger with its rule, score parts and
 what-if times; `must_fuse` fails with those reasons when named nodes end apart.
 """
 
@@ -19,11 +19,11 @@ from typing import ClassVar
 from codesign.cost.model import CostModel
 from codesign.fusion.capacity import chip_capacity, fast_capacity, working_set
 from codesign.fusion.legality import Verdict, check_layer, check_merge
-from codesign.fusion.partition import Partition, anchor_of, is_heavy
+from codesign.fusion.partition import Partition
 from codesign.fusion.policy import FusionPolicy, score
 from codesign.ir.graph import Graph, Group
-from codesign.ir.kernels import kernels
-from codesign.ir.ops import get_op
+from codesign.ir.kernels import group_kind, kernels
+from codesign.ir.plan import GroupPlan
 from codesign.passes.manager import PassContext
 from codesign.passes.registry import Pass, PipelineError, register_pass
 
@@ -210,19 +210,6 @@ def stream_layers(part: Partition, cost: CostModel, policy: FusionPolicy, ctx: P
     return layers
 
 
-def group_kind(members, layer: bool) -> tuple[str, str | None]:
-    if layer:
-        return "layer", None
-    heavy = [n for n in members if is_heavy(n)]
-    anchor = anchor_of(members)
-    if anchor is None:
-        return "pointwise", None
-    kind = "attention" if anchor.op == "attention" else get_op(anchor.op).kind.value
-    if len(heavy) == 2 and kind == "contraction":
-        kind = "norm_contraction"
-    return kind, anchor.name
-
-
 def apply_partition(graph: Graph, part: Partition, layer_keys: set[str]) -> Graph:
     """The graph with every multi-node group declared and nodes in kernel order."""
     groups, assignment = [], {}
@@ -232,10 +219,7 @@ def apply_partition(graph: Graph, part: Partition, layer_keys: set[str]) -> Grap
         gid = len(groups)
         nodes = [part.nodes[n] for n in members]
         kind, anchor = group_kind(nodes, part.group_of(members[0]) in layer_keys)
-        attrs = {"kind": kind}
-        if anchor is not None:
-            attrs["anchor"] = anchor
-        groups.append(Group(gid, attrs))
+        groups.append(Group(gid, GroupPlan(kind=kind, anchor=anchor)))
         for n in members:
             assignment[n] = gid
     grouped = graph.with_nodes([n.with_(group=assignment.get(n.name)) for n in graph.nodes])
@@ -262,7 +246,7 @@ class Fuse(Pass):
         if graph.groups:
             graph = Graph(graph.name, graph.inputs, tuple(n.with_(group=None) for n in graph.nodes),
                           graph.outputs, ())
-        streaming = self.stream_layers and ctx.target.kind == "dataflow"
+        streaming = self.stream_layers and ctx.target.streams_layers
         policy = FusionPolicy(self.min_saving, streaming)
         cost = CostModel(ctx.target)
         part, evaluations = greedy_fuse(graph, cost, policy)

@@ -3,7 +3,9 @@
 For each kernel the anchor op (the fused group's main loop nest, or the lone op) is tiled
 by `codesign.tiling`: at one compute unit's share of the fast tier (the tiles generated
 code uses: one SM's shared memory on a GPU) and at the whole chip's fast tier (which sets
-what the home tier sees, as the cost model explains in `cost.traffic`). The group records
+what the home tier sees, as the cost model explains in `cost.traffic`). The fast tier is
+the target's first memory tier; a target whose `compute.tile_shape` is `power_of_two`
+(GPUs) gets kernel-shaped matmul tiles. The group's plan (`codesign.ir.plan`) records
 both, with the achieved traffic over the I/O lower bound, so reports can print
 achieved / bound and a dump after `tile` can be edited and resumed. Lone heavy ops get a
 group of their own to carry their tiles.
@@ -16,30 +18,18 @@ from typing import ClassVar
 
 from codesign.cost.traffic import gemm_view, per_batch_rows
 from codesign.fusion.capacity import chip_capacity
-from codesign.fusion.partition import anchor_of, is_heavy
 from codesign.ir import structure_of
 from codesign.ir.graph import Graph, Group, Node
-from codesign.ir.kernels import Kernel, kernels
-from codesign.ir.ops import OpKind, get_op
-from codesign.passes.fuse import group_kind
+from codesign.ir.kernels import group_kind, is_heavy, kernel_anchor, kernels
+from codesign.ir.ops import Template, get_op
+from codesign.ir.ops.contraction import MATMUL
+from codesign.ir.plan import GroupPlan, chip_rereads  # noqa: F401  (chip_rereads: re-exported)
 from codesign.passes.manager import PassContext
 from codesign.passes.registry import Pass, PipelineError, register_pass
 from codesign.tiling import choose_attention_tiles, choose_matmul_tiles, choose_tiles
 from codesign.tiling.attention import flash_traffic
 from codesign.tiling.generic import TileChoice
 from codesign.tiling.matmul import choose_gpu_matmul_tiles, matmul_reads
-
-
-def kernel_anchor(kernel: Kernel) -> Node | None:
-    """The node whose loop nest the kernel's tiles describe."""
-    anchor_name = kernel.group.attrs.get("anchor") if kernel.group is not None else None
-    if anchor_name:  # the verifier checks that a group's anchor is one of its nodes
-        return next(n for n in kernel.nodes if n.name == anchor_name)
-    anchor = anchor_of(kernel.nodes)
-    if anchor is not None:
-        return anchor
-    compute = [n for n in kernel.nodes if get_op(n.op).kind not in (OpKind.layout, OpKind.source)]
-    return max(compute, key=lambda n: n.type.numel) if compute else None
 
 
 def chip_tile(graph: Graph, node: Node, capacity_bytes: int,
@@ -49,7 +39,7 @@ def chip_tile(graph: Graph, node: Node, capacity_bytes: int,
     types = graph.types()
     elem = node.type.dtype.itemsize
     words = max(capacity_bytes // elem, 4)
-    if node.op == "attention":
+    if get_op(node.op).template is Template.attention:
         q, k, v = (types[o] for o in node.operands[:3])
         heads = 1
         for s in q.shape[:-2]:
@@ -80,7 +70,7 @@ def gpu_tile_choice(graph: Graph, node: Node, structure, capacity: int, level: s
                     target=None) -> TileChoice | None:
     """For a GPU matmul/linear: the kernel-shaped tile (`choose_gpu_matmul_tiles`) laid over
     the anchor's domain loops (leading output dims share BLOCK_M, innermost first)."""
-    if node.op not in ("linear", "matmul"):
+    if get_op(node.op).template is not Template.gemm:
         return None
     types = graph.types()
     m, n, k = gemm_view(node, types)
@@ -93,7 +83,7 @@ def gpu_tile_choice(graph: Graph, node: Node, structure, capacity: int, level: s
     sizes = structure.loop_sizes
     tiles = [1] * len(sizes)
     n_loop, k_loop = len(sizes) - 2, len(sizes) - 1
-    m_loops = [len(sizes) - 3] if node.op == "matmul" else list(range(len(sizes) - 2))
+    m_loops = [len(sizes) - 3] if get_op(node.op) is MATMUL else list(range(len(sizes) - 2))  # bmm: batch tiles 1
     remaining = t.tm
     for loop in reversed(m_loops):
         tiles[loop] = max(1, min(sizes[loop], remaining))
@@ -132,17 +122,18 @@ class Tile(Pass):
             group = kernel.group
             if group is None:
                 kind, anchor_name = group_kind(kernel.nodes, False)
-                group = Group(next_id, {"kind": kind, "anchor": anchor_name or anchor.name})
+                group = Group(next_id, GroupPlan(kind=kind, anchor=anchor_name or anchor.name))
                 next_id += 1
                 for n in kernel.nodes:
                     assignment[n.name] = group.id
-            attrs = dict(group.attrs)
+            plan = group.plan
             structure = structure_of(graph, anchor)
             types = graph.types()
             operands = [types[o] for o in anchor.operands]
             subject = f"g{group.id} {kernel.name}"
             try:
-                choice = (gpu_tile_choice(graph, anchor, structure, unit, fast, target) if target.kind == "gpu" else None) \
+                power_of_two = target.compute.tile_shape == "power_of_two"  # GPU kernel-shaped tiles
+                choice = (gpu_tile_choice(graph, anchor, structure, unit, fast, target) if power_of_two else None) \
                     or choose_tiles(structure, operands, anchor.type, unit, align,
                                     causal=bool(anchor.attrs.get("causal", False)),
                                     double_buffer=self.double_buffer, level=fast)
@@ -151,27 +142,19 @@ class Tile(Pass):
                                   f"{fast} ({unit} B): {exc}", rule="capacity")
                 groups[group.id] = group
                 continue
-            attrs[f"tile_{fast}"] = tuple(choice.tiles)
-            attrs["scheme"] = choice.scheme
-            attrs[f"ratio_{fast}"] = round(choice.ratio, 4)
-            on_chip = chip_tile(graph, anchor, chip, align) if chip != unit or anchor.op == "attention" \
+            plan = plan.with_tile(fast, choice.tiles, ratio=round(choice.ratio, 4), scheme=choice.scheme)
+            on_chip = chip_tile(graph, anchor, chip, align) if chip != unit or get_op(anchor.op).template is Template.attention \
                 or gemm_view(anchor, types) else None
             if on_chip is not None:
-                attrs["chip_tile"], attrs["chip_reads"], ratio = on_chip
-                attrs["chip_ratio"] = round(ratio, 4)
-            groups[group.id] = Group(group.id, attrs)
+                tiles, reads, ratio = on_chip
+                plan = plan.with_chip(tiles, reads, round(ratio, 4))
+            groups[group.id] = Group(group.id, plan)
             ctx.ledger.record(self.name, subject, f"tiles {list(choice.tiles)}",
                               f"anchor %{anchor.name}: {choice.scheme}, achieved/bound {choice.ratio:.2f} at {fast}"
-                              + (f"; chip tiles {list(attrs['chip_tile'])} ({attrs['chip_ratio']:.2f}x bound)"
-                                 if "chip_tile" in attrs else ""),
+                              + (f"; chip tiles {list(plan.chip_tile)} ({plan.chip_ratio:.2f}x bound)"
+                                 if plan.chip_tile is not None else ""),
                               rule="tile", ratio=choice.ratio, working_set=choice.working_set_bytes,
                               capacity=unit, traffic=choice.traffic_bytes, bound=choice.lower_bound_bytes)
         nodes = [n.with_(group=assignment[n.name]) if n.name in assignment else n for n in graph.nodes]
         ordered = sorted(groups.values(), key=lambda g: g.id)
         return Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs, tuple(ordered))
-
-
-def chip_rereads(graph: Graph) -> dict[str, tuple[float, ...]]:
-    """Anchor node name → read count per operand at the chip tiles (for the cost model)."""
-    return {str(g.attrs["anchor"]): tuple(g.attrs["chip_reads"]) for g in graph.groups
-            if "chip_reads" in g.attrs and "anchor" in g.attrs}

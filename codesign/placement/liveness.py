@@ -27,6 +27,7 @@ from typing import Sequence
 
 from codesign.ir.graph import Graph, InputKind
 from codesign.ir.kernels import Kernel, kernels as graph_kernels
+from codesign.ir.ops import Template, get_op
 
 KINDS = ("weights", "activations", "kv_cache", "experts")
 _CACHE = re.compile(r"(cache|past_key|past_value|kv_)", re.I)
@@ -71,7 +72,7 @@ def tensor_kind(graph: Graph, name: str, experts: frozenset[str] = frozenset()) 
 
 def expert_weights(graph: Graph) -> frozenset[str]:
     """Names of the stacked expert weights of the graph's moe nodes."""
-    return frozenset(o for n in graph.nodes if n.op == "moe" for o in n.operands[2:])
+    return frozenset(o for n in graph.nodes if get_op(n.op).template is Template.moe for o in n.operands[2:])
 
 
 def liveness(graph: Graph, kernel_list: Sequence[Kernel] | None = None) -> list[Live]:

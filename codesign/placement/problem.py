@@ -39,6 +39,8 @@ from typing import Mapping, Sequence
 
 from codesign.ir.graph import Graph, InputKind
 from codesign.ir.kernels import Kernel, kernels as graph_kernels
+from codesign.ir.ops import OpKind, Template, get_op
+from codesign.ir.plan import chip_rereads
 from codesign.placement.liveness import liveness
 
 Assignment = Mapping[str, Mapping[str, int]]
@@ -281,12 +283,19 @@ def _tier_specs(target, reserve: float) -> tuple[TierSpec, ...]:
     return tuple(specs)
 
 
+def _indirect_operands(op, node, types) -> list[str]:
+    """The operands a node reads at data-dependent indices (its structure's map is None)."""
+    s = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    return [o for o, m in zip(node.operands, s.operand_maps) if m is None]
+
+
 def _collectives(kernel: Kernel, types, params: set[str], sockets: int, link: float) -> float:
     """Serial time of a kernel's tensor-parallel collectives (Megatron-style).
 
-    A linear on a weight whose input is replicated is column-parallel (its result is
-    sharded); one whose input is sharded is row-parallel and ends in an all-reduce; a
-    gather from a sharded table (vocab-parallel embedding) too. Ops on sharded values stay
+    A GEMM (linear, matmul) on a 2-D weight whose input is replicated is column-parallel
+    (its result is sharded); one whose input is sharded is row-parallel and ends in an
+    all-reduce; a gather (embedding, index_select, index) reading a sharded 2-D weight
+    indirectly (vocab-parallel embedding) too. Ops on sharded values stay
     sharded; a sharded kernel output is all-gathered. Ring times: all-reduce 2(S-1)/S·n,
     all-gather (S-1)/S·n bytes over each socket's share of the interconnect.
     """
@@ -295,13 +304,15 @@ def _collectives(kernel: Kernel, types, params: set[str], sockets: int, link: fl
     sharded: set[str] = set()
     volume = 0.0
     for node in kernel.nodes:
+        op = get_op(node.op)
         weight = node.operands[1] if len(node.operands) > 1 else None
-        if node.op == "linear" and weight in params and types[weight].rank == 2:
+        if op.template is Template.gemm and weight in params and types[weight].rank == 2:
             if node.operands[0] in sharded:
                 volume += 2 * (sockets - 1) / sockets * node.type.nbytes
             else:
                 sharded.add(node.name)
-        elif node.op in ("gather", "embedding") and any(o in params and types[o].rank == 2 for o in node.operands):
+        elif op.kind is OpKind.gather and any(o in params and types[o].rank == 2
+                                              for o in _indirect_operands(op, node, types)):
             volume += 2 * (sockets - 1) / sockets * node.type.nbytes
         elif any(o in sharded for o in node.operands):
             sharded.add(node.name)
@@ -318,7 +329,6 @@ def build_problem(graph: Graph, target, *, cost_model=None, split: int = 4, rese
     chip tiles to half of it); `stage`: the staging buffer as a share of the home tier.
     """
     from codesign.cost.model import CostModel, _is_free, home_tier
-    from codesign.passes.tile import chip_rereads
     cm = cost_model or CostModel(target, rereads=chip_rereads(graph))
     ks = list(kernel_list) if kernel_list is not None else graph_kernels(graph)
     types = graph.types()

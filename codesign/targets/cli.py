@@ -95,6 +95,8 @@ def _show(args: argparse.Namespace) -> int:
     facts.add_row("sockets", str(target.sockets))
     facts.add_row("compute.units", str(target.compute.units))
     facts.add_row("compute.tile_multiple", str(target.compute.tile_multiple))
+    facts.add_row("compute.tile_shape", target.compute.tile_shape)
+    facts.add_row("streams_layers", "yes" if target.streams_layers else "no")
     for dtype, rate in target.compute.peak.items():
         facts.add_row(f"compute.peak.{dtype}", format_flops(rate))
     facts.add_row("dma", "yes" if target.dma else "no")

@@ -8,8 +8,14 @@ field is an error, not a silently ignored default).
 Conventions every consumer may rely on:
 
 * All quantities are SI base units: bytes (``int``), bytes/s, FLOP/s, seconds.
-* ``memory`` is ordered fastest first (bandwidth non-increasing), so ``memory[0]`` is the
-  tier tiles must fit in and ``memory[-1]`` is the backing store.
+* ``memory`` is ordered fastest first (bandwidth non-increasing), and a tier's role comes
+  from its place in that order, never from its name: ``memory[0]`` is the tier tiles must
+  fit in (:attr:`Target.fast_tier`), ``memory[1]`` the *home* tier tensors live in between
+  kernels (:attr:`Target.home_tier`; ``memory[0]`` when there is one tier) and
+  ``memory[-1]`` the backing store (:attr:`Target.slow_tier`).
+* Behaviour is read from capabilities, not from ``kind`` (which only describes the chip):
+  ``streams_layers`` (dataflow layer streaming) and ``compute.tile_shape`` (GPU-shaped
+  power-of-two tiles).
 * Figures describe ONE socket. ``MemoryTier.capacity`` and ``bandwidth`` are the
   aggregate over the whole socket, even for a tier split across compute units
   (``scope="per_unit"``, e.g. GPU shared memory: write ``132 x 228 KiB``); use
@@ -49,6 +55,8 @@ __all__ = [
     "Holds",
     "HOLDS",
     "Scope",
+    "TileShape",
+    "TILE_SHAPES",
     "Compute",
     "MemoryTier",
     "Interconnect",
@@ -98,6 +106,10 @@ HOLDS: tuple[str, ...] = get_args(Holds)
 Scope = Literal["per_unit", "socket", "host"]
 """Who owns a tier: split evenly across compute units; one per socket; one for the host."""
 
+TileShape = Literal["min_traffic", "power_of_two"]
+TILE_SHAPES: tuple[str, ...] = get_args(TileShape)
+"""How kernel tiles are shaped (``Compute.tile_shape``)."""
+
 # Dtypes that run at the same rate on every target we know of, used when a target lists
 # only one of them (SN40L publishes bf16 only; fp16 runs on the same datapath).
 _SAME_RATE: dict[str, str] = {"fp16": "bf16", "bf16": "fp16"}
@@ -132,6 +144,23 @@ class Compute(_Frozen):
         gt=0,
         description="Tile sizes should be multiples of this (tensor-core / SIMD alignment).",
     )
+    tile_shape: TileShape = Field(
+        default="min_traffic",
+        description="How a kernel's tiles are shaped. min_traffic: the traffic-minimising "
+        "search, extents multiples of tile_multiple (dataflow chips, CPUs). power_of_two: "
+        "GPU kernel tiles: power-of-two blocks (tensor-core and tl.arange shapes), an "
+        "accumulator resident in the register file, pipelined operand tiles in one unit's "
+        "share of the fast tier.",
+    )
+
+    @model_validator(mode="after")
+    def _power_of_two_alignment(self) -> Compute:
+        multiple = self.tile_multiple
+        if self.tile_shape == "power_of_two" and multiple & (multiple - 1):
+            raise ValueError(
+                f"tile_shape power_of_two needs a power-of-two tile_multiple, got {multiple}"
+            )
+        return self
 
     @field_validator("peak")
     @classmethod
@@ -143,7 +172,8 @@ class Compute(_Frozen):
         return peak
 
     def __hash__(self) -> int:  # dict fields are unhashable; hash a sorted view instead.
-        return hash((tuple(sorted(self.peak.items())), self.units, self.tile_multiple))
+        return hash((tuple(sorted(self.peak.items())), self.units, self.tile_multiple,
+                     self.tile_shape))
 
 
 class MemoryTier(_Frozen):
@@ -218,10 +248,14 @@ class Target(_Frozen):
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Identifier, e.g. sn40l."
     )
     description: str = Field(default="", description="One line, with the main source.")
-    kind: Literal["dataflow", "gpu", "cpu", "mobile"]
-    host_backend: Literal["cpp", "triton"] = Field(
+    kind: Literal["dataflow", "gpu", "cpu", "mobile"] = Field(
+        description="What the chip is, for people and reports; passes read capabilities "
+        "(streams_layers, compute.tile_shape), never this."
+    )
+    host_backend: Literal["cpp", "triton", "iree", "interpreter"] = Field(
         description="What runs the plan functionally on this host: triton on a GPU, cpp "
-        "(generated C++) elsewhere."
+        "(generated C++) elsewhere; iree or interpreter on request. A backend names the "
+        "devices it runs on; other inputs (CUDA tensors, say) pick that device's backend."
     )
     compute: Compute
     memory: tuple[MemoryTier, ...] = Field(description="Memory tiers, fastest first.")
@@ -232,11 +266,35 @@ class Target(_Frozen):
     dma: bool = Field(
         default=True, description="Whether tier-to-tier transfers can overlap compute."
     )
+    streams_layers: bool = Field(
+        default=False,
+        strict=True,
+        description="Whether a repeated block (a decoder layer) may run as one kernel that "
+        "streams through the fast tier with every intermediate buffered, as a dataflow "
+        "chip maps a layer (SN40L); the fusion pass tries it when the stage buffers fit.",
+    )
     launch_overhead: Seconds = Field(
         default=0.0, description="Fixed cost of launching one kernel (or one fused graph)."
     )
 
     # ------------------------------------------------------------------ validation
+
+    @model_validator(mode="before")
+    @classmethod
+    def _capabilities_default_from_kind(cls, data: object) -> object:
+        """Capabilities a file leaves out default to what its kind usually has (a
+        dataflow chip streams layers, a GPU shapes tiles as powers of two), so target
+        files written before the capabilities existed keep their behaviour."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        kind = data.get("kind")
+        if kind == "dataflow":
+            data.setdefault("streams_layers", True)
+        compute = data.get("compute")
+        if kind == "gpu" and isinstance(compute, dict) and "tile_shape" not in compute:
+            data["compute"] = {**compute, "tile_shape": "power_of_two"}
+        return data
 
     @field_validator("memory")
     @classmethod
@@ -302,9 +360,20 @@ class Target(_Frozen):
         return self.memory[0]
 
     @property
+    def home_tier(self) -> MemoryTier:
+        """The tier tensors live in between kernels: the second fastest (the only one if
+        there is one), e.g. HBM on a GPU or an SN40L, LPDDR on a phone."""
+        return self.memory[1] if len(self.memory) > 1 else self.memory[0]
+
+    @property
     def slow_tier(self) -> MemoryTier:
         """The slowest tier: the backing store everything can fall back to."""
         return self.memory[-1]
+
+    def tier_rank(self, name: str) -> int:
+        """Position of tier ``name`` in the memory order (0: fastest); raises
+        :class:`TargetLookupError` naming the tiers for an unknown name."""
+        return self.memory.index(self.tier(name))
 
     def tiers_holding(self, what: Holds) -> tuple[MemoryTier, ...]:
         """Tiers (fastest first) that may hold ``what``, e.g. ``"kv_cache"``."""

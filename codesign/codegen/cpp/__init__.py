@@ -13,9 +13,31 @@ tile one sgemm of OpenBLAS from the scipy-openblas32 wheel when installed (linke
 followed by the group's fused epilogue while the tile is in cache.
 """
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from codesign.codegen import CodegenError
 from codesign.codegen.cpp.build import cache_dir
 from codesign.codegen.cpp.module import CppModule, export_cpp
 from codesign.codegen.cpp.wrapper import CppSource, generate
+from codesign.codegen.registry import Backend, register_backend
 
-__all__ = ["CodegenError", "CppModule", "CppSource", "cache_dir", "export_cpp", "generate"]
+
+@register_backend
+@dataclass(frozen=True)
+class CppBackend(Backend):
+    """`CppModule` on CPU tensors; the generator refuses a graph with a `CodegenError` naming
+    the node. Option `blas`: True / False / None (link scipy-openblas32 when installed)."""
+
+    name: ClassVar[str] = "cpp"
+    summary: ClassVar[str] = "one C++17 translation unit, built with the system compiler, loaded with ctypes"
+    devices: ClassVar[tuple[str, ...]] = ("cpu",)
+    default_for: ClassVar[tuple[str, ...]] = ("cpu",)
+    source_suffix: ClassVar[str] = "cpp"
+    options: ClassVar[tuple[str, ...]] = ("blas",)
+
+    def build(self, graph, state, target, options) -> CppModule:
+        return CppModule(graph, state, target=target.name, blas=options.get("blas"))
+
+
+__all__ = ["CodegenError", "CppBackend", "CppModule", "CppSource", "cache_dir", "export_cpp", "generate"]

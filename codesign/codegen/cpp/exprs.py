@@ -1,38 +1,64 @@
 """Values at a point: the expression generator that inlines a kernel's elementwise nodes.
 
 A value is either *materialized* (it has a buffer: read it) or *inlined* (an elementwise
-node of the same kernel, or a constant source op: compute it from its operands, through
-its indexing maps). `Scope.value(name, access)` returns a C++ expression for the value at
+node of the same kernel, or a constant source op: render its scalar body, `Structure.expr`,
+reading its operands through its indexing maps). `Scope.value(name, access)` returns a C++ expression for the value at
 `access`, emitting `const` locals for each node computed unconditionally, so a fused chain
 becomes straight-line code in one loop body and its intermediates never touch memory.
 An `Access` is a point in a value's index space, kept as a linear offset while every map
 on the way is the identity or a reshape (so contiguous chains stay one flat, vectorisable
-loop), and as a multi-index otherwise.
+loop), and as a multi-index otherwise. A body's shared subexpressions become one local;
+a gated read (`Load.valid`: pad, concat) is rendered inside its branch, never hoisted.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from math import prod
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.codegen import CodegenError
 from codesign.codegen.cpp import scalar as S
 from codesign.ir.affine import Add, AffineExpr, AffineMap, Const, Dim, FloorDiv, Mod, Mul, bound
 from codesign.ir.graph import Node
-from codesign.ir.ops.layout import strides
-from codesign.ir.ops.registry import OpKind, get_op
-from codesign.ir.types import DType
+from codesign.ir.ops.layout import reshape_map, strides
+from codesign.ir.ops.registry import Structure, Template, get_op
+from codesign.ir.scalar import (Acc, Affine, Apply, Expr, Lit, Load, Loop, Prim, children, is_plain_load,
+                                walk)
+from codesign.ir.types import TensorType
 
 if TYPE_CHECKING:
     from codesign.codegen.cpp.kernels import KernelEmitter
 
-EXPRESSION_KINDS = (OpKind.pointwise, OpKind.layout, OpKind.source, OpKind.gather)
-"""Op kinds whose value at one point is an expression of their operands at other points."""
-
-
 def is_expression_op(op: str) -> bool:
-    return get_op(op).kind in EXPRESSION_KINDS
+    """Is `op`'s value at a point a scalar body of its operands (inlined into its readers)?"""
+    return get_op(op).template is Template.elementwise
+
+
+def node_structure(node: Node, types: Mapping[str, TensorType]) -> Structure:
+    op = get_op(node.op)
+    return op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+
+
+@lru_cache(maxsize=None)
+def _row_major(src: tuple[int, ...], dst: tuple[int, ...]) -> AffineMap:
+    return reshape_map(src, dst)
+
+
+def reads_row_major(amap: AffineMap | None, src: Sequence[int], dst: Sequence[int]) -> bool:
+    """Does `amap` read an operand of shape `src` at the same row-major position (a reshape)?"""
+    return amap is not None and prod(src) == prod(dst) and amap == _row_major(tuple(src), tuple(dst))
+
+
+def is_view(node: Node, types: Mapping[str, TensorType]) -> bool:
+    """`node` is its first operand's elements in row-major order: it may alias that buffer."""
+    if not is_expression_op(node.op) or not node.operands:
+        return False
+    st = node_structure(node, types)
+    return is_plain_load(st.expr) and reads_row_major(st.operand_maps[0], types[node.operands[0]].shape,
+                                                      node.type.shape)
 
 
 def render(expr: AffineExpr, dims: Sequence[str], extents: Sequence[int]) -> str:
@@ -137,11 +163,12 @@ class Scope:
         node = k.node(name)
         if node is None or not is_expression_op(node.op):
             raise CodegenError(f"%{name} is neither materialized nor an expression in kernel {k.kernel.key}")
+        st = k.structure(node)
+        if isinstance(st.expr, Lit):
+            return S.literal(node.type.dtype, st.expr.value)
         key = (name, access.key())
         if key in self.memo:
             return self.memo[key]
-        if node.op == "full":
-            return S.literal(node.type.dtype, node.attrs["value"])
         expr = self._compute(node, access, guarded)
         if guarded:
             return f"({expr})"
@@ -150,95 +177,102 @@ class Scope:
         return var
 
     def _compute(self, node: Node, access: Access, guarded: bool) -> str:
-        k = self.kernel
-        op = get_op(node.op)
-        st = k.structure(node)
-        operand_types = [k.type(o) for o in node.operands]
-        attrs = op.attr_values(node.attrs)
-        if node.op == "full":
-            return S.literal(node.type.dtype, attrs["value"])
-        if node.op == "iota":
-            idx = access.multi(self)[0] if node.type.rank else "0"
-            work = DType.f64 if not node.type.dtype.is_float else node.type.dtype
-            if not node.type.dtype.is_float and isinstance(attrs["start"], int) and isinstance(attrs["step"], int):
-                work = DType.i64
-            value = f"({S.literal(work, attrs['start'])} + {S.literal(work, attrs['step'])} * ({S.ctype(work)})({idx}))"
-            return S.convert(value, work, node.type.dtype)
-        if node.op == "reshape":
-            src = operand_types[0].shape
-            if access.index is not None and src and access.shape and src[-1] == access.shape[-1]:
+        """`node`'s scalar body at `access`, as one C++ expression."""
+        st = self.kernel.structure(node)
+        if st.expr is None:
+            raise CodegenError(f"%{node.name} = {node.op}(...): no scalar body")
+        return Body(self, st.expr, node, st, access).render(st.expr, guarded)
+
+
+_NEGATION = {Prim.lt: Prim.ge, Prim.ge: Prim.lt, Prim.le: Prim.gt, Prim.gt: Prim.le}
+
+
+def _conjuncts(e: Expr) -> list[Expr]:
+    if isinstance(e, Apply) and e.prim is Prim.logical_and:
+        return [c for a in e.args for c in _conjuncts(a)]
+    return [e]
+
+
+def _implied(cond: Expr, facts: frozenset) -> bool:
+    """Is `cond` known true where `facts` ((condition, truth) pairs of enclosing selects) hold?"""
+    if (cond, True) in facts:
+        return True
+    neg = _NEGATION.get(cond.prim) if isinstance(cond, Apply) else None
+    return (neg is not None and not cond.args[0].dtype.is_float  # NaN: not (a < b) is not a >= b
+            and (Apply(neg, cond.args, cond.dtype), False) in facts)
+
+
+class Body:
+    """Renders one node's scalar body at one point: `Load`s read operands through the
+    structure's maps (or at explicit coordinates), `Loop` / `Affine` are the point's index,
+    every `Apply` is the primitive's C++ text (`scalar.prim`). Unguarded, a subexpression
+    used more than once becomes one local; a gated load drops the conditions its enclosing
+    selects already decide and reads inside the branch only."""
+
+    def __init__(self, scope: Scope, root: Expr, node: Node | None = None, st: Structure | None = None,
+                 access: Access | None = None, acc: str | None = None):
+        self.scope, self.node, self.st, self.access, self.acc = scope, node, st, access, acc
+        self.uses = Counter(id(c) for x in walk(root) for c in children(x))
+        self.locals: dict[int, str] = {}
+        self._gated: dict[int, bool] = {}
+
+    def gated(self, e: Expr) -> bool:
+        """Does `e` contain a gated load (so its text depends on where it is rendered)?"""
+        if id(e) not in self._gated:
+            self._gated[id(e)] = (isinstance(e, Load) and e.valid is not None) or any(map(self.gated, children(e)))
+        return self._gated[id(e)]
+
+    def constant(self, e: Expr) -> object | None:
+        if isinstance(e, Lit):
+            return e.value
+        if isinstance(e, Load) and e.index is None and e.valid is None:
+            return self.scope.kernel.constant(self.node.operands[e.operand])
+        return None
+
+    def render(self, e: Expr, guarded: bool = False, facts: frozenset = frozenset()) -> str:
+        if id(e) in self.locals:
+            return self.locals[id(e)]
+        text = self._render(e, guarded, facts)
+        if not guarded and isinstance(e, Apply) and self.uses[id(e)] > 1 and not self.gated(e):
+            text = self.locals[id(e)] = self.scope.local(S.ctype(e.dtype), text)
+        return text
+
+    def _render(self, e: Expr, guarded: bool, facts: frozenset) -> str:
+        if isinstance(e, Lit):
+            return S.literal(e.dtype, e.value)
+        if isinstance(e, Acc):
+            return self.acc
+        if isinstance(e, Loop):
+            return self.access.multi(self.scope)[e.dim]
+        if isinstance(e, Affine):
+            return render(e.expr, self.access.multi(self.scope), self.access.shape)
+        if isinstance(e, Load):
+            return self._load(e, guarded, facts)
+        if e.prim is Prim.select:
+            c, a, b = e.args
+            cond = self.render(c, guarded, facts)
+            known = facts | {(x, True) for x in _conjuncts(c)}
+            return f"({cond} ? {self.render(a, guarded, known)} : {self.render(b, guarded, facts | {(c, False)})})"
+        args = [self.render(a, guarded, facts) for a in e.args]
+        return S.prim(e.prim, args, e.args[0].dtype, e.dtype, [self.constant(a) for a in e.args])
+
+    def _load(self, e: Load, guarded: bool, facts: frozenset) -> str:
+        conds = [c for c in _conjuncts(e.valid) if not _implied(c, facts)] if e.valid is not None else []
+        name = self.node.operands[e.operand]
+        shape, scope, access = self.scope.kernel.type(name).shape, self.scope, self.access
+        inside = guarded or e.valid is not None
+        if e.index is not None:
+            at = Access(shape, index=tuple(self.render(i, inside, facts) for i in e.index))
+        elif reads_row_major(amap := self.st.operand_maps[e.operand], shape, access.shape):
+            at = Access(shape, linear=access.flat())
+            if access.index is not None and shape and access.shape and shape[-1] == access.shape[-1]:
                 # same rows, regrouped: keep the column index (so broadcasts along rows stay simple)
                 row = linear_offset(access.index[:-1], access.shape[:-1])
-                index = tuple(decompose(f"({row})", src[:-1])) + (access.index[-1],)
-                return self.value(node.operands[0], Access(src, linear=access.flat(), index=index), guarded)
-            return self.value(node.operands[0], Access(src, linear=access.flat()), guarded)
-        if node.op == "concat":
-            idx = access.multi(self)
-            dim = attrs["dim"]
-            offset, pieces = 0, []
-            for o, t, amap in zip(node.operands, operand_types, st.operand_maps):
-                v = self.value(o, access.through(amap, t.shape, self), True)
-                offset += t.shape[dim]
-                pieces.append((offset, v))
-            expr = pieces[-1][1]
-            for end, v in reversed(pieces[:-1]):
-                expr = f"({idx[dim]} < {end} ? {v} : {expr})"
-            return expr
-        if node.op == "pad":
-            inner = access.through(st.operand_maps[0], operand_types[0].shape, self)
-            conds = []
-            for e, expr, size in zip(st.operand_maps[0].results, inner.index, operand_types[0].shape):
-                lo, hi = bound(e, access.shape)
-                if lo < 0:
-                    conds.append(f"{expr} >= 0")
-                if hi >= size:
-                    conds.append(f"{expr} < {size}")
-            v = self.value(node.operands[0], inner, guarded or bool(conds))
-            if not conds:
-                return v
-            return f"(({' && '.join(conds)}) ? {v} : {S.literal(node.type.dtype, attrs['value'])})"
-        if op.kind is OpKind.gather:
-            return self._gather(node, access, guarded, st, operand_types, attrs)
-        if op.kind is OpKind.layout:
-            return self.value(node.operands[0], access.through(st.operand_maps[0], operand_types[0].shape, self), guarded)
-        # pointwise
-        args = [self.value(o, access.through(m, t.shape, self), guarded)
-                for o, m, t in zip(node.operands, st.operand_maps, operand_types)]
-        dtypes = [t.dtype for t in operand_types]
-        if node.op == "where":
-            dtypes = dtypes[1:] + dtypes[:1]
-        if node.op == "batch_norm":
-            dtypes = [node.type.dtype]
-        if node.op in ("tril", "triu"):
-            access.multi(self)
-        constants = [k.constant(o) for o in node.operands]
-        call = S.ScalarCall(args, dtypes, node.type.dtype, attrs, access.index or (), constants)
-        try:
-            return S.POINTWISE[node.op](call)
-        except KeyError:
-            raise CodegenError(f"%{node.name} = {node.op}(...): no C++ scalar body") from None
-
-    def _gather(self, node: Node, access: Access, guarded: bool, st, operand_types, attrs) -> str:
-        k = self.kernel
-        table, *index_names = node.operands
-        xt = operand_types[0]
-        buf = k.buffer(table)
-        if buf is None:
-            raise CodegenError(f"%{node.name}: the gathered table %{table} must be materialized")
-        idx = access.multi(self)
-        picked = []
-        for o, m, t in zip(index_names, st.operand_maps[1:], operand_types[1:]):
-            v = self.value(o, access.through(m, t.shape, self), guarded)
-            picked.append(f"(int64_t)({v})")
-        rank = node.type.rank
-        if node.op == "embedding":
-            at = [picked[0], idx[rank - 1]]
-        elif node.op == "index_select":
-            at = list(idx)
-            at[attrs["dim"]] = picked[0]
+                at.index = tuple(decompose(f"({row})", shape[:-1])) + (access.index[-1],)
         else:
-            dim = attrs["dim"]
-            block = rank - (xt.rank - len(picked))
-            wrapped = [f"cs_imod<int64_t>({p}, {xt.shape[dim + i]})" for i, p in enumerate(picked)]
-            at = list(idx[:dim]) + wrapped + list(idx[dim + block:])
-        return S.load(xt.dtype, f"{buf}[{linear_offset(at, xt.shape)}]")
+            at = access.through(amap, shape, scope)
+        read = scope.value(name, at, inside)
+        if not conds:
+            return read
+        test = " && ".join(self.render(c, guarded, facts) for c in conds)
+        return f"(({test}) ? {read} : {S.literal(e.dtype, 0)})"

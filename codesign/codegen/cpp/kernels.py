@@ -4,7 +4,8 @@
 one shape share one loop nest (flat and `omp parallel for simd` when every access is
 contiguous; else a nest with collapsed parallel outer loops and a simd inner loop, tiled
 by the group's `tile_*` plan when it has one); their elementwise producers are inlined
-by `exprs.Scope`. Every other op has an emitter in `EMITTERS`: reductions, convolution
+by `exprs.Scope`. Every other op has an emitter for its `Template` in `EMITTERS`: reductions
+(from the structure's `Combiner`), convolution
 and pooling straight from the structure's domain and maps, softmax and the norms as
 two-pass row kernels, linear / matmul through the runtime's packed GEMM, attention as a
 flash-style loop over key blocks with an online softmax.
@@ -21,29 +22,26 @@ import torch.nn.functional as F
 
 from codesign.codegen import CodegenError, group_tile
 from codesign.codegen.cpp import scalar as S
-from codesign.codegen.cpp.exprs import Access, Scope, decompose, is_expression_op, linear_offset, render
-from codesign.ir.affine import AffineMap, bound
+from codesign.codegen.cpp.exprs import (Access, Body, Scope, decompose, is_expression_op, linear_offset,
+                                        reads_row_major, render)
+from codesign.ir.affine import AffineMap, Dim, bound
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
-from codesign.ir.ops.registry import IterKind, OpKind, Structure, get_op
-from codesign.ir.ops.source import SOURCE_OPS
+from codesign.ir.ops.registry import IterKind, OpKind, Structure, Template, Trait, get_op
+from codesign.ir.scalar import Combiner, Prim
 from codesign.ir.types import DType, TensorType
 
 PARALLEL_MIN = 1 << 18  # elements below which a loop nest runs on one thread (each parallel region
 # costs a fork and a barrier, and much more when the cores are shared with other processes)
 GEMM_PARALLEL_MIN = 1 << 21  # multiply-adds below which a GEMM runs its tiles on one thread
-POINTER_OPERANDS: Mapping[str, tuple[int, ...]] = {
-    "linear": (0, 1, 2), "matmul": (0, 1), "attention": (0, 1, 2),
-    "embedding": (0,), "index_select": (0,), "index": (0,),
-}
-"""Operands an op reads through a raw pointer (so they must be materialized)."""
+GEMM_DTYPES = (DType.f32, DType.bf16, DType.f16)
 
 
 def pointer_operands(node: Node) -> Sequence[int]:
-    """Positions of `node`'s operands read through a raw pointer: POINTER_OPERANDS, and
-    every operand of an op with a region (moe hands them to the region's program)."""
-    return range(len(node.operands)) if node.regions else POINTER_OPERANDS.get(node.op, ())
-GEMM_DTYPES = (DType.f32, DType.bf16, DType.f16)
+    """Positions of `node`'s operands read through a raw pointer (so they must be materialized):
+    the op's `pointer_operands`, and every operand of an op with a region (moe hands them to
+    the region's program)."""
+    return range(len(node.operands)) if node.regions else get_op(node.op).pointer_operands
 
 
 def node_line(node: Node, names: Mapping[str, str]) -> str:
@@ -149,7 +147,7 @@ class KernelEmitter:
                 pending.append(node)
                 continue
             flush()
-            emitter = EMITTERS.get(node.op)
+            emitter = EMITTERS.get(get_op(node.op).template)
             if emitter is None:
                 raise CodegenError(f"%{node.name} = {node.op}(...): not supported by the C++ backend yet")
             lines.append(f"  // {node_line(node, self.local_names)}")
@@ -315,27 +313,27 @@ def _acc_type(dtype: DType, wide: bool) -> str:
     return "bool" if dtype is DType.i1 else ("int64_t" if wide else S.ctype(dtype))
 
 
+def accumulator(combiner: Combiner, dtype: DType) -> DType:
+    """The type a reduction of `dtype` accumulates in: the combiner's (`Combiner.accumulator`),
+    bool for a logical combiner whatever the input."""
+    return DType.i1 if combiner.op in (Prim.logical_or, Prim.logical_and) else combiner.accumulator(dtype)
+
+
 def emit_reduce(k: KernelEmitter, node: Node) -> list[str]:
-    op, dtype = node.op, k.type(node.operands[0]).dtype
-    out = node.type.dtype
-    if op in ("sum", "mean"):
-        count = prod(k.type(node.operands[0]).shape[d] for d in node.attrs["dims"])
-        fin = (lambda acc, idx: S.convert(f"({acc} / {count})", DType.f64, out)) if op == "mean" and dtype.is_float \
-            else (lambda acc, idx: f"({S.ctype(out)})({acc})")
-        return _structured_reduction(k, node, init=lambda s, v: "0", combine=lambda a, v: f"{a} + {v[0]}",
-                                     acc_type=_acc_type(dtype, True), finalize=fin, simd_plus=True)
-    if op == "prod":
-        return _structured_reduction(k, node, init=lambda s, v: "1", combine=lambda a, v: f"{a} * {v[0]}",
-                                     acc_type=_acc_type(dtype, True), finalize=lambda a, i: f"({S.ctype(out)})({a})")
-    if op in ("amax", "amin"):
-        fn, init = ("cs_max", S.lowest(dtype)) if op == "amax" else ("cs_min", S.highest(dtype))
-        t = S.ctype(dtype)
-        return _structured_reduction(k, node, init=lambda s, v: init, combine=lambda a, v: f"{fn}<{t}>({v[0]}, {a})",
-                                     acc_type=t)
-    if op == "any":
-        return _structured_reduction(k, node, init=lambda s, v: "false",
-                                     combine=lambda a, v: f"{a} || ({v[0]} != 0)", acc_type="bool")
-    raise CodegenError(f"%{node.name}: {op} has no reduction emitter")
+    """A reduction from its combiner: identity, operator, finalize (the mean's division)."""
+    c, src, out = k.structure(node).combiner, k.dtype(node.operands[0]), node.type.dtype
+    if c is None:
+        raise CodegenError(f"%{node.name} = {node.op}(...): a reduction with no combiner")
+    acc = accumulator(c, src)
+
+    def finalize(name: str, idx: list[str]) -> str:
+        if c.finalize is None:
+            return S.convert(name, acc, out)
+        value = Body(Scope(k, ""), c.finalize, acc=name).render(c.finalize, guarded=True)
+        return S.convert(value, c.finalize.dtype, out)
+    return _structured_reduction(k, node, init=lambda s, v: S.literal(acc, c.identity),
+                                 combine=lambda a, v: S.prim(c.op, [a, S.convert(v[0], src, acc)], acc, acc),
+                                 acc_type=S.ctype(acc), finalize=finalize, simd_plus=c.op is Prim.add)
 
 
 def emit_contraction_loops(k: KernelEmitter, node: Node) -> list[str]:
@@ -360,10 +358,11 @@ def emit_contraction_loops(k: KernelEmitter, node: Node) -> list[str]:
 def emit_pool(k: KernelEmitter, node: Node) -> list[str]:
     dtype = node.type.dtype
     t = S.ctype(dtype)
-    if node.op == "max_pool":
+    op = get_op(node.op)
+    if op.has(Trait.maximizing):
         return _structured_reduction(k, node, init=lambda s, v: S.lowest(dtype),
                                      combine=lambda a, v: f"cs_max<{t}>({v[0]}, {a})", acc_type=t)
-    table = _avg_pool_divisors(k.type(node.operands[0]).shape[2:], get_op("avg_pool").attr_values(node.attrs))
+    table = _avg_pool_divisors(k.type(node.operands[0]).shape[2:], op.attr_values(node.attrs))
     name = k.fresh("divisor")
     values = ", ".join(repr(float(x)) + "f" for x in table.flatten())
     k.statics.append(f"  static const float {name}[{table.size}] = {{{values}}};")
@@ -416,7 +415,7 @@ def emit_softmax(k: KernelEmitter, node: Node) -> list[str]:
     lines += [ind + f"{t} peak = -INFINITY;", ind + "#pragma omp simd reduction(max:peak)",
               ind + f"for (int64_t j = 0; j < {n}; ++j) {{", *body, ind + f"  peak = std::max(peak, {v});", ind + "}"]
     body, v = read()
-    log = node.op == "log_softmax"
+    log = get_op(node.op).has(Trait.log_result)
     store_exp = "" if log else f"{k.params[node.name]}[{access.flat()}] = {S.store(dtype, 'e')}; "
     lines += [ind + f"{t} total = 0;", ind + "#pragma omp simd reduction(+:total)",
               ind + f"for (int64_t j = 0; j < {n}; ++j) {{", *body,
@@ -439,8 +438,8 @@ def emit_norm(k: KernelEmitter, node: Node) -> list[str]:
     x, *params = node.operands
     shape, dtype = node.type.shape, node.type.dtype
     t = S.ctype(dtype)
-    op = node.op
-    if op == "group_norm":
+    op = get_op(node.op)
+    if op.template is Template.group_norm:
         groups = node.attrs["groups"]
         rows, block = shape[0] * groups, prod(shape[1:]) // groups
         spatial = prod(shape[2:])
@@ -451,7 +450,7 @@ def emit_norm(k: KernelEmitter, node: Node) -> list[str]:
         block = prod(shape[len(shape) - nr:])
         rows = prod(shape) // block
         param_index = "r"
-    eps = S.literal(dtype, get_op(op).attr_values(node.attrs)["eps"])
+    eps = S.literal(dtype, op.attr_values(node.attrs)["eps"])
     ind = "    "
     lines = [f"  #pragma omp parallel for if({prod(shape)} > {PARALLEL_MIN})",
              f"  for (int64_t g = 0; g < {rows}; ++g) {{"]
@@ -461,7 +460,7 @@ def emit_norm(k: KernelEmitter, node: Node) -> list[str]:
         s = Scope(k, ind + "  ")
         v = s.value(x, Access(shape, linear=f"g * {block} + r"))
         return s.lines, v
-    if op != "rms_norm":
+    if op.has(Trait.centered):
         body, v = read()
         lines += [ind + f"{t} sum = 0;", ind + "#pragma omp simd reduction(+:sum)",
                   ind + f"for (int64_t r = 0; r < {block}; ++r) {{", *body, ind + f"  sum += {v};", ind + "}",
@@ -497,7 +496,7 @@ def emit_var(k: KernelEmitter, node: Node) -> list[str]:
     xt = k.type(x)
     dims = list(node.attrs["dims"])
     count = prod(xt.shape[d] for d in dims)
-    dof = count - get_op("var").attr_values(node.attrs)["correction"]
+    dof = count - get_op(node.op).attr_values(node.attrs)["correction"]
     st = k.structure(node)
     lines, depth, vars_ = _row_loops(xt.shape, dims)
     ind = "  " * (depth + 1)
@@ -525,7 +524,7 @@ def emit_argminmax(k: KernelEmitter, node: Node) -> list[str]:
     x = node.operands[0]
     xt = k.type(x)
     dim = node.attrs["dim"]
-    is_max = node.op == "argmax"
+    is_max = get_op(node.op).has(Trait.maximizing)
     st = k.structure(node)
     lines, depth, vars_ = _row_loops(xt.shape, [dim])
     ind = "  " * (depth + 1)
@@ -591,8 +590,8 @@ def epilogue_roots(k: KernelEmitter, gemm: Node) -> list[Node]:
             if not reaches(o, memo):
                 continue
             result = True
-            if node.op == "reshape":
-                continue
+            if reads_row_major(m, k.type(o).shape, node.type.shape):
+                continue  # a reshape: the same linear position
             if get_op(node.op).kind is not OpKind.pointwise or k.type(o).shape != node.type.shape \
                     or m.results != identity:
                 raise ValueError(node.name)
@@ -617,7 +616,7 @@ def epilogue_roots(k: KernelEmitter, gemm: Node) -> list[Node]:
     for name in after:
         node = k.node(name)
         if name not in k.materialized or name in k.aliases or name not in k.params \
-                or not is_expression_op(node.op) or node.op in SOURCE_OPS \
+                or not is_expression_op(node.op) or get_op(node.op).kind is OpKind.source \
                 or node.type.numel != gemm.type.numel:
             continue
         try:
@@ -647,7 +646,9 @@ def emit_gemm(k: KernelEmitter, node: Node) -> list[str]:
     A, B, C = k.ptr(a), k.ptr(b), k.params[node.name]
     bias = k.ptr(node.operands[2]) if len(node.operands) == 3 else None
     half = dtype is not DType.f32
-    if node.op == "linear":
+    st = k.structure(node)
+    nd = len(st.domain)
+    if st.operand_maps[1].results == (Dim(nd - 2), Dim(nd - 1)):  # b read as [n, k]: linear's weight
         M, N = prod(at.shape[:-1]), bt.shape[0]
         sbk, sbn = 1, K_
         batch_shape: tuple[int, ...] = ()
@@ -656,7 +657,6 @@ def emit_gemm(k: KernelEmitter, node: Node) -> list[str]:
         M, N = at.shape[-2], bt.shape[-1]
         sbk, sbn = N, 1
         batch_shape = node.type.shape[:-2]
-        st = k.structure(node)
         bv = [f"b{d}" for d in range(len(batch_shape))]
         dims = bv + ["0", "0", "0"]
         sizes = list(st.loop_sizes)
@@ -949,12 +949,10 @@ def _moe_blocks(k: KernelEmitter, region: RegionEntry, tokens: int, hidden: int,
 
 
 Emitter = Callable[[KernelEmitter, Node], list[str]]
-EMITTERS: dict[str, Emitter] = {
-    **{name: emit_reduce for name in ("sum", "mean", "amax", "amin", "prod", "any")},
-    "var": emit_var, "argmax": emit_argminmax, "argmin": emit_argminmax, "cumsum": emit_cumsum,
-    "softmax": emit_softmax, "log_softmax": emit_softmax,
-    "layer_norm": emit_norm, "rms_norm": emit_norm, "group_norm": emit_norm,
-    "linear": emit_gemm, "matmul": emit_gemm, "conv": emit_contraction_loops, "attention": emit_attention,
-    "max_pool": emit_pool, "avg_pool": emit_pool, "moe": emit_moe,
+EMITTERS: dict[Template, Emitter] = {
+    Template.reduce: emit_reduce, Template.variance: emit_var, Template.argminmax: emit_argminmax,
+    Template.scan: emit_cumsum, Template.softmax: emit_softmax, Template.norm: emit_norm,
+    Template.group_norm: emit_norm, Template.gemm: emit_gemm, Template.conv: emit_contraction_loops,
+    Template.attention: emit_attention, Template.pool: emit_pool, Template.moe: emit_moe,
 }
-"""Op name → emitter for the ops that are not elementwise (those are inlined by `exprs`)."""
+"""Template -> emitter, for the ops that are not elementwise (those are inlined by `exprs`)."""

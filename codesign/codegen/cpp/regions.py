@@ -14,8 +14,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from codesign.codegen.cpp.exprs import node_structure
+from codesign.ir.affine import Dim
 from codesign.ir.graph import Graph
-from codesign.ir.ops import OpKind, get_op
+from codesign.ir.ops import IterKind, get_op
+from codesign.ir.scalar import Affine, Loop, walk
 from codesign.ir.types import TensorType
 
 __all__ = ["row_block"]
@@ -25,24 +28,27 @@ def _with_rows(t: TensorType, tokens: int, rows: int) -> TensorType:
     return replace(t, shape=(rows,) + t.shape[1:]) if t.shape[:1] == (tokens,) else t
 
 
-def _row_wise(node, per_token: set[str], rank: int) -> bool:
-    """Does ``node`` compute each token's row from that token's rows only? Conservative:
-    elementwise ops, a projection of the tokens (linear / matmul with the tokens first),
-    a slice, norm or softmax along a trailing dim; anything else counts as mixing."""
-    op = get_op(node.op)
-    if op.kind is OpKind.pointwise:
-        return True
-    only_first = [o in per_token for o in node.operands] == [True] + [False] * (len(node.operands) - 1)
-    if node.op in ("linear", "matmul"):
-        return only_first and rank == 2
-    dim = node.attrs.get("dim")
-    if node.op == "slice":
-        return dim not in (0, -rank)
-    if node.op in ("softmax", "log_softmax"):
-        return only_first and dim not in (0, -rank)
-    if node.op in ("layer_norm", "rms_norm"):
-        return only_first and int(node.attrs.get("normalized_rank", 1)) < rank
-    return False
+def _row_wise(node, per_token: set[str], types) -> bool:
+    """Does ``node`` compute each token's row from that token's rows only? Read off its
+    structure: the result's first dim is a parallel loop d that every per-token operand
+    reads as its own first dim (and nowhere else), no other operand reads, and the body
+    never uses as a value (a triangle mask, a concat's offsets)."""
+    st = node_structure(node, types)
+    first = st.result_map.results[0] if st.result_map.results else None
+    if not isinstance(first, Dim) or st.domain[first.index].kind is not IterKind.parallel:
+        return False
+    d = first.index
+    for o, m in zip(node.operands, st.operand_maps):
+        if m is None:
+            return False
+        if o in per_token:
+            if m.results[:1] != (first,) or any(d in r.dims_used() for r in m.results[1:]):
+                return False
+        elif d in m.dims_used():
+            return False
+    body = walk(st.expr) if st.expr is not None else ()
+    return not any(isinstance(x, Loop) and x.dim == d or isinstance(x, Affine) and d in x.expr.dims_used()
+                   for x in body)
 
 
 def row_block(region: Graph, rows: int) -> Graph | None:
@@ -66,7 +72,7 @@ def row_block(region: Graph, rows: int) -> Graph | None:
         if inferred.shape != expected.shape or inferred.dtype != expected.dtype:
             return None
         if any(o in per_token for o in node.operands):
-            if expected.shape[:1] != (rows,) or not _row_wise(node, per_token, len(expected.shape)):
+            if expected.shape[:1] != (rows,) or not _row_wise(node.with_(type=expected), per_token, types):
                 return None  # it may mix tokens (a reduction, reshape or transpose across them)
             per_token.add(node.name)
         types[node.name] = expected

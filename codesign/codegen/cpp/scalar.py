@@ -1,19 +1,19 @@
-"""The C++ op-to-text table: element types, conversions, literals and scalar bodies.
+"""C++ text for element types, conversions, literals and the scalar primitives.
 
 Every value inside a loop nest is a C++ scalar in its *compute* type (float for f32, bf16
 and f16; double for f64; the integer itself otherwise); it is converted from its storage
-type when loaded and back when stored. `POINTWISE[op](call)` returns the C++ expression of
-one pointwise op applied to already-computed operand expressions, as
-`mlir_scalar.POINTWISE` does for MLIR.
+type when loaded and back when stored. `prim` gives each scalar primitive
+(`codesign.ir.scalar.Prim`) as C++ text, once; `exprs` renders every elementwise op's body
+(`Structure.expr`) with it.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 from codesign.codegen import CodegenError, compute_dtype
+from codesign.ir.scalar import Prim
 from codesign.ir.types import DType
 
 STORAGE = {DType.f64: "double", DType.f32: "float", DType.f16: "f16_t", DType.bf16: "bf16_t",
@@ -97,161 +97,54 @@ def highest(dtype: DType) -> str:
     return "true" if dtype is DType.i1 else f"std::numeric_limits<{ctype(dtype)}>::max()"
 
 
-@dataclass(frozen=True)
-class ScalarCall:
-    """One pointwise op at one point: operand expressions, types, attributes, loop indices."""
-
-    args: Sequence[str]
-    operand_dtypes: Sequence[DType]
-    result: DType
-    attrs: Mapping[str, object]
-    index: Sequence[str]  # the point's index expressions, for ops that read it (tril)
-    constants: Sequence[object | None] = ()  # operand values known at compile time (full)
-
-    @property
-    def dtype(self) -> DType:
-        return self.operand_dtypes[0]
-
-    @property
-    def t(self) -> str:
-        return ctype(self.dtype)
-
-    def const(self, value: float | int | bool) -> str:
-        return literal(self.dtype, value)
+def _unary_math(fn: str) -> Callable[[str, DType], str]:
+    return lambda x, t: f"std::{fn}({x})" if t.is_float else f"({ctype(t)})std::{fn}((double)({x}))"
 
 
-def _math(fn: str, double_fn: str | None = None) -> Callable[[ScalarCall], str]:
-    def emit(c: ScalarCall) -> str:
-        if not c.dtype.is_float:
-            return f"({c.t})std::{fn}((double)({c.args[0]}))"
-        return f"std::{fn}({c.args[0]})"
-    return emit
+def _minmax(fn: str, cmp: str) -> Callable[[str, str, DType], str]:
+    return lambda a, b, t: f"cs_{fn}<{ctype(t)}>({a}, {b})" if t.is_float else f"({a} {cmp} {b} ? {a} : {b})"
 
 
-def _exp(c: ScalarCall) -> str:
-    return f"cs_exp({c.args[0]})"
-
-
-def _neg(c: ScalarCall) -> str:
-    return f"(!{c.args[0]})" if c.dtype is DType.i1 else f"(-{c.args[0]})"
-
-
-def _abs(c: ScalarCall) -> str:
-    x = c.args[0]
-    return f"std::fabs({x})" if c.dtype.is_float else f"({x} < 0 ? -{x} : {x})"
-
-
-def _relu(c: ScalarCall) -> str:
-    x = c.args[0]
-    return f"({x} < {c.const(0)} ? {c.const(0)} : {x})"
-
-
-def _gelu(c: ScalarCall) -> str:
-    x = c.args[0]
-    if c.attrs.get("approximate", "none") == "tanh":
-        k = c.const(math.sqrt(2.0 / math.pi))
-        return (f"({c.const(0.5)} * {x} * ({c.const(1.0)} + cs_tanh({k} * ({x} + "
-                f"{c.const(0.044715)} * {x} * {x} * {x}))))")
-    if c.attrs.get("approximate", "none") != "none":
-        raise CodegenError(f"gelu approximate={c.attrs['approximate']!r} has no C++ lowering")
-    return f"({c.const(0.5)} * {x} * ({c.const(1.0)} + std::erf({x} * {c.const(math.sqrt(0.5))})))"
-
-
-def _clamp(c: ScalarCall) -> str:
-    x = c.args[0]
-    if c.attrs.get("min") is not None:
-        x = f"cs_max<{c.t}>({x}, {c.const(c.attrs['min'])})"
-    if c.attrs.get("max") is not None:
-        x = f"cs_min<{c.t}>({x}, {c.const(c.attrs['max'])})"
-    return x
-
-
-def _triangle(lower: bool) -> Callable[[ScalarCall], str]:
-    def emit(c: ScalarCall) -> str:
-        row, col = c.index[-2], c.index[-1]
-        cmp = "<=" if lower else ">="
-        return f"(({col}) - ({row}) {cmp} {int(c.attrs.get('diagonal', 0))} ? {c.args[0]} : {c.const(0)})"
-    return emit
-
-
-def _binary(symbol: str) -> Callable[[ScalarCall], str]:
-    def emit(c: ScalarCall) -> str:
-        a, b = c.args
-        if c.dtype is DType.i1 and symbol in "+*":
-            return f"({a} {'||' if symbol == '+' else '&&'} {b})"
-        return f"({a} {symbol} {b})"
-    return emit
-
-
-def _div(c: ScalarCall) -> str:
-    a, b = c.args
-    mode = c.attrs.get("rounding_mode", "none")
-    if not c.dtype.is_float:
-        return f"cs_floordiv<{c.t}>({a}, {b})" if mode == "floor" else f"({a} / {b})"
-    return {"none": f"({a} / {b})", "floor": f"std::floor({a} / {b})", "trunc": f"std::trunc({a} / {b})"}[mode]
-
-
-def _remainder(c: ScalarCall) -> str:
-    a, b = c.args
-    return f"cs_fmod<{c.t}>({a}, {b})" if c.dtype.is_float else f"cs_imod<{c.t}>({a}, {b})"
-
-
-def _pow(c: ScalarCall) -> str:
-    a, b = c.args
-    exponent = c.constants[1] if len(c.constants) > 1 else None
-    if exponent is not None and float(exponent) in (1.0, 2.0, 3.0, 4.0):
-        return "(" + " * ".join([a] * int(exponent)) + ")"
-    if exponent is not None and float(exponent) == 0.5 and c.dtype.is_float:
-        return f"std::sqrt({a})"
-    return f"std::pow({a}, {b})" if c.dtype.is_float else f"cs_ipow<{c.t}>({a}, {b})"
-
-
-def _minmax(fn: str) -> Callable[[ScalarCall], str]:
-    def emit(c: ScalarCall) -> str:
-        a, b = c.args
-        if c.dtype.is_float:
-            return f"cs_{fn}<{c.t}>({a}, {b})"
-        cmp = ">" if fn == "max" else "<"
-        return f"({a} {cmp} {b} ? {a} : {b})"
-    return emit
-
-
-def _compare(symbol: str) -> Callable[[ScalarCall], str]:
-    return lambda c: f"({c.args[0]} {symbol} {c.args[1]})"
-
-
-def _truthy(c: ScalarCall, x: str) -> str:
-    return x if c.dtype is DType.i1 else f"({x} != 0)"
-
-
-def _batch_norm(c: ScalarCall) -> str:
-    x, mean, var, *affine = c.args
-    y = f"(({x} - {mean}) / std::sqrt({var} + {c.const(c.attrs.get('eps', 1e-5))}))"
-    if affine:
-        y = f"({y} * {affine[0]})"
-    if len(affine) > 1:
-        y = f"({y} + {affine[1]})"
-    return y
-
-
-POINTWISE: dict[str, Callable[[ScalarCall], str]] = {
-    "neg": _neg, "abs": _abs, "exp": _exp, "log": _math("log"), "sqrt": _math("sqrt"),
-    "rsqrt": lambda c: f"({c.const(1.0)} / std::sqrt({c.args[0]}))",
-    "reciprocal": lambda c: f"({c.const(1.0)} / {c.args[0]})",
-    "tanh": lambda c: f"cs_tanh({c.args[0]})", "sigmoid": lambda c: f"cs_sigmoid<{c.t}>({c.args[0]})",
-    "erf": _math("erf"), "sin": _math("sin"), "cos": _math("cos"),
-    "floor": lambda c: f"std::floor({c.args[0]})" if c.dtype.is_float else c.args[0],
-    "relu": _relu, "silu": lambda c: f"({c.args[0]} * cs_sigmoid<{c.t}>({c.args[0]}))", "gelu": _gelu,
-    "logical_not": lambda c: f"(!{_truthy(c, c.args[0])})", "clamp": _clamp,
-    "tril": _triangle(lower=True), "triu": _triangle(lower=False),
-    "cast": lambda c: convert(c.args[0], c.dtype, c.result),
-    "add": _binary("+"), "sub": _binary("-"), "mul": _binary("*"), "div": _div,
-    "remainder": _remainder, "pow": _pow, "maximum": _minmax("max"), "minimum": _minmax("min"),
-    "eq": _compare("=="), "ne": _compare("!="), "lt": _compare("<"), "le": _compare("<="),
-    "gt": _compare(">"), "ge": _compare(">="),
-    "logical_and": lambda c: f"({_truthy(c, c.args[0])} && {_truthy(c, c.args[1])})",
-    "logical_or": lambda c: f"({_truthy(c, c.args[0])} || {_truthy(c, c.args[1])})",
-    "where": lambda c: f"({c.args[0]} ? {c.args[1]} : {c.args[2]})",
-    "batch_norm": _batch_norm,
+UNARY: dict[Prim, Callable[[str, DType], str]] = {
+    Prim.neg: lambda x, t: f"(!{x})" if t is DType.i1 else f"(-{x})",
+    Prim.abs: lambda x, t: f"std::fabs({x})" if t.is_float else f"({x} < 0 ? -{x} : {x})",
+    Prim.floor: lambda x, t: f"std::floor({x})" if t.is_float else x,
+    Prim.trunc: lambda x, t: f"std::trunc({x})" if t.is_float else x,
+    Prim.exp: lambda x, t: f"cs_exp({x})", Prim.tanh: lambda x, t: f"cs_tanh({x})",
+    Prim.sigmoid: lambda x, t: f"cs_sigmoid<{ctype(t)}>({x})",
+    Prim.rsqrt: lambda x, t: f"({literal(t, 1.0)} / std::sqrt({x}))",
+    **{p: _unary_math(p.value) for p in (Prim.log, Prim.sqrt, Prim.erf, Prim.sin, Prim.cos)},
+    Prim.logical_not: lambda x, t: f"(!{x})",
 }
-"""Pointwise op name → C++ scalar expression emitter."""
+"""Unary primitive -> C++ text, given the operand's text and (compute) element type."""
+
+_SYMBOL = {Prim.add: "+", Prim.sub: "-", Prim.mul: "*", Prim.div: "/", Prim.eq: "==", Prim.ne: "!=",
+           Prim.lt: "<", Prim.le: "<=", Prim.gt: ">", Prim.ge: ">=", Prim.logical_and: "&&",
+           Prim.logical_or: "||"}
+BINARY: dict[Prim, Callable[[str, str, DType], str]] = {
+    **{p: (lambda a, b, t, s=s: f"({a} {s} {b})") for p, s in _SYMBOL.items()},  # integer / truncates
+    Prim.fmod: lambda a, b, t: f"std::fmod({a}, {b})" if t.is_float else f"({a} % {b})",  # truncated
+    Prim.pow: lambda a, b, t: f"std::pow({a}, {b})" if t.is_float else f"cs_ipow<{ctype(t)}>({a}, {b})",
+    Prim.maximum: _minmax("max", ">"), Prim.minimum: _minmax("min", "<"),  # NaN-propagating
+}
+"""Binary primitive -> C++ text, given the operands' texts and their (compute) element type."""
+
+
+def prim(p: Prim, args: Sequence[str], operand: DType, result: DType,
+         constants: Sequence[object | None] = ()) -> str:
+    """Primitive `p` of `args` (compute-type texts of element type `operand`) as C++;
+    `constants` are the arguments' values where known at compile time (pow specialises)."""
+    if p is Prim.cast:
+        return convert(args[0], operand, result)
+    if p is Prim.select:
+        return f"({args[0]} ? {args[1]} : {args[2]})"
+    if p is Prim.pow and len(constants) > 1 and constants[1] is not None:
+        exponent = float(constants[1])
+        if exponent in (1.0, 2.0, 3.0, 4.0):
+            return "(" + " * ".join([args[0]] * int(exponent)) + ")"
+        if exponent == 0.5 and operand.is_float:
+            return f"std::sqrt({args[0]})"
+    try:
+        return UNARY[p](args[0], operand) if len(args) == 1 else BINARY[p](args[0], args[1], operand)
+    except KeyError:
+        raise CodegenError(f"primitive {p.value} has no C++ text") from None

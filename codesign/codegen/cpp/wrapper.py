@@ -2,7 +2,7 @@
 
 A value gets a buffer only when it must: it is produced by an op that is not elementwise,
 it leaves its kernel, or a consumer reads it through a raw pointer (GEMM, attention, the
-table of a gather). A `reshape` of a buffer is an alias of it (no copy). Graph inputs
+table of a gather). A row-major view of a buffer (a reshape) is an alias of it (no copy). Graph inputs
 (runtime inputs and weights, in `graph.inputs` order) and outputs are the caller's
 buffers; everything else lives in one arena, at offsets packed from kernel-granular
 liveness (best fit, largest first), so buffers whose lifetimes do not overlap share
@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 
 from codesign.codegen import CodegenError
 from codesign.codegen.cpp import scalar as S
-from codesign.codegen.cpp.exprs import is_expression_op
+from codesign.codegen.cpp.exprs import is_expression_op, is_view, node_structure
 from codesign.codegen.cpp.kernels import KernelEmitter, RegionEntry, pointer_operands
 from codesign.codegen.cpp.regions import row_block
 from codesign.codegen.cpp.runtime import PRELUDE
 from codesign.ir.graph import Graph
 from codesign.ir.kernels import Kernel, kernels as graph_kernels
-from codesign.ir.ops.source import SOURCE_OPS
+from codesign.ir.ops.registry import OpKind, get_op
+from codesign.ir.scalar import Lit
 from codesign.ir.printer import format_node
 from codesign.ir.types import TensorType
 
@@ -38,7 +39,7 @@ class Storage:
 
 @dataclass
 class BufferPlan:
-    """Where every materialized value lives; `aliases` map a reshape to the value it views."""
+    """Where every materialized value lives; `aliases` map a view (reshape) to the value it views."""
 
     materialized: set[str]
     aliases: dict[str, str]
@@ -61,7 +62,7 @@ def plan_buffers(graph: Graph, kernels: list[Kernel]) -> BufferPlan:
     materialized: set[str] = set()
     for kernel in kernels:
         for n in kernel.nodes:
-            if n.op in SOURCE_OPS:
+            if get_op(n.op).kind is OpKind.source:
                 if n.name in outputs:
                     materialized.add(n.name)
             elif not is_expression_op(n.op) or n.name in kernel.outputs:
@@ -73,7 +74,7 @@ def plan_buffers(graph: Graph, kernels: list[Kernel]) -> BufferPlan:
     materialized |= set(inputs)
     aliases: dict[str, str] = {}
     for n in graph.nodes:
-        if n.op == "reshape" and n.name in materialized:
+        if n.name in materialized and is_view(n, types):
             src = n.operands[0]
             if src in inputs or src in materialized:
                 aliases[n.name] = src
@@ -170,7 +171,8 @@ def _lower(graph: Graph, prefix: str = "") -> _Lowered:
     ks = graph_kernels(graph)
     plan = plan_buffers(graph, ks)
     types, nodes = graph.types(), graph.node_map()
-    constants = {n.name: n.attrs["value"] for n in graph.nodes if n.op == "full"}
+    constants = {n.name: st.expr.value for n in graph.nodes if not n.operands and is_expression_op(n.op)
+                 and isinstance((st := node_structure(n, types)).expr, Lit)}
     functions: dict[str, str] = {}  # text -> name
     bodies: list[str] = []
     calls: list[str] = []
@@ -216,7 +218,7 @@ def _lower(graph: Graph, prefix: str = "") -> _Lowered:
         calls.append(f"  {fname}({', '.join(args)});")
     for j, name in plan.copies:
         t = types[name]
-        if name in nodes and nodes[name].op in SOURCE_OPS and name not in plan.storage and plan.root(name) == name:
+        if name in nodes and get_op(nodes[name].op).kind is OpKind.source and name not in plan.storage and plan.root(name) == name:
             raise CodegenError(f"%{name}: constant graph outputs are not supported by the C++ backend")
         calls.append(f"  std::memcpy(outputs[{j}], {_pointer(plan, name, t, True)}, {t.nbytes});  // output {j} = %{name}")
     return _Lowered(plan, bodies, calls, functions, len(ks))

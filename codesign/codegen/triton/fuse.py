@@ -10,16 +10,19 @@ they would not be.
 
 from __future__ import annotations
 
-from codesign.ir.graph import Graph, Group
+from codesign.codegen.triton.kernels import is_anchor, is_view, literal_source, template_of
+from codesign.ir.graph import Graph, Group, Node
 from codesign.ir.kernels import group_cycle
 from codesign.ir.ops import get_op
-from codesign.ir.ops.registry import OpKind
+from codesign.ir.ops.registry import OpKind, Template
 
 CHEAP = (OpKind.pointwise, OpKind.layout, OpKind.source)
-ANCHORS = {"matmul": "contraction", "linear": "contraction", "attention": "attention",
-           "layer_norm": "reduction", "rms_norm": "reduction", "softmax": "reduction",
-           "log_softmax": "reduction", "sum": "reduction", "mean": "reduction", "amax": "reduction",
-           "amin": "reduction", "var": "reduction", "any": "reduction"}
+ANCHOR_KINDS = {Template.gemm: "contraction", Template.attention: "attention"}  # else "reduction"
+
+
+def _anchor_kind(node: Node) -> str | None:
+    """The group kind `node` anchors, or None when it anchors no Triton kernel."""
+    return ANCHOR_KINDS.get(template_of(node), "reduction") if is_anchor(node) else None
 
 
 def _regroup(graph: Graph, owner: dict[str, int], kinds: dict[int, object], anchors: dict[int, str]) -> Graph:
@@ -46,7 +49,6 @@ def fuse_all_pointwise(graph: Graph) -> Graph:
             parent[x] = parent[parent[x]]
             x = parent[x]
         return x
-    nodes = graph.node_map()
     for n in graph.nodes:
         if get_op(n.op).kind in CHEAP:
             parent[n.name] = n.name
@@ -64,7 +66,6 @@ def fuse_all_pointwise(graph: Graph) -> Graph:
     for g in owner.values():
         sizes[g] = sizes.get(g, 0) + 1
     owner = {k: g for k, g in owner.items() if sizes[g] > 1}
-    del nodes
     return _regroup(graph, owner, {g: "pointwise" for g in owner.values()}, {})
 
 
@@ -74,6 +75,7 @@ def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
     With `keep_groups`, existing groups stay as they are and only ungrouped nodes are grouped."""
     users = graph.users()
     nodes = graph.node_map()
+    types = graph.types()
     position = {n.name: i for i, n in enumerate(graph.nodes)}
     owner: dict[str, int] = {}
     kinds: dict[int, object] = {}
@@ -87,26 +89,27 @@ def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
                 kinds[n.group] = dict(existing[n.group].attrs) if n.group in existing else {"kind": "pointwise"}
         next_id = max(kinds, default=-1) + 1
     for n in graph.nodes:
-        if n.op in ANCHORS and n.name not in owner:
-            owner[n.name], kinds[next_id], anchors[next_id] = next_id, ANCHORS[n.op], n.name
+        if _anchor_kind(n) is not None and n.name not in owner:
+            owner[n.name], kinds[next_id], anchors[next_id] = next_id, _anchor_kind(n), n.name
             next_id += 1
     # epilogues: later pointwise / reshape nodes of the anchor's size that read the group
     # and otherwise only values defined before the anchor (so the group stays convex)
     inputs = {i.name for i in graph.inputs}
     for name, g in list(owner.items()):
         anchor = nodes[name]
-        if anchors.get(g) != name or anchor.op in ("sum", "mean", "amax", "amin", "var", "any"):
+        if anchors.get(g) != name or template_of(anchor) in (Template.reduce, Template.variance):
             continue
         first = position[name]
         members = {name}
         for n in graph.nodes[first + 1:first + 80]:
             if n.name in owner or n.type.numel != anchor.type.numel:
                 continue
-            if get_op(n.op).kind is not OpKind.pointwise and n.op != "reshape":
+            if get_op(n.op).kind is not OpKind.pointwise and not is_view(n, types):
                 continue
             if not any(o in members for o in n.operands):
                 continue
-            if all(o in members or o in inputs or (o in nodes and (nodes[o].op == "full" or position[o] < first))
+            if all(o in members or o in inputs or (o in nodes and (literal_source(nodes[o]) is not None
+                                                                    or position[o] < first))
                    for o in n.operands):
                 owner[n.name] = g
                 members.add(n.name)
@@ -124,7 +127,7 @@ def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
     # a pointwise producer of a norm joins its group as an extra output (add + layer_norm)
     for name, g in list(owner.items()):
         n = nodes[name]
-        if anchors.get(g) != name or n.op not in ("layer_norm", "rms_norm", "softmax", "log_softmax"):
+        if anchors.get(g) != name or template_of(n) not in (Template.norm, Template.softmax):
             continue
         p = nodes.get(n.operands[0])
         if p is not None and p.name not in owner and get_op(p.op).kind is OpKind.pointwise \
@@ -138,5 +141,4 @@ def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
             g = next_id + n.group
             owner[n.name] = g
             kinds[g] = "pointwise"
-    result = _regroup(graph, owner, kinds, anchors)
-    return result
+    return _regroup(graph, owner, kinds, anchors)

@@ -2,14 +2,15 @@
 
 Every value a kernel needs is produced *at an index* (`indexing.Index`) by `value()`:
 a value the kernel reads from memory becomes a `tl.load` at that index; a node of the
-group is computed there from its operands, read through its structure's maps — so
-broadcasting, permutes, reshapes, slices, concats, pads, upsampling and gathers are
-index arithmetic inside the consumer's loads, never a copy. Templates differ only in the
-tile they iterate over and in what they accumulate:
+group is computed there by rendering its scalar body (`Body`: `Structure.expr` through
+`overrides.PRIMS`), its operands read through its structure's maps — so broadcasting,
+permutes, reshapes, slices, concats, pads, upsampling and gathers are index arithmetic
+inside the consumer's loads, never a copy. A template is picked by `OpDef.template`;
+templates differ only in the tile they iterate over and in what they accumulate:
 
 - `pointwise`: a flat 1-d tile over each output (layout ops, sources, gathers included);
-- `row`: reductions and the norms, one program per block of rows, looping over the
-  reduced dims once per statistic (two-pass mean / variance, max / sum-exp), then once
+- `row`: reductions (from their `Combiner`) and the norms, one program per block of rows,
+  looping over the reduced dims once per statistic (two-pass mean / variance, max / sum-exp), then once
   more to write the element-wise outputs (the epilogue);
 - `matmul`: matmul / linear tiles with `tl.dot` (fp32 accumulation), operands computed by
   any prologue nodes of the group, the epilogue applied to the accumulator before the store;
@@ -22,22 +23,37 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from math import prod
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
-from codesign.codegen.triton.indexing import Factor, Index, and_masks, paren
-from codesign.codegen.triton.overrides import (POINTWISE, TL_DTYPE, ScalarCall, Unsupported,
-                                               cast_text, literal, work_dtype)
+from codesign.codegen.triton.indexing import Factor, Index, and_masks, expr_text, paren
+from codesign.codegen.triton.overrides import PRIMS, TL_DTYPE, Operands, Unsupported, bare, literal, work_dtype
+from codesign.ir.affine import Dim
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops import get_op
-from codesign.ir.ops.registry import IterKind, Structure
+from codesign.ir.ops.layout import reshape_map
+from codesign.ir.ops.registry import IterKind, OpKind, Structure, Template, Trait
+from codesign.ir.scalar import (Acc, Affine, Apply, Combiner, Expr, Lit, Load, Loop, Prim, evaluate,
+                                is_plain_load, walk)
 from codesign.ir.types import DType
 
-LAYOUT_MAPPED = ("permute", "expand", "slice", "upsample_nearest", "pixel_shuffle", "pixel_unshuffle")
-REDUCTIONS = ("sum", "mean", "amax", "amin", "any", "var")
-NORMS = ("softmax", "log_softmax", "layer_norm", "rms_norm")
+ROW_TEMPLATES = (Template.reduce, Template.variance, Template.softmax, Template.norm)
+TEMPLATES = (Template.elementwise, Template.gemm, Template.attention) + ROW_TEMPLATES
+"""What this backend has kernel templates for; any other op runs as an extern torch call."""
+
+
+def template_of(node: Node) -> Template | None:
+    """The template `node` runs in here, or None: an extern."""
+    op = get_op(node.op)
+    return op.template if op.template in TEMPLATES and not node.regions else None
+
+
+def is_anchor(node: Node) -> bool:
+    """A heavy op one kernel forms around (a contraction, attention, a reduction or norm)."""
+    return get_op(node.op).has(Trait.anchor) and template_of(node) is not None
 
 
 class Unfusable(Exception):
@@ -94,6 +110,7 @@ class KernelWriter:
         self.scopes: list[dict] = [{}]
         self.counter = 0
         self.hooks: dict[str, Callable[[Index], Value]] = {}
+        self.structures: dict[str, Structure] = {}
         self.int64 = any(self.types[v].numel >= 2 ** 31 - 1
                          for v in {*kernel.inputs, *kernel.outputs} if v in self.types)
 
@@ -124,8 +141,11 @@ class KernelWriter:
         self.scopes.pop()
 
     def structure(self, node: Node) -> Structure:
-        op = get_op(node.op)
-        return op.structure([self.types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+        if node.name not in self.structures:
+            op = get_op(node.op)
+            self.structures[node.name] = op.structure([self.types[o] for o in node.operands], node.type,
+                                                      op.attr_values(node.attrs))
+        return self.structures[node.name]
 
     # -- values ---------------------------------------------------------------------------
     def value(self, name: str, index: Index) -> Value:
@@ -135,10 +155,8 @@ class KernelWriter:
                 return scope[key]
         if name in self.hooks:
             v = self.hooks[name](index)
-        elif name in self.nodes or (name in self.graph_nodes and self.graph_nodes[name].op == "full"):
+        elif name in self.nodes or literal_source(self.graph_nodes.get(name)) is not None:
             v = self.compute(self.graph_nodes[name], index)  # constants are inlined anywhere
-        elif name in self.nodes:
-            v = self.compute(self.nodes[name], index)
         else:
             v = self.load(name, index)
         self.scopes[-1][key] = v
@@ -168,122 +186,151 @@ class KernelWriter:
         mask = index.mask_for(address)
         self.emit(f"tl.store({self.ptr(name)} + {address}, {text}" + (f", mask={mask})" if mask else ")"))
 
-    def operand(self, node: Node, i: int, index: Index, st: Structure) -> Value:
+    def operand_index(self, node: Node, i: int, index: Index, st: Structure) -> Index:
+        """Where operand i is read for `node`'s point `index`: through its map, or — for a
+        layout op whose map is a row-major reshape — the same lanes reshaped (free)."""
         o = node.operands[i]
-        amap = st.operand_maps[i]
+        amap, shape = st.operand_maps[i], self.types[o].shape
         if amap is None:
-            raise Unsupported(f"indirect operand {i} of {node.op}")
-        return self.value(o, index.through(amap, self.types[o].shape))
+            raise Unsupported(f"indirect operand {i} of {node.op} read through its map")
+        if is_reshape(st, shape, index.shape) and shape != index.shape:
+            return index.reshaped(shape)
+        return index.through(amap, shape)
+
+    def operand(self, node: Node, i: int, index: Index, st: Structure) -> Value:
+        return self.value(node.operands[i], self.operand_index(node, i, index, st))
 
     def compute(self, node: Node, index: Index) -> Value:
-        op = node.op
-        if op == "reshape":
-            return self.value(node.operands[0], index.reshaped(self.types[node.operands[0]].shape))
-        if op == "full":
-            v = node.attrs["value"]
-            return Value(literal(v, work_dtype(node.type.dtype)), node.type.dtype, const=v)
-        if op == "iota":
-            start, step = node.attrs.get("start", 0), node.attrs.get("step", 1)
-            d = index.dim(0)
-            text = f"({start} + {step} * {paren(d)})" if (start, step) != (0, 1) else d
-            return Value(self.assign(cast_text(text, DType.i64 if isinstance(step, int) and isinstance(start, int)
-                                               else DType.f32, node.type.dtype)), node.type.dtype)
         st = self.structure(node)
-        if op in LAYOUT_MAPPED:
-            return self.operand(node, 0, index, st)
-        if op == "concat":
-            return self.concat(node, index, st)
-        if op == "pad":
-            return self.pad(node, index, st)
-        if op in ("embedding", "index_select", "index"):
-            return self.gather(node, index, st)
-        if op in POINTWISE:
-            args = [self.operand(node, i, index, st) for i in range(len(node.operands))]
-            dtypes = [self.types[o].dtype for o in node.operands]
-            if op == "where":
-                dtypes = dtypes[1:] + dtypes[:1]
-                call = ScalarCall([a.text for a in args], [self.types[o].dtype for o in node.operands],
-                                  node.type.dtype, get_op(op).attr_values(node.attrs), [a.const for a in args],
-                                  index.dims)
-            else:
-                call = ScalarCall([a.text for a in args], dtypes, node.type.dtype,
-                                  get_op(op).attr_values(node.attrs), [a.const for a in args], index.dims)
-            return Value(self.assign(POINTWISE[op](call)), node.type.dtype)
-        raise Unsupported(f"no Triton body for {op} inside a {self.kind_name()} kernel")
+        if st.expr is None:
+            raise Unsupported(f"no Triton body for {node.op} inside a {type(self).__name__} kernel")
+        return Body(self, node, st, index).value(st.expr, root=True)
 
-    def kind_name(self) -> str:
-        return type(self).__name__
 
-    def concat(self, node: Node, index: Index, st: Structure) -> Value:
-        dim = node.attrs["dim"]
-        d = index.dim(dim)
-        pieces, lo = [], 0
-        for i, o in enumerate(node.operands):
-            hi = lo + self.types[o].shape[dim]
-            conds = ([f"{paren(d)} >= {lo}"] if lo > 0 else []) + (
-                [f"{paren(d)} < {hi}"] if i < len(node.operands) - 1 else [])
-            sub = index.with_mask(*conds).through(st.operand_maps[i], self.types[o].shape)
-            pieces.append((hi, self.value(o, sub)))
-            lo = hi
-        text = pieces[-1][1].text
-        for hi, v in reversed(pieces[:-1]):
-            text = f"tl.where({paren(d)} < {hi}, {v.text}, {text})"
-        return Value(self.assign(text), node.type.dtype)
+def is_reshape(st: Structure, src: Sequence[int], dst: Sequence[int]) -> bool:
+    """The body reads its one operand unchanged at the same row-major position."""
+    return (is_plain_load(st.expr) and len(st.operand_maps) == 1 and prod(src) == prod(dst)
+            and st.operand_maps[0] == reshape_map(src, dst))
 
-    def pad(self, node: Node, index: Index, st: Structure) -> Value:
-        (o,) = node.operands
-        shape = self.types[o].shape
-        src = index.through(st.operand_maps[0], shape)
-        conds = []
-        for i in range(len(shape)):
-            lo, hi = node.attrs["pads"][2 * i], node.attrs["pads"][2 * i + 1]
-            if lo > 0:
-                conds.append(f"{paren(src.dim(i))} >= 0")
-            if hi > 0:
-                conds.append(f"{paren(src.dim(i))} < {shape[i]}")
-        v = self.value(o, src.with_mask(*conds))
-        if not conds:
-            return v
-        fill = literal(node.attrs.get("value", 0.0), work_dtype(node.type.dtype))
-        return Value(self.assign(f"tl.where({and_masks(conds)}, {v.text}, {fill})"), node.type.dtype)
 
-    def gather(self, node: Node, index: Index, st: Structure) -> Value:
-        table, *idx = node.operands
-        tt = self.types[table]
-        dims = index.dims()
-        picked = []
-        for i, o in enumerate(idx, start=1):
-            v = self.value(o, index.through(st.operand_maps[i], self.types[o].shape))
-            picked.append(v.text)
-        if node.op == "embedding":
-            at = [picked[0], dims[-1]]
-        elif node.op == "index_select":
-            at = list(dims)
-            at[node.attrs["dim"]] = picked[0]
+def is_view(node: Node, types) -> bool:
+    """A layout op that reads its operand in row-major order: a view of its buffer."""
+    op = get_op(node.op)
+    if op.kind is not OpKind.layout or len(node.operands) != 1:
+        return False
+    src = types[node.operands[0]]
+    return is_reshape(op.structure([src], node.type, op.attr_values(node.attrs)), src.shape, node.type.shape)
+
+
+def layout_move(st: Structure, src: Sequence[int], dst: Sequence[int]) -> Callable[[Index], Index] | None:
+    """For a body reading its one operand through a reshape or a permutation of the dims: the
+    result's index from the operand's (pushing a computed tile forward); else None."""
+    if is_reshape(st, src, dst):
+        return lambda idx: idx.reshaped(dst)
+    res = st.operand_maps[0].results if is_plain_load(st.expr) and len(st.operand_maps) == 1 else ()
+    if sorted(e.index if isinstance(e, Dim) else -1 for e in res) != list(range(len(dst))):
+        return None
+    perm = sorted(range(len(dst)), key=lambda i: res[i].index)  # result dim j is operand dim perm[j]
+    return lambda idx: Index.of_dims(dst, [idx.dims()[p] for p in perm], idx.mask, idx.tile)
+
+
+def literal_source(node: Node | None) -> object:
+    """The value of a source op whose body is a literal (`full`), inlined by its readers; else None."""
+    op = get_op(node.op) if node is not None else None
+    expr = op.structure([], node.type, op.attr_values(node.attrs)).expr if op and op.kind is OpKind.source else None
+    return expr.value if isinstance(expr, Lit) else None
+
+
+def use_counts(e: Expr) -> Counter:
+    """How many parents each subexpression has (gating predicates not counted: they become
+    load masks, rendered inline)."""
+    return Counter(k for x in walk(e) for k in (x.args if isinstance(x, Apply) else x.index or ()
+                                                  if isinstance(x, Load) else ()))
+
+
+def conjuncts(e: Expr) -> list[Expr]:
+    if isinstance(e, Apply) and e.prim is Prim.logical_and:
+        return [c for a in e.args for c in conjuncts(a)]
+    return [e]
+
+
+def _neutral(e: Apply, args: Sequence[Value]) -> Value | None:
+    """x + 0 (integers: a float -0.0 + 0 is +0.0) and x * 1: the other operand."""
+    unit = {Prim.add: 0, Prim.mul: 1}.get(e.prim) if e.dtype is not DType.i1 else None
+    if unit is None or (unit == 0 and e.dtype.is_float):
+        return None
+    for a, b in ((args[0], args[1]), (args[1], args[0])):
+        if a.const is not None and a.const == unit and b.const is None:
+            return b
+    return None
+
+
+class Body:
+    """One node's scalar body rendered at an index: plain loads through the operand maps,
+    gated loads masked, indexed loads at their coordinates, loop indices and affine index
+    arithmetic from the index's dims; each shared subexpression bound to one variable."""
+
+    def __init__(self, w: KernelWriter, node: Node | None, st: Structure | None, index: Index,
+                 acc: Value | None = None):
+        self.w, self.node, self.st, self.index, self.acc = w, node, st, index, acc
+        self.memo: dict[Expr, Value] = {}
+        self.uses = use_counts(st.expr) if st is not None and st.expr is not None else {}
+
+    def value(self, e: Expr, root: bool = False) -> Value:
+        if e in self.memo:
+            return self.memo[e]
+        v = self.render(e)
+        if v.const is None and (root or (self.uses.get(e, 0) > 1 and isinstance(e, Apply))):
+            v = Value(self.w.assign(v.text), v.dtype, v.const)
+        self.memo[e] = v
+        return v
+
+    def render(self, e: Expr, inline: bool = False) -> Value:
+        if isinstance(e, Lit):
+            return Value(literal(e.value, work_dtype(e.dtype)), e.dtype, const=e.value)
+        if isinstance(e, Loop):
+            return Value(self.index.dim(e.dim), e.dtype)
+        if isinstance(e, Affine):
+            return Value(expr_text(e.expr, self.index.dims()), e.dtype)
+        if isinstance(e, Acc):
+            return self.acc
+        if isinstance(e, Load):
+            return self.load(e)
+        sub = (lambda a: self.render(a, True)) if inline else self.value
+        args = [sub(a) for a in e.args]
+        if all(a.const is not None for a in args):  # fold: a body of literals is a literal
+            out = evaluate(Apply(e.prim, tuple(Lit(a.const, x.dtype) for a, x in zip(args, e.args)), e.dtype),
+                           [], (), lambda *_: None).item()
+            return Value(literal(out, work_dtype(e.dtype)), e.dtype, const=out)
+        keep = _neutral(e, args)
+        if keep is not None:
+            return keep
+        bind = (lambda t: t) if inline else self.w.assign
+        text = PRIMS[e.prim](Operands([a.text for a in args], [a.dtype for a in e.args], e.dtype,
+                                      [a.const for a in args], bind))
+        return Value(text, e.dtype)
+
+    def load(self, e: Load) -> Value:
+        node, st, w = self.node, self.st, self.w
+        conds = [bare(self.render(c, inline=True).text) for c in conjuncts(e.valid)] if e.valid is not None else []
+        name = node.operands[e.operand]
+        if e.index is None:
+            at = self.w.operand_index(node, e.operand, self.index, st)
         else:
-            dim = node.attrs.get("dim", 0)
-            block = len(dims) - (tt.rank - len(picked))
-            wrapped = [self.assign(f"tl.where({p} < 0, {p} + {tt.shape[dim + k]}, {p})")
-                       for k, p in enumerate(picked)]
-            at = dims[:dim] + wrapped + dims[dim + block:]
-        return self.value(table, Index.of_dims(tt.shape, at, index.mask, index.tile))
-
-    def as_work(self, v: Value) -> str:
-        return v.text
+            coords = [self.value(c) for c in e.index]
+            texts = [w.assign(c.text) if isinstance(x, Apply) else c.text for c, x in zip(coords, e.index)]
+            at = Index.of_dims(w.types[name].shape, texts, self.index.mask, self.index.tile)
+        return w.value(name, at.with_mask(*conds) if conds else at)
 
 
 # -- template helpers -------------------------------------------------------------------------
-def kernel_signature(w: KernelWriter, constexprs: Sequence[str]) -> str:
-    params = [f"{ident(a)}_ptr" for a in w.args] + [f"{c}: tl.constexpr" for c in constexprs]
-    return f"@triton.jit\ndef {w.name}({', '.join(params)}):\n"
-
-
-def order_args(w: KernelWriter, outputs: Sequence[str]) -> None:
-    """Inputs first (in first-use order), then outputs."""
-    for o in outputs:
-        if o in w.args:
-            w.args.remove(o)
-    w.args.extend(outputs)
+def finish(w: KernelWriter, kind: str, grid: str, consts: dict[str, int], warps: int, stages: int) -> KernelCode:
+    """The kernel's source and launch; pointer arguments: inputs (in first-use order), then outputs."""
+    w.args = [a for a in w.args if a not in w.kernel.outputs] + list(w.kernel.outputs)
+    params = [f"{ident(a)}_ptr" for a in w.args] + [f"{c}: tl.constexpr" for c in consts]
+    src = f"@triton.jit\ndef {w.name}({', '.join(params)}):\n" + "\n".join(w.lines) + "\n"
+    return KernelCode(w.name, kind, src, list(w.args), list(w.kernel.outputs), grid, consts, warps, stages,
+                      tuple(n.name for n in w.kernel.nodes))
 
 
 def pid_text(w: KernelWriter, axis: int = 0) -> str:
@@ -302,16 +349,10 @@ def pointwise_kernel(graph: Graph, kernel: Kernel, name: str, xblock: int = 1024
     for out in kernel.outputs:
         t = types[out]
         cond = (f"xindex < {t.numel}",) if t.numel % xblock or t.numel != total else ()
-        if t.numel % xblock == 0 and t.numel == total:
-            cond = ()
         index = Index.flat(t.shape, "xindex", cond, "[XBLOCK]")
         w.store(out, index, w.value(out, index))
-    order_args(w, kernel.outputs)
-    src = kernel_signature(w, ["XBLOCK"]) + "\n".join(w.lines) + "\n"
-    warps = 4 if xblock <= 1024 else 8
-    return KernelCode(name, "pointwise", src, list(w.args), list(kernel.outputs),
-                      f"(triton.cdiv({total}, {xblock}),)", {"XBLOCK": xblock}, warps, 1,
-                      tuple(n.name for n in kernel.nodes))
+    return finish(w, "pointwise", f"(triton.cdiv({total}, {xblock}),)", {"XBLOCK": xblock},
+                  4 if xblock <= 1024 else 8, 1)
 
 
 # -- row reductions and norms -------------------------------------------------------------------
@@ -341,7 +382,6 @@ class RowWriter(KernelWriter):
     def __init__(self, graph: Graph, kernel: Kernel, name: str, plan: RowPlan):
         super().__init__(graph, kernel, name)
         self.plan = plan
-        self.stats: dict[str, dict[str, str]] = {}
 
     def conds(self) -> tuple[str, ...]:
         p = self.plan
@@ -396,7 +436,7 @@ class RowWriter(KernelWriter):
 
 def _row_plan(graph: Graph, kernel: Kernel) -> tuple[RowPlan, list[Node]]:
     types = graph.types()
-    anchors = [n for n in kernel.nodes if n.op in REDUCTIONS + NORMS]
+    anchors = [n for n in kernel.nodes if template_of(n) in ROW_TEMPLATES]
     if not anchors:
         raise Unfusable("no reduction")
     plan = None
@@ -409,6 +449,18 @@ def _row_plan(graph: Graph, kernel: Kernel) -> tuple[RowPlan, list[Node]]:
         elif (this.domain, this.reduced) != (plan.domain, plan.reduced):
             raise Unfusable("reductions over different domains")
     return plan, anchors
+
+
+_LAST = "tl.sum(tl.where(rbase == RBLOCK - 1, tl.cumprod({acc}, 1), 0), 1)[:, None]"
+# combiner → (label, elementwise combine, final reduction over the block); logical ones run on 0 / 1
+COMBINE = {Prim.add: ("sum", "{acc} + {v}", "tl.sum({acc}, 1)[:, None]"),
+           Prim.mul: ("prod", "{acc} * {v}", _LAST),
+           Prim.maximum: ("max", "tl.maximum({acc}, {v})", "tl.max({acc}, 1)[:, None]"),
+           Prim.minimum: ("min", "tl.minimum({acc}, {v})", "tl.min({acc}, 1)[:, None]"),
+           Prim.logical_or: ("any", "tl.maximum({acc}, {v})", "tl.max({acc}, 1)[:, None] != 0"),
+           Prim.logical_and: ("all", "tl.minimum({acc}, {v})", "tl.min({acc}, 1)[:, None] != 0")}
+_SUM = Combiner(Prim.add, 0)
+_MAX = Combiner(Prim.maximum, float("-inf"))
 
 
 def row_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
@@ -442,57 +494,56 @@ def row_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
         w.pop()
         w.depth -= 1
 
-    def reduce_stage(node: Node, label: str, init: str, combine: str, final: str,
-                     elem: Callable[[Index], str]) -> str:
+    def reduce_stage(label: str | None, combiner: Combiner, dtype: DType, elem: Callable[[Index], str]) -> str:
+        """One pass over the rows combining `elem` with `combiner`; the row values' variable."""
+        if combiner.op not in COMBINE:
+            raise Unsupported(f"no Triton reduction for a {combiner.op.value} combiner")
+        name, combine, final = COMBINE[combiner.op]
+        label, logical = label or name, combiner.op in (Prim.logical_or, Prim.logical_and)
+        acc_dtype = DType.f32 if logical else combiner.accumulator(dtype)
+        init = literal(combiner.identity, acc_dtype)
         acc = w.fresh(f"acc_{label}_")
-        w.emit(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, tl.float32)")
+        w.emit(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, {TL_DTYPE[acc_dtype]})")
 
         def body(index: Index) -> None:
-            v = elem(index)
-            mask = index.mask_text()
+            v, mask = elem(index), index.mask_text()
+            v = f"tl.where({v} != 0, 1.0, 0.0)" if logical else v
             w.emit(f"{acc} = {combine.format(acc=acc, v=f'tl.where({mask}, {v}, {init})' if mask else v)}")
         loop(body)
         out = w.fresh(f"{label}_")
         w.emit(f"{out} = {final.format(acc=acc)}")
         return out
 
-    def x_of(node: Node) -> Callable[[Index], str]:
-        return lambda index: f"{w.value(node.operands[0], index).text}"
-
-    sum_ = ("0.0", "{acc} + {v}", "tl.sum({acc}, 1)[:, None]")
     for node in anchors:
-        stats: dict[str, str] = {}
-        x = x_of(node)
-        op, attrs = node.op, get_op(node.op).attr_values(node.attrs)
-        if op in ("sum", "mean", "layer_norm", "var"):
-            stats["sum"] = reduce_stage(node, "sum", *sum_, x)
-            stats["mean"] = w.assign(f"{stats['sum']} / {r}", "mean_")
-        if op == "amax":
-            stats["max"] = reduce_stage(node, "max", '-float("inf")', "tl.maximum({acc}, {v})",
-                                        "tl.max({acc}, 1)[:, None]", x)
-        if op == "amin":
-            stats["min"] = reduce_stage(node, "min", 'float("inf")', "tl.minimum({acc}, {v})",
-                                        "tl.min({acc}, 1)[:, None]", x)
-        if op == "any":
-            stats["any"] = reduce_stage(node, "any", "0.0", "tl.maximum({acc}, {v})",
-                                        "tl.max({acc}, 1)[:, None] != 0",
-                                        lambda i: f"tl.where({x(i)} != 0, 1.0, 0.0)")
-        if op in ("layer_norm", "var"):
-            mean = stats["mean"]
-            stats["m2"] = reduce_stage(node, "m2", *sum_, lambda i: f"(({x(i)} - {mean}) * ({x(i)} - {mean}))")
-        if op == "rms_norm":
-            stats["ms"] = w.assign(f"{reduce_stage(node, 'ss', *sum_, lambda i: f'({x(i)} * {x(i)})')} / {r}", "ms_")
-        if op in ("softmax", "log_softmax"):
-            stats["max"] = reduce_stage(node, "max", '-float("inf")', "tl.maximum({acc}, {v})",
-                                        "tl.max({acc}, 1)[:, None]", x)
-            mx = stats["max"]
-            stats["sum"] = reduce_stage(node, "sumexp", *sum_, lambda i: f"tl.exp({x(i)} - {mx})")
-        if op == "layer_norm":
-            stats["rstd"] = w.assign(f"tl.rsqrt({stats['m2']} / {r} + {float(attrs['eps'])!r})", "rstd_")
-        if op == "rms_norm":
-            stats["rstd"] = w.assign(f"tl.rsqrt({stats['ms']} + {float(attrs['eps'])!r})", "rstd_")
-        w.stats[node.name] = stats
-        w.hooks[node.name] = _row_hook(w, node, stats, r)
+        op, st, x_dtype, stats = get_op(node.op), w.structure(node), types[node.operands[0]].dtype, {}
+
+        def x(index: Index, node=node, st=st) -> str:  # the reduced body (a norm: its operand)
+            return (Body(w, node, st, index).value(st.expr) if st.expr else w.value(node.operands[0], index)).text
+        if op.template is Template.reduce:
+            if st.combiner is None:
+                raise Unsupported(f"{node.op} has no combiner")
+            stats["acc"] = reduce_stage(None, st.combiner, x_dtype, x)
+            if st.combiner.finalize is not None:  # e.g. mean: the sum over the count
+                acc = Value(stats["acc"], st.combiner.accumulator(x_dtype))
+                stats["acc"] = w.assign(Body(w, None, None, w.row_index(node.type.shape), acc)
+                                        .render(st.combiner.finalize).text, "fin_")
+        if op.template is Template.variance or op.has(Trait.centered):
+            stats["mean"] = mean = w.assign(f"{reduce_stage('sum', _SUM, x_dtype, x)} / {r}", "mean_")
+            stats["m2"] = m2 = reduce_stage("m2", _SUM, x_dtype, lambda i: f"(({x(i)} - {mean}) * ({x(i)} - {mean}))")
+        if op.template is Template.variance:
+            dof = r - op.attr_values(node.attrs)["correction"]
+            stats["acc"] = f"{m2} / {dof}" if dof > 0 else f"{m2} * float('inf')"
+        if op.template is Template.norm:
+            eps = float(op.attr_values(node.attrs)["eps"])
+            if op.has(Trait.centered):
+                stats["rstd"] = w.assign(f"tl.rsqrt({stats['m2']} / {r} + {eps!r})", "rstd_")
+            else:
+                ms = w.assign(f"{reduce_stage('ss', _SUM, x_dtype, lambda i: f'({x(i)} * {x(i)})')} / {r}", "ms_")
+                stats["rstd"] = w.assign(f"tl.rsqrt({ms} + {eps!r})", "rstd_")
+        if op.template is Template.softmax:
+            stats["max"] = mx = reduce_stage("max", _MAX, x_dtype, x)
+            stats["sum"] = reduce_stage("sumexp", _SUM, x_dtype, lambda i: f"tl.exp({x(i)} - {mx})")
+        w.hooks[node.name] = _row_hook(w, node, stats)
     for out in kernel.outputs:
         if levels[out] == "row":
             index = w.row_index(types[out].shape)
@@ -504,50 +555,30 @@ def row_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
                 at = index if types[o].shape == plan.domain else index.reshaped(types[o].shape)
                 w.store(o, at, w.value(o, at))
         loop(store_elems)
-    order_args(w, kernel.outputs)
-    src = kernel_signature(w, ["XBLOCK", "RBLOCK"]) + "\n".join(w.lines) + "\n"
-    warps = 8 if xblock * rblock >= 2048 else 4
-    return KernelCode(name, "reduction", src, list(w.args), list(kernel.outputs),
-                      f"(triton.cdiv({rows}, {xblock}),)", {"XBLOCK": xblock, "RBLOCK": rblock}, warps, 1,
-                      tuple(n.name for n in kernel.nodes))
+    return finish(w, "reduction", f"(triton.cdiv({rows}, {xblock}),)", {"XBLOCK": xblock, "RBLOCK": rblock},
+                  8 if xblock * rblock >= 2048 else 4, 1)
 
 
-def _row_hook(w: RowWriter, node: Node, stats: Mapping[str, str], r: int) -> Callable[[Index], Value]:
-    op, attrs = node.op, get_op(node.op).attr_values(node.attrs)
-    dtype = node.type.dtype
+def _row_hook(w: RowWriter, node: Node, stats: dict[str, str]) -> Callable[[Index], Value]:
+    op, dtype = get_op(node.op), node.type.dtype
 
     def hook(index: Index) -> Value:
-        if op in REDUCTIONS:
+        if op.template in (Template.reduce, Template.variance):
             w.check_row(node, index)
-            if op == "sum":
-                text = stats["sum"]
-            elif op == "mean":
-                text = stats["mean"]
-            elif op == "amax":
-                text = stats["max"]
-            elif op == "amin":
-                text = stats["min"]
-            elif op == "any":
-                text = stats["any"]
-            else:
-                dof = r - attrs["correction"]
-                text = f"{stats['m2']} / {dof}" if dof > 0 else f"{stats['m2']} * float('inf')"
-            if not dtype.is_float and dtype is not DType.i1:
-                text = f"({text}).to({TL_DTYPE[dtype]})"
+            text = stats["acc"] if dtype.is_float or dtype is DType.i1 else f"({stats['acc']}).to({TL_DTYPE[dtype]})"
             return Value(w.assign(text), dtype)
         if index.dims() != w.elem_index().dims():
             raise Unfusable(f"%{node.name} is read at another point than its own")
         st = w.structure(node)
         x = w.value(node.operands[0], index).text
-        if op == "softmax":
-            text = f"tl.exp({x} - {stats['max']}) / {stats['sum']}"
-        elif op == "log_softmax":
-            text = f"{x} - {stats['max']} - tl.log({stats['sum']})"
-        elif op == "layer_norm":
+        if op.template is Template.softmax:
+            text = (f"{x} - {stats['max']} - tl.log({stats['sum']})" if op.has(Trait.log_result)
+                    else f"tl.exp({x} - {stats['max']}) / {stats['sum']}")
+        elif op.has(Trait.centered):
             text = f"({x} - {stats['mean']}) * {stats['rstd']}"
         else:
             text = f"{x} * {stats['rstd']}"
-        for i in range(1, len(node.operands)):
+        for i in range(1, len(node.operands)):  # weight, then bias
             p = w.operand(node, i, index, st).text
             text = f"({text}) * {p}" if i == 1 else f"({text}) + {p}"
         return Value(w.assign(text), dtype)
@@ -560,27 +591,24 @@ def store_outputs(w: KernelWriter, kernel: Kernel, anchor: Node, out_index: Inde
     An output of the anchor's element count is computed at the tile reshaped to its shape
     (a reshape of the accumulator is free); a permute / reshape chain ending in an output
     is pushed forward instead: the value is computed at the tile, the address permuted."""
-    def forward(name: str):
+    def move(name: str) -> Callable[[Index], Index] | None:
         node = w.nodes.get(name)
-        if node is not None and node.op in ("reshape", "permute"):
-            base = forward(node.operands[0])
-            if base is None:
-                return None
-            src, idx = base
-            if node.op == "reshape":
-                return src, idx.reshaped(node.type.shape)
-            perm = node.attrs["perm"]
-            dims = idx.dims()
-            return src, Index.of_dims(node.type.shape, [dims[p] for p in perm], idx.mask, idx.tile)
-        if w.types[name].numel == anchor.type.numel and w.types[name].shape == anchor.type.shape:
-            return name, out_index
-        return None
+        if node is None or len(node.operands) != 1:
+            return None
+        return layout_move(w.structure(node), w.types[node.operands[0]].shape, node.type.shape)
+
+    def forward(name: str):
+        step = move(name)
+        if step is not None:
+            base = forward(w.nodes[name].operands[0])
+            return base and (base[0], step(base[1]))
+        return (name, out_index) if w.types[name].shape == anchor.type.shape else None
 
     for out in kernel.outputs:
         t = w.types[out]
         if t.numel != anchor.type.numel:
             raise Unfusable(f"output %{out} of a {anchor.op} group is not of the result's size")
-        found = forward(out) if out in w.nodes and w.nodes[out].op in ("reshape", "permute") else None
+        found = forward(out) if move(out) is not None else None
         if found is not None:
             src, idx = found
             w.store(out, idx, w.value(src, out_index))
@@ -609,8 +637,10 @@ class DotPlan:
 
 
 def _dot_plan(node: Node, st: Structure) -> DotPlan:
+    """A right operand read transposed (a [n, k] weight, as `linear`'s) has no batch dims:
+    every leading dim is a row of m; else the dims before m are batch dims."""
     rank = node.type.rank
-    if node.op == "linear":
+    if st.operand_maps[1].results[-1] == Dim(rank):
         return DotPlan((), tuple(range(rank - 1)), rank - 1, rank)
     nb = rank - 2
     return DotPlan(tuple(range(nb)), (nb,), nb + 1, nb + 2)
@@ -632,14 +662,14 @@ def _pow2_clamp(n: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, p))
 
 
-def _anchor(kernel: Kernel, ops: Sequence[str]) -> Node:
+def _anchor(kernel: Kernel, template: Template) -> Node:
     named = kernel.group.attrs.get("anchor") if kernel.group is not None else None
-    found = [n for n in kernel.nodes if n.op in ops]
+    found = [n for n in kernel.nodes if template_of(n) is template]
     for n in found:
         if n.name == named:
             return n
     if len(found) != 1:
-        raise Unfusable(f"{len(found)} {'/'.join(ops)} nodes in one kernel")
+        raise Unfusable(f"{len(found)} {template.value} nodes in one kernel")
     return found[0]
 
 
@@ -674,7 +704,7 @@ def _precision(dtype: DType) -> str:
 
 
 def matmul_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
-    anchor = _anchor(kernel, ("matmul", "linear"))
+    anchor = _anchor(kernel, Template.gemm)
     w = KernelWriter(graph, kernel, name)
     st = w.structure(anchor)
     plan = _dot_plan(anchor, st)
@@ -741,18 +771,13 @@ def matmul_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
 
     w.hooks[anchor.name] = anchor_hook(anchor, out_index)
     store_outputs(w, kernel, anchor, out_index)
-    order_args(w, kernel.outputs)
-    consts = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}
-    src = kernel_signature(w, list(consts)) + "\n".join(w.lines) + "\n"
-    warps = 8 if bm * bn >= 128 * 128 else 4
-    return KernelCode(name, "matmul", src, list(w.args), list(kernel.outputs),
-                      f"({pid_m_n * pid_n_n}, {B})", consts, warps, 3,
-                      tuple(n.name for n in kernel.nodes))
+    return finish(w, "matmul", f"({pid_m_n * pid_n_n}, {B})", {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk},
+                  8 if bm * bn >= 128 * 128 else 4, 3)
 
 
 # -- flash attention ------------------------------------------------------------------------------
 def attention_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
-    anchor = _anchor(kernel, ("attention",))
+    anchor = _anchor(kernel, Template.attention)
     w = KernelWriter(graph, kernel, name)
     st = w.structure(anchor)
     q_t, k_t = w.types[anchor.operands[0]], w.types[anchor.operands[1]]
@@ -849,9 +874,5 @@ def attention_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
 
     w.hooks[anchor.name] = anchor_hook(anchor, out_index)
     store_outputs(w, kernel, anchor, out_index)
-    order_args(w, kernel.outputs)
-    consts = {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": bd, "BLOCK_E": be}
-    src = kernel_signature(w, list(consts)) + "\n".join(w.lines) + "\n"
-    return KernelCode(name, "attention", src, list(w.args), list(kernel.outputs),
-                      f"(triton.cdiv({lq}, {bm}), {B})", consts, 8 if half and bm >= 128 else 4, 3,
-                      tuple(n.name for n in kernel.nodes))
+    return finish(w, "attention", f"(triton.cdiv({lq}, {bm}), {B})",
+                  {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_D": bd, "BLOCK_E": be}, 8 if half and bm >= 128 else 4, 3)

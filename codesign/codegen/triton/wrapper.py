@@ -14,23 +14,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from codesign.codegen.triton.kernels import (NORMS, REDUCTIONS, KernelCode, Unfusable, attention_kernel,
-                                             ident, matmul_kernel, pointwise_kernel, row_kernel)
+from codesign.codegen.triton.kernels import (ROW_TEMPLATES, KernelCode, Unfusable, attention_kernel, ident,
+                                             is_anchor, is_view, matmul_kernel, pointwise_kernel, row_kernel,
+                                             template_of)
 from codesign.codegen.triton.overrides import Unsupported
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel, kernels
 from codesign.ir.ops import get_op
-from codesign.ir.ops.registry import OpKind
+from codesign.ir.ops.registry import OpKind, Template, Trait
 
-# ops always run as externs (torch calls), with the reason the report gives
-EXTERN_OPS = {
-    "conv": "convolution runs as an extern call to torch.nn.functional.conv{n}d (cuDNN)",
-    "moe": "moe runs as an extern call to the torch reference (routing is data-dependent)",
-    "max_pool": "pooling runs as an extern torch call", "avg_pool": "pooling runs as an extern torch call",
-    "cumsum": "cumsum runs as an extern torch call", "argmax": "argmax runs as an extern torch call",
-    "argmin": "argmin runs as an extern torch call", "prod": "prod runs as an extern torch call",
-    "group_norm": "group_norm runs as an extern torch call",
+# why an op without a Triton template runs as an extern (a torch call), for the report
+EXTERN_REASONS = {
+    Template.conv: "convolution runs as an extern call to torch.nn.functional.conv{n}d (cuDNN)",
+    Template.moe: "moe runs as an extern call to the torch reference (routing is data-dependent)",
 }
+
+
+def extern_reason(node: Node) -> str:
+    t = get_op(node.op).template
+    return EXTERN_REASONS.get(t, f"{node.op} runs as an extern torch call (no Triton {t.value} template)").replace(
+        "{n}", str(max(1, node.type.rank - 2)))
 
 
 @dataclass
@@ -64,12 +67,12 @@ class Program:
 
 
 def _template(kernel: Kernel):
-    ops = {n.op for n in kernel.nodes}
-    if "attention" in ops:
+    templates = {template_of(n) for n in kernel.nodes}
+    if Template.attention in templates:
         return attention_kernel
-    if ops & {"matmul", "linear"}:
+    if Template.gemm in templates:
         return matmul_kernel
-    if ops & set(REDUCTIONS + NORMS):
+    if templates & set(ROW_TEMPLATES):
         return row_kernel
     return pointwise_kernel
 
@@ -79,15 +82,11 @@ def _lone(graph: Graph, node: Node, users: dict) -> Kernel:
     return Kernel(f"%{node.name}", None, (node,), tuple(dict.fromkeys(node.operands)), outputs)
 
 
-HEAVY = ("attention", "matmul", "linear") + REDUCTIONS + NORMS
-QUIET = ("reshape", "permute", "expand", "full", "cast", "slice", "concat", "iota")
-
-
 def kernel_name(kernel: Kernel) -> str:
     """What the kernel fuses, anchor first: `linear_gelu`, `add_layer_norm`, `attention`."""
     ops: list[str] = []
-    for n in sorted(kernel.nodes, key=lambda n: n.op not in HEAVY):
-        if n.op not in ops and (n.op not in QUIET or len(kernel.nodes) == 1):
+    for n in sorted(kernel.nodes, key=lambda n: not is_anchor(n)):
+        if n.op not in ops and (not get_op(n.op).has(Trait.quiet) or len(kernel.nodes) == 1):
             ops.append(n.op)
     if not ops:
         ops = [kernel.nodes[0].op]
@@ -114,14 +113,11 @@ def generate(graph: Graph) -> Program:
         if not kernel.outputs:
             return
         nodes = kernel.nodes
-        extern = [n for n in nodes if n.op in EXTERN_OPS or n.regions
-                  or get_op(n.op).kind in (OpKind.window, OpKind.region)]
+        extern = [n for n in nodes if template_of(n) is None]
         if extern and len(nodes) == 1:
-            n = nodes[0]
-            program.units.append(Extern(n, EXTERN_OPS.get(n.op, f"{n.op} runs as an extern torch call")
-                                        .replace("{n}", str(max(1, n.type.rank - 2)))))
+            program.units.append(Extern(nodes[0], extern_reason(nodes[0])))
             return
-        if len(nodes) == 1 and nodes[0].op == "reshape":
+        if len(nodes) == 1 and is_view(nodes[0], graph.types()):
             program.units.append(View(nodes[0]))
             return
         try:
@@ -195,7 +191,7 @@ def refine_groups(graph: Graph, notes: list[str]) -> Graph:
     from codesign.codegen.triton.fuse import fuse_simple
     heavy: dict[int, int] = {}
     for n in graph.nodes:
-        if n.group is not None and n.op in HEAVY:
+        if n.group is not None and is_anchor(n):
             heavy[n.group] = heavy.get(n.group, 0) + 1
     big = {g for g, count in heavy.items() if count > 1}
     if big:
@@ -306,7 +302,7 @@ def wrapper_source(program: Program) -> str:
             body.append(f"    {var(u.node.name, 'buf_')} = {var(src, 'buf_')}.view({tuple(u.node.type.shape)})")
         else:
             args = [var(o, "buf_") for o in u.node.operands]
-            if u.node.op == "conv":
+            if get_op(u.node.op).template is Template.conv:
                 call = _conv_text(u.node, args)
             else:
                 call = f"externs[{u.node.name!r}]({', '.join(args)})"

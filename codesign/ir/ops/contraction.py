@@ -48,7 +48,7 @@ def _matmul_structure(ops: Sequence[TensorType], res: TensorType, attrs) -> Stru
                      AffineMap(n, tuple(Dim(i) for i in range(nb + 2))), "mul-add")
 
 
-register(OpDef(
+MATMUL = register(OpDef(
     name="matmul", kind=OpKind.contraction, template=Template.gemm, pointer_operands=(0, 1), traits=frozenset({Trait.anchor}), min_operands=2, max_operands=2,
     infer=_matmul_infer, run=lambda call: torch.matmul(*call.args),
     structure=_matmul_structure,

@@ -76,9 +76,12 @@ def reshape_map(src: Sequence[int], dst: Sequence[int]) -> AffineMap:
     return AffineMap(len(dst), tuple(results))
 
 
-_layout("reshape", _reshape_infer, lambda call: call.args[0].reshape(call.type.shape),
-        lambda ops, res, at: [reshape_map(ops[0].shape, res.shape)],
-        {"shape": AttrSpec((tuple,), required=True)}, "same elements, row-major, new shape")
+_QUIET = frozenset({Trait.quiet})  # addressing only: never worth a kernel of its own
+
+RESHAPE = _layout("reshape", _reshape_infer, lambda call: call.args[0].reshape(call.type.shape),
+                  lambda ops, res, at: [reshape_map(ops[0].shape, res.shape)],
+                  {"shape": AttrSpec((tuple,), required=True)}, "same elements, row-major, new shape",
+                  traits=_QUIET)
 
 
 # -- permute -------------------------------------------------------------------------------
@@ -95,8 +98,9 @@ def _permute_maps(ops, res, attrs) -> list[AffineMap]:
     return [AffineMap(res.rank, tuple(Dim(inverse[i]) for i in range(len(perm))))]
 
 
-_layout("permute", _permute_infer, lambda call: call.args[0].permute(call.attrs["perm"]),
-        _permute_maps, {"perm": AttrSpec((tuple,), required=True)}, "result dim i = operand dim perm[i]")
+PERMUTE = _layout("permute", _permute_infer, lambda call: call.args[0].permute(call.attrs["perm"]),
+                  _permute_maps, {"perm": AttrSpec((tuple,), required=True)},
+                  "result dim i = operand dim perm[i]", traits=_QUIET)
 
 
 # -- expand (broadcast_to) -------------------------------------------------------------------
@@ -115,8 +119,9 @@ def _expand_maps(ops, res, attrs) -> list[AffineMap]:
     return [broadcast_map(ops[0].shape, res.shape)]
 
 
-_layout("expand", _expand_infer, lambda call: call.args[0].expand(call.type.shape).contiguous(),
-        _expand_maps, {"shape": AttrSpec((tuple,), required=True)}, "broadcast to a shape")
+EXPAND = _layout("expand", _expand_infer, lambda call: call.args[0].expand(call.type.shape).contiguous(),
+                 _expand_maps, {"shape": AttrSpec((tuple,), required=True)}, "broadcast to a shape",
+                 traits=_QUIET)
 
 
 # -- slice ---------------------------------------------------------------------------------
@@ -137,12 +142,12 @@ def _slice_run(call: Call) -> torch.Tensor:
     return call.args[0][tuple(index)].contiguous()
 
 
-_layout("slice", _slice_infer, _slice_run,
-        lambda ops, res, at: [AffineMap(res.rank, tuple(
-            Dim(i) * at["step"] + at["start"] if i == at["dim"] else Dim(i) for i in range(res.rank)))],
-        {"dim": AttrSpec((int,), required=True), "start": AttrSpec((int,), required=True),
-         "end": AttrSpec((int,), required=True), "step": AttrSpec((int,), default=1)},
-        "x[..., start:end:step, ...] along dim")
+SLICE = _layout("slice", _slice_infer, _slice_run,
+                lambda ops, res, at: [AffineMap(res.rank, tuple(
+                    Dim(i) * at["step"] + at["start"] if i == at["dim"] else Dim(i) for i in range(res.rank)))],
+                {"dim": AttrSpec((int,), required=True), "start": AttrSpec((int,), required=True),
+                 "end": AttrSpec((int,), required=True), "step": AttrSpec((int,), default=1)},
+                "x[..., start:end:step, ...] along dim", traits=_QUIET)
 
 
 # -- concat --------------------------------------------------------------------------------
@@ -184,9 +189,10 @@ def _concat_body(ops, res, attrs, maps) -> Expr:
     return out
 
 
-_layout("concat", _concat_infer, lambda call: torch.cat(list(call.args), call.attrs["dim"]), _concat_maps,
-        {"dim": AttrSpec((int,), required=True)}, "join along dim (maps are piecewise)",
-        min_operands=1, max_operands=None, body=_concat_body, traits=frozenset({Trait.may_read_outside}))
+CONCAT = _layout("concat", _concat_infer, lambda call: torch.cat(list(call.args), call.attrs["dim"]),
+                 _concat_maps, {"dim": AttrSpec((int,), required=True)}, "join along dim (maps are piecewise)",
+                 min_operands=1, max_operands=None, body=_concat_body,
+                 traits=frozenset({Trait.may_read_outside, Trait.quiet}))
 
 
 # -- pad (constant) -------------------------------------------------------------------------

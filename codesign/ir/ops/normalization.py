@@ -43,9 +43,10 @@ def _softmax_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) 
     return x
 
 
-for _name, _fn in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax)):
+for _name, _fn, _traits in (("softmax", torch.softmax, {Trait.anchor}),
+                             ("log_softmax", torch.log_softmax, {Trait.anchor, Trait.log_result})):
     register(OpDef(
-        name=_name, kind=OpKind.normalization, template=Template.softmax, traits=frozenset({Trait.anchor}), min_operands=1, max_operands=1,
+        name=_name, kind=OpKind.normalization, template=Template.softmax, traits=frozenset(_traits), min_operands=1, max_operands=1,
         infer=_softmax_infer,
         run=lambda call, fn=_fn: fn(call.args[0], call.attrs["dim"]),
         structure=lambda ops, res, at, n=_name: _norm_structure(ops[0], (at["dim"],), (), n),
@@ -95,7 +96,8 @@ def _rms_norm(call: Call) -> torch.Tensor:
 
 
 register(OpDef(
-    name="layer_norm", kind=OpKind.normalization, template=Template.norm, traits=frozenset({Trait.anchor}), min_operands=1, max_operands=3,
+    name="layer_norm", kind=OpKind.normalization, template=Template.norm,
+    traits=frozenset({Trait.anchor, Trait.centered}), min_operands=1, max_operands=3,
     infer=_trailing_norm_infer("layer_norm"), run=_layer_norm,
     structure=_trailing_structure("layer_norm"), flops=lambda ops, res, at: 8 * res.numel,
     attrs={"normalized_rank": AttrSpec((int,), required=True), "eps": EPS},
@@ -127,7 +129,8 @@ def _group_norm_structure(ops: Sequence[TensorType], res: TensorType, attrs: Map
 
 
 register(OpDef(
-    name="group_norm", kind=OpKind.normalization, template=Template.group_norm, traits=frozenset({Trait.anchor}), min_operands=1, max_operands=3,
+    name="group_norm", kind=OpKind.normalization, template=Template.group_norm,
+    traits=frozenset({Trait.anchor, Trait.centered}), min_operands=1, max_operands=3,
     infer=_group_norm_infer,
     run=lambda call: F.group_norm(call.args[0], call.attrs["groups"],
                                   call.args[1] if len(call.args) > 1 else None,

@@ -187,12 +187,34 @@ def _div(ops, result, attrs) -> Expr:
     if mode != "floor":
         raise ShapeError(f"div rounding_mode={mode!r}: expected 'none', 'floor' or 'trunc'")
     if a.dtype.is_float:
-        return apply(Prim.floor, q)
+        return _float_floor_div(a, b)
     r = apply(Prim.fmod, a, b)
     zero = lit(0, a.dtype)
     inexact = apply(Prim.logical_and, apply(Prim.ne, r, zero),
                     apply(Prim.ne, apply(Prim.lt, r, zero), apply(Prim.lt, b, zero)))
     return select(inexact, apply(Prim.sub, q, lit(1, a.dtype)), q)
+
+
+def _float_floor_div(a: Expr, b: Expr) -> Expr:
+    """Floor division of floats as torch computes it (c10's `div_floor_floating`): the
+    quotient of a - fmod(a, b), stepped down when the remainder's sign is wrong and rounded
+    to the nearest integer, so an inexact a / b cannot round across an integer; a zero
+    quotient keeps the sign of a / b and b = 0 gives the IEEE quotient (±inf or NaN). Half
+    types compute it in f32 and round once (as torch on CUDA does; CPU eager rounds every
+    step to the half type, so a bf16 / f16 quotient can differ there by one unit)."""
+    d = a.dtype
+    zero, one = lit(0.0, d), lit(1.0, d)
+    mod = apply(Prim.fmod, a, b)
+    div = apply(Prim.div, apply(Prim.sub, a, mod), b)
+    wrong_sign = apply(Prim.logical_and, apply(Prim.ne, mod, zero),
+                       apply(Prim.ne, apply(Prim.lt, b, zero), apply(Prim.lt, mod, zero)))
+    div = select(wrong_sign, apply(Prim.sub, div, one), div)
+    floor = apply(Prim.floor, div)
+    floor = select(apply(Prim.gt, apply(Prim.sub, div, floor), lit(0.5, d)), apply(Prim.add, floor, one), floor)
+    q = apply(Prim.div, a, b)
+    signed_zero = apply(Prim.mul, zero, q)  # 0 · (a / b): -0 where the quotient is negative
+    out = select(apply(Prim.ne, div, zero), floor, signed_zero)
+    return select(apply(Prim.eq, b, zero), q, out)
 
 
 def _remainder(ops, result, attrs) -> Expr:
@@ -263,7 +285,7 @@ def _cast_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> 
     return TensorType(operands[0].shape, dtype)
 
 
-register(OpDef(
+CAST = register(OpDef(
     name="cast", kind=OpKind.pointwise, min_operands=1, max_operands=1, infer=_cast_infer,
     run=lambda call: call.args[0].to(call.type.dtype.torch),
     structure=lambda ops, res, at: pointwise_structure(

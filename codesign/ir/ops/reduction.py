@@ -95,7 +95,7 @@ def _extreme(prim: Prim, identity: float) -> Callable[[TensorType, Mapping[str, 
         if x.dtype.is_float:
             return Combiner(prim, identity)
         if x.dtype is DType.i1:
-            return Combiner(Prim.logical_or if prim is Prim.maximum else Prim.logical_and, identity < 0)
+            return Combiner(Prim.logical_or if prim is Prim.maximum else Prim.logical_and, identity > 0)
         info = torch.iinfo(x.dtype.torch)
         return Combiner(prim, info.min if identity < 0 else info.max)
     return combiner
@@ -127,10 +127,10 @@ def _arg_infer(name: str):
     return infer
 
 
-for _name, _fn in (("argmax", torch.argmax), ("argmin", torch.argmin)):
+for _name, _fn, _traits in (("argmax", torch.argmax, {Trait.maximizing}), ("argmin", torch.argmin, set())):
     register(OpDef(
         name=_name, kind=OpKind.reduction, min_operands=1, max_operands=1,
-        infer=_arg_infer(_name), template=Template.argminmax,
+        infer=_arg_infer(_name), template=Template.argminmax, traits=frozenset(_traits),
         run=lambda call, fn=_fn: fn(call.args[0], call.attrs["dim"], keepdim=call.attrs["keepdim"]),
         structure=lambda ops, res, at, n=_name: reduction_structure(ops[0], (at["dim"],), bool(at["keepdim"]), n),
         flops=lambda ops, res, attrs: ops[0].numel,

@@ -43,6 +43,9 @@ class Trait(str, Enum):
     may_read_outside = "may_read_outside"  # maps may leave an operand's bounds; reads are guarded
     anchor = "anchor"  # a heavy op a fusion group forms around (one per kernel)
     quiet = "quiet"  # costs nothing but addressing: never worth a kernel of its own
+    maximizing = "maximizing"  # keeps the largest candidate (argmax, max_pool; not: argmin, avg_pool)
+    log_result = "log_result"  # yields the log of its template's result (log_softmax)
+    centered = "centered"  # a norm that subtracts the mean first (layer_norm; not: rms_norm)
 
 
 class Template(str, Enum):
@@ -132,8 +135,10 @@ StructureFn = Callable[[Sequence[TensorType], TensorType, Mapping[str, object]],
 FlopsFn = Callable[[Sequence[TensorType], TensorType, Mapping[str, object]], int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class OpDef:
+    """One op, defined once; compared and hashed by identity (`get_op(node.op) is RESHAPE`)."""
+
     name: str
     kind: OpKind
     min_operands: int

@@ -32,7 +32,7 @@ def _full_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> 
     return None
 
 
-register(OpDef(
+FULL = register(OpDef(
     name="full", kind=OpKind.source, min_operands=0, max_operands=0, infer=_full_infer,
     run=lambda call: torch.full(call.type.shape, call.attrs["value"], dtype=call.type.dtype.torch),
     structure=_source_structure("full", lambda ops, res, at: lit(at["value"], res.dtype)), flops=no_flops,

@@ -76,9 +76,10 @@ def _avg_pool(call: Call) -> torch.Tensor:
                         a["count_include_pad"])
 
 
-for _name, _run in (("max_pool", _max_pool), ("avg_pool", _avg_pool)):
+for _name, _run, _traits in (("max_pool", _max_pool, {Trait.may_read_outside, Trait.maximizing}),
+                             ("avg_pool", _avg_pool, {Trait.may_read_outside})):
     register(OpDef(
-        name=_name, kind=OpKind.window, template=Template.pool, traits=frozenset({Trait.may_read_outside}), min_operands=1, max_operands=1,
+        name=_name, kind=OpKind.window, template=Template.pool, traits=frozenset(_traits), min_operands=1, max_operands=1,
         infer=_pool_infer(_name), run=_run, structure=_pool_structure(_name),
         flops=lambda ops, res, at: res.numel * prod(at["kernel"]), attrs=POOL_ATTRS,
         doc="2-d pooling over NCHW"))
