@@ -9,7 +9,8 @@ codesign targets list | show sn40l | validate my.yaml | schema
 codesign passes
 ```
 Mistakes in what the user gave (a file that does not parse, an unknown pass or target, a
-bad model spec) print one `codesign: error:` message and exit 1, never a traceback;
+bad model spec, a pass that cannot do what its options ask: `PassError`) print one
+`codesign: error:` message and exit 1, never a traceback;
 `--traceback` shows it anyway. Argument errors exit 2, as argparse does.
 """
 
@@ -23,8 +24,8 @@ from typing import Any, Sequence
 from codesign.ir import Graph, ParseError, VerifyError, parse_graph, print_graph
 from codesign.experts.cli import add_experts_parser
 from codesign.targets.cli import add_targets_parser
-from codesign.passes import (DEFAULT_PIPELINE, PASSES, PassContext, PassManager, PipelineError,
-                             add_instrumentation_args, instrumentation_from_args)
+from codesign.passes import (DEFAULT_PIPELINE, PASSES, PassContext, PassError, PassManager,
+                             PipelineError, add_instrumentation_args, instrumentation_from_args)
 
 
 class UserError(Exception):
@@ -40,9 +41,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from codesign.passes.fuse import FusionError
     from codesign.targets import TargetError
     from codesign.targets.schema import TargetLookupError
-    return (UserError, ParseError, VerifyError, PipelineError, OSError, TargetError, TargetLookupError,
-            ModelSpecError, CaptureError, FusionError, SaveError, MlirExportError, PlanError, TraceError,
-            InfeasibleError)
+    return (UserError, ParseError, VerifyError, PipelineError, PassError, OSError, TargetError,
+            TargetLookupError, ModelSpecError, CaptureError, FusionError, SaveError, MlirExportError,
+            PlanError, TraceError, InfeasibleError)
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -111,6 +111,36 @@ def test_opt_bad_pipeline_is_one_message(graph_file, capsys, argv, message) -> N
     assert message in err and "Traceback" not in err
 
 
+def test_opt_pass_error_is_one_message(graph_file, capsys, monkeypatch) -> None:
+    """A pass that cannot do what its options ask (canonicalize not reaching a fixpoint in
+    max_iterations sweeps) is a `codesign: error:` line naming the pass, not a traceback."""
+    canonicalize = importlib.import_module("codesign.passes.canonicalize")
+
+    class Restless(canonicalize.Pattern):  # rewrites one node in every sweep, forever
+        name = "restless"
+
+        def __init__(self) -> None:
+            self.last = None
+
+        def match_and_rewrite(self, node, rewriter) -> None:
+            if rewriter is not self.last:
+                self.last = rewriter
+                rewriter.replace_node(node, node.with_(loc=str(id(rewriter))))
+
+    monkeypatch.setattr(canonicalize, "PATTERNS", (Restless(),))
+    assert main(["opt", str(graph_file), "--passes", "canonicalize{max_iterations=2}"]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("codesign: error: pass 'canonicalize{max_iterations=2}' (#1 of the pipeline) "
+                          "failed: canonicalize did not reach a fixpoint over @g in 2 rewriting sweeps")
+    assert err.count("\n") == 1 and "Traceback" not in err and out == ""
+
+
+def test_opt_compile_to_a_pass_number(graph_file, capsys) -> None:
+    assert main(["opt", str(graph_file), "--passes", "dce,canonicalize,dce", "--compile-to", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "%a = reshape(%x)" in out and "relu" in out  # the last dce did not run: dead %a stays
+
+
 def test_opt_missing_file(tmp_path, capsys) -> None:
     assert main(["opt", str(tmp_path / "nope.csir")]) == 1
     assert "no such IR file" in capsys.readouterr().err

@@ -4,19 +4,20 @@ registry, pipeline strings, and the pass manager's instrumentation."""
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import pytest
 import torch
 
-from codesign.ir import Graph, Node, TensorType, parse_graph, print_graph, run_graph
+from codesign.ir import Graph, Node, TensorType, parse_graph, print_graph, run_graph, verify
 from codesign.passes import (DEFAULT_PIPELINE, PASSES, PATTERNS, Canonicalize,
                              DeadCodeElimination, Instrumentation, Ledger, Pass, PassContext,
-                             PassManager, PassVerifyError, PipelineError, UnknownPassError,
-                             format_pipeline, get_pass, parse_dump_name, parse_pipeline,
-                             phase_of_dump, register_pass)
-from codesign.passes.canonicalize import _cse_key
+                             PassError, PassManager, PassVerifyError, Pattern, PipelineError,
+                             UnknownPassError, apply_patterns, format_pipeline, get_pass,
+                             parse_dump_name, parse_pipeline, phase_of_dump, register_pass)
+from codesign.passes.canonicalize import CanonicalizeError, _cse_key
 from helpers import FOLDABLE
 
 
@@ -204,7 +205,7 @@ def test_scalar_constants_fold_through_a_chain() -> None:
         %y = lt(%a, %b) : i1[]""", "value = true"),
     ("""%a = full() {value = 0.0} : f32[]
         %b = full() {value = 0.0} : f32[]
-        %y = div(%a, %b) : f32[]""", "value = nan"),
+        %y = div(%a, %b) : f32[]""", "nan} : f32[]"),  # x86's default NaN is -nan, ARM's nan
     ("""%a = full() {value = 2.5} : f32[]
         %y = cast(%a) {dtype = "i32"} : i32[]""", "value = 2"),
 ])
@@ -216,6 +217,23 @@ def test_scalar_fold_matches_the_interpreter_bit_for_bit(text: str, expected: st
     }}""")
     (y,) = [n for n in result.nodes if n.name == "y"]
     assert y.op == "full" and expected in print_graph(result)
+
+
+def test_scalar_fold_keeps_the_sign_of_nan() -> None:
+    """neg(nan) folds to -nan, which prints as such and is not merged with a +nan by CSE."""
+    _, result = canonicalize("""graph @g(%x: f32[1]) -> (f32[], f32[]) {
+      %n = full() {value = nan} : f32[]
+      %m = neg(%n) : f32[]
+      %p = full() {value = nan} : f32[]
+      return %m, %p
+    }""")
+    assert result.outputs == ("m", "n")  # %p merged into the equal %n, but not %m
+    values = {n.name: n.attrs["value"] for n in result.nodes}
+    assert math.copysign(1.0, values["m"]) == -1.0 and math.copysign(1.0, values["n"]) == 1.0
+    assert "%m = full() {value = -nan} : f32[]" in body(result)
+    reparsed = parse_graph(print_graph(result))
+    assert math.copysign(1.0, reparsed.node_map()["m"].attrs["value"]) == -1.0
+    assert Canonicalize().run(reparsed, PassContext()).outputs == ("m", "n")
 
 
 def test_non_scalar_constants_are_not_folded() -> None:
@@ -271,6 +289,82 @@ def test_cse_never_merges_nodes_with_regions() -> None:
     region = parse_graph("graph @e(%t: f32[2]) -> (f32[2]) {\n %r = relu(%t) : f32[2]\n return %r\n}")
     node = Node("m", "moe", ("x", "w"), TensorType((2,), "f32"), {"num_experts": 1, "top_k": 1}, (region,))
     assert _cse_key(node) is None
+
+
+# -- canonicalize: fusion groups ------------------------------------------------------------
+def test_cse_merges_nodes_of_one_group_or_two_ungrouped_only() -> None:
+    _, result = canonicalize("""graph @g(%x: f32[4]) -> (f32[4], f32[4], f32[4], f32[4], f32[4]) {
+      group 0 {kind = "pointwise"}
+      group 1 {kind = "pointwise"}
+      %a = exp(%x) : f32[4] group(0)
+      %b = exp(%x) : f32[4] group(0)
+      %c = exp(%x) : f32[4] group(1)
+      %d = exp(%x) : f32[4]
+      %e = exp(%x) : f32[4]
+      return %a, %b, %c, %d, %e
+    }""")
+    assert result.outputs == ("a", "a", "c", "d", "d")
+    assert [g.id for g in verify(result).groups] == [0, 1]
+
+
+def test_cse_moves_a_group_anchor_to_the_node_it_merges_into() -> None:
+    _, result = canonicalize("""graph @g(%x: f32[4]) -> (f32[4]) {
+      group 0 {anchor = "b", kind = "pointwise"}
+      %a = exp(%x) : f32[4] group(0)
+      %b = exp(%x) : f32[4] group(0)
+      %c = add(%a, %b) : f32[4] group(0)
+      return %c
+    }""")
+    assert "%c = add(%a, %a) : f32[4] group(0)" in body(result)
+    assert verify(result).groups[0].plan.anchor == "a"
+
+
+def test_folded_constants_leave_their_group_and_emptied_groups_go() -> None:
+    _, result = canonicalize("""graph @g(%x: f32[4]) -> (f32[4]) {
+      group 0 {kind = "pointwise"}
+      group 1 {kind = "pointwise"}
+      %k = full() {value = 2.0} : f32[]
+      %m = neg(%k) : f32[] group(0)
+      %n = mul(%k, %k) : f32[] group(1)
+      %y = mul(%x, %n) : f32[4] group(1)
+      %z = add(%y, %m) : f32[4]
+      return %z
+    }""")
+    lines = body(result)
+    assert "%m = full() {value = -2.0} : f32[]" in lines  # ungrouped, as `fuse` leaves constants
+    assert "%n = full() {value = 4.0} : f32[]" in lines
+    assert [g.id for g in verify(result).groups] == [1]  # group 0 lost its only node; ids stay
+
+
+# -- canonicalize: sweeps --------------------------------------------------------------------
+class RewriteOncePerSweep(Pattern):
+    """Test-only: rewrites the first node it is tried on (its loc counts the sweeps) once in
+    each of the first `sweeps` sweeps, so a fixpoint takes exactly `sweeps` rewriting sweeps."""
+
+    name = "test-once-per-sweep"
+
+    def __init__(self, sweeps: int):
+        self.sweeps, self.seen = sweeps, []
+
+    def match_and_rewrite(self, node: Node, rewriter) -> None:
+        if len(self.seen) >= self.sweeps or any(r is rewriter for r in self.seen):
+            return
+        self.seen.append(rewriter)
+        rewriter.replace_node(node, node.with_(loc=f"sweep {len(self.seen)}"))
+
+
+def test_max_iterations_bounds_the_rewriting_sweeps_not_the_confirming_one() -> None:
+    graph = parse_graph(FOLDABLE)
+    assert apply_patterns(graph, [RewriteOncePerSweep(2)], max_sweeps=2).nodes[0].loc == "sweep 2"
+    with pytest.raises(CanonicalizeError, match=r"did not reach a fixpoint over @g in 1 rewriting "
+                                                r"sweep \(max_iterations=1\)"):
+        apply_patterns(graph, [RewriteOncePerSweep(2)], max_sweeps=1)
+
+
+def test_max_iterations_one_is_enough_for_a_graph_one_sweep_canonicalizes() -> None:
+    _, result = canonicalize(FOLDABLE, max_iterations=1)
+    assert result == Canonicalize().run(parse_graph(FOLDABLE), PassContext())
+    assert ops(result) == ["reshape", "relu", "add"]  # the dead reshape is left for dce
 
 
 def test_canonicalize_is_idempotent_and_deterministic() -> None:
@@ -330,6 +424,32 @@ def test_dce_keeps_everything_live() -> None:
       return %b, %a
     }""")
     assert DeadCodeElimination().run(graph, PassContext()) == graph
+
+
+def test_dce_drops_groups_it_empties_and_keeps_the_other_ids() -> None:
+    graph = parse_graph("""graph @g(%x: f32[4]) -> (f32[4]) {
+      group 0 {kind = "pointwise"}
+      group 1 {kind = "pointwise"}
+      group 2 {kind = "pointwise"}
+      %a = exp(%x) : f32[4] group(0)
+      %b = neg(%x) : f32[4] group(1)
+      %c = relu(%b) : f32[4] group(1)
+      %d = add(%a, %a) : f32[4] group(2)
+      return %d
+    }""")
+    result = verify(DeadCodeElimination().run(graph, PassContext()))
+    assert [g.id for g in result.groups] == [0, 2] and ops(result) == ["exp", "add"]
+
+
+def test_dce_clears_an_anchor_it_removes_from_a_live_group() -> None:
+    graph = parse_graph("""graph @g(%x: f32[4]) -> (f32[4]) {
+      group 0 {anchor = "a", kind = "pointwise"}
+      %a = exp(%x) : f32[4] group(0)
+      %b = relu(%x) : f32[4] group(0)
+      return %b
+    }""")
+    result = verify(DeadCodeElimination().run(graph, PassContext()))
+    assert result.groups[0].plan.anchor is None and result.groups[0].plan.kind == "pointwise"
 
 
 # -- registry --------------------------------------------------------------------------------
@@ -592,6 +712,21 @@ def test_a_failing_pass_is_named_in_the_traceback() -> None:
     assert any("crash" in note for note in getattr(err.value, "__notes__", ["crash"]))
 
 
+def test_a_pass_error_names_the_failing_pass() -> None:
+    @dataclass(frozen=True)
+    class Refuse(Pass):
+        name: ClassVar[str] = "refuse"
+        summary: ClassVar[str] = "test-only"
+
+        def run(self, graph: Graph, ctx: PassContext) -> Graph:
+            raise PassError("cannot do that here")
+
+    with pytest.raises(PassError, match=r"^pass 'refuse' \(#2 of the pipeline\) failed: "
+                                        r"cannot do that here$") as err:
+        PassManager([DeadCodeElimination(), Refuse()]).run(parse_graph(FOLDABLE))
+    assert (err.value.pass_text, err.value.index) == ("refuse", 2)
+
+
 def test_timing_table_lists_each_pass() -> None:
     _, out, manager = run_with("canonicalize,dce", timing=True)
     assert [t.name for t in manager.timings] == ["canonicalize", "dce"]
@@ -607,6 +742,17 @@ def test_compile_to_stops_after_the_named_pass() -> None:
     assert "a" in [n.name for n in result.nodes]  # dce did not run
     with pytest.raises(PipelineError, match="compile_to: pass 'tile' is not in the pipeline"):
         PassManager("canonicalize,dce", Instrumentation(compile_to="tile"))
+
+
+@pytest.mark.parametrize("compile_to", [3, "3"])
+def test_compile_to_takes_a_pass_number(compile_to) -> None:
+    """A pass that runs twice is named by its number, as an int or (the CLI) a string."""
+    with pytest.raises(PipelineError, match="runs 2 times in the pipeline .* give its number instead"):
+        PassManager("dce,canonicalize,dce", Instrumentation(compile_to="dce"))
+    _, _, manager = run_with("dce,canonicalize,dce,canonicalize", compile_to=compile_to)
+    assert [(t.index, t.name) for t in manager.timings] == [(1, "dce"), (2, "canonicalize"), (3, "dce")]
+    with pytest.raises(PipelineError, match=r"compile_to: pass #5 is outside the pipeline"):
+        PassManager("canonicalize,dce", Instrumentation(compile_to=5 if compile_to == 3 else "5"))
 
 
 def test_passes_never_mutate_their_input() -> None:

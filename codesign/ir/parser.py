@@ -9,6 +9,7 @@ order, shapes) is the verifier's job, not the parser's.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,7 +277,8 @@ class Parser:
             return self.parse_string(tok)
         if tok.kind == "ident":
             named = {"true": True, "false": False, "none": None, "inf": float("inf"),
-                     "-inf": float("-inf"), "nan": float("nan")}
+                     "-inf": float("-inf"), "nan": float("nan"),
+                     "-nan": math.copysign(float("nan"), -1.0)}
             if tok.text in named:
                 return named[tok.text]
         if tok.kind == "punct" and tok.text == "[":

@@ -31,8 +31,8 @@ def format_attr(value: AttrValue) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
+        if math.isnan(value):  # the sign of a NaN is kept (neg, copysign and CSE can tell)
+            return "-nan" if math.copysign(1.0, value) < 0 else "nan"
         if math.isinf(value):
             return "inf" if value > 0 else "-inf"
         return repr(value)

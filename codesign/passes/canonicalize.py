@@ -8,6 +8,20 @@ interpreter's results exactly; the one caveat is `x + 0.0`, which turns a `-0.0`
 `+0.0` — equal as numbers, so folding it is safe for every consumer here.
 
 Replaced nodes are erased; nodes that merely became unused are left for `dce`.
+
+Fusion groups (a dump after `fuse`, edited and resumed) stay valid: a group whose nodes the
+patterns erased is dropped, the others keep their ids (`dce.prune_groups`), and no rewrite
+makes a group non-convex. Rerouting a node's readers to one of its operands' values (the
+identity, neutral-operand and chain folds) only shortcuts a path that already ran through
+the node; a folded constant has no operands; and CSE merges only nodes of the same group, or
+two ungrouped ones (`_cse_key`), which have the same operands and so no path between them.
+
+Sweeps: `max_sweeps` (the pass's `max_iterations`) bounds the sweeps that rewrite
+something. The sweep that rewrites nothing, which confirms the fixpoint, is not counted,
+so one sweep is enough for a graph that one sweep canonicalizes (as MLIR's greedy driver
+does not fail the canonicalizer over its confirming iteration). A graph still changing
+after that many sweeps raises `CanonicalizeError` (a `PassError`: the command line prints
+it as one line).
 """
 
 from __future__ import annotations
@@ -22,7 +36,8 @@ from codesign.ir.ops.pointwise import CAST
 from codesign.ir.ops.source import FULL
 from codesign.ir.printer import format_attrs
 from codesign.ir.types import DType, TensorType
-from codesign.passes.manager import PassContext
+from codesign.passes.dce import prune_groups
+from codesign.passes.manager import PassContext, PassError
 from codesign.passes.registry import Pass, register_pass
 
 
@@ -114,18 +129,27 @@ class Rewriter:
 
     def result(self) -> Graph:
         outputs = tuple(self.resolve(o) for o in self.graph.outputs)
-        return self.graph.with_nodes(self._nodes.values(), outputs)
+        replaced = {name: self.resolve(name) for name in self._alias}
+        return prune_groups(self.graph.with_nodes(self._nodes.values(), outputs), replaced)
 
 
 def _cse_key(node: Node) -> tuple | None:
-    """What makes two nodes compute the same value; None for nodes never merged (regions)."""
+    """What makes two nodes compute the same value; None for nodes never merged (regions).
+
+    The node's fusion group is part of the key: merging a node into an equal one of another
+    group would make the second group's readers read the first group, which can close a
+    cycle between the groups (a group that feeds the first one). Within one kernel (or
+    between two ungrouped nodes, whose operands are the same) a merge only removes edges.
+    Attributes compare as printed, which keeps a NaN's sign (`-nan` and `nan` stay apart).
+    """
     if node.regions:
         return None
     try:
         attrs = get_op(node.op).attr_values(node.attrs)
     except UnknownOpError:
         return None
-    return node.op, node.operands, format_attrs(attrs), str(node.type)
+    return node.op, node.operands, format_attrs(attrs), str(node.type), node.group
+
 
 
 # -- patterns ------------------------------------------------------------------------------
@@ -229,7 +253,14 @@ class FoldNeutralOperand(Pattern):
 
 class FoldScalarConstants(Pattern):
     """A pointwise op whose operands are all rank-0 `full`s becomes a `full`, computed by
-    the op's own reference `run`, so the folded value is bit-identical."""
+    the op's own reference `run`, so the folded value is bit-identical.
+
+    The folded constant is ungrouped, deliberately, whatever group the node it replaces was
+    in: `fuse` leaves scalar constants out of groups too (`fusion.partition.is_free_constant`),
+    since every backend inlines them into the kernels that read them. Ungrouping cannot make
+    a group non-convex (the constant reads nothing), and a group whose nodes all fold away
+    is dropped.
+    """
 
     name = "fold-scalar-constants"
 
@@ -249,7 +280,7 @@ class FoldScalarConstants(Pattern):
             return
         value = _python_scalar(result.to(node.type.dtype.torch).item(), node.type.dtype)
         rewriter.replace_node(node, Node(node.name, FULL.name, (), node.type, {"value": value},
-                                         loc=node.loc))
+                                         loc=node.loc, group=None))
 
 
 def _python_scalar(value: object, dtype: DType) -> int | float | bool:
@@ -283,21 +314,33 @@ PATTERNS: tuple[Pattern, ...] = (
 _MAX_REWRITES_PER_NODE = 64
 
 
+class CanonicalizeError(PassError):
+    """The patterns did not reach a fixpoint within the sweeps `max_iterations` allows."""
+
+
 def apply_patterns(graph: Graph, patterns: Sequence[Pattern] = PATTERNS,
                    max_sweeps: int = 10) -> Graph:
-    """Apply `patterns` to a fixpoint (regions first, each on its own)."""
+    """Apply `patterns` to a fixpoint (regions first, each on its own).
+
+    At most `max_sweeps` sweeps may rewrite something; one more, which must rewrite nothing,
+    confirms the fixpoint. A graph still changing then raises `CanonicalizeError`.
+    """
+    if max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be at least 1, got {max_sweeps}")
     graph = graph.with_nodes(
         n.with_(regions=tuple(apply_patterns(r, patterns, max_sweeps) for r in n.regions))
         if n.regions else n for n in graph.nodes)
-    for _ in range(max_sweeps):
+    for _ in range(max_sweeps + 1):  # the last sweep only confirms the fixpoint
         rewriter = Rewriter(graph)
         for name in rewriter.names():
             _rewrite_node(rewriter, name, patterns)
         graph = rewriter.result()
         if not rewriter.changed:
             return graph
-    raise RuntimeError(f"canonicalize did not converge in {max_sweeps} sweeps over @{graph.name}; "
-                       f"two patterns probably undo each other")
+    raise CanonicalizeError(
+        f"canonicalize did not reach a fixpoint over @{graph.name} in {max_sweeps} rewriting "
+        f"sweep{'s' if max_sweeps != 1 else ''} (max_iterations={max_sweeps}): raise max_iterations, "
+        f"or two patterns undo each other")
 
 
 def _rewrite_node(rewriter: Rewriter, name: str, patterns: Sequence[Pattern]) -> None:
@@ -329,7 +372,8 @@ class Canonicalize(Pass):
     summary: ClassVar[str] = ("fold identity layout ops, reshape/permute chains, x*1, x+0 and "
                               "scalar constants; dedupe equal nodes (CSE)")
 
-    max_iterations: int = field(default=10, metadata={"doc": "sweeps before giving up"})
+    max_iterations: int = field(default=10, metadata={
+        "doc": "rewriting sweeps before giving up with an error (the sweep confirming the fixpoint is free)"})
     disable_patterns: tuple[str, ...] = field(
         default=(), metadata={"doc": "pattern names to skip: " + ", ".join(p.name for p in PATTERNS)})
 

@@ -79,6 +79,20 @@ class PassContext:
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
 
 
+class PassError(Exception):
+    """A pass cannot do what was asked of it on this input: a user-facing failure (an option
+    too tight for the graph, a plan that cannot be met), which the command line prints as one
+    `codesign: error:` line. Any other exception a pass raises is a bug in codesign.
+
+    The manager re-raises it with the pass that failed named: `pass_text` (the pass as the
+    pipeline spells it, options included) and `index` (its 1-based position).
+    """
+
+    def __init__(self, message: str, pass_text: str | None = None, index: int | None = None):
+        super().__init__(message)
+        self.pass_text, self.index = pass_text, index
+
+
 # -- instrumentation -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Instrumentation:
@@ -86,7 +100,9 @@ class Instrumentation:
 
     `print_ir_after_change` alone prints after every pass that changed the printed IR; with
     `print_ir_after` or `print_ir_after_all` it restricts those to passes that changed it.
-    `compile_to` stops after the named pass. Output goes to `stream` (stderr when None).
+    `compile_to` stops after the named pass, or after pass #N of the pipeline given as its
+    number (an int, or a string of digits as the command line passes it; needed when a pass
+    runs more than once). Output goes to `stream` (stderr when None).
     """
 
     print_ir_before: frozenset[str] = frozenset()
@@ -96,7 +112,7 @@ class Instrumentation:
     dump_dir: Path | None = None
     verify_each: bool = True
     timing: bool = False
-    compile_to: str | None = None
+    compile_to: str | int | None = None
     stream: TextIO | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -192,9 +208,12 @@ class PassManager:
             self._position(inst.compile_to, "compile_to")
 
     def _position(self, phase: str | int, what: str) -> int:
-        """1-based position of a pass in the pipeline, from a name (unique) or a number."""
+        """1-based position of a pass in the pipeline, from a name (unique) or a number (an
+        int, or a string of digits: pass names are identifiers, so the two never clash)."""
         names = [p.name for p in self.passes]
         listing = f"pipeline: {self.pipeline_text or '(empty)'}"
+        if isinstance(phase, str) and phase.strip().isdigit():
+            phase = int(phase)
         if isinstance(phase, int):
             if not 0 <= phase <= len(names):
                 raise PipelineError(f"{what}: pass #{phase} is outside the pipeline ({listing})")
@@ -245,6 +264,11 @@ class PassManager:
             start = time.perf_counter()
             try:
                 result = pass_.run(graph, ctx)
+            except PassError as exc:
+                if exc.pass_text is not None:  # already named (a pass running a nested pipeline)
+                    raise
+                raise PassError(f"pass {pass_.pipeline_text()!r} (#{index} of the pipeline) failed: {exc}",
+                                pass_.pipeline_text(), index) from exc
             except Exception as exc:
                 if hasattr(exc, "add_note"):  # Python >= 3.11: name the pass in the traceback
                     exc.add_note(f"while running pass {pass_.pipeline_text()!r} (#{index} of the pipeline)")
@@ -337,7 +361,8 @@ def add_instrumentation_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--verify-each", action=argparse.BooleanOptionalAction, default=True,
                        help="verify the IR after every pass (default: on)")
     group.add_argument("--timing", action="store_true", help="print a table of per-pass wall times")
-    group.add_argument("--compile-to", metavar="PASS", help="stop after PASS")
+    group.add_argument("--compile-to", metavar="PASS",
+                       help="stop after PASS (its name, or its number in the pipeline: 1 is the first pass)")
 
 
 def instrumentation_from_args(args: argparse.Namespace, stream: TextIO | None = None) -> Instrumentation:
