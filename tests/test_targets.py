@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -550,3 +554,289 @@ def test_bad_capabilities_explain_themselves(
     message = _error(tmp_path, GOOD.replace(old, new, 1))
     for words in expected:
         assert words in message, f"{words!r} not in:\n{message}"
+
+
+# ----------------------------------------------------------------------------- hostile files
+
+
+def _within_seconds(seconds: float, work: Any) -> Any:
+    """Run ``work()`` in a daemon thread and return what it returned (or re-raise what it
+    raised); fail the test if it is still running after ``seconds``, so a hang is a failure
+    rather than a stuck test run (there is no pytest-timeout here)."""
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - handed back to the test's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still running after {seconds} s (a hang)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """'Billion laughs': each anchor is a list of `width` aliases of the previous one, so
+    the last expands to width**levels leaves (9**9 ≈ 387 million) from about 1 KB of text."""
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_fast(tmp_path: Path) -> None:
+    bomb = _alias_bomb() + GOOD.replace("name: chip", f"name: chip\ndescription: *a{8}")
+    assert len(bomb.encode()) < 2000
+    path = _write(tmp_path, bomb)
+    started = time.perf_counter()
+    with pytest.raises(TargetError) as info:
+        _within_seconds(10, lambda: load_target(path))
+    assert time.perf_counter() - started < 2
+    message = str(info.value)
+    assert str(path) in message and "Traceback" not in message
+    assert "line 1, column 5" in message and "'&a0'" in message
+    assert "anchors and aliases are not allowed" in message
+    assert [p.line for p in info.value.problems] == [1]
+    # and through the CLI, which used to run for minutes
+    assert _within_seconds(10, lambda: _run(["targets", "validate", str(path)])) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "token"),
+    [
+        pytest.param("x: &one 1\nname: chip\n", "line 1, column 4", "'&one'", id="unused-anchor"),
+        pytest.param("name: *nothing\n", "line 1, column 7", "'*nothing'", id="undefined-alias"),
+        pytest.param(GOOD.replace("units: 10", "units: &u 10\n  tile_multiple: *u"),
+                     "line 6, column 10", "'&u'", id="small-alias"),
+        pytest.param("base: &b {bandwidth: 1 TB/s}\nlink:\n  <<: *b\n", "line 1, column 7", "'&b'",
+                     id="merge-key"),
+    ],
+)
+def test_every_anchor_and_alias_is_refused(tmp_path: Path, text: str, where: str,
+                                           token: str) -> None:
+    """Target files need no aliases (each figure is written once, next to its source), so
+    every anchor and alias is refused, not only those that expand a lot."""
+    message = _within_seconds(10, lambda: _error(tmp_path, text))
+    assert where in message and token in message and "not allowed" in message
+
+
+def test_deep_nesting_and_huge_files_are_refused(tmp_path: Path) -> None:
+    deep = "name: " + "[" * 5000 + "]" * 5000 + "\n"  # RecursionError in a plain composer
+    message = _within_seconds(10, lambda: _error(tmp_path, deep))
+    assert "line 1" in message and ("nested more than 16" in message  # ours, or libyaml's
+                                    or "exceeded maximum nesting depth" in message)
+    block = "".join(f"{'  ' * i}k{i}:\n" for i in range(20)) + "  " * 20 + "leaf\n"
+    message = _within_seconds(10, lambda: _error(tmp_path, block))
+    assert "line 17, column 33" in message and "nested more than 16" in message
+    huge = GOOD + "# " + "x" * (1 << 20) + "\n"
+    message = _within_seconds(10, lambda: _error(tmp_path, huge))
+    assert "file is 1.0" in message and "at most 64 KiB" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("name: chip\nkind: 2001-13-45\n", ["line 2", "2001-13-45"], id="bad-date"),
+        pytest.param("name: chip\nsockets: " + "9" * 5000 + "\n", ["line 2", "digits"],
+                     id="int-too-long"),
+        pytest.param("name: chip\nkind: !!timestamp x\n", ["line 2", "cannot read 'x'"],
+                     id="bad-timestamp-tag"),  # an AttributeError inside PyYAML; found by the fuzz
+        pytest.param("name: chip\x00\n", ["line 1", "#x0000", "not allowed"], id="nul-byte"),
+    ],
+)
+def test_yaml_values_that_cannot_be_read_are_target_errors(
+    tmp_path: Path, text: str, expected: list[str]
+) -> None:
+    message = _error(tmp_path, text)
+    for words in expected:
+        assert words in message, f"{words!r} not in:\n{message}"
+
+
+# ----------------------------------------------------------------------------- magnitudes
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param("capacity: 16 GB", "capacity: 1e400",
+                     ["line 9", "memory[1].capacity", "'1e400'", "from 1 B to 1 EB"], id="capacity-1e400"),
+        pytest.param("capacity: 16 GB", "capacity: 1.0e+400",
+                     ["memory[1].capacity", "inf", "finite"], id="capacity-inf-float"),
+        pytest.param("capacity: 16 GB", "capacity: .inf",
+                     ["memory[1].capacity", "inf", "finite"], id="capacity-yaml-inf"),
+        pytest.param("capacity: 16 GB", "capacity: 2 EB",
+                     ["memory[1].capacity", "'2 EB'", "from 1 B to 1 EB"], id="capacity-2EB"),
+        pytest.param("capacity: 16 GB", "capacity: 1e999999999 GB",
+                     ["memory[1].capacity", "'1e999999999 GB'", "out of range"], id="capacity-decimal-overflow"),
+        pytest.param("capacity: 16 GB", "capacity: " + "1" * 30 + " x 1 GB",
+                     ["memory[1].capacity", "from 1 B to 1 EB", "(out of range)"],
+                     id="capacity-count-too-long"),
+        pytest.param("capacity: 16 GB", "capacity: " + "9" * 5000 + " a b",  # was quadratic
+                     ["memory[1].capacity", "longer than 100 characters"], id="capacity-long-text"),
+        pytest.param("bandwidth: 1 TB/s", "bandwidth: .nan",
+                     ["memory[1].bandwidth", "nan", "finite"], id="bandwidth-nan"),
+        pytest.param("bandwidth: 10 TB/s", "bandwidth: 1e400 TB/s",
+                     ["memory[0].bandwidth", "'1e400 TB/s'", "from 1 kB/s to 1 EB/s"], id="bandwidth-1e400"),
+        pytest.param("bandwidth: 1 TB/s", "bandwidth: 1e-300",
+                     ["memory[1].bandwidth", "'1e-300'", "from 1 kB/s to 1 EB/s"], id="bandwidth-tiny"),
+        pytest.param("bandwidth: 1 TB/s", "bandwidth: 1 kB/s",
+                     ["memory:", "at most 1e+09 times faster", "'sram' (10 TB/s)", "'hbm' (1 kB/s)"],
+                     id="bandwidth-spread"),  # overflowed placement's CP-SAT coefficients
+        pytest.param("sockets: 1", "sockets: 100000000000000000000000000",
+                     ["line 10", "sockets:", "100000000000000000000000000", "from 1 to 65536"], id="sockets-1e26"),
+        pytest.param("sockets: 1", "sockets: 1.0e+26",
+                     ["sockets:", "from 1 to 65536"], id="sockets-1e26-float"),
+        pytest.param("sockets: 1", "sockets: .inf",
+                     ["sockets:", "finite"], id="sockets-inf"),
+        pytest.param("bf16: 100 TFLOP/s", "bf16: 1e-300",
+                     ["line 5", "compute.peak.bf16", "'1e-300'", "from 1 MFLOP/s to 1 EFLOP/s"], id="peak-1e-300"),
+        pytest.param("bf16: 100 TFLOP/s", "bf16: 2 EFLOP/s",
+                     ["compute.peak.bf16", "'2 EFLOP/s'", "from 1 MFLOP/s to 1 EFLOP/s"], id="peak-huge"),
+        pytest.param("bf16: 100 TFLOP/s", "bf16: -1 TFLOP/s",
+                     ["compute.peak.bf16", "must be positive", "'-1 TFLOP/s'"], id="peak-negative"),
+        pytest.param("launch_overhead: 2 us", "launch_overhead: 1e300",
+                     ["line 11", "launch_overhead", "'1e300'", "from 0 s to 1 s"], id="launch-1e300"),
+        pytest.param("launch_overhead: 2 us", "launch_overhead: -1 us",
+                     ["launch_overhead", "'-1 us'", "from 0 s to 1 s"], id="launch-negative"),
+        pytest.param("bandwidth: 1 TB/s}", "bandwidth: 1 TB/s, latency: 1e300 s}",
+                     ["memory[1].latency", "'1e300 s'", "from 0 s to 1 s"], id="latency-huge"),
+        pytest.param("units: 10", "units: 100000000000000000000",
+                     ["compute.units", "from 1 to 16777216"], id="units-huge"),
+        pytest.param("units: 10", "units: " + "7" * 400,  # too big for a float: no OverflowError
+                     ["compute.units", "from 1 to 16777216", "777"], id="units-400-digits"),
+        pytest.param("units: 10", "units: 10\n  tile_multiple: 1099511627776",
+                     ["compute.tile_multiple", "from 1 to 4096"], id="tile-multiple-huge"),
+        pytest.param("sockets: 1", "sockets: 2",
+                     ["interconnect:", "required when sockets > 1", "sockets is 2"], id="two-sockets-no-link"),
+        pytest.param("sockets: 1", "sockets: 2\ninterconnect: null",
+                     ["line 11", "interconnect:", "required when sockets > 1"], id="two-sockets-null-link"),
+        pytest.param("sockets: 1", "sockets: 2\ninterconnect: {bandwidth: 1e400 GB/s}",
+                     ["interconnect.bandwidth", "'1e400 GB/s'", "from 1 kB/s to 1 EB/s"], id="link-bandwidth-huge"),
+        pytest.param("sockets: 1", "sockets: 2\ninterconnect: {bandwidth: 1 TB/s, latency: .inf}",
+                     ["interconnect.latency", "inf", "finite"], id="link-latency-inf"),
+    ],
+)
+def test_implausible_magnitudes_are_refused(
+    tmp_path: Path, old: str, new: str, expected: list[str]
+) -> None:
+    """`targets validate` refuses what used to pass it and then crash `compile` (an
+    OverflowError in placement for a capacity of 1e400 or a peak of 1e-300 FLOP/s, CP-SAT
+    for a 1e300 s launch, a ValueError for two sockets without an interconnect)."""
+    assert old in GOOD
+    message = _error(tmp_path, GOOD.replace(old, new, 1))
+    for words in expected:
+        assert words in message, f"{words!r} not in:\n{message}"
+
+
+def test_magnitude_bounds_are_inclusive_and_documented(tmp_path: Path) -> None:
+    text = (GOOD.replace("16 GB", "1 EB").replace("100 TFLOP/s", "1 EFLOP/s")
+            .replace("2 us", "1 s").replace("sockets: 1", "sockets: 65536\n"
+                                            "interconnect: {bandwidth: 1 kB/s, latency: 1 s}"))
+    target = load_target(_write(tmp_path, text))
+    assert target.memory[1].capacity == 10**18 and target.sockets == 65536
+    assert target.peak_flops("bf16") == 1e18 and target.launch_overhead == 1.0
+    low = (GOOD.replace("100 TFLOP/s", "1 MFLOP/s").replace("10 TB/s", "1 TB/s")
+           .replace("1 TB/s}", "1 kB/s}"))  # a spread of 1e9: the most allowed
+    assert load_target(_write(tmp_path, low, "low.yaml")).peak_flops("bf16") == 1e6
+    # the same bounds hold for targets built in Python, and the JSON Schema shows them
+    with pytest.raises(ValueError, match="from 1 to 65536"):
+        Target(name="toy", kind="cpu", host_backend="cpp", sockets=10**26,
+               compute={"peak": {"fp32": "1 TFLOP/s"}, "units": 4},
+               memory=[{"name": "vmem", "capacity": "1 MiB", "bandwidth": "1 TB/s"}])
+    props = target_json_schema()["properties"]
+    assert props["sockets"]["maximum"] == 65536
+    assert "1 s" in props["launch_overhead"]["description"]
+
+
+def test_validate_and_compile_share_the_interconnect_rule(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """Placement refuses a multi-socket target without an interconnect; validate must too."""
+    two = bundled_target_path("sn40l").read_text().replace("sockets: 1", "sockets: 2", 1)
+    path = _write(tmp_path, two)
+    assert _run(["targets", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert str(path) in err and "interconnect" in err and "sockets is 2" in err
+
+
+# ----------------------------------------------------------------------------- fuzz
+
+_FUZZ_TOKENS = (b"&a ", b"*a", b"<<: ", b"!!binary ", b"!!python/object ", b"1e400", b".inf",
+                b".nan", b"-", b"[", b"]", b"{", b"}", b": ", b"\n", b"\n  ", b"#", b"'", b'"',
+                b"|", b">", b"? ", b"%YAML 1.1\n", b"---\n", b"...\n", b"\t", b"\x00", b"\xff",
+                b"\xc3", b"2001-13-45", b"0x", b"1:2:3", b"9" * 40, b" x ", b"e999", b"null",
+                b"~", b"true", b"!!set ", b"\xef\xbb\xbf", b"\r")
+
+
+# Whole values that have broken loaders: a bad date, an integer Python will not convert,
+# numbers no float holds, decimal overflow, an alias, deep nesting, tags.
+_FUZZ_VALUES = (b"2001-13-45", b"2001-02-30 25:61:61", b"9" * 5000, b"1e400", b"-1e400 GB",
+                b"1e999999999 TB/s", b"1" * 40 + b" x 1 GB", b".inf", b"-.inf", b".nan",
+                b"1.0e+400", b"1e-300", b"0", b"-0", b"*a", b"&a [1, *a]", b"[" * 60,
+                b"{a: " * 30, b"!!binary AAA=", b"!!float abc", b"!!int 0x", b"!!timestamp x",
+                b"1:2:3:4", b"0b102", b"0o9", b"0x1p3", b"~", b"true", b"", b"'", b'"\\x"',
+                b"!!python/name:os.system", b"? [a]", b"[1, 2]", b"{}", b"1_000_000_000_000_000")
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    """One to four random edits: flip a bit, insert a random byte or a YAML-ish token,
+    delete a run of bytes, duplicate one, or replace the value of a random `key: value`
+    line by a hostile one (which a purely random edit rarely produces)."""
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(buf) + 1)
+        op = rng.random()
+        if op < 0.25 and buf:
+            at = min(at, len(buf) - 1)
+            buf[at] ^= 1 << rng.randrange(8)
+        elif op < 0.4:
+            buf[at:at] = bytes([rng.randrange(256)])
+        elif op < 0.6:
+            buf[at:at] = rng.choice(_FUZZ_TOKENS)
+        elif op < 0.7:
+            del buf[at:at + rng.randint(1, 8)]
+        elif op < 0.8:
+            buf[at:at] = buf[at:at + rng.randint(1, 40)]
+        else:
+            colons = [i for i in range(len(buf) - 1) if buf[i:i + 2] == b": "]
+            if colons:
+                start = rng.choice(colons) + 2
+                end = buf.find(b"\n", start)
+                end = len(buf) if end < 0 else end
+                buf[start:end] = rng.choice(_FUZZ_VALUES)
+    return bytes(buf)
+
+
+def test_fuzzed_target_files_load_or_fail_cleanly(tmp_path: Path) -> None:
+    """1,000 seeded byte-level mutations of a bundled file through load_target: each loads
+    or raises TargetError; any other exception, or a hang, is a bug."""
+    seed_file = bundled_target_path("sn40l-node").read_bytes()
+    rng = random.Random(20240517)
+    outcomes = {"loaded": 0, "refused": 0}
+
+    def fuzz() -> None:
+        for i in range(1000):
+            data = _mutate(seed_file, rng)
+            path = tmp_path / f"m{i}.yaml"
+            path.write_bytes(data)
+            try:
+                load_target(path)
+            except TargetError as exc:
+                message = str(exc)
+                assert str(path) in message and "Traceback" not in message, (i, data)
+                outcomes["refused"] += 1
+            except Exception as exc:  # noqa: BLE001 - the point of the test
+                raise AssertionError(f"mutation {i} raised {exc!r}; file bytes: {data!r}") from exc
+            else:
+                outcomes["loaded"] += 1
+
+    started = time.perf_counter()
+    _within_seconds(60, fuzz)
+    assert time.perf_counter() - started < 30
+    # both outcomes happen: the mutations are neither all harmless nor all fatal
+    assert outcomes["loaded"] > 50 and outcomes["refused"] > 200, outcomes

@@ -3,6 +3,22 @@
 Every failure is a :class:`TargetError` whose message names the file, the field path
 (``memory[1].bandwidth``), the line where YAML put it, the bad value and what was expected,
 for every problem in the file at once, so one edit-and-retry fixes them all.
+
+A target file is untrusted input (people write them, copy them, generate them), so reading
+one takes time bounded by its size, and every way a file can be wrong is a
+:class:`TargetError`, never another exception:
+
+* A file over :data:`MAX_FILE_BYTES` (64 KiB; the bundled files are about 2 KB) is refused
+  before it is parsed.
+* YAML anchors and aliases (``&name`` / ``*name``, and so ``<<:`` merge keys) are refused,
+  every one, not only those that would expand a lot: a target needs none (each figure is
+  written once, next to its source), and refusing them all is what makes an alias bomb
+  ("billion laughs": nested aliases that expand to millions of nodes from a few hundred
+  bytes) cost one linear scan. The error names the line and column of the first one.
+* Collections nested deeper than :data:`MAX_NESTING` (a target needs four levels) are
+  refused, so nothing downstream recurses without bound.
+* A scalar YAML cannot turn into a value (a date such as ``2001-13-45``, an integer of
+  thousands of digits) is reported with its line, like a syntax error.
 """
 
 from __future__ import annotations
@@ -29,12 +45,20 @@ __all__ = [
     "bundled_target_path",
     "target_json_schema",
     "BUNDLED_DIR",
+    "MAX_FILE_BYTES",
+    "MAX_NESTING",
 ]
 
 BUNDLED_DIR = Path(__file__).parent / "data"
 """Where the bundled target files live (shipped as package data)."""
 
 _SUFFIXES = (".yaml", ".yml")
+
+MAX_FILE_BYTES = 64 * 1024
+"""Largest target file read (the bundled ones are about 2 KB): bounds the time of a load."""
+
+MAX_NESTING = 16
+"""Deepest nesting of YAML collections accepted (a target file needs four levels)."""
 
 
 @dataclass(frozen=True)
@@ -110,20 +134,46 @@ def load_target(name_or_path: str | Path) -> Target:
 @lru_cache(maxsize=64)
 def _load_file(path: str, mtime_ns: int, size: int) -> Target:
     """Parse and validate one file; cached per (path, mtime, size): targets are immutable."""
+    if size > MAX_FILE_BYTES:
+        raise _too_big(size, path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)  # the file may have grown since stat()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise TargetError(
+            f"{path}: cannot read target file: line {line}: not UTF-8 text ({exc.reason} "
+            f"at byte {exc.start}, {data[exc.start:exc.start + 1]!r})",
+            source=path,
+            problems=[Problem("", f"not UTF-8 text ({exc.reason})", line)],
+        ) from None
+    except OSError as exc:
         raise TargetError(f"{path}: cannot read target file: {exc}", source=path) from None
     return parse_target(text, source=path)
 
 
+def _too_big(size: int, source: str) -> TargetError:
+    return TargetError(
+        f"{source}: the file is {size / 2**20:.1f} MiB ({size} bytes); a target file may be "
+        f"at most {MAX_FILE_BYTES // 1024} KiB",
+        source=source,
+        problems=[Problem("", f"file too large ({size} bytes)", None)],
+    )
+
+
 def parse_target(text: str, *, source: str = "<string>") -> Target:
     """A validated :class:`Target` from YAML text; ``source`` names it in errors."""
+    if len(text) > MAX_FILE_BYTES:
+        raise _too_big(len(text.encode("utf-8", "surrogatepass")), source)
     try:
-        tree = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        tree, data = _read_yaml(text)
+    except _Refused as exc:
+        raise _yaml_error(exc, source, refused=True) from None
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, source) from None
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, source) from None
     except yaml.YAMLError as exc:  # pragma: no cover - PyYAML marks nearly all errors
         raise TargetError(f"{source}: invalid YAML: {exc}", source=source) from None
 
@@ -159,21 +209,118 @@ def target_json_schema() -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------------------- reading
+
+# libyaml when it is there (about ten times faster); PyYAML's own parser otherwise.
+_BaseLoader: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BYTE_OFFSETS = _BaseLoader is not yaml.SafeLoader  # libyaml reports offsets in bytes
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that a target file may not use (an anchor, an alias, deep nesting)."""
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """The safe loader, with every failure of a constructor turned into a marked error."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever a constructor trips over
+            # is the file's fault: a date 2001-13-45 (ValueError), an integer with more
+            # digits than Python converts (ValueError), "!!timestamp x" (AttributeError)
+            value = node.value if isinstance(node, yaml.ScalarNode) else node.tag
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read {_short(value)}: {exc}", node.start_mark
+            ) from None
+
+
+def _check_events(text: str) -> None:
+    """One linear pass over the YAML events: refuse anchors, aliases and deep nesting
+    before anything is composed, so no later step can expand or recurse without bound."""
+    loader = _Loader(text)
+    depth = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, yaml.AliasEvent):
+                raise _Refused(
+                    None, None,
+                    f"YAML anchors and aliases are not allowed in a target file (found alias "
+                    f"'*{event.anchor}'); write the value out",
+                    event.start_mark,
+                )
+            anchor = getattr(event, "anchor", None)
+            if anchor is not None:
+                raise _Refused(
+                    None, None,
+                    f"YAML anchors and aliases are not allowed in a target file (found anchor "
+                    f"'&{anchor}'); write the value out",
+                    event.start_mark,
+                )
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_NESTING:
+                    raise _Refused(
+                        None, None,
+                        f"collections nested more than {MAX_NESTING} deep; a target file "
+                        "needs four levels",
+                        event.start_mark,
+                    )
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    finally:
+        loader.dispose()
+
+
+def _read_yaml(text: str) -> tuple[yaml.Node | None, Any]:
+    """The node tree (for line numbers) and the data of a single-document YAML text."""
+    _check_events(text)
+    loader = _Loader(text)
+    try:
+        tree = loader.get_single_node()
+        data = loader.construct_document(tree) if tree is not None else None
+    finally:
+        loader.dispose()
+    return tree, data
+
+
 # ---------------------------------------------------------------------------- messages
 
 
-def _yaml_error(exc: yaml.MarkedYAMLError, source: str) -> TargetError:
+def _yaml_error(exc: yaml.MarkedYAMLError, source: str, *, refused: bool = False) -> TargetError:
     mark = exc.problem_mark or exc.context_mark
     problem = exc.problem or "syntax error"
     if exc.context:
         problem = f"{exc.context}, {problem}"
+    what = "refused" if refused else "invalid YAML"
     if mark is None:  # pragma: no cover - marked errors carry a mark
-        return TargetError(f"{source}: invalid YAML: {problem}", source=source)
+        return TargetError(f"{source}: {what}: {problem}", source=source)
     line, column = mark.line + 1, mark.column + 1
     return TargetError(
-        f"{source}: invalid YAML at line {line}, column {column}: {problem}",
+        f"{source}: {what} at line {line}, column {column}: {problem}",
         source=source,
-        problems=[Problem("", f"invalid YAML at column {column}: {problem}", line)],
+        problems=[Problem("", f"{what} at column {column}: {problem}", line)],
+    )
+
+
+def _reader_error(exc: yaml.reader.ReaderError, text: str, source: str) -> TargetError:
+    """A character YAML does not allow (NUL, most control characters), with its line."""
+    position = max(0, int(exc.position))
+    if _BYTE_OFFSETS:
+        before = text.encode("utf-8", "surrogatepass")[:position]
+        line = before.count(b"\n") + 1
+    else:
+        line = text[:position].count("\n") + 1
+    character = exc.character
+    code = f"#x{character:04x}" if isinstance(character, int) else f"#x{ord(character):04x}"
+    problem = f"unacceptable character {code}: {exc.reason}"
+    return TargetError(
+        f"{source}: invalid YAML at line {line}: {problem}",
+        source=source,
+        problems=[Problem("", f"invalid YAML: {problem}", line)],
     )
 
 
@@ -205,6 +352,8 @@ def _problem(error: Any, tree: yaml.Node | None) -> Problem:
     value = error.get("input")
     path = _format_path(loc)
     line = _line_of(tree, loc)
+    if loc in _SHOWN_AT and not _has_key(tree, loc):
+        line = _line_of(tree, _SHOWN_AT[loc])  # a missing field, shown where it is needed
 
     if kind == "extra_forbidden":
         field = str(loc[-1])
@@ -229,6 +378,20 @@ def _problem(error: Any, tree: yaml.Node | None) -> Problem:
     elif not isinstance(value, (dict, list, tuple)) and "got " not in message:
         message = f"{message}, got {_short(value)}"
     return Problem(path, message, line)
+
+
+# Where the problem of a field that is not in the file is best shown: a missing
+# interconnect is needed because of the sockets line.
+_SHOWN_AT: dict[tuple[int | str, ...], tuple[int | str, ...]] = {
+    ("interconnect",): ("sockets",),
+}
+
+
+def _has_key(tree: yaml.Node | None, loc: Sequence[int | str]) -> bool:
+    """Whether the top-level mapping of ``tree`` has the one-part key ``loc``."""
+    return isinstance(tree, yaml.MappingNode) and any(
+        key.value == loc[0] for key, _ in tree.value
+    )
 
 
 # Plainer words for pydantic's commonest complaints, by error type.

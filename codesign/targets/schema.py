@@ -21,24 +21,58 @@ Conventions every consumer may rely on:
   (``scope="per_unit"``, e.g. GPU shared memory: write ``132 x 228 KiB``); use
   :meth:`Target.unit_capacity` for what one unit sees, and the ``total_*`` methods for a
   whole multi-socket node.
+* Every number is finite and inside a plausible range, so that ``targets validate``
+  refuses what would later overflow a pass (a capacity of ``1e400`` bytes, a peak of
+  ``1e-300`` FLOP/s, a launch overhead of ``1e300`` s). The ranges are generous, a few
+  orders of magnitude beyond any chip we know of, but finite (:data:`RANGES`):
+
+  ==============================  ===================  =========================================
+  field                           range                why the ends
+  ==============================  ===================  =========================================
+  ``memory[].capacity``           1 B to 1 EB          per socket; the largest hosts hold ~100 TB
+  ``memory[].bandwidth``,         1 kB/s to 1 EB/s     a wafer-scale SRAM moves ~20 PB/s
+  ``interconnect.bandwidth``
+  ``compute.peak.<dtype>``        1 MFLOP/s to         per socket; a wafer-scale chip is ~0.1
+                                  1 EFLOP/s            EFLOP/s
+  ``memory[].latency``,           0 s to 1 s           a kernel launch is microseconds
+  ``interconnect.latency``,
+  ``launch_overhead``
+  ``sockets``                     1 to 65536           the largest nodes have thousands
+  ``compute.units``               1 to 16777216        a wafer-scale chip has ~900 000 cores
+  ``compute.tile_multiple``       1 to 4096            tensor cores and MXUs align to <= 256
+  ==============================  ===================  =========================================
+
+  Across the tiers of one target, the fastest bandwidth may be at most
+  :data:`MAX_BANDWIDTH_SPREAD` (1e9) times the slowest.
+* A node of more than one socket must say how its sockets are linked (``interconnect``):
+  placement needs its bandwidth to place tensor-parallel weights.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from .units import (
+    UnitRangeError,
     format_bandwidth,
+    format_bytes,
+    format_flops,
+    format_time,
     parse_bandwidth,
     parse_bytes,
     parse_flops,
@@ -50,6 +84,9 @@ __all__ = [
     "Bandwidth",
     "Flops",
     "Seconds",
+    "Range",
+    "RANGES",
+    "MAX_BANDWIDTH_SPREAD",
     "Dtype",
     "DTYPES",
     "Holds",
@@ -65,37 +102,118 @@ __all__ = [
 ]
 
 
-def _unit_schema(what: str, examples: list[str]) -> WithJsonSchema:
-    """JSON Schema for a unit field: editors should accept '64 GB' as well as 64e9."""
-    return WithJsonSchema(
+@dataclass(frozen=True)
+class Range:
+    """The plausible values of one kind of figure: generous, but finite. Inclusive."""
+
+    low: float
+    high: float
+    what: str  # "a capacity", for messages
+    format: Callable[[Any], str] = str
+
+    def expected(self) -> str:
+        return f"expected {self.what} from {self.format(self.low)} to {self.format(self.high)}"
+
+    def check(self, value: float) -> float:
+        """``value`` if it is finite and in range; else a ValueError saying the range (the
+        loader adds the value as written, the file, the field path and the line)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{self.expected()} (not a finite number)")
+        # int-to-float comparisons are exact in Python: no OverflowError for a huge int
+        if self.low > 0 and value <= 0:
+            raise ValueError(f"must be positive; {self.expected()}")
+        if not self.low <= value <= self.high:
+            raise ValueError(self.expected())
+        return value
+
+
+RANGES: dict[str, Range] = {
+    "capacity": Range(1, 10**18, "a capacity", format_bytes),  # 1 B .. 1 EB per socket
+    "bandwidth": Range(1e3, 1e18, "a bandwidth", format_bandwidth),  # 1 kB/s .. 1 EB/s
+    "peak": Range(1e6, 1e18, "a peak rate", format_flops),  # 1 MFLOP/s .. 1 EFLOP/s per socket
+    "duration": Range(0.0, 1.0, "a duration", format_time),  # latencies, launch: 0 .. 1 s
+    "sockets": Range(1, 65536, "a whole number"),
+    "units": Range(1, 2**24, "a whole number"),
+    "tile_multiple": Range(1, 4096, "a whole number"),
+}
+"""Plausible range of each kind of figure (the table in this module's docstring)."""
+
+MAX_BANDWIDTH_SPREAD = 1e9
+"""Most times the fastest tier's bandwidth may exceed the slowest's. Real chips span about
+1e2 (a phone) to 1e6 (wafer-scale SRAM over PCIe); placement's ILP counts time in units of
+the slowest tier's transfers, and a spread near 1e15 overflows its 64-bit coefficients."""
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quantity(
+    base: type, parse: Callable[[Any], Any], limits: Range, what: str, examples: list[str]
+) -> Any:
+    """A unit field: read with ``parse``, then held to ``limits``. A number no float can
+    hold (inf, nan, 1e400) is reported against the field's range, not the float's."""
+
+    def validate(value: object) -> Any:
+        try:
+            amount = parse(value)
+        except UnitRangeError:
+            finite = not (isinstance(value, float) and not math.isfinite(value))
+            why = "out of range" if finite else "not a finite number"
+            raise ValueError(f"{limits.expected()}, got {_short(value)} ({why})") from None
+        return limits.check(amount)
+
+    low, high = limits.format(limits.low), limits.format(limits.high)
+    schema = WithJsonSchema(
         {
             "anyOf": [
                 {"type": "string", "examples": examples},
-                {"type": "number"},
+                {"type": "number", "minimum": limits.low, "maximum": limits.high},
             ],
-            "description": f"{what}; a string with units such as "
+            "description": f"{what}, from {low} to {high}; a string with units such as "
             + " or ".join(repr(e) for e in examples)
             + ", or a plain number in SI base units",
         }
     )
+    return Annotated[base, BeforeValidator(validate), schema]
 
 
-Bytes = Annotated[
-    int, BeforeValidator(parse_bytes), _unit_schema("size in bytes", ["64 GB", "520 MiB"])
-]
-Bandwidth = Annotated[
+def _count(limits: Range) -> Any:
+    """A whole-number field held to ``limits`` (pydantic refuses inf, nan and fractions)."""
+    def whole(value: object) -> object:
+        # 1.0e+26 is a whole number too large for pydantic's float-to-int path; let the
+        # range check report it instead of a parsing complaint.
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        return value
+
+    return Annotated[
+        int,
+        BeforeValidator(whole),
+        Field(gt=0, json_schema_extra={"maximum": int(limits.high)}),
+        AfterValidator(lambda n: int(limits.check(n))),
+    ]
+
+
+Bytes = _quantity(int, parse_bytes, RANGES["capacity"], "size in bytes", ["64 GB", "520 MiB"])
+Bandwidth = _quantity(
+    float, parse_bandwidth, RANGES["bandwidth"], "bandwidth in bytes/s", ["1.8 TB/s", "200 GB/s"]
+)
+Flops = _quantity(
     float,
-    BeforeValidator(parse_bandwidth),
-    _unit_schema("bandwidth in bytes/s", ["1.8 TB/s", "200 GB/s"]),
-]
-Flops = Annotated[
-    float,
-    BeforeValidator(parse_flops),
-    _unit_schema("compute rate in FLOP/s (or OP/s for integers)", ["638 TFLOP/s", "35 TOPS"]),
-]
-Seconds = Annotated[
-    float, BeforeValidator(parse_time), _unit_schema("duration in seconds", ["2 us", "1.5 ms"])
-]
+    parse_flops,
+    RANGES["peak"],
+    "compute rate in FLOP/s (or OP/s for integers)",
+    ["638 TFLOP/s", "35 TOPS"],
+)
+Seconds = _quantity(
+    float, parse_time, RANGES["duration"], "duration in seconds", ["2 us", "1.5 ms"]
+)
+
+_Sockets = _count(RANGES["sockets"])
+_Units = _count(RANGES["units"])
+_TileMultiple = _count(RANGES["tile_multiple"])
 
 Dtype = Literal["bf16", "fp16", "fp32", "tf32", "fp8", "int8"]
 DTYPES: tuple[str, ...] = get_args(Dtype)
@@ -125,12 +243,6 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _positive(value: float, what: str) -> float:
-    if value <= 0:
-        raise ValueError(f"{what} must be positive")
-    return value
-
-
 class Compute(_Frozen):
     """The arithmetic side of one socket."""
 
@@ -138,11 +250,13 @@ class Compute(_Frozen):
         description="Peak dense rate per dtype, e.g. {bf16: 638 TFLOP/s}. The rate the cost "
         "model uses: prefer a measured figure to a datasheet one, and say which in a comment."
     )
-    units: int = Field(gt=0, description="Number of compute units (PCUs, SMs, cores).")
-    tile_multiple: int = Field(
+    units: _Units = Field(
+        description="Number of compute units (PCUs, SMs, cores), 1 to 16777216."
+    )
+    tile_multiple: _TileMultiple = Field(
         default=16,
-        gt=0,
-        description="Tile sizes should be multiples of this (tensor-core / SIMD alignment).",
+        description="Tile sizes should be multiples of this (tensor-core / SIMD alignment), "
+        "1 to 4096.",
     )
     tile_shape: TileShape = Field(
         default="min_traffic",
@@ -167,9 +281,7 @@ class Compute(_Frozen):
     def _peak_valid(cls, peak: dict[str, float]) -> dict[str, float]:
         if not peak:
             raise ValueError(f"peak needs at least one dtype, one of {', '.join(DTYPES)}")
-        for dtype, rate in peak.items():
-            _positive(rate, f"peak rate for {dtype}")
-        return peak
+        return peak  # each rate is held to RANGES["peak"] by its type (Flops)
 
     def __hash__(self) -> int:  # dict fields are unhashable; hash a sorted view instead.
         return hash((tuple(sorted(self.peak.items())), self.units, self.tile_multiple,
@@ -200,23 +312,6 @@ class MemoryTier(_Frozen):
         "sockets (pinned host memory behind PCIe).",
     )
 
-    @field_validator("capacity")
-    @classmethod
-    def _capacity_positive(cls, capacity: int) -> int:
-        return int(_positive(capacity, "capacity"))
-
-    @field_validator("bandwidth")
-    @classmethod
-    def _bandwidth_positive(cls, bandwidth: float) -> float:
-        return _positive(bandwidth, "bandwidth")
-
-    @field_validator("latency")
-    @classmethod
-    def _latency_non_negative(cls, latency: float | None) -> float | None:
-        if latency is not None and latency < 0:
-            raise ValueError("latency must not be negative")
-        return latency
-
     @field_validator("holds")
     @classmethod
     def _holds_valid(cls, holds: tuple[str, ...]) -> tuple[str, ...]:
@@ -234,11 +329,6 @@ class Interconnect(_Frozen):
     bandwidth: Bandwidth = Field(description="Aggregate bandwidth across the node.")
     latency: Seconds | None = Field(default=None, description="Per-transfer latency, if known.")
     description: str = Field(default="", description="What the link is, with its source.")
-
-    @field_validator("bandwidth")
-    @classmethod
-    def _bandwidth_positive(cls, bandwidth: float) -> float:
-        return _positive(bandwidth, "bandwidth")
 
 
 class Target(_Frozen):
@@ -259,9 +349,13 @@ class Target(_Frozen):
     )
     compute: Compute
     memory: tuple[MemoryTier, ...] = Field(description="Memory tiers, fastest first.")
-    sockets: int = Field(default=1, gt=0, description="Sockets (chips) in the node.")
+    sockets: _Sockets = Field(
+        default=1, description="Sockets (chips) in the node, 1 to 65536."
+    )
     interconnect: Interconnect | None = Field(
-        default=None, description="Links between sockets; only meaningful when sockets > 1."
+        default=None,
+        validate_default=True,  # so that a missing one is checked against sockets
+        description="Links between sockets; required when sockets > 1.",
     )
     dma: bool = Field(
         default=True, description="Whether tier-to-tier transfers can overlap compute."
@@ -274,7 +368,8 @@ class Target(_Frozen):
         "chip maps a layer (SN40L); the fusion pass tries it when the stage buffers fit.",
     )
     launch_overhead: Seconds = Field(
-        default=0.0, description="Fixed cost of launching one kernel (or one fused graph)."
+        default=0.0,
+        description="Fixed cost of launching one kernel (or one fused graph), 0 s to 1 s.",
     )
 
     # ------------------------------------------------------------------ validation
@@ -313,16 +408,31 @@ class Target(_Frozen):
                     f"comes before memory[{i + 1}] {slower.name!r} "
                     f"({format_bandwidth(slower.bandwidth)})"
                 )
+        fastest = max(memory, key=lambda tier: tier.bandwidth)
+        slowest = min(memory, key=lambda tier: tier.bandwidth)
+        if fastest.bandwidth > MAX_BANDWIDTH_SPREAD * slowest.bandwidth:
+            problems.append(
+                f"the fastest tier may be at most {MAX_BANDWIDTH_SPREAD:.0e} times faster "
+                f"than the slowest, but {fastest.name!r} ({format_bandwidth(fastest.bandwidth)})"
+                f" is {fastest.bandwidth / slowest.bandwidth:.1e} times {slowest.name!r} "
+                f"({format_bandwidth(slowest.bandwidth)})"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return memory
 
-    @field_validator("launch_overhead")
+    @field_validator("interconnect")
     @classmethod
-    def _launch_overhead_non_negative(cls, seconds: float) -> float:
-        if seconds < 0:
-            raise ValueError("launch_overhead must not be negative")
-        return seconds
+    def _interconnect_when_several_sockets(
+        cls, interconnect: Interconnect | None, info: ValidationInfo
+    ) -> Interconnect | None:
+        sockets = info.data.get("sockets")  # absent when sockets itself was invalid
+        if interconnect is None and isinstance(sockets, int) and sockets > 1:
+            raise ValueError(
+                f"required when sockets > 1 (sockets is {sockets}): expected a mapping such "
+                "as {bandwidth: 900 GB/s} saying how the sockets are linked, got none"
+            )
+        return interconnect
 
     @model_validator(mode="after")
     def _per_unit_divides(self) -> Target:

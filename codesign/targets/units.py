@@ -15,7 +15,11 @@ Rules:
 * Arithmetic is exact (``decimal``), so ``"1.3 GB"`` is exactly 1 300 000 000 bytes.
 
 Bad input raises :class:`UnitError` (a ``ValueError``) saying what was expected, e.g.
-``expected a size such as '64 GB' or '520 MiB', got '64 GX'``.
+``expected a size such as '64 GB' or '520 MiB', got '64 GX'``. A number that no float can
+hold (``inf``, ``nan``, ``1e400``, ``1e-400``; a count of more than 18 digits) raises its
+subclass :class:`UnitRangeError`, so no parser ever returns a non-finite number, and the
+schema can say which range the field expects. Plausible ranges per field are the schema's
+business, not this module's.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from decimal import Decimal, InvalidOperation
 
 __all__ = [
     "UnitError",
+    "UnitRangeError",
     "parse_bytes",
     "parse_bandwidth",
     "parse_flops",
@@ -42,6 +47,18 @@ __all__ = [
 
 class UnitError(ValueError):
     """A quantity could not be read; the message says what form was expected."""
+
+
+class UnitRangeError(UnitError):
+    """A quantity was read but is not a finite number a float can hold (inf, nan, 1e400)."""
+
+
+# Magnitudes (in base units) a quantity may have: well inside a float's range (about
+# 2.2e-308 to 1.8e308), so arithmetic on them cannot overflow or flush to zero at once.
+_LARGEST = Decimal("1e300")
+_SMALLEST = Decimal("1e-300")
+_MAX_COUNT_DIGITS = 18  # "<count> x <size>": more than a quintillion units is a typo
+_MAX_TEXT = 100  # characters in a quantity: "132 x 228 KiB" needs 13
 
 
 _DECIMAL: dict[str, Decimal] = {
@@ -108,14 +125,20 @@ def _parse(value: object, quantity: _Quantity) -> Decimal:
     if isinstance(value, bool):  # bool is an int subclass; True is never a size.
         raise UnitError(f"{quantity.expected()}, got {value!r}")
     if isinstance(value, int):
-        return Decimal(value)
+        if value.bit_length() > 1000:  # beyond 1e300, and cheap to test on a huge int
+            raise UnitRangeError(f"{quantity.expected()}, got a {value.bit_length()}-bit "
+                                 "integer (out of range: at most 1e300)")
+        return _in_range(Decimal(value), value, quantity)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise UnitError(f"{quantity.expected()}, got {value!r}")
-        return Decimal(repr(value))
+            raise UnitRangeError(f"{quantity.expected()}, got {value!r} (not a finite number)")
+        return _in_range(Decimal(repr(value)), value, quantity)
     if not isinstance(value, str):
         raise UnitError(f"{quantity.expected()}, got {value!r} ({type(value).__name__})")
 
+    if len(value) > _MAX_TEXT:  # also keeps the regex's backtracking short
+        raise UnitError(f"{quantity.expected()}, got {_clip(value)} (longer than {_MAX_TEXT} "
+                        "characters)")
     match = _QUANTITY_RE.match(value)
     if match is None:
         raise UnitError(f"{quantity.expected()}, got {value!r}")
@@ -127,10 +150,33 @@ def _parse(value: object, quantity: _Quantity) -> Decimal:
     multiplier = _unit_multiplier(unit, quantity)
     if multiplier is None:
         raise UnitError(f"{quantity.expected()}, got {value!r} (unknown unit {unit!r})")
+    if count is not None and len(count.lstrip("0")) > _MAX_COUNT_DIGITS:
+        raise UnitRangeError(
+            f"{quantity.expected()}, got {_clip(value)} (out of range: a count of at most "
+            f"{_MAX_COUNT_DIGITS} digits)"
+        )
+    # Test the exponent before multiplying: Decimal("1e999999999") * 1024 would raise
+    # decimal.Overflow (an ArithmeticError, not a ValueError).
+    _in_range(magnitude, value, quantity)
     result = magnitude * multiplier
     if count is not None:
         result *= int(count)
-    return result
+    return _in_range(result, value, quantity)
+
+
+def _clip(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _in_range(amount: Decimal, value: object, quantity: _Quantity) -> Decimal:
+    """``amount`` if zero or between 1e-300 and 1e300 in magnitude; else UnitRangeError."""
+    if amount and not _SMALLEST <= amount.copy_abs() <= _LARGEST:  # no context: no Overflow
+        raise UnitRangeError(
+            f"{quantity.expected()}, got {_clip(value)} (out of range: a magnitude from "
+            "1e-300 to 1e300 in base units)"
+        )
+    return amount
 
 
 def _unit_multiplier(unit: str, quantity: _Quantity) -> Decimal | None:
