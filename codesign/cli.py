@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from codesign.ir import Graph, ParseError, VerifyError, parse_graph, print_graph
+from codesign.ir import Graph, ParseError, VerifyError, decode_ir, parse_graph, print_graph
 from codesign.experts.cli import add_experts_parser
 from codesign.targets.cli import add_targets_parser
 from codesign.passes import (DEFAULT_PIPELINE, PASSES, PassContext, PassError, PassManager,
@@ -33,17 +33,28 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exception types that mean "the user's input is wrong", not "codesign has a bug"."""
+    """Exception types that mean "the user's input is wrong", not "codesign has a bug": the
+    one place that decides what `main` prints as a `codesign: error:` message (exit 1) and
+    what it lets through as a traceback. Each type's message says what is wrong and where;
+    imported here, not at the top, so that `codesign --help` does not import torch."""
+    from codesign.codegen import CodegenError  # reaches the caller only for a pinned backend
+    from codesign.codegen.registry import UnknownBackendError
     from codesign.compiler import SaveError
     from codesign.experts import InfeasibleError, PlanError, TraceError
     from codesign.export import MlirExportError
     from codesign.frontend import CaptureError, ModelSpecError
+    from codesign.frontend.aten import ConversionError
+    from codesign.frontend.moe import MoeBlockError
+    from codesign.frontend.signature import InputMismatchError
     from codesign.passes.fuse import FusionError
+    from codesign.placement import PlacementError
     from codesign.targets import TargetError
     from codesign.targets.schema import TargetLookupError
+    from codesign.targets.units import UnitError
     return (UserError, ParseError, VerifyError, PipelineError, PassError, OSError, TargetError,
-            TargetLookupError, ModelSpecError, CaptureError, FusionError, SaveError, MlirExportError,
-            PlanError, TraceError, InfeasibleError)
+            TargetLookupError, UnitError, ModelSpecError, CaptureError, ConversionError, MoeBlockError,
+            InputMismatchError, FusionError, PlacementError, SaveError, MlirExportError, CodegenError,
+            UnknownBackendError, PlanError, TraceError, InfeasibleError)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -59,13 +70,15 @@ def _write_output(text: str, output: Path | None) -> None:
 def _read_ir(path: str) -> tuple[str, str]:
     """(text, name for messages) of an IR file, `-` meaning stdin."""
     if path == "-":
-        return sys.stdin.read(), "<stdin>"
+        stdin = getattr(sys.stdin, "buffer", None)  # bytes, decoded as files are
+        return (decode_ir(stdin.read(), "<stdin>") if stdin is not None else sys.stdin.read()), "<stdin>"
     try:
-        return Path(path).read_text(), path
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise UserError(f"no such IR file: {path}") from None
     except OSError as exc:
         raise UserError(f"cannot read IR file {path}: {exc.strerror}") from None
+    return decode_ir(data, path), path
 
 
 def pipeline_of_dump(text: str) -> str | None:
@@ -247,7 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         # a ParseError already reads `file:line:col: error: ...`, as compilers print them
         message = str(exc) if isinstance(exc, ParseError) else f"codesign: error: {exc}"
-        print(message, file=sys.stderr)
+        notes = "".join(f"\n  ({note})" for note in getattr(exc, "__notes__", ()))  # the pass it came from
+        print(message + notes, file=sys.stderr)
         return 1
 
 

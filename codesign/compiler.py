@@ -25,6 +25,7 @@ from codesign.analysis import GraphStats, graph_stats
 from codesign.codegen import CodegenError
 from codesign.codegen.registry import FALLBACK, build_program, choose_backend, device_of, get_backend
 from codesign.frontend.capture import CapturedModel, capture
+from codesign.frontend.signature import Signature
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
 from codesign.cost.report import FusionSummary, kernel_table, roofline_plot, summarize
@@ -56,7 +57,17 @@ class CompiledModule:
     experts: object = None  # the expert-switching Schedule when experts overflow the fast tier
     backend_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)  # by backend name
     _programs: dict = field(default_factory=dict, repr=False)  # built programs by backend name; None: refused
+    _graphs: dict = field(default_factory=dict, repr=False)  # the graph each backend runs (after partition)
     _fusion: FusionSummary | None = field(default=None, repr=False)  # derived once, on demand
+    signature: Signature | None = None  # how a call maps onto the graph; None: the graph's own
+
+    @property
+    def calling(self) -> Signature:
+        """The calling convention: inputs checked (never cast), buffers the model updates in
+        place threaded through the graph, and their new values written back after each call."""
+        if self.signature is None:
+            self.signature = Signature.plain(self.graph)
+        return self.signature
 
     @property
     def is_meta(self) -> bool:
@@ -75,15 +86,34 @@ class CompiledModule:
         once; raises `CodegenError` when the backend refuses the graph (None afterwards,
         once `__call__` has fallen back)."""
         if backend not in self._programs:
-            self._programs[backend] = build_program(backend, self.graph, self.state, self.target,
+            self._programs[backend] = build_program(backend, self.graph_for(backend), self.state, self.target,
                                                     self.backend_options.get(backend))
         return self._programs[backend]
+
+    def graph_for(self, backend: str) -> Graph:
+        """The graph `backend` runs: `graph` after `partition{backend=...}` (the backend's own
+        regrouping; its decisions join `ledger`), or `graph` itself when the pipeline already
+        ended its grouping with that pass (a plan edited after it runs as written)."""
+        if backend not in self._graphs:
+            from codesign.passes.registry import parse_pipeline
+            ran = {self.target.host_backend if p.backend == "auto" else p.backend
+                   for p in parse_pipeline(self.pipeline or "") if p.name == "partition"}
+            graph = self.graph
+            if backend not in ran and get_backend(backend).partition_rules(self.target) is not None:
+                ctx = PassContext(target=self.target)
+                graph = PassManager(f"partition{{backend={backend}}}").run(self.graph, ctx)
+                self.ledger = tuple(self.ledger) + tuple(ctx.ledger)
+            self._graphs[backend] = graph
+        return self._graphs[backend]
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if self.is_meta:
             raise RuntimeError(f"{self.graph.name} was captured on the meta device (shapes only): it can be "
                                "planned and reported but not run; build it on cpu/cuda to run it")
-        backend = self.backend_for(inputs)
+        calling = self.calling
+        calling.check(inputs)
+        runtime = calling.bind(inputs)
+        backend = self.backend_for(runtime)
         try:
             program = self.program(backend)
         except CodegenError as exc:
@@ -96,7 +126,8 @@ class CompiledModule:
         if program is None:
             program = self.program(FALLBACK)
         with torch.no_grad():
-            return program(*inputs)
+            outs = calling.finish(inputs, _as_list(program(*runtime)))
+        return outs[0] if len(outs) == 1 else outs
 
     def export_cpp(self, directory: str | Path) -> Path:
         """Standalone C++ sources, weights and a CMakeLists.txt that builds without torch."""
@@ -240,6 +271,10 @@ class CompiledModule:
         return out
 
 
+def _as_list(outs) -> list[torch.Tensor]:
+    return list(outs) if isinstance(outs, (tuple, list)) else [outs]
+
+
 def _expert_summary(schedule) -> dict:
     """The expert schedule's figures without solver wall-clock times (plan.json is stable)."""
     data = schedule.summary()
@@ -264,7 +299,8 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
             instrumentation: Instrumentation | None = None,
             options: Mapping[str, object] | None = None,
             must_fuse: Sequence[str] = (), backend: str = "auto",
-            backend_options: Mapping[str, Mapping[str, object]] | None = None) -> CompiledModule:
+            backend_options: Mapping[str, Mapping[str, object]] | None = None,
+            train_mode: str = "refuse", check_indices: bool = True) -> CompiledModule:
     """Capture `model`, lower it for `target` through `pipeline`, return a `CompiledModule`.
 
     `must_fuse`: node names that must end in one kernel; compile fails with the decision
@@ -274,11 +310,22 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     which then runs whatever the device and fails loudly instead of falling back.
     `backend_options`: per backend name, the options its `build` reads (e.g.
     `{"cpp": {"blas": False}}`). Code is generated on the first call.
+    `check_indices`: generated code checks gathered indices (embedding, index_select,
+    index) and raises `IndexError` as eager does (default); False turns the checks off in
+    every backend that has them (the `check_indices` backend option; faster, and an
+    out-of-range index is then unchecked). Integer division by zero always raises.
+    `train_mode`: "refuse" a model with a module in training mode that computes something
+    else in training (BatchNorm, Dropout, ...; call `model.eval()`), or "eval": compile it
+    with inference semantics, leaving the model's mode as it is (`capture`).
+
+    The module computes what eager does: buffers the forward updates in place (and inputs)
+    are written back after each call, and inputs of another dtype or shape than the
+    example's are refused (`InputMismatchError`), never cast.
     """
     for name in ([backend] if backend != "auto" else []) + list(backend_options or {}):
         get_backend(name)  # an unknown name fails here, with the closest names
     target = target if isinstance(target, Target) else load_target(target)
-    captured = model if isinstance(model, CapturedModel) else capture(model, example_inputs)
+    captured = model if isinstance(model, CapturedModel) else capture(model, example_inputs, train_mode=train_mode)
     pipeline = COMPILE_PIPELINE if pipeline is None else pipeline
     manager = PassManager(pipeline, instrumentation)
     options = dict(options or {})
@@ -291,7 +338,21 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     experts = _schedule_experts(graph, target)
     return CompiledModule(graph, target, captured.state, captured.graph, manager.pipeline_text,
                           captured.method, tuple(ctx.ledger), backend, experts,
-                          {name: dict(opts) for name, opts in (backend_options or {}).items()})
+                          _backend_options(backend_options, check_indices),
+                          signature=captured.signature)
+
+
+def _backend_options(given: Mapping[str, Mapping[str, object]] | None,
+                     check_indices: bool) -> dict[str, dict[str, object]]:
+    """Per-backend options; `check_indices=False` joins those of every backend with that
+    option (a value given per backend wins)."""
+    from codesign.codegen.registry import available_backends
+    options = {name: dict(opts) for name, opts in (given or {}).items()}
+    if not check_indices:
+        for name in available_backends():
+            if "check_indices" in get_backend(name).options:
+                options.setdefault(name, {}).setdefault("check_indices", False)
+    return options
 
 
 def _schedule_experts(graph: Graph, target: Target):

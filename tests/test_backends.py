@@ -279,7 +279,7 @@ def test_a_bug_in_a_backend_is_not_hidden_by_the_fallback(mlp, monkeypatch):
 def test_a_pinned_backend_does_not_fall_back(mlp, monkeypatch):
     import codesign.codegen.cpp.module as cpp_module
 
-    def refuse(graph):
+    def refuse(graph, *_, **__):
         raise CodegenError("%y = mystery(...): not supported by the C++ backend yet")
     monkeypatch.setattr(cpp_module, "generate", refuse)
     _, inputs, captured = mlp

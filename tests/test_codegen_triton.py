@@ -294,7 +294,7 @@ def test_disk_cache_is_keyed_by_ir_and_target(tmp_path, monkeypatch):
     other = TritonModule(graph, {}, "a100")
     assert not first.cache_hit and again.cache_hit and not other.cache_hit
     assert first.key == again.key != other.key
-    assert first.path.parent == tmp_path / "triton" and first.path.read_text() == again.source
+    assert first.path.parent.parent == tmp_path / "triton" and first.path.read_text() == again.source
 
 
 def test_fuse_all_pointwise_makes_one_kernel_of_a_chain():
@@ -318,7 +318,7 @@ graph @chain(%x: f32[1000]) -> (f32[1000]) {
 def test_examples_match_eager(spec, fuse):
     model, inputs = codesign.load_factory(str(EXAMPLES / spec))
     captured = codesign.capture(model, inputs)
-    graph = fuse_simple(captured.graph) if fuse else captured.graph
+    graph = partitioned(fuse_simple(captured.graph)) if fuse else captured.graph
     mod = TritonModule(graph, captured.state, "h100")
     fresh = fresh_like(inputs, seed=1)
     with torch.no_grad():
@@ -333,10 +333,97 @@ def test_gpt2_with_the_fusion_pass_matches_eager():
     from codesign.targets import load_target
     model, inputs = codesign.load_factory(str(EXAMPLES / "gpt2.py:tiny"))
     captured = codesign.capture(model, inputs)
-    graph = PassManager("canonicalize,dce,fuse").run(captured.graph, PassContext(target=load_target("h100")))
-    mod = TritonModule(graph, captured.state, "h100")
+    ctx = PassContext(target=load_target("h100"))
+    graph = PassManager("canonicalize,dce,fuse,partition{backend=triton}").run(captured.graph, ctx)
+    mod = TritonModule(graph, captured.state, load_target("h100"))
     fresh = fresh_like(inputs, seed=2)
     with torch.no_grad():
         want = model(*fresh)
     assert rel_err(mod(*fresh), want) <= F32_TOL
     assert mod.kernel_count < len(graph.nodes) // 2
+    # the norm fused into each projection is its own kernel: split by the pass, in the ledger
+    splits = [d for d in ctx.ledger.by_pass("partition") if d.choice == "split"]
+    assert splits and all(d.data["rule"] == "one-anchor" for d in splits)
+    assert any(d.choice == "moved" and d.data["rule"] == "sink-layout" for d in ctx.ledger.by_pass("partition"))
+
+
+# -- the partition pass: the backend's regrouping, in the IR and the ledger ----------------------------
+def partitioned(graph: Graph, ctx=None) -> Graph:
+    from codesign.passes import PassContext, PassManager
+    return PassManager("partition{backend=triton}").run(graph, ctx or PassContext())
+
+
+NORM_INTO_LINEAR = """
+graph @ln_linear(%x: f32[8,32], %g: f32[32], %b: f32[32], %w: f32[16,32]) -> (f32[8,16]) {
+  group 0 {anchor = "y", kind = "norm_contraction"}
+  %n = layer_norm(%x, %g, %b) {normalized_rank = 1} : f32[8,32] group(0)
+  %y = linear(%n, %w) : f32[8,16] group(0)
+  %t = tanh(%y) : f32[8,16] group(0)
+  return %t
+}
+"""
+
+
+def test_partition_splits_a_two_anchor_group_and_the_ledger_says_why():
+    from codesign.passes import PassContext
+    graph = parse_graph(NORM_INTO_LINEAR)
+    ctx = PassContext()
+    split = partitioned(graph, ctx)
+    (decision,) = [d for d in ctx.ledger.by_pass("partition") if d.subject == "group 0"]
+    assert decision.choice == "split" and decision.data["rule"] == "one-anchor"
+    assert "%n, %y" in decision.reason and decision.data["backend"] == "triton"
+    groups = {n.name: n.group for n in split.nodes}
+    assert groups["n"] != groups["y"] == groups["t"]
+    inputs, state = random_inputs(split)
+    mod = TritonModule(split, state, "test")
+    assert rel_err(mod(*inputs), run_graph(graph, inputs, state)[0]) <= F32_TOL
+    assert jit_count(mod.source) == len(split.groups) == 2  # the groups the IR says, no more
+    assert partitioned(split) is split  # runnable groups stay as they are
+
+
+def test_a_hand_written_plan_after_partition_is_what_runs():
+    graph = parse_graph("""
+graph @plan(%x: f32[8,32], %w: f32[16,32], %v: f32[16,16]) -> (f32[8,16]) {
+  group 4 {anchor = "y", kind = "contraction"}
+  group 7 {anchor = "z", kind = "contraction"}
+  %e = exp(%x) : f32[8,32] group(4)
+  %y = linear(%e, %w) : f32[8,16] group(4)
+  %z = linear(%y, %v) : f32[8,16] group(7)
+  %t = tanh(%z) : f32[8,16] group(7)
+  return %t
+}
+""")
+    assert partitioned(graph) is graph
+    inputs, state = random_inputs(graph)
+    mod = TritonModule(graph, state, "test")
+    assert jit_count(mod.source) == len(graph.groups) == 2
+    assert rel_err(mod(*inputs), run_graph(graph, inputs, state)[0]) <= F32_TOL
+
+
+def test_an_unrunnable_group_is_a_codegen_error_naming_it():
+    from codesign.codegen import CodegenError
+    graph = parse_graph(NORM_INTO_LINEAR)
+    with pytest.raises(CodegenError, match=r"group 0 \(.*%n, %y, %t\) cannot run as one Triton kernel: "
+                                           r"2 heavy anchors.*partition\{backend=triton\}"):
+        TritonModule(graph, {}, "test")
+
+
+def test_the_compiler_partitions_for_triton_and_falls_back_on_an_unrunnable_plan(monkeypatch):
+    import dataclasses
+
+    from codesign.compiler import CompiledModule
+    from codesign.targets import load_target
+    graph = parse_graph(NORM_INTO_LINEAR)
+    inputs, state = random_inputs(graph)
+    want = run_graph(graph, inputs, state)[0]
+    cm = CompiledModule(graph, load_target("h200"), state, graph, "canonicalize", backend="triton")
+    assert rel_err(cm(*inputs), want) <= F32_TOL  # partition{backend=triton} ran before code generation
+    assert [d.data["rule"] for d in cm.ledger if d.choice == "split"] == ["one-anchor"]
+    assert jit_count(cm.program("triton").source) == len(cm.graph_for("triton").groups) == 2
+    # a pipeline that ended with partition: the plan runs as written, and this one cannot
+    edited = dataclasses.replace(cm, pipeline="partition{backend=triton}", ledger=(), _programs={}, _graphs={},
+                                 backend="auto")
+    monkeypatch.setattr(edited, "backend_for", lambda inputs: "triton")
+    with pytest.warns(UserWarning, match=r"triton backend cannot compile @ln_linear \(group 0 .*interpreter"):
+        got = edited(*inputs)
+    assert rel_err(got, want) <= F32_TOL and edited.graph_for("triton") is graph

@@ -114,7 +114,7 @@ def test_a_backend_that_cannot_compile_falls_back_to_the_interpreter(monkeypatch
     import codesign.codegen.cpp.module as cpp_module
     from codesign.codegen import CodegenError
 
-    def refuse(graph):
+    def refuse(graph, *_, **__):
         raise CodegenError("%y = mystery(...): not supported by the C++ backend yet")
     monkeypatch.setattr(cpp_module, "generate", refuse)
     model, inputs = load_factory(str(EXAMPLES / "mlp.py:tiny"))

@@ -106,6 +106,52 @@ def test_schedule_with_lookahead_keeps_the_guarantee_and_a_proven_bound() -> Non
     assert sched.result.total >= lower_bound(problem)
 
 
+def _slots_replayed(monkeypatch) -> list[int]:
+    """Slots each simulation and each baseline run of `schedule` goes through."""
+    import importlib
+    sched_module = importlib.import_module("codesign.experts.schedule")  # the package exports a function of that name
+    seen: list[int] = []
+    simulate_, baselines = sched_module.simulate, dict(sched_module.BASELINES)
+
+    def counted_simulate(problem, plan):
+        seen.append(problem.num_slots)
+        return simulate_(problem, plan)
+    monkeypatch.setattr(sched_module, "simulate", counted_simulate)
+    for name, run in baselines.items():
+        monkeypatch.setitem(sched_module.BASELINES, name,
+                            lambda problem, run=run: (seen.append(problem.num_slots), run(problem))[1])
+    return seen
+
+
+def test_schedule_work_grows_linearly_beyond_the_horizon(monkeypatch) -> None:
+    """Windows judged over a horizon of two windows: twice the trace, about twice the slots
+    replayed (judging each window over the whole rest made it four times)."""
+    seen = _slots_replayed(monkeypatch)
+    work = []
+    for steps in (300, 600):
+        trace = zipf_trace(12, steps, alpha=0.8, locality=0.3, seed=3)
+        problem = problem_from_trace(trace, expert_bytes=[(1 + e % 3) * 10**9 for e in range(12)],
+                                     capacity=6 * 10**9, bandwidth=1e12, compute=1.5e-3)
+        seen.clear()
+        sched = schedule(problem, window=30, horizon=60, options=IlpOptions(time_limit=0.05, deterministic=True))
+        work.append(sum(seen))
+        assert sched.result.total <= sched.best_baseline[1].total
+        assert simulate(problem, sched.plan).total == sched.result.total
+    assert work[1] <= 2.3 * work[0]
+
+
+def test_a_horizon_covering_the_trace_changes_nothing() -> None:
+    trace = zipf_trace(12, 120, alpha=0.8, locality=0.3, seed=3)
+    problem = problem_from_trace(trace, expert_bytes=[(1 + e % 3) * 10**9 for e in range(12)], capacity=6 * 10**9,
+                                 bandwidth=1e12, compute=1.5e-3)
+    options = IlpOptions(time_limit=0.3, deterministic=True)
+    default, covering = (schedule(problem, window=40, options=options, horizon=h) for h in (None, 80))
+    assert default.plan.to_json() == covering.plan.to_json()
+    assert default.summary()["windows"][-1]["total_s"] == covering.summary()["windows"][-1]["total_s"]
+    short = schedule(problem, window=40, options=options, horizon=40)  # the first window sees 80 of 120 slots
+    assert short.result.total <= short.best_baseline[1].total
+
+
 # -- the combinatorial lower bound (bounds.py) ----------------------------------------------
 def min_loads_by_enumeration(requests, capacity: int, initial=()) -> int:
     """Fewest loads of unit-size experts: keep the most inter-use intervals that fit."""
@@ -482,3 +528,153 @@ def test_cli_record(tmp_path, capsys) -> None:
     assert run_cli(["experts", "record", f"{EXAMPLES / 'mixtral_moe.py'}:tiny_model", "-o", str(out)]) == 0
     assert read_trace(out).num_layers == 2
     assert "2 layers" in capsys.readouterr().out
+
+
+# -- option ranges and trace validation (through the main CLI, in-process) -------------------
+@pytest.fixture
+def small_trace(tmp_path):
+    path = tmp_path / "t.jsonl"
+    write_trace(zipf_trace(8, 6, num_layers=2, top_k=2, seed=0, expert_bytes=10**9), path)
+    return path
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--window", "0"], "argument --window: must be in 1..100000, got 0"),
+    (["--window", "x"], "argument --window: expected an integer in 1..100000, got 'x'"),
+    (["--workers", "0"], "argument --workers: must be in 1..256, got 0"),
+    (["--time-limit", "0"], "argument --time-limit: must be more than 0 and at most 86400 seconds"),
+    (["--time-limit", "nan"], "argument --time-limit: must be more than 0"),
+    (["--steps", "-3"], "argument --steps: must be in 1..10000000, got -3"),
+    (["--steps", "0"], "argument --steps: must be in 1..10000000, got 0"),
+    (["--decode-tokens", "-2"], "argument --decode-tokens: must be in 1..1000000, got -2"),
+    (["--reserve=-1GB"], "argument --reserve: must be between 0 B and"),
+    (["--expert-bytes", "0"], "argument --expert-bytes: must be between 1 B and"),
+    (["--expert-bytes", "1.5"], "not a whole number of bytes"),
+    (["--expert-bytes", "5 XB"], "unknown unit 'XB'"),
+])
+def test_cli_numeric_options_are_range_checked_at_parsing(small_trace, capsys, extra, message) -> None:
+    from codesign.cli import main
+    assert main(["experts", "schedule", "--trace", str(small_trace), "--target", "h100", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--experts", "0", "--steps", "5"], "argument --experts: must be in 1..1048576, got 0"),
+    (["--experts", "4", "--steps", "-1"], "argument --steps: must be in 1..1000000, got -1"),
+    (["--experts", "4", "--steps", "5", "--layers", "0"], "argument --layers: must be in 1.."),
+    (["--experts", "4", "--steps", "5", "--seed", "-1"], "argument --seed: must be in 0.."),
+    (["--experts", "4", "--steps", "5", "--locality", "2,3"], "LOCALITY in [0, 1], got '2,3'"),
+    (["--experts", "4", "--steps", "5", "--locality", "hot"], "expected low, mid, high or ALPHA,LOCALITY"),
+])
+def test_cli_generate_options_are_range_checked(tmp_path, capsys, argv, message) -> None:
+    from codesign.cli import main
+    assert main(["experts", "generate", *argv, "-o", str(tmp_path / "g.jsonl")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "g.jsonl").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--reserve", "600GB"], "--reserve 600 GB leaves no room for experts: the hbm tier of 'h100' holds 80 GB"),
+    (["--steps", "100"], None),  # more steps than the trace has: the whole trace
+])
+def test_cli_reserve_beyond_the_tier_is_one_message(small_trace, capsys, argv, message) -> None:
+    from codesign.cli import main
+    code = main(["experts", "simulate", "--trace", str(small_trace), "--target", "h100", *argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if message is None:
+        assert code == 0
+    else:
+        assert code == 1 and err.startswith(f"codesign: error: {message}")
+
+
+HEADER = '{"codesign_expert_trace": 1, "num_experts": 4, "num_layers": 1, "expert_bytes": 1000}'
+
+
+@pytest.mark.parametrize("text, message", [
+    (HEADER + "\n", "the trace has a header but no steps"),
+    ("", "empty trace"),
+    ('{"codesign_expert_trace": 1, "num_experts": -4}\n{"step": 0, "experts": [0]}\n',
+     ':1: header field "num_experts" must be an integer in 1..1048576, got -4'),
+    ('{"codesign_expert_trace": 1, "num_experts": "8"}\n', 'header field "num_experts" must be an integer'),
+    ('{"codesign_expert_trace": 1, "num_experts": 1e400}\n', 'header field "num_experts" must be an integer'),
+    ('{"codesign_expert_trace": 1, "num_experts": 4, "num_layers": 0}\n', 'header field "num_layers"'),
+    ('{"codesign_expert_trace": 1, "num_experts": 4, "top_k": 5}\n', 'header field "top_k" must be an integer in 1..4'),
+    ('{"codesign_expert_trace": 1, "num_experts": 4, "expert_bytes": -1}\n', 'header field "expert_bytes"'),
+    ('{"codesign_expert_trace": 1, "num_experts": 1048576, "num_layers": 2}\n', "at most 1048576"),
+    ('{"codesign_expert_trace": 1, "num_experts": 4, "meta": 3}\n', 'header field "meta" must be an object'),
+    ('{"codesign_expert_trace": 1}\n', 'the header needs "num_experts"'),
+    (HEADER + '\n{"step": 0, "experts": [4]}\n', ':2: record field "experts" must be a non-empty list of expert ids in 0..3'),
+    (HEADER + '\n{"step": 0, "experts": [-1]}\n', ':2: record field "experts"'),
+    (HEADER + '\n{"step": 0, "experts": []}\n', ':2: record field "experts"'),
+    (HEADER + '\n{"step": 0, "experts": [1.5]}\n', ':2: record field "experts"'),
+    (HEADER + '\n{"step": 0, "experts": [1, 1]}\n', ":2: record field \"experts\" lists an expert twice"),
+    (HEADER + '\n{"step": "0", "experts": [1]}\n', ':2: record field "step" must be an integer'),
+    (HEADER + '\n{"step": 0, "layer": 3, "experts": [1]}\n', ':2: record field "layer" must be an integer in 0..0'),
+    (HEADER + '\n{"step": 1, "experts": [1]}\n', ":2: expected step 0 layer 0, found step 1 layer 0"),
+    (HEADER + '\n{"step": 0, "experts": [NaN]}\n', ":2: NaN is not a JSON number"),
+    (HEADER + '\n{"step": 0, "experts": [1]\n', ":2: not JSON"),
+    (HEADER + '\n' + "[" * 100000 + "\n", ":2: not a trace line (RecursionError"),
+    (HEADER + '\n{"step": 0, "experts": [' + "9" * 5000 + ']}\n', ":2: not a trace line (ValueError"),
+])
+def test_trace_fields_are_checked_at_load(tmp_path, capsys, text, message) -> None:
+    from codesign.cli import main
+    from codesign.experts import TraceError
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text)
+    with pytest.raises(TraceError) as info:
+        read_trace(path)
+    assert message in str(info.value) and str(info.value).startswith(str(path))
+    assert main(["experts", "simulate", "--trace", str(path), "--target", "h100", "--expert-bytes", "1GB"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"codesign: error: {path}") and message in err and "Traceback" not in err
+
+
+def test_trace_without_expert_bytes_asks_for_the_option(tmp_path, capsys) -> None:
+    from codesign.cli import main
+    path = write_trace(zipf_trace(4, 3, seed=0), tmp_path / "t.jsonl")
+    assert main(["experts", "simulate", "--trace", str(path), "--target", "h100"]) == 1
+    assert "the header gives no expert_bytes: pass --expert-bytes" in capsys.readouterr().err
+
+
+def test_trace_byte_level_fuzz_parses_or_raises_trace_error() -> None:
+    """1,500 seeded byte mutations of a trace file through the loader: a Trace, or the
+    loader's own TraceError naming the place, nothing else (no ValueError, KeyError,
+    OverflowError, UnicodeDecodeError...)."""
+    from codesign.experts import TraceError
+    from codesign.experts.trace import parse_trace
+    import json
+    trace = zipf_trace(6, 5, num_layers=2, top_k=2, seed=1, expert_bytes=4096)
+    lines = [json.dumps(trace.header())] + [json.dumps({"step": t, "layer": layer, "experts": list(ids)})
+                                            for t, layer, ids in trace.slots()]
+    sample = ("\n".join(lines) + "\n").encode()
+    pieces = [b"\xff", b"\xc3", b"-", b"0", b"9" * 25, b"1e999", b"NaN", b"null", b"true", b"[", b"{", b"\"",
+              b",", b"\n", b"1.5", b"[]", b"\"x\""]
+    rng = random.Random(7)
+    outcomes = {"trace": 0, "error": 0}
+    for _ in range(1500):
+        data = bytearray(sample)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(data) + 1)
+            kind = rng.randrange(5)
+            if kind == 0 and i < len(data):
+                data[i] = rng.randrange(256)
+            elif kind == 1:
+                del data[i:i + rng.randint(1, 6)]
+            elif kind == 2:
+                data[i:i] = rng.choice(pieces)
+            elif kind == 3 and i < len(data) and chr(data[i]).isdigit():
+                data[i] = ord(rng.choice("0123456789"))  # another valid-looking number
+            else:
+                del data[i:]
+        try:
+            result = parse_trace(bytes(data), "fuzz.jsonl")
+        except TraceError as exc:
+            assert str(exc).startswith("fuzz.jsonl") and "\n" not in str(exc)
+            outcomes["error"] += 1
+            continue
+        assert result.num_experts >= 1 and len(result) >= 1
+        assert all(0 <= e < result.num_experts for _, _, ids in result.slots() for e in ids)
+        outcomes["trace"] += 1
+    assert all(outcomes.values()), outcomes

@@ -252,3 +252,136 @@ def test_streams_layers_not_kind_decides_layer_streaming(captured, tmp_path):
     groups, streamed = layers("streams_layers: true", "streams_layers: false")  # a dataflow chip that does not
     assert not groups and not streamed
     assert not [g for g in fuse(cap.graph, "h100")[0].groups if g.plan.is_layer]
+
+
+# -- determinism: the same bytes under any PYTHONHASHSEED ---------------------------------
+
+# groups %m0..%m5 (moe nodes stay alone) each lie on a path %a -> %mi -> %s0 -> ... -> %b:
+# which one the cycle rule names must not depend on set iteration order
+_EXPERT = CYCLE_IR[CYCLE_IR.index("({"):CYCLE_IR.index("})") + 2]
+MANY_PATHS_IR = (
+    "graph @paths(%x: f32[8,16], %router: f32[4,16] param, %gu: f32[4,32,16] param, "
+    "%down: f32[4,16,16] param) -> (f32[8,16]) {\n  %a = exp(%x) : f32[8,16]\n"
+    + "".join(f"  %m{i} = moe(%a, %router, %gu, %down) {{num_experts = 4, normalize = true, top_k = 2}} "
+              f": f32[8,16] {_EXPERT}\n" for i in range(6))
+    + "  %s0 = add(%m0, %m1) : f32[8,16]\n"
+    + "".join(f"  %s{i} = add(%s{i - 1}, %m{i + 1}) : f32[8,16]\n" for i in range(1, 5))
+    + "  %b = add(%a, %s4) : f32[8,16]\n  return %b\n}\n")
+
+_DUMP = f"""
+import json, sys
+import codesign
+from codesign.explain import render_ledger
+from codesign.ir import parse_graph, print_graph
+from codesign.passes import PassContext, PassManager
+from codesign.targets import load_target
+model, inputs = codesign.load_factory({str(EXAMPLES / "gpt2.py:tiny")!r})
+cap = codesign.capture(model, inputs)
+for target in ("sn40l", "h100"):
+    cm = codesign.compile(cap, target=target)
+    for text in (cm.explain(as_json=True), cm.explain(), json.dumps(cm.summary(), indent=2, sort_keys=True),
+                 print_graph(cm.graph), cm.report()):
+        sys.stdout.write(text + "\\n")
+ctx = PassContext(target=load_target("h100"))
+graph = PassManager("canonicalize,dce,fuse").run(parse_graph({MANY_PATHS_IR!r}), ctx)
+sys.stdout.write(render_ledger(ctx.ledger, as_json=True) + print_graph(graph))
+"""
+
+
+def test_outputs_are_byte_identical_under_any_hash_seed():
+    """Ledger (JSON and table), plan.json, fused IR and report of GPT-2 tiny on two targets,
+    and a ledger that names a cycle among many, from one subprocess per PYTHONHASHSEED."""
+    import os
+    import subprocess
+    import sys
+
+    def start(seed):
+        env = {**os.environ, "PYTHONHASHSEED": str(seed)}
+        return subprocess.Popen([sys.executable, "-c", _DUMP], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+    runs = [start(seed) for seed in (0, 1, 2)]
+    outs = [p.communicate(timeout=600) for p in runs]
+    assert all(p.returncode == 0 for p in runs), [err.decode()[-2000:] for _, err in outs]
+    first = outs[0][0]
+    assert b"rule 'cycle': merging would close the path %a -> %m0 -> %s0" in first
+    for out, _ in outs[1:]:
+        assert out == first
+
+
+def test_cycle_path_is_the_earliest():
+    _, ledger = fuse(parse_graph(MANY_PATHS_IR), "h100")
+    (decision,) = [d for d in ledger if d.subject == "%a -> %b"]
+    assert decision.data["rule"] == "cycle" and "%a -> %m0 -> %s0 " in decision.reason
+
+
+# -- the greedy loop's cost: kept sums, exact, and n log n work on a chain ----------------
+
+def _chain(n: int, shape: str = "64,64") -> str:
+    ops = ("exp", "tanh", "neg", "relu", "sigmoid")
+    lines = [f"  %v{i} = {ops[i % len(ops)]}(%{'x' if i == 0 else f'v{i - 1}'}) : f32[{shape}]" for i in range(n)]
+    return f"graph @chain(%x: f32[{shape}]) -> (f32[{shape}]) {{\n" + "\n".join(lines) + f"\n  return %v{n - 1}\n}}\n"
+
+
+def _checked_costs(monkeypatch):
+    """Make every pointwise figure the fusion pass reads be checked against the cost model."""
+    from codesign.passes import fuse as fuse_module
+    checked = []
+    candidate, group = fuse_module._Costs.candidate, fuse_module._Costs.group
+
+    def checked_candidate(self, a, b):
+        figures, ws, sums = candidate(self, a, b)
+        if sums is not None:
+            assert (figures, ws) == self.exact(a, b), (a, b)
+            checked.append((a, b))
+        return figures, ws, sums
+
+    def checked_group(self, key):
+        figures = group(self, key)
+        assert figures == self.exact_group(key), key
+        return figures
+    monkeypatch.setattr(fuse_module._Costs, "candidate", checked_candidate)
+    monkeypatch.setattr(fuse_module._Costs, "group", checked_group)
+    return checked
+
+
+@pytest.mark.parametrize("target", ["h100", "sn40l", "cpu-host"])
+def test_pointwise_sums_equal_the_cost_model(target, captured, monkeypatch):
+    checked = _checked_costs(monkeypatch)
+    for spec in ("gpt2.py:tiny", "cnn.py:tiny"):
+        fuse(captured(spec)[2].graph, target)
+    fuse(parse_graph(MANY_PATHS_IR), target)
+    fuse(parse_graph(_chain(300, "16,16")), target)
+    broadcast = """graph @bcast(%x: f32[32,64], %y: f16[64], %s: f32[32,1]) -> (f32[32,64], f32[32,64]) {
+  %c = cast(%y) {dtype = "f32"} : f32[64]
+  %a = add(%x, %c) : f32[32,64]
+  %m = mul(%a, %s) : f32[32,64]
+  %t = tanh(%m) : f32[32,64]
+  %u = mul(%t, %a) : f32[32,64]
+  return %u, %m
+}
+"""
+    fuse(parse_graph(broadcast), target)
+    assert len(checked) > 50
+
+
+def test_long_pointwise_chain_fuses_in_n_log_n_work(monkeypatch):
+    """A 2000-op chain on the SN40L (one group in the end): no kernel is priced by the cost
+    model, and the compute sums add up about n log n terms, not n^2 / 2."""
+    import math
+
+    from codesign.cost.model import CostModel
+    from codesign.fusion.policy import FusionPolicy
+    from codesign.passes import fuse as fuse_module
+    costs = []
+    init = fuse_module._Costs.__init__
+
+    def keep(self, *args):
+        init(self, *args)
+        costs.append(self)
+    monkeypatch.setattr(fuse_module._Costs, "__init__", keep)
+    monkeypatch.setattr(CostModel, "kernel_cost", lambda *a, **k: pytest.fail("priced by the cost model"))
+    n = 2000
+    part, evaluations = fuse_module.greedy_fuse(parse_graph(_chain(n)), CostModel(load_target("sn40l")),
+                                                FusionPolicy())
+    assert len(part.groups()) == 1 and len(evaluations) == n - 1
+    assert costs[0].pointwise.folded <= 4 * n * math.log2(n) < n * n / 8

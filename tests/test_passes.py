@@ -814,3 +814,52 @@ def test_passes_clean_up_inside_regions() -> None:
     (expert,) = result.nodes[0].regions
     assert body(expert) == ["%y = linear(%t, %we) : f32[4,8]", "return %y"]
     assert_same_numerics(graph, result)
+
+
+# -- partition: a backend's own regrouping, on the IR and in the ledger -------------------------------
+CONV_GROUP = """
+graph @conv_relu(%x: f32[1,3,8,8], %w: f32[4,3,3,3], %v: f32[4,8,8]) -> (f32[1,4,8,8], f32[4,64]) {
+  group 3 {anchor = "c", kind = "convolution"}
+  group 5 {kind = "pointwise"}
+  %c = conv(%x, %w) {dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]} : f32[1,4,8,8] group(3)
+  %r = relu(%c) : f32[1,4,8,8] group(3)
+  %e = exp(%r) : f32[1,4,8,8] group(3)
+  %p = reshape(%v) {shape = [4, 64]} : f32[4,64] group(5)
+  %n = neg(%p) : f32[4,64] group(5)
+  return %e, %n
+}
+"""
+
+
+def test_partition_is_the_identity_for_a_backend_without_rules() -> None:
+    graph = parse_graph(CONV_GROUP)
+    ctx = PassContext()
+    for backend in ("cpp", "interpreter"):
+        assert PassManager(f"partition{{backend={backend}}}").run(graph, ctx) is graph
+    assert not ctx.ledger.by_pass("partition")
+
+
+def test_partition_splits_a_group_the_backend_has_no_template_for() -> None:
+    graph = parse_graph(CONV_GROUP)
+    ctx = PassContext()
+    out = PassManager("partition{backend=triton}").run(graph, ctx)
+    groups = {n.name: n.group for n in out.nodes}
+    assert groups["c"] is None and groups["r"] == groups["e"] not in (None, 3)  # conv alone, its epilogue fused
+    assert groups["p"] == groups["n"] == 5  # a runnable group keeps its id and plan
+    decisions = ctx.ledger.by_pass("partition")
+    split = next(d for d in decisions if d.subject == "group 3")
+    assert split.choice == "split" and split.data["rule"] == "no-template"
+    assert "conv has no triton template" in split.reason
+    assert [p["nodes"] for p in split.data["parts"]] == [["c"], ["r", "e"]]
+    assert any(d.choice == "formed" and d.data["nodes"] == ["r", "e"] for d in decisions)
+    assert_same_numerics(graph, out)
+
+
+def test_partition_needs_a_known_backend_or_a_target() -> None:
+    with pytest.raises(PipelineError, match="did you mean 'triton'"):
+        parse_pipeline("partition{backend=trition}")
+    with pytest.raises(PipelineError, match="target's host_backend"):
+        PassManager("partition").run(parse_graph(CONV_GROUP), PassContext())
+    from codesign.targets import load_target
+    graph = parse_graph(CONV_GROUP)  # auto: the target's host backend (cpp on cpu-host: the identity)
+    assert PassManager("partition").run(graph, PassContext(target=load_target("cpu-host"))) is graph

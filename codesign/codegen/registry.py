@@ -16,8 +16,17 @@ one registration; the reference interpreter is registered here, since it is what
 other backend falls back to.
 
 `build_program` is the boundary the compiler calls: whatever a backend fails with (its
-unmet `supports`, its own exception types listed by `failures()`) leaves it as one
-`CodegenError`, so the compiler's fallback catches exactly that.
+unmet `supports`, its own exception types listed by `failures()`, an `OSError` from the
+toolchain or the disk) leaves it as one `CodegenError`, so the compiler's fallback catches
+exactly that. Backends turn their own build- and load-time failures of generated code (a
+compiler error, a library that does not dlopen, a wrapper that does not import) into a
+`CodegenError` naming the entry; a Triton kernel that fails at its first launch falls back
+for that kernel alone (`codesign/codegen/triton/fallback.py`).
+
+A backend whose kernels cannot run every convex group as one (Triton: one template, one
+heavy anchor per kernel) says so with `partition_rules`; the `partition{backend=...}` pass
+(`codesign/passes/partition.py`) regroups the IR by those rules, ledger and all, before
+code generation, and `build` then runs the groups as the IR says.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import importlib
 import importlib.util
 import pkgutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Mapping, Protocol, Sequence, TypeVar
+from typing import TYPE_CHECKING, Callable, ClassVar, Mapping, Protocol, Sequence, TypeVar
 
 import torch
 
@@ -35,6 +44,9 @@ from codesign.codegen import CodegenError
 from codesign.ir.graph import Graph
 
 if TYPE_CHECKING:
+    from codesign.ir.graph import Node
+    from codesign.ir.kernels import Kernel
+    from codesign.ir.ops.registry import Template
     from codesign.targets import Target
 
 FALLBACK = "interpreter"
@@ -54,6 +66,36 @@ class Program(Protocol):
     tensor or a tuple). `source` (optional) is the generated code `CompiledModule.save` writes."""
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]: ...
+
+
+@dataclass(frozen=True)
+class PartitionRules:
+    """What a backend tells the `partition` pass about the kernels it can run.
+
+    `templates`: the op templates it has kernels for (a node with another template, or with
+    a region, runs alone: a group holding one is split). `anchor(node)`: whether the node is
+    a heavy op one kernel is built around (a group with more than one is split).
+    `regroup(graph)`: the backend's grouping of the graph's ungrouped nodes, existing groups
+    kept (how the nodes of a split group are grouped again, one anchor per kernel).
+    `check(graph, kernel)`: why the kernel cannot run as one (a reason), or None.
+    `sink_layout`: a group's trailing layout ops (a reshape, slice or permute of its result)
+    move into the one group that reads them, where they fold into the loads.
+    `inline_literals`: every kernel computes a literal constant it reads in place, so a group
+    of literals only is dissolved (no kernel of its own).
+    """
+
+    templates: tuple["Template", ...]
+    anchor: Callable[["Node"], bool]
+    regroup: Callable[[Graph], Graph]
+    check: Callable[[Graph, "Kernel"], str | None]
+    sink_layout: bool = True
+    inline_literals: bool = True
+
+    def template_of(self, node: "Node") -> "Template | None":
+        """The template `node` runs in, or None (it runs alone, as an extern call)."""
+        from codesign.ir.ops import get_op
+        template = get_op(node.op).template
+        return template if template in self.templates and not node.regions else None
 
 
 @dataclass(frozen=True)
@@ -91,6 +133,11 @@ class Backend:
         """This backend's own exception types for "cannot compile this graph"; the registry
         turns them into `CodegenError`. Called only after `build` raised, so it may import."""
         return ()
+
+    def partition_rules(self, target: "Target | None") -> PartitionRules | None:
+        """The rules the `partition` pass regroups by before this backend builds a graph;
+        None (the default) when any convex group runs as one kernel: the pass is the identity."""
+        return None
 
     def build(self, graph: Graph, state: Mapping[str, torch.Tensor], target: "Target",
               options: Mapping[str, object]) -> Program:
@@ -195,6 +242,8 @@ def build_program(backend: Backend | str, graph: Graph, state: Mapping[str, torc
         return backend.build(graph, state, target, options)
     except CodegenError:
         raise
+    except OSError as exc:  # the toolchain or the disk (a compiler that cannot run, a file that cannot be loaded)
+        raise CodegenError(f"{type(exc).__name__}: {exc}") from exc
     except Exception as exc:
         if isinstance(exc, backend.failures()):
             raise CodegenError(str(exc) or type(exc).__name__) from exc
@@ -227,6 +276,7 @@ class InterpreterBackend(Backend):
         return InterpreterProgram(graph, state)
 
 
-__all__ = ["EXTRA_MODULES", "Backend", "FALLBACK", "InterpreterProgram", "Program", "UnknownBackendError",
+__all__ = ["EXTRA_MODULES", "Backend", "FALLBACK", "InterpreterProgram", "PartitionRules", "Program",
+           "UnknownBackendError",
            "available_backends", "build_program", "builtin_modules", "choose_backend", "device_of", "get_backend",
            "register_backend", "unregister_backend"]

@@ -130,7 +130,8 @@ class CostModel:
     def node_flops_by_dtype(self, node: Node, types: Mapping[str, TensorType]) -> tuple[str, int, bool]:
         op = get_op(node.op)
         tensor = op.kind in TENSOR_KINDS or op.template is Template.moe
-        return node.type.dtype.value, node_flops(node, dict(types)), tensor
+        table = types if isinstance(types, dict) else dict(types)  # no copy per node
+        return node.type.dtype.value, node_flops(node, table), tensor
 
     def recompute_factors(self, kernel: Kernel, types: Mapping[str, TensorType],
                           streamed: bool = False) -> dict[str, float]:

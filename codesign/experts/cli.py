@@ -7,7 +7,10 @@ codesign experts schedule --trace coe.jsonl --target sn40l-node --expert-bytes 1
 codesign experts record examples/mixtral_moe.py:tiny_model -o trace.jsonl
 ```
 The main CLI calls :func:`add_experts_parser` on its sub-parsers, then ``args.func(args)``,
-which returns the exit code. User mistakes raise ``ValueError`` subclasses with one line.
+which returns the exit code. Every numeric option's range is checked as argparse reads it
+(an ``ArgumentTypeError`` naming the range: exit 2); a trace is checked as it is read (file,
+line, field, expectation); other user mistakes raise ``TraceError`` / ``InfeasibleError``
+with one message, which the main CLI prints as ``codesign: error:``.
 """
 
 from __future__ import annotations
@@ -22,18 +25,79 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from codesign.targets import load_target
-from codesign.targets.units import parse_bytes
+from codesign.targets.units import UnitError, format_bytes, parse_bytes
 
 from .baselines import BASELINES
 from .bounds import lower_bound
 from .ilp import IlpOptions
-from .problem import problem_for_target
+from .problem import InfeasibleError, expert_link, problem_for_target
 from .report import plot_residency, results_table
 from .schedule import schedule
 from .simulate import write_chrome_trace
-from .trace import LOCALITY_LEVELS, TraceError, read_trace, write_trace, zipf_trace
+from .trace import LOCALITY_LEVELS, MAX_EXPERT_BYTES, MAX_EXPERTS, TraceError, read_trace, write_trace, zipf_trace
 
 __all__ = ["add_experts_parser"]
+
+
+# -- option types: each option's range is checked as argparse reads it ------------------------
+def _integer(lo: int, hi: int):
+    """An argparse ``type=``: an integer in lo..hi (argparse prints the error and exits 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in {lo}..{hi}, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be in {lo}..{hi}, got {value}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def _seconds(lo: float, hi: float):
+    """Seconds, a number greater than ``lo`` and at most ``hi``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected seconds, a number in ({lo:g}, {hi:g}], got {text!r}") from None
+        if not lo < value <= hi:  # also refuses nan
+            raise argparse.ArgumentTypeError(f"must be more than {lo:g} and at most {hi:g} seconds, got {text}")
+        return value
+    parse.__name__ = "seconds"
+    return parse
+
+
+def _size(lo: int, hi: int = MAX_EXPERT_BYTES):
+    """Bytes such as ``13.5GB`` or ``512 MiB`` (``codesign.targets.units``), in lo..hi."""
+    def parse(text: str) -> int:
+        try:
+            value = parse_bytes(text)
+        except UnitError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {format_bytes(lo)} and {format_bytes(hi)}, "
+                                             f"got {text} ({value} bytes)")
+        return value
+    parse.__name__ = "size"
+    return parse
+
+
+def _locality(text: str) -> tuple[float, float]:
+    """``low | mid | high`` or ``ALPHA,LOCALITY`` (Zipf exponent >= 0, locality in [0, 1])."""
+    if text in LOCALITY_LEVELS:
+        return LOCALITY_LEVELS[text]
+    try:
+        alpha, locality = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected low, mid, high or ALPHA,LOCALITY, got {text!r}") from None
+    if not 0 <= alpha <= 100 or not 0 <= locality <= 1:
+        raise argparse.ArgumentTypeError(f"ALPHA must be in [0, 100] and LOCALITY in [0, 1], got {text!r}")
+    return alpha, locality
+
+
+STEPS = _integer(1, 10_000_000)
+TOKENS = _integer(1, 1_000_000)
 
 
 def add_experts_parser(subparsers: Any) -> None:
@@ -46,11 +110,12 @@ def add_experts_parser(subparsers: Any) -> None:
     def problem_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--trace", required=True, type=Path, help="JSONL expert trace (docs/experts.md)")
         p.add_argument("--target", required=True, help="bundled target name or .yaml path")
-        p.add_argument("--expert-bytes", type=parse_bytes, help="bytes per expert (default: the trace header's)")
-        p.add_argument("--reserve", type=parse_bytes, default=0,
+        p.add_argument("--expert-bytes", type=_size(1), help="bytes per expert (default: the trace header's)")
+        p.add_argument("--reserve", type=_size(0), default=0,
                        help="fast-tier bytes kept for non-expert weights, KV cache, activations")
-        p.add_argument("--decode-tokens", type=int, default=1, help="sequential tokens per step (compute time)")
-        p.add_argument("--steps", type=int, help="use only the first STEPS steps of the trace")
+        p.add_argument("--decode-tokens", type=TOKENS, default=1,
+                       help="sequential tokens per step (compute time; 1..1000000)")
+        p.add_argument("--steps", type=STEPS, help="use only the first STEPS steps of the trace")
         p.add_argument("--plot", type=Path, help="write a PNG of fast-tier residency over time")
         p.add_argument("--perfetto", type=Path, help="write the timeline as Chrome/Perfetto trace JSON")
         p.add_argument("--json", type=Path, help="write the results as JSON")
@@ -62,9 +127,11 @@ def add_experts_parser(subparsers: Any) -> None:
 
     schedule_ = commands.add_parser("schedule", help="the ILP schedule, compared with every baseline")
     problem_args(schedule_)
-    schedule_.add_argument("--time-limit", type=float, default=10.0, help="CP-SAT seconds per window")
-    schedule_.add_argument("--window", type=int, default=1000, help="slots per rolling-horizon window")
-    schedule_.add_argument("--workers", type=int, default=2, help="CP-SAT workers")
+    schedule_.add_argument("--time-limit", type=_seconds(0, 86400), default=10.0,
+                           help="CP-SAT seconds per window (at most 86400)")
+    schedule_.add_argument("--window", type=_integer(1, 100_000), default=1000,
+                           help="slots per rolling-horizon window (1..100000)")
+    schedule_.add_argument("--workers", type=_integer(1, 256), default=2, help="CP-SAT workers (1..256)")
     schedule_.add_argument("--plan", type=Path, help="write the chosen plan (decisions) as JSON")
     schedule_.set_defaults(func=_schedule)
 
@@ -74,13 +141,14 @@ def add_experts_parser(subparsers: Any) -> None:
     record_.set_defaults(func=_record)
 
     generate = commands.add_parser("generate", help="write a synthetic trace (Zipf + temporal locality)")
-    generate.add_argument("--experts", type=int, required=True, help="experts per layer")
-    generate.add_argument("--steps", type=int, required=True)
-    generate.add_argument("--layers", type=int, default=1)
-    generate.add_argument("--top-k", type=int, default=1)
-    generate.add_argument("--locality", default="mid", help="low | mid | high, or ALPHA,LOCALITY")
-    generate.add_argument("--expert-bytes", type=parse_bytes)
-    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--experts", type=_integer(1, MAX_EXPERTS), required=True, help="experts per layer")
+    generate.add_argument("--steps", type=_integer(1, 1_000_000), required=True)
+    generate.add_argument("--layers", type=_integer(1, MAX_EXPERTS), default=1)
+    generate.add_argument("--top-k", type=_integer(1, MAX_EXPERTS), default=1, help="experts per step and layer")
+    generate.add_argument("--locality", type=_locality, default="mid",
+                          help="low | mid | high, or ALPHA,LOCALITY (ALPHA >= 0, LOCALITY in [0, 1])")
+    generate.add_argument("--expert-bytes", type=_size(1))
+    generate.add_argument("--seed", type=_integer(0, 2**63 - 1), default=0)
     generate.add_argument("-o", "--output", type=Path, required=True)
     generate.set_defaults(func=_generate)
 
@@ -93,7 +161,15 @@ def _problem(args: argparse.Namespace):
     trace = read_trace(args.trace)
     if args.steps:
         trace = trace.head(args.steps)
-    return problem_for_target(trace, load_target(args.target), expert_bytes=args.expert_bytes,
+    if args.expert_bytes is None and trace.expert_bytes is None:
+        raise TraceError(f"{args.trace}: the header gives no expert_bytes: pass --expert-bytes (e.g. 13.5GB)")
+    target = load_target(args.target)
+    fast = expert_link(target)
+    if args.reserve >= fast.capacity:
+        raise InfeasibleError(f"--reserve {format_bytes(args.reserve)} leaves no room for experts: the "
+                              f"{fast.fast} tier of {target.name!r} holds {format_bytes(fast.capacity)}; "
+                              f"give a --reserve below that")
+    return problem_for_target(trace, target, expert_bytes=args.expert_bytes,
                               reserve=args.reserve, decode_tokens=args.decode_tokens)
 
 
@@ -150,10 +226,10 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _record(args: argparse.Namespace) -> int:
-    from codesign.frontend import load_factory
+    from codesign.cli import _load_model  # the user's factory failing is their error, not a traceback
 
     from .record import record
-    model, inputs = load_factory(args.model)
+    model, inputs = _load_model(args.model)
     trace = record(model, inputs, source=f"record({args.model})")
     write_trace(trace, args.output)
     print(f"wrote {args.output}: {len(trace)} steps x {trace.num_layers} layers, "
@@ -162,13 +238,11 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    if args.locality in LOCALITY_LEVELS:
-        alpha, locality = LOCALITY_LEVELS[args.locality]
-    else:
-        try:
-            alpha, locality = (float(x) for x in args.locality.split(","))
-        except ValueError:
-            raise TraceError(f"--locality must be low, mid, high or ALPHA,LOCALITY, not {args.locality!r}") from None
+    alpha, locality = args.locality
+    if args.experts * args.layers > MAX_EXPERTS:
+        raise TraceError(f"--experts x --layers = {args.experts * args.layers} experts in all; at most {MAX_EXPERTS}")
+    if args.top_k > args.experts:
+        raise TraceError(f"--top-k {args.top_k} is more than the {args.experts} experts of a layer")
     trace = zipf_trace(args.experts, args.steps, num_layers=args.layers, top_k=args.top_k, alpha=alpha,
                        locality=locality, seed=args.seed, expert_bytes=args.expert_bytes)
     write_trace(trace, args.output)

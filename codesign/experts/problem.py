@@ -131,14 +131,14 @@ def expert_link(target: Target, reserve: int = 0) -> ExpertLink:
     fast = next((t for t in target.memory if "experts" in t.holds), target.memory[0])
     slow = target.memory[-1]
     if fast.name == slow.name:
-        raise ValueError(f"target {target.name!r} has one tier for experts: nothing to schedule")
+        raise InfeasibleError(f"target {target.name!r} has one tier for experts: nothing to schedule")
     if target.sockets > 1 and target.interconnect is not None:
         bandwidth = target.interconnect.bandwidth
     else:
         bandwidth = min(target.total_bandwidth(fast.name), target.total_bandwidth(slow.name))
     capacity = target.total_capacity(fast.name) - reserve
     if capacity <= 0:
-        raise ValueError(f"reserve {reserve} bytes leaves no room for experts in {fast.name}")
+        raise InfeasibleError(f"reserve {reserve} bytes leaves no room for experts in {fast.name}")
     return ExpertLink(fast.name, slow.name, capacity, bandwidth, target.dma, target.total_bandwidth(fast.name))
 
 

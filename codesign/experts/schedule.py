@@ -19,7 +19,10 @@ from .prefetch import aggressive_min
 from .problem import Problem
 from .simulate import SimResult, simulate
 
-__all__ = ["Schedule", "WindowReport", "schedule", "earliest_releases"]
+__all__ = ["Schedule", "WindowReport", "schedule", "earliest_releases", "HORIZON_WINDOWS"]
+
+HORIZON_WINDOWS = 8
+"""Windows after the current one that `schedule` judges its candidates over by default."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def _shift(plan: Plan, offset: int, last_use: dict[int, int]) -> tuple[tuple[Loa
 def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpOptions(),  # noqa: C901
              baselines: Sequence[str] | None = None, use_ilp: bool = True,
              progress: Callable[[int, int, float, int, int], None] | None = None, lookahead: int = 0,
-             warm_start: bool = True) -> Schedule:
+             warm_start: bool = True, horizon: int | None = None) -> Schedule:
     """Schedule ``problem``: baselines on the whole trace, then the ILP window by window.
 
     Each window starts with the experts the previous window left resident. Candidates: each
@@ -153,8 +156,20 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
     keeps only the window's part, so a window's plan does not sacrifice the state it leaves
     (overlapping rolling horizon). Its CP-SAT bound then concerns the longer problem, so the
     window's reported bound is the combinatorial one (:func:`.bounds.lower_bound`).
+
+    ``horizon`` (default ``HORIZON_WINDOWS`` windows): how many slots after a window its
+    candidates are judged over. While the rest of the trace fits in it, "the whole trace" is
+    exactly that (the simulator replays everything decided so far). Farther from the end,
+    a window's candidates are judged over the window and the next ``horizon`` slots alone,
+    replayed from the window's start state (the link idle, earlier loads arrived), and
+    baselines continue only to the horizon's end: each window then costs time in
+    ``window + horizon``, not in the trace, so a long trace schedules in linear time. The
+    carried plan is a candidate only where judgments are whole-trace ones, and the final
+    plan is replaced by the best baseline's should it be slower over the whole trace (it
+    cannot be when every window was judged over the whole trace).
     """
     names = list(baselines or BASELINES)
+    horizon = HORIZON_WINDOWS * window if horizon is None else horizon
     full = {}
     for name in names:
         plan = BASELINES[name](problem)
@@ -172,13 +187,22 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
 
     Piece = tuple[tuple[Load, ...], set[tuple[int, int]]]  # loads and drops, global slot numbers
 
+    a = end = 0  # the window's first slot and the end of the slots its candidates are judged over
+    frame = problem  # what candidates are replayed on: the whole trace, or the window and its horizon
+
     def full_total(*pieces: Piece) -> int:
-        plan = Plan(tuple(loads) + sum((p[0] for p in pieces), ()), frozenset(drops.union(*(p[1] for p in pieces))))
-        return simulate(problem, plan).total
+        if end == problem.num_slots:  # the whole trace, with everything decided before
+            plan = Plan(tuple(loads) + sum((p[0] for p in pieces), ()),
+                        frozenset(drops.union(*(p[1] for p in pieces))))
+            return simulate(problem, plan).total
+        # the window and its horizon alone, from the state the earlier windows left
+        return simulate(frame, _localize((sum((p[0] for p in pieces), ()), set().union(*(p[1] for p in pieces))),
+                                         a, "")).total
 
     def continuations(start: int, state: set[int], uses_before: dict[int, int], *head: Piece) -> list:
-        """(whole-trace total, name, global plan of slots start..) for each baseline run from ``start``."""
-        rest = problem.window(start, problem.num_slots, state)
+        """(total to the horizon's end, name, global plan of slots start..end) for each
+        baseline run from ``start``."""
+        rest = problem.window(start, end, state)
         out = []
         for name in names:  # each baseline sees the whole future, as it does on the full trace
             plan = earliest_releases(rest, BASELINES[name](rest))
@@ -194,7 +218,7 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         ahead = problem.window(a, min(problem.num_slots, b + window), sub.initial)
         head = _cut(aggressive_min(ahead), sub.num_slots)
         piece = _shift(head, a, uses_before)
-        if b >= problem.num_slots:
+        if b >= end:
             return full_total(piece), head.policy, piece
         total, _, cont = min(continuations(b, resident_after(sub, head), uses_after, piece), key=lambda x: x[0])
         return total, head.policy, (piece[0] + cont[0], piece[1] | cont[1])
@@ -203,6 +227,8 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
     for w, a in enumerate(range(0, problem.num_slots, window)):
         b = min(problem.num_slots, a + window)
         began = time.perf_counter()
+        end = min(problem.num_slots, b + horizon)
+        frame = problem if end == problem.num_slots else problem.window(a, end, resident)
         sub = problem.window(a, b, resident)
         uses_after = dict(last_use)
         for v in range(a, b):
@@ -218,7 +244,7 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         hint_head, hint_tail = _split(hint_rest, b)
         hint_plan = _localize(hint_head, a, hint_name)
         hint = (hint_plan, simulate(sub, hint_plan))
-        far = min(problem.num_slots, b + max(0, lookahead))
+        far = min(end, b + max(0, lookahead))
         if far > b:  # the ILP solves the window with the slots after it, from the whole-trace hint
             window_hint = hint
         else:  # the ILP solves the window on its own: warm start it from the best plan for the
@@ -242,13 +268,15 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         # rollout: keep the ILP's window only if, followed by the best baseline from its end
         # state, it is no slower over the whole trace than the warm start (never loses)
         ilp_piece = _shift(ilp.plan, a, last_use)
-        if b < problem.num_slots:
+        if b < end:
             ilp_full, _, cont = min(continuations(b, resident_after(sub, ilp.plan), uses_after, ilp_piece),
                                     key=lambda x: x[0])
         else:
             ilp_full, cont = full_total(ilp_piece), ((), set())
         keep_ilp = ilp_full <= hint_full
         piece, carry = (ilp_piece, (ilp_full, "ilp (carried)", cont)) if keep_ilp else (hint_head, (hint_full, hint_name, hint_tail))
+        if end < problem.num_slots:
+            carry = None  # judged to this horizon's end only: not comparable with the next window's
         reports.append(WindowReport(a, b, window_hint[0].policy, window_hint[1].total, window_total, ilp.bound,
                                     ilp.status, ilp.seconds, keep_ilp, "ilp" if keep_ilp else hint_name,
                                     window_total if keep_ilp else hint[1].total, time.perf_counter() - began))
@@ -257,7 +285,11 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
         resident = resident_after(sub, ilp.plan if keep_ilp else hint_plan)
         last_use = uses_after
     plan = Plan(tuple(loads), frozenset(drops), "ilp")
-    return Schedule(problem, plan, simulate(problem, plan), full, tuple(reports))
+    result = simulate(problem, plan)
+    best_plan, best_result = min(full.values(), key=lambda pr: pr[1].total)
+    if best_result.total < result.total:  # only where windows were judged over a horizon
+        plan, result = best_plan, best_result
+    return Schedule(problem, plan, result, full, tuple(reports))
 
 
 def schedule_graph(graph, target, trace=None, *, reserve: int = 0, steps: int = 256, seed: int = 0,

@@ -24,7 +24,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["Trace", "TraceError", "read_trace", "write_trace", "zipf_trace", "LOCALITY_LEVELS"]
+__all__ = ["Trace", "TraceError", "parse_trace", "read_trace", "write_trace", "zipf_trace", "LOCALITY_LEVELS",
+           "MAX_EXPERTS", "MAX_EXPERT_BYTES"]
 
 FORMAT_KEY = "codesign_expert_trace"
 FORMAT_VERSION = 1
@@ -93,47 +94,115 @@ def write_trace(trace: Trace, path: str | Path) -> Path:
     return path
 
 
+MAX_EXPERTS = 1 << 20
+"""At most this many experts in all (``num_experts * num_layers``): the problem keeps a
+size and a transfer time per expert."""
+MAX_EXPERT_BYTES = 1 << 50  # 1 PiB: one expert's bytes, and any size the CLI takes
+
+
+def _json_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read_trace(path: str | Path) -> Trace:
     """Read a JSONL trace; every format mistake raises :class:`TraceError` naming the line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise TraceError(f"no such trace file: {path}") from None
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    if not lines:
-        raise TraceError(f"{path}: empty trace")
-    records = []
-    for n, line in lines:
+    except OSError as exc:
+        raise TraceError(f"cannot read trace file {path}: {exc.strerror}") from None
+    return parse_trace(data, str(path))
+
+
+def parse_trace(data: bytes | str, name: str = "<trace>") -> Trace:
+    """A trace from the bytes (or text) of a JSONL trace file; every mistake is one
+    :class:`TraceError` saying where (``name:line``), which field, and what it should be."""
+    if isinstance(data, bytes):
         try:
-            records.append((n, json.loads(line)))
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise TraceError(f"{name}:{line}: invalid UTF-8 byte 0x{data[exc.start]:02x} at byte offset "
+                             f"{exc.start}: a trace is UTF-8 JSON lines") from None
+    else:
+        text = data
+    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not lines:
+        raise TraceError(f"{name}: empty trace: expected a header line, then one line per step and layer")
+
+    def load(n: int, line: str) -> Any:
+        try:
+            return json.loads(line, parse_constant=lambda c: _refuse(f"{name}:{n}: {c} is not a JSON number"))
         except json.JSONDecodeError as exc:
-            raise TraceError(f"{path}:{n}: not JSON ({exc.msg})") from None
-    n, head = records[0]
+            raise TraceError(f"{name}:{n}: not JSON ({exc.msg} at column {exc.colno})") from None
+        except (ValueError, RecursionError) as exc:  # nesting thousands deep, integers of 5000 digits
+            if isinstance(exc, TraceError):
+                raise
+            raise TraceError(f"{name}:{n}: not a trace line ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+    n, head = lines[0][0], load(*lines[0])
     if not isinstance(head, dict) or head.get(FORMAT_KEY) != FORMAT_VERSION:
-        raise TraceError(f"{path}:{n}: the first line must be a header with \"{FORMAT_KEY}\": {FORMAT_VERSION}")
-    try:
-        num_experts, num_layers = int(head["num_experts"]), int(head.get("num_layers", 1))
-    except KeyError:
-        raise TraceError(f"{path}:{n}: the header needs num_experts") from None
+        raise TraceError(f"{name}:{n}: the first line must be a header with \"{FORMAT_KEY}\": {FORMAT_VERSION}")
+
+    def field_of(rec: dict, key: str, n: int, lo: int, hi: int, default: Any = None, what: str = "header") -> int:
+        if key not in rec:
+            if default is None:
+                raise TraceError(f"{name}:{n}: the {what} needs \"{key}\" (an integer in {lo}..{hi})")
+            return default
+        value = rec[key]
+        if not _json_int(value) or not lo <= value <= hi:
+            raise TraceError(f"{name}:{n}: {what} field \"{key}\" must be an integer in {lo}..{hi}, got "
+                             f"{json.dumps(value)[:40]}")
+        return value
+
+    num_experts = field_of(head, "num_experts", n, 1, MAX_EXPERTS)
+    num_layers = field_of(head, "num_layers", n, 1, MAX_EXPERTS, default=1)
+    if num_experts * num_layers > MAX_EXPERTS:
+        raise TraceError(f"{name}:{n}: num_experts x num_layers = {num_experts * num_layers} experts in all; "
+                         f"at most {MAX_EXPERTS}")
+    top_k = field_of(head, "top_k", n, 1, num_experts, default=1)
+    expert_bytes = head.get("expert_bytes")
+    if expert_bytes is not None:
+        expert_bytes = field_of(head, "expert_bytes", n, 1, MAX_EXPERT_BYTES)
+    source, meta = head.get("source", ""), head.get("meta", {})
+    if not isinstance(source, str):
+        raise TraceError(f"{name}:{n}: header field \"source\" must be a string, got {json.dumps(source)[:40]}")
+    if not isinstance(meta, dict):
+        raise TraceError(f"{name}:{n}: header field \"meta\" must be an object, got {json.dumps(meta)[:40]}")
+    if len(lines) == 1:
+        raise TraceError(f"{name}: the trace has a header but no steps: expected one line per step and layer "
+                         "after it")
     steps: list[list[tuple[int, ...]]] = []
-    for n, rec in records[1:]:
+    for n, line in lines[1:]:
+        rec = load(n, line)
         if not isinstance(rec, dict) or not {"step", "experts"} <= rec.keys():
-            raise TraceError(f"{path}:{n}: a record needs \"step\" and \"experts\"")
-        t, layer = int(rec["step"]), int(rec.get("layer", 0))
+            raise TraceError(f"{name}:{n}: a record needs \"step\" and \"experts\"")
+        t = field_of(rec, "step", n, 0, 1 << 62, what="record")
+        layer = field_of(rec, "layer", n, 0, num_layers - 1, default=0, what="record")
         expect = (len(steps), 0) if not steps or len(steps[-1]) == num_layers else (len(steps) - 1, len(steps[-1]))
         if (t, layer) != expect:
-            raise TraceError(f"{path}:{n}: expected step {expect[0]} layer {expect[1]}, found step {t} layer {layer}")
+            raise TraceError(f"{name}:{n}: expected step {expect[0]} layer {expect[1]}, found step {t} layer {layer}")
+        ids = rec["experts"]
+        if not isinstance(ids, list) or not ids or not all(_json_int(e) and 0 <= e < num_experts for e in ids):
+            raise TraceError(f"{name}:{n}: record field \"experts\" must be a non-empty list of expert ids in "
+                             f"0..{num_experts - 1}, got {json.dumps(ids)[:60]}")
+        if len(set(ids)) != len(ids):
+            raise TraceError(f"{name}:{n}: record field \"experts\" lists an expert twice: {json.dumps(ids)[:60]}")
         if layer == 0:
             steps.append([])
-        steps[-1].append(tuple(int(e) for e in rec["experts"]))
-    if steps and len(steps[-1]) != num_layers:
-        raise TraceError(f"{path}: the last step has {len(steps[-1])} of {num_layers} layers")
+        steps[-1].append(tuple(ids))
+    if len(steps[-1]) != num_layers:
+        raise TraceError(f"{name}: the last step has {len(steps[-1])} of {num_layers} layers")
     try:
-        return Trace(num_experts, tuple(tuple(s) for s in steps), num_layers, int(head.get("top_k", 1)),
-                     head.get("expert_bytes"), head.get("source", ""), head.get("meta", {}))
+        return Trace(num_experts, tuple(tuple(s) for s in steps), num_layers, top_k, expert_bytes, source, meta)
     except TraceError as exc:
-        raise TraceError(f"{path}: {exc}") from None
+        raise TraceError(f"{name}: {exc}") from None
+
+
+def _refuse(message: str) -> Any:
+    raise TraceError(message)
 
 
 # Named locality levels used by the CLI and the benchmark: (zipf alpha, temporal locality).

@@ -3,6 +3,7 @@
 from codesign.frontend.capture import (CaptureError, CapturedModel, UnsupportedOp,
                                        UnsupportedOpsError, capture)
 from codesign.frontend.factory import ModelSpecError, load_factory
+from codesign.frontend.signature import InputMismatchError, Signature
 
-__all__ = ["CaptureError", "CapturedModel", "ModelSpecError", "UnsupportedOp", "UnsupportedOpsError",
-           "capture", "load_factory"]
+__all__ = ["CaptureError", "CapturedModel", "InputMismatchError", "ModelSpecError", "Signature", "UnsupportedOp",
+           "UnsupportedOpsError", "capture", "load_factory"]

@@ -74,6 +74,8 @@ def norm_dim(d: int, rank: int) -> int:
 
 
 def norm_dims(dims, rank: int) -> tuple[int, ...]:
+    if rank == 0:  # a scalar's only dims are 0 and -1, and reducing over them reduces nothing
+        return ()
     if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
         return tuple(range(rank))
     if isinstance(dims, int):
@@ -121,10 +123,25 @@ def _binary(op: str, *, compare: bool = False):
 
 for _aten, _op in (("add", "add"), ("sub", "sub"), ("mul", "mul"), ("maximum", "maximum"),
                    ("minimum", "minimum"), ("remainder", "remainder"), ("pow", "pow"),
-                   ("logical_and", "logical_and"), ("logical_or", "logical_or"),
-                   ("bitwise_and", "logical_and"), ("__and__", "logical_and"),
-                   ("bitwise_or", "logical_or"), ("__or__", "logical_or")):
+                   ("logical_and", "logical_and"), ("logical_or", "logical_or")):
     converts(_aten)(_binary(_op))
+
+
+def _bitwise(op: str):
+    """`&`, `|` on bool tensors are the logical ops; on integers they are bitwise, which the
+    IR has no primitive for: refused rather than computed as a logical op."""
+    def convert(c: Ctx, a, b_, **_):
+        if c.out.dtype is not DType.i1:
+            name = c.node.target.__name__.split(".")[0]
+            raise ConversionError(f"{name} on {c.out.dtype.value} operands: integer bitwise ops are not "
+                                  "supported yet (only on bool tensors, as logical ops)")
+        return _binary(op)(c, a, b_)
+    return convert
+
+
+for _aten, _op in (("bitwise_and", "logical_and"), ("__and__", "logical_and"),
+                   ("bitwise_or", "logical_or"), ("__or__", "logical_or")):
+    converts(_aten)(_bitwise(_op))
 for _aten in ("eq", "ne", "lt", "le", "gt", "ge"):
     converts(_aten)(_binary(_aten, compare=True))
 
@@ -159,6 +176,8 @@ converts("logaddexp", keep=("logaddexp.default",))(_binary("logaddexp"))
 
 @converts("logical_not", "bitwise_not")
 def _not(c: Ctx, x):
+    if c.t(x).dtype is not DType.i1 and "logical" in c.node.target.__name__:  # not x: x == 0
+        return c.add("eq", [x, tensor_operand(c, 0, c.t(x).dtype)])
     if c.t(x).dtype is not DType.i1:
         raise ConversionError("bitwise_not on integer tensors is not supported (only on bool)")
     return c.add("logical_not", [x])
@@ -196,10 +215,20 @@ def _to_copy(c: Ctx, x, *args, **_):
     return Val(c.b.cast(x, c.out.dtype))
 
 
-@converts("clone", "alias", "contiguous", "detach", "lift_fresh_copy", "dropout", "lift_fresh",
-          "feature_dropout")
+@converts("clone", "alias", "contiguous", "detach", "lift_fresh_copy", "lift_fresh")
 def _identity(c: Ctx, x, *args, **_):
     return x
+
+
+@converts("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "native_dropout")
+def _dropout(c: Ctx, x, p=0.5, train=False, *_, **__):
+    name = c.node.target.__name__.split(".")[0]
+    if train is None:
+        train = True  # native_dropout(x, p, train=None) drops
+    if train and p:
+        raise ConversionError(f"{name}(p={p}) in training mode drops activations at random, which compiled "
+                              "code cannot reproduce: call model.eval()")
+    return (x, None) if name == "native_dropout" else x
 
 
 @converts("tril", "triu")
@@ -228,7 +257,7 @@ def _full(c: Ctx, *args, **_):
 
 @converts("arange")
 def _arange(c: Ctx, *args, **kw):
-    nums = [a for a in args if isinstance(a, (int, float))]
+    nums = [int(a) if isinstance(a, bool) else a for a in args if isinstance(a, (int, float))]
     start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
     return c.add("iota", [], {"start": start, "step": step}, type=c.out)
 
@@ -259,7 +288,7 @@ def _var(c: Ctx, x, dim=None, *, correction=None, keepdim=False, unbiased=None):
 
 @converts("argmax", "argmin")
 def _argmax(c: Ctx, x, dim=None, keepdim=False):
-    if dim is None:
+    if dim is None or c.t(x).rank == 0:
         x = Val(c.b.reshape(x, (c.t(x).numel,)))
         dim = 0
     out = c.add(c.node.target.__name__.split(".")[0], [x],
@@ -270,6 +299,8 @@ def _argmax(c: Ctx, x, dim=None, keepdim=False):
 @converts("cumsum")
 def _cumsum(c: Ctx, x, dim, *, dtype=None):
     x = Val(c.b.cast(x, c.out.dtype))
+    if c.t(x).rank == 0:  # a scalar is its own prefix sum
+        return x
     return c.add("cumsum", [x], {"dim": norm_dim(dim, c.t(x).rank)})
 
 
@@ -277,6 +308,8 @@ def _cumsum(c: Ctx, x, dim, *, dtype=None):
 def _softmax(c: Ctx, x, dim, *rest, **_):
     op = "log_softmax" if "log" in c.node.target.__name__ else "softmax"
     x = Val(c.b.cast(x, c.out.dtype))
+    if c.t(x).rank == 0:  # a scalar is its own row
+        return Val(c.b.reshape(c.add(op, [Val(c.b.reshape(x, (1,)))], {"dim": 0}), ()))
     return c.add(op, [x], {"dim": norm_dim(dim, c.t(x).rank)})
 
 
@@ -444,17 +477,18 @@ def _group_norm(c: Ctx, x, *args):
 
 
 @converts("_native_batch_norm_legit_no_training", "batch_norm", "_native_batch_norm_legit",
-          "native_batch_norm")
+          "native_batch_norm", "_native_batch_norm_legit_functional")
 def _batch_norm(c: Ctx, x, weight, bias, running_mean, running_var, *rest):
     name = c.node.target.__name__.split(".")[0]
     if name == "batch_norm":
         training, _momentum, eps = rest[0], rest[1], rest[2]
-    elif name in ("_native_batch_norm_legit", "native_batch_norm"):
+    elif name in ("_native_batch_norm_legit", "native_batch_norm", "_native_batch_norm_legit_functional"):
         training, _momentum, eps = rest[0], rest[1], rest[2]
     else:
         training, eps = False, rest[1]
     if training:
-        raise ConversionError("batch_norm in training mode is not supported (call model.eval())")
+        raise ConversionError("batch_norm in training mode (batch statistics, running-statistics updates) "
+                              "is not supported: call model.eval()")
     if running_mean is None or running_var is None:
         raise ConversionError("batch_norm without running statistics is not supported")
     operands = [x, running_mean, running_var]

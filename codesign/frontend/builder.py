@@ -56,6 +56,8 @@ class GraphBuilder:
         if type is None:
             type = opdef.infer([self.types[o] for o in operands], opdef.attr_values(attrs))
             assert type is not None, f"{op} needs an explicit type"
+        if 0 in type.shape and op != "full":  # an empty result has no element to compute (and the
+            return self.constant(0, type.dtype, type.shape)  # index maps of layout ops divide by sizes)
         name = self.fresh(hint or op)
         self.nodes.append(Node(name, op, tuple(operands), type, attrs, regions, self.loc))
         self.types[name] = type

@@ -17,11 +17,13 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind as ExportInputKind
+from torch.export.graph_signature import OutputKind as ExportOutputKind
 
 from codesign.frontend import aten
 from codesign.frontend.attention import recognize_attention
 from codesign.frontend.builder import GraphBuilder, sanitize
-from codesign.frontend.moe import moe_leaf_modules
+from codesign.frontend.moe import MoeBlockError, check_moe_blocks, moe_leaf_modules
+from codesign.frontend.signature import Arg, Signature, WriteBack
 from codesign.ir.graph import Graph, Input, InputKind
 from codesign.ir.types import TensorType
 from codesign.ir.verifier import verify
@@ -34,14 +36,23 @@ class CapturedModel:
     graph: Graph
     state: Mapping[str, torch.Tensor] = field(default_factory=dict)
     method: str = "export"  # how it was captured: "export" or "make_fx"
+    signature: Signature | None = None  # None: the graph's own (`Signature.plain`)
 
     @property
     def is_meta(self) -> bool:
         return any(t.device.type == "meta" for t in self.state.values())
 
+    @property
+    def calling(self) -> Signature:
+        """How a call maps onto the graph: inputs checked, buffers threaded, updates written back."""
+        return self.signature if self.signature is not None else Signature.plain(self.graph)
+
     def run(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        """The model's outputs for `inputs` by the reference interpreter; in-place updates of
+        buffers and inputs are written back, as eager does."""
         from codesign.ir.interpreter import run_graph
-        return run_graph(self.graph, inputs, self.state)
+        with torch.no_grad():
+            return list(self.calling.call(lambda *args: run_graph(self.graph, args, self.state), inputs))
 
 
 @dataclass(frozen=True)
@@ -135,8 +146,9 @@ def _state_tensor(ep: ExportedProgram, target: str) -> torch.Tensor:
 
 def convert_fx(gm: torch.fx.GraphModule, name: str,
                input_kinds: Mapping[str, tuple[InputKind, str | None]],
-               state_lookup) -> tuple[Graph, dict[str, torch.Tensor]]:
-    """Convert an ATen-level fx graph to IR; `state_lookup(target)` returns state tensors."""
+               state_lookup, placeholders: dict[str, str] | None = None) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """Convert an ATen-level fx graph to IR; `state_lookup(target)` returns state tensors;
+    `placeholders`, when given, is filled with the IR input name of each fx placeholder."""
     b = GraphBuilder(name)
     env: dict[torch.fx.Node, Any] = {}
     state: dict[str, torch.Tensor] = {}
@@ -165,6 +177,8 @@ def convert_fx(gm: torch.fx.GraphModule, name: str,
             display = source if source else node.name
             ir_name = b.add_input(Input(sanitize(display), aten.result_type(val), kind, source))
             env[node] = aten.Val(ir_name)
+            if placeholders is not None:
+                placeholders[node.name] = ir_name
             if kind.is_state:
                 state[ir_name] = state_lookup(source)
             continue
@@ -205,7 +219,9 @@ def convert_fx(gm: torch.fx.GraphModule, name: str,
             else aten.CONVERTERS.get(op_name)
         if converter is None:
             env[node] = _Missing()
-            unsupported.append(UnsupportedOp(op_name, _module_path(node), _source_line(node)))
+            why = ("an in-place update, which this capture cannot write back: capture with torch.export "
+                   "(method=\"export\"), which does" if packet.endswith("_") and not packet.startswith("_") else "")
+            unsupported.append(UnsupportedOp(op_name, _module_path(node), _source_line(node), why))
             continue
         dynamic = _dynamic_shape(node)
         if dynamic:
@@ -275,29 +291,88 @@ def _make_fx(model: torch.nn.Module, inputs: tuple) -> tuple[torch.fx.GraphModul
     return gm, kinds, state
 
 
+TRAIN_MODES = ("refuse", "eval")
+
+
 def capture(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor] | torch.Tensor, *,
-            name: str | None = None, method: str = "auto", attention: bool = True) -> CapturedModel:
+            name: str | None = None, method: str = "auto", attention: bool = True,
+            train_mode: str = "refuse") -> CapturedModel:
     """Bring `model` (called on `example_inputs`) into the IR; the graph is verified.
 
     `method`: "export" (torch.export, non-strict), "make_fx" (fx tracing with fake tensors),
     or "auto" (export, falling back to make_fx when export refuses the model).
+
+    Modules are captured in the mode they are in, so the graph computes what eager does.
+    `train_mode`: "refuse" (the default) refuses a model with a module in training mode
+    whose training forward differs from its inference forward (BatchNorm, InstanceNorm with
+    running statistics, Dropout with p > 0, ...); "eval" captures the model as if
+    `model.eval()` had been called (running statistics, no dropout) and restores every
+    module's own mode afterwards.
     """
     if method not in ("auto", "export", "make_fx"):
         raise ValueError(f"capture method {method!r} is not one of auto, export, make_fx")
+    if train_mode not in TRAIN_MODES:
+        raise ValueError(f"train_mode {train_mode!r} is not one of {', '.join(TRAIN_MODES)}")
     if isinstance(example_inputs, torch.Tensor):
         example_inputs = (example_inputs,)
     inputs = tuple(example_inputs)
     name = name or _name_of(model)
-    was_training = model.training
-    model.eval()  # capture the inference graph; the user's mode is restored below
+    if train_mode == "refuse":
+        _refuse_training(model)
+        return _capture(model, inputs, name, method, attention)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
     try:
         return _capture(model, inputs, name, method, attention)
     finally:
-        model.train(was_training)
+        for module, training in modes:  # each module's own mode: a model may mix them
+            module.training = training
+
+
+def training_sensitive(model: torch.nn.Module) -> list[str]:
+    """The modules of `model` in training mode whose forward differs from their inference
+    forward (`path (Type): why`)."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.dropout import _DropoutNd
+    from torch.nn.modules.instancenorm import _InstanceNorm
+    found = []
+    for path, m in model.named_modules():
+        if not m.training:
+            continue
+        why = ""
+        if isinstance(m, _InstanceNorm):
+            why = "updates its running statistics" if m.track_running_stats else ""
+        elif isinstance(m, _BatchNorm):
+            why = "normalises with batch statistics and updates its running statistics"
+        elif isinstance(m, _DropoutNd) and m.p > 0:
+            why = f"drops activations at random (p={m.p})"
+        elif isinstance(m, (torch.nn.MultiheadAttention, torch.nn.RNNBase)) and m.dropout > 0:
+            why = f"drops activations at random (dropout={m.dropout})"
+        elif isinstance(m, torch.nn.RReLU):
+            why = "draws random slopes"
+        elif getattr(m, "jitter_noise", 0):
+            why = f"multiplies its input by random jitter (jitter_noise={m.jitter_noise})"
+        if why:
+            found.append(f"{path or '<top>'} ({type(m).__name__}): {why}")
+    return found
+
+
+def _refuse_training(model: torch.nn.Module) -> None:
+    found = training_sensitive(model)
+    if found:
+        lines = "\n".join(f"  - {f}" for f in found)
+        raise CaptureError(f"{type(model).__name__} is in training mode, where {len(found)} module(s) compute "
+                           f"something else than in inference:\n{lines}\n"
+                           "Call model.eval() before compiling, or pass train_mode=\"eval\" to compile it "
+                           "with inference semantics (the model's mode is left as it is).")
 
 
 def _capture(model: torch.nn.Module, inputs: tuple, name: str, method: str, attention: bool) -> CapturedModel:
     export_error: Exception | None = None
+    try:
+        check_moe_blocks(model)
+    except MoeBlockError as exc:
+        raise CaptureError(str(exc)) from exc
     with moe_leaf_modules(model), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         if method in ("auto", "export"):
@@ -308,9 +383,7 @@ def _capture(model: torch.nn.Module, inputs: tuple, name: str, method: str, atte
                     raise CaptureError(f"torch.export failed: {_first_line(exc)}") from exc
                 export_error = exc
             else:
-                graph, state = convert_fx(ep.graph_module, name, _input_kinds(ep),
-                                          lambda t: _state_tensor(ep, t))
-                return CapturedModel(_finish(graph, attention), state, "export")
+                return _from_export(model, ep, name, attention)
         try:
             gm, kinds, fx_state = _make_fx(model, inputs)
         except Exception as fx_error:  # noqa: BLE001
@@ -318,6 +391,55 @@ def _capture(model: torch.nn.Module, inputs: tuple, name: str, method: str, atte
             raise CaptureError(f"{before}fx tracing (make_fx) failed: {_first_line(fx_error)}") from fx_error
         graph, state = convert_fx(gm, name, kinds, fx_state.__getitem__)
         return CapturedModel(_finish(graph, attention), state, "make_fx")
+
+
+def _from_export(model: torch.nn.Module, ep: ExportedProgram, name: str, attention: bool) -> CapturedModel:
+    """The graph of an exported program, with its calling convention: buffers the forward
+    updates in place become runtime inputs (fed the module's own tensors on every call) and
+    their new values outputs that the call copies back, as do updated inputs."""
+    sig = ep.graph_signature
+    kinds = _input_kinds(ep)
+    user = [s.arg.name for s in sig.input_specs if s.kind is ExportInputKind.USER_INPUT]
+    placeholder_of = {s.target: s.arg.name for s in sig.input_specs
+                      if s.kind in (ExportInputKind.BUFFER, ExportInputKind.PARAMETER)}
+    threaded: dict[str, str] = {}  # placeholder -> state-dict key of each updated buffer / parameter
+    updates: list[tuple[str, str] | None] = []  # per output: (kind, target) of an update, or None
+    for spec in sig.output_specs:
+        if spec.kind is ExportOutputKind.USER_OUTPUT:
+            updates.append(None)
+        elif spec.kind in (ExportOutputKind.BUFFER_MUTATION, ExportOutputKind.PARAMETER_MUTATION):
+            threaded[placeholder_of[spec.target]] = spec.target
+            updates.append(("buffer", spec.target))
+        elif spec.kind is ExportOutputKind.USER_INPUT_MUTATION:
+            updates.append(("input", spec.target))
+        else:
+            raise CaptureError(f"the exported program has a {spec.kind.name} output ({spec.arg}); "
+                               "codesign captures inference graphs only")
+    for placeholder in threaded:
+        kinds[placeholder] = (InputKind.input, threaded[placeholder])  # named by its key
+    ir_name: dict[str, str] = {}
+    graph, state = convert_fx(ep.graph_module, name, kinds, lambda t: _state_tensor(ep, t), ir_name)
+    graph = _finish(graph, attention)
+    fx_name = {ir: fx for fx, ir in ir_name.items()}
+    vals = {n.name: n.meta["val"] for n in ep.graph_module.graph.nodes if n.op == "placeholder"}
+    runtime = tuple(user.index(fx_name[i.name]) if fx_name[i.name] in user else i.name
+                    for i in graph.runtime_inputs)
+    outputs = tuple(None if u is None else
+                    WriteBack("buffer", u[1], ir_name[placeholder_of[u[1]]]) if u[0] == "buffer" else
+                    WriteBack("input", u[1], user.index(u[1])) for u in updates)
+    signature = Signature(name, tuple(Arg(fx, aten.result_type(vals[fx])) for fx in user), runtime, outputs,
+                          {ir_name[p]: _module_tensor(model, ep, key) for p, key in threaded.items()})
+    return CapturedModel(graph, state, "export", signature)
+
+
+def _module_tensor(model: torch.nn.Module, ep: ExportedProgram, key: str) -> torch.Tensor:
+    """The module's own buffer (or parameter) `key`: what eager updates in place."""
+    for getter in (model.get_buffer, model.get_parameter):
+        try:
+            return getter(key)
+        except AttributeError:
+            continue
+    return _state_tensor(ep, key)
 
 
 def _finish(graph: Graph, attention: bool) -> Graph:

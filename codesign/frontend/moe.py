@@ -5,7 +5,10 @@ torch.export cannot trace them. During capture we swap the block's forward for a
 the custom op `codesign::moe`, which export keeps as one node; the converter then builds
 the IR `moe` node with the expert body as its region. Recognised: blocks with a top-k
 router `gate` and experts stored as stacked `gate_up_proj [E, 2I, H]` / `down_proj [E, H, I]`
-(transformers' Mixtral, Qwen-MoE and friends).
+(transformers' Mixtral, Qwen-MoE and friends), optionally with a shared expert and its gate
+(Qwen2-MoE: `shared_expert`, `shared_expert_gate`), which stay ordinary traced code around the
+op. A block with any other submodule is refused: its forward may combine it in a way the
+op does not.
 """
 
 from __future__ import annotations
@@ -67,22 +70,67 @@ def is_stacked_moe(module: torch.nn.Module) -> bool:
             and isinstance(getattr(gate, "weight", None), torch.Tensor))
 
 
+class MoeBlockError(ValueError):
+    """A block that looks like a stacked MoE block but holds parts codesign cannot model."""
+
+
+# The submodules a recognised block may have, and what its forward does with them: the
+# routed experts (`gate`, `experts`), plus (Qwen2-MoE) a shared expert every token runs
+# through, scaled by sigmoid(shared_expert_gate(x)) when there is a gate, added to the result.
+KNOWN_PARTS = frozenset({"gate", "experts", "shared_expert", "shared_expert_gate"})
+
+
+def check_moe_block(path: str, module: torch.nn.Module) -> None:
+    """Raise `MoeBlockError` unless `_leaf_forward` computes what `module.forward` does."""
+    where = f"MoE block {path or '<top>'} ({type(module).__name__})"
+    extra = sorted(set(dict(module.named_children())) - KNOWN_PARTS)
+    if extra:
+        raise MoeBlockError(f"{where} has submodule(s) {', '.join(extra)} besides the router and the experts; "
+                            "codesign does not know how its forward combines them (known: "
+                            f"{', '.join(sorted(KNOWN_PARTS))}): extend codesign/frontend/moe.py")
+    if hasattr(module, "shared_expert_gate") and not hasattr(module, "shared_expert"):
+        raise MoeBlockError(f"{where} has a shared_expert_gate but no shared_expert")
+    if module.training and getattr(module, "jitter_noise", 0):
+        raise MoeBlockError(f"{where} is in training mode with jitter_noise={module.jitter_noise} (random); "
+                            "call model.eval()")
+    _activation_name(module.experts.act_fn)
+
+
+def check_moe_blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """The recognised MoE blocks of `model` (path, module), each checked (`check_moe_block`)."""
+    blocks = [(name, module) for name, module in model.named_modules() if is_stacked_moe(module)]
+    for name, module in blocks:
+        check_moe_block(name, module)
+    return blocks
+
+
 def _leaf_forward(self: torch.nn.Module, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     top_k = int(getattr(self, "top_k", None) or getattr(self.gate, "top_k"))
     normalize = bool(getattr(self.gate, "norm_topk_prob", getattr(self, "norm_topk_prob", True)))
     activation = _activation_name(self.experts.act_fn)
-    return torch.ops.codesign.moe(hidden_states, self.gate.weight, self.experts.gate_up_proj,
-                                  self.experts.down_proj, top_k, normalize, activation)
+    out = torch.ops.codesign.moe(hidden_states, self.gate.weight, self.experts.gate_up_proj,
+                                 self.experts.down_proj, top_k, normalize, activation)
+    shared = getattr(self, "shared_expert", None)
+    if shared is not None:
+        tokens = hidden_states.reshape(-1, hidden_states.shape[-1])
+        extra = shared(tokens)
+        gate = getattr(self, "shared_expert_gate", None)
+        if gate is not None:
+            extra = torch.sigmoid(gate(tokens)) * extra
+        out = out + extra.reshape(out.shape)
+    return out
 
 
 @contextlib.contextmanager
 def moe_leaf_modules(model: torch.nn.Module) -> Iterator[list[str]]:
-    """Within the block, recognised MoE blocks of `model` call `codesign::moe`; restored after."""
+    """Within the block, recognised MoE blocks of `model` call `codesign::moe`; restored after.
+    A block that looks stacked but holds parts `_leaf_forward` does not model raises
+    `MoeBlockError` (before anything is patched)."""
+    blocks = check_moe_blocks(model)
     patched = []
-    for name, module in model.named_modules():
-        if is_stacked_moe(module):
-            patched.append((module, module.__dict__.get("forward")))
-            module.forward = types.MethodType(_leaf_forward, module)
+    for name, module in blocks:
+        patched.append((module, module.__dict__.get("forward")))
+        module.forward = types.MethodType(_leaf_forward, module)
     try:
         yield [n for n, m in model.named_modules() if is_stacked_moe(m)]
     finally:

@@ -59,11 +59,11 @@ def _row(node: Node, types: dict[str, TensorType]) -> int:
     return prod(d.size for d in structure.domain if d.kind.value == "reduction") or 1
 
 
-def _stored_values(kernel: Kernel, graph: Graph) -> list[str]:
+def _stored_values(kernel: Kernel, graph: Graph, nodes: dict[str, Node] | None = None) -> list[str]:
     """Values a kernel keeps in buffers: its inputs and the results of its non-layout ops
     (a layout op is an index map over its operand's buffer; a scalar constant is an
     immediate)."""
-    nodes = graph.node_map()
+    nodes = nodes if nodes is not None else graph.node_map()
     values = []
     for v in dict.fromkeys(kernel.inputs + tuple(n.name for n in kernel.nodes)):
         node = nodes.get(v)
@@ -94,9 +94,10 @@ def _epilogue_chain(kernel: Kernel, anchor: Node) -> set[str]:
 
 
 def working_set(graph: Graph, kernel: Kernel, target: Target, *, layer: bool = False,
-                types: dict[str, TensorType] | None = None) -> WorkingSet:
+                types: dict[str, TensorType] | None = None, nodes: dict[str, Node] | None = None) -> WorkingSet:
+    """`types` and `nodes` (the graph's, when the caller has them) save recomputing them."""
     types = types if types is not None else graph.types()
-    values = _stored_values(kernel, graph)
+    values = _stored_values(kernel, graph, nodes)
     if layer:
         total = 0
         for v in values:

@@ -53,8 +53,12 @@ def _norm_prologue(norm: Node, contraction: Node, nodes: dict[str, Node], types:
 
 
 def check_anchors(members: Sequence[Node], types: dict[str, TensorType], nodes: dict[str, Node]) -> Verdict:
-    heavy = [n for n in members if is_heavy(n)]
-    if any(get_op(n.op).template is Template.moe for n in members) and len(members) > 1:
+    return _check_heavy([n for n in members if is_heavy(n)], len(members), types, nodes)
+
+
+def _check_heavy(heavy: Sequence[Node], count: int, types: dict[str, TensorType], nodes: dict[str, Node]) -> Verdict:
+    """`check_anchors` from a group's heavy members (graph order) and its size."""
+    if any(get_op(n.op).template is Template.moe for n in heavy) and count > 1:
         return Verdict(False, "region-op", "an moe node stays alone: the expert scheduler moves its weights")
     if len(heavy) <= 1:
         return LEGAL
@@ -67,43 +71,61 @@ def check_anchors(members: Sequence[Node], types: dict[str, TensorType], nodes: 
 
 
 def check_iteration_space(members: Sequence[Node], types: dict[str, TensorType]) -> Verdict:
-    heavy = [n for n in members if is_heavy(n)]
-    anchor = anchor_of(members)
+    sizes: dict[tuple[OpKind, int], Node] = {}
+    for n in members:
+        if not is_heavy(n):
+            sizes.setdefault((get_op(n.op).kind, n.type.numel), n)
+    return _check_sizes([n for n in members if is_heavy(n)], sizes, types, {n.name: i for i, n in enumerate(members)})
+
+
+def _check_sizes(heavy: Sequence[Node], sizes: dict[tuple[OpKind, int], Node], types: dict[str, TensorType],
+                 order: dict[str, int]) -> Verdict:
+    """`check_iteration_space` from the heavy members and, for the others, the first member
+    (graph order) of each (op kind, element count): the rules read only kind and size, so
+    the first member breaking one is the first of the entries breaking it."""
+    anchor = anchor_of(heavy)
     if anchor is None:
-        sizes = [n.type.numel for n in members]
-        largest = max(sizes)
-        bad = [n for n in members if largest % max(n.type.numel, 1)]
+        largest = max(size for _, size in sizes)
+        bad = [(order[n.name], n) for (_, size), n in sizes.items() if largest % max(size, 1)]
         if bad:
+            n = min(bad, key=lambda x: x[0])[1]
             return Verdict(False, "iteration-space",
-                           f"%{bad[0].name} has {bad[0].type.numel} elements, which does not divide {largest}")
+                           f"%{n.name} has {n.type.numel} elements, which does not divide {largest}")
         return LEGAL
     allowed = {anchor.type.numel} | {types[o].numel for o in anchor.operands}
     for other in heavy:
         allowed |= {other.type.numel} | {types[o].numel for o in other.operands}
-    for n in members:
-        if n is anchor or is_heavy(n):
-            continue
-        kind = get_op(n.op).kind
-        size = n.type.numel
+    bad = []
+    for (kind, size), n in sizes.items():
         if size in allowed or (kind is OpKind.layout and size <= max(allowed)):
             continue
         if kind in (OpKind.pointwise, OpKind.source) and any(a % max(size, 1) == 0 for a in allowed):
             continue  # a smaller pointwise value broadcast over the anchor's space
+        bad.append((order[n.name], n))
+    if bad:
+        n = min(bad, key=lambda x: x[0])[1]
         return Verdict(False, "iteration-space",
-                       f"%{n.name} ({n.op}, {size} elements) runs over neither the result nor an operand "
+                       f"%{n.name} ({n.op}, {n.type.numel} elements) runs over neither the result nor an operand "
                        f"of %{anchor.name} ({anchor.op}); sizes allowed: {sorted(allowed)}")
     return LEGAL
 
 
 def check_merge(part: Partition, a: str, b: str) -> Verdict:
-    """Whether groups `a` and `b` of the partition may become one kernel."""
-    members = [part.nodes[n] for n in sorted(set(part.members[a]) | set(part.members[b]),
-                                             key=part.order.__getitem__)]
-    types = part.types
-    verdict = check_anchors(members, types, part.nodes)
+    """Whether groups `a` and `b` of the partition may become one kernel.
+
+    Reads the groups' kept facts (heavy members, kinds and sizes, edges), so its cost does
+    not grow with the groups."""
+    fa, fb = part.facts[a], part.facts[b]
+    order, nodes, types = part.order, part.nodes, part.types
+    heavy = [nodes[n] for n in sorted(fa.heavy + fb.heavy, key=order.__getitem__)]
+    verdict = _check_heavy(heavy, len(part.members[a]) + len(part.members[b]), types, nodes)
     if not verdict.legal:
         return verdict
-    space = check_iteration_space(members, types)
+    sizes = {k: nodes[n] for k, n in fa.sizes.items()}
+    for k, n in fb.sizes.items():
+        if k not in sizes or order[n] < order[sizes[k].name]:
+            sizes[k] = nodes[n]
+    space = _check_sizes(heavy, sizes, types, order)
     if not space.legal:
         return space
     cycle = part.would_cycle(a, b)

@@ -4,10 +4,10 @@ from codesign.ir.affine import AffineMap, Const, Dim
 from codesign.ir.graph import Graph, Group, Input, InputKind, Node
 from codesign.ir.interpreter import InterpreterError, run_graph
 from codesign.ir.ops import OPS, OpDef, OpKind, Structure, get_op
-from codesign.ir.parser import ParseError, load_graph, parse_graph
+from codesign.ir.parser import ParseError, decode_ir, load_graph, parse_graph
 from codesign.ir.plan import GroupPlan, PlanError, chip_rereads
 from codesign.ir.printer import print_graph
-from codesign.ir.types import DType, TensorType
+from codesign.ir.types import MAX_TENSOR_BYTES, DType, TensorType
 from codesign.ir.verifier import VerifyError, diagnose, verify
 
 
@@ -18,7 +18,7 @@ def structure_of(graph: Graph, node: Node) -> Structure:
     return op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
 
 
-__all__ = ["AffineMap", "Const", "Dim", "DType", "Graph", "Group", "GroupPlan", "Input", "InputKind",
+__all__ = ["MAX_TENSOR_BYTES", "AffineMap", "Const", "Dim", "DType", "Graph", "Group", "GroupPlan", "Input", "InputKind",
            "InterpreterError", "Node", "OPS", "OpDef", "OpKind", "ParseError", "PlanError", "Structure",
-           "TensorType", "VerifyError", "chip_rereads", "diagnose", "get_op", "load_graph", "parse_graph",
+           "TensorType", "VerifyError", "chip_rereads", "decode_ir", "diagnose", "get_op", "load_graph", "parse_graph",
            "print_graph", "run_graph", "structure_of", "verify"]

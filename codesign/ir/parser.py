@@ -16,7 +16,7 @@ from pathlib import Path
 
 from codesign.ir.graph import AttrValue, Graph, Group, Input, InputKind, Node
 from codesign.ir.plan import GroupPlan, PlanError
-from codesign.ir.types import DType, TensorType
+from codesign.ir.types import DType, TensorType, size_problem
 
 
 class ParseError(ValueError):
@@ -223,6 +223,9 @@ class Parser:
                 if self.accept("punct", "]"):
                     break
                 self.expect("punct", ",")
+        too_large = size_problem(tuple(shape), dtype)
+        if too_large is not None:
+            raise self.error_at(tok, f"tensor type {dtype.value}[{','.join(map(str, shape))}] is too large: {too_large}")
         tier = None
         if self.accept("punct", "@"):
             tier = self.expect("ident").text
@@ -315,10 +318,26 @@ def parse_graph(text: str, filename: str = "<text>") -> Graph:
         raise parser.error_at(parser.peek, "nesting too deep") from None
 
 
+def decode_ir(data: bytes, filename: str = "<text>") -> str:
+    """The text of an IR file's bytes, which are UTF-8; an invalid byte is a `ParseError`
+    naming the file, its line and column, and its byte offset."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line_start = data.rfind(b"\n", 0, start) + 1
+        line_end = data.find(b"\n", start)
+        source = data[line_start:line_end if line_end >= 0 else len(data)].decode("utf-8", "replace")
+        col = len(data[line_start:start].decode("utf-8")) + 1  # the bytes before `start` are valid
+        raise ParseError(f"invalid UTF-8 byte 0x{data[start]:02x} at byte offset {start} ({exc.reason}); "
+                         "IR files are UTF-8 text", data.count(b"\n", 0, start) + 1, col, source,
+                         filename) from None
+
+
 def load_graph(path: str | Path) -> Graph:
     path = Path(path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise FileNotFoundError(f"cannot read IR file {path}: {exc.strerror}") from None
-    return parse_graph(text, str(path))
+    return parse_graph(decode_ir(data, str(path)), str(path))

@@ -63,6 +63,24 @@ _TO_TORCH = {DType.f64: torch.float64, DType.f32: torch.float32, DType.f16: torc
 _FROM_TORCH = {v: k for k, v in _TO_TORCH.items()}
 
 
+MAX_TENSOR_BYTES = 2 ** 50
+"""The largest tensor (and dimension) the IR describes: 1 PiB. Byte counts, offsets and the
+placement ILP's integer coefficients then stay far inside 64 bits; `f32[99999999999999,
+99999999999]` is a mistake, refused with `size_problem`'s reason."""
+
+
+def size_problem(shape: tuple[int, ...], dtype: "DType") -> str | None:
+    """Why a tensor of this shape and element type is too large for the IR (None: it is not)."""
+    for dim in shape:
+        if dim > MAX_TENSOR_BYTES:
+            return f"dimension {dim} is larger than the limit of 2**50 = {MAX_TENSOR_BYTES}"
+    numel = prod(shape)
+    if numel * DType(dtype).itemsize > MAX_TENSOR_BYTES:
+        return (f"{numel} elements of {DType(dtype).itemsize} bytes exceed the limit of 2**50 bytes (1 PiB) "
+                "for one tensor")
+    return None
+
+
 @dataclass(frozen=True)
 class TensorType:
     """Shape and element type of a value; `tier` is set by placement (None before)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from codesign.ir.affine import bound
 from codesign.ir.graph import Graph, Node
 from codesign.ir.ops import OpKind, ShapeError, Trait, UnknownOpError, get_op
-from codesign.ir.types import TensorType
+from codesign.ir.types import TensorType, size_problem
 
 
 @dataclass(frozen=True)
@@ -107,9 +107,17 @@ def diagnose(graph: Graph, outer: dict[str, TensorType] | None = None) -> list[D
     for inp in graph.inputs:
         if inp.name in types:
             diags.append(Diagnostic(f"@{graph.name} input %{inp.name}", "defined twice"))
+        too_large = size_problem(inp.type.shape, inp.type.dtype)
+        if too_large is not None:
+            diags.append(Diagnostic(f"@{graph.name} input %{inp.name}", f"{inp.type} is too large: {too_large}"))
         types[inp.name] = inp.type
     for node in graph.nodes:
         where = _node_where(graph, node)
+        too_large = size_problem(node.type.shape, node.type.dtype)
+        if too_large is not None:
+            diags.append(Diagnostic(where, f"{node.type} is too large: {too_large}"))
+            types[node.name] = node.type
+            continue
         if node.name in types:
             diags.append(Diagnostic(where, f"%{node.name} is already defined (SSA values are defined once)"))
         missing = [o for o in node.operands if o not in types]

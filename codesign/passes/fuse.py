@@ -20,7 +20,8 @@ from codesign.cost.model import CostModel
 from codesign.fusion.capacity import chip_capacity, fast_capacity, working_set
 from codesign.fusion.legality import Verdict, check_layer, check_merge
 from codesign.fusion.partition import Partition
-from codesign.fusion.policy import FusionPolicy, score
+from codesign.fusion.pointwise import Figures, PointwiseCosts, Sums
+from codesign.fusion.policy import FusionPolicy, Score
 from codesign.ir.graph import Graph, Group
 from codesign.ir.kernels import group_kind, kernels
 from codesign.ir.plan import GroupPlan
@@ -59,8 +60,50 @@ class Evaluation:
         return self.verdict.rule
 
 
-def _evaluate(part: Partition, cost: CostModel, policy: FusionPolicy, capacity: int,
-              producer: str, consumer: str, types, blocks: dict[str, str]) -> tuple[Evaluation, float]:
+class _Costs:
+    """Kernel figures for the greedy loop: pointwise groups from their kept sums
+    (`fusion.pointwise`, exact), other kernels from the cost model, each group's cached
+    until it changes."""
+
+    def __init__(self, part: Partition, cost: CostModel) -> None:
+        self.part, self.cost = part, cost
+        self.pointwise = PointwiseCosts(part, cost)
+        self.cached: dict[str, Figures] = {}
+
+    def group(self, key: str) -> Figures:
+        figures = self.cached.get(key)
+        if figures is None:
+            figures = self.pointwise.figures(key) if self.pointwise.has(key) else self.exact_group(key)
+            self.cached[key] = figures
+        return figures
+
+    def exact_group(self, key: str) -> Figures:
+        k = self.cost.kernel_cost(self.part.graph, self.part.kernel(key), self.part.types)
+        return Figures(k.time, k.bytes.get(self.cost.home, 0), k.total_flops)
+
+    def candidate(self, a: str, b: str) -> tuple[Figures, int, Sums | None]:
+        """The merged kernel's figures, its working set, and its sums when pointwise."""
+        if self.pointwise.has(a) and self.pointwise.has(b):
+            sums, figures, ws = self.pointwise.candidate(a, b)
+            return figures, ws, sums
+        return self.exact(a, b) + (None,)
+
+    def exact(self, a: str, b: str) -> tuple[Figures, int]:
+        """The merged kernel's figures and working set from the cost model (any kernel)."""
+        part = self.part
+        merged = part.kernel_of(part.merged_members(a, b))
+        ws = working_set(part.graph, merged, self.cost.target, types=part.types, nodes=part.nodes).bytes
+        k = self.cost.kernel_cost(part.graph, merged, part.types)
+        return Figures(k.time, k.bytes.get(self.cost.home, 0), k.total_flops), ws
+
+    def merged(self, survivor: str, gone: str, sums: Sums | None) -> None:
+        self.cached.pop(survivor, None)
+        self.cached.pop(gone, None)
+        self.pointwise.merged(survivor, gone, sums)
+
+
+def _evaluate(part: Partition, costs: _Costs, policy: FusionPolicy, capacity: int,
+              producer: str, consumer: str, blocks: dict[str, frozenset[str]]) -> tuple[Evaluation, float]:
     a, b = part.group_of(producer), part.group_of(consumer)
     subject = f"%{producer} -> %{consumer}"
     if a == b:
@@ -71,17 +114,16 @@ def _evaluate(part: Partition, cost: CostModel, policy: FusionPolicy, capacity: 
         return Evaluation(subject, producer, consumer, verdict, None, capacity, None, None, None,
                           "refused"), 0.0
     if policy.keep_blocks_apart:
-        sides = [{blocks[n] for n in part.members[g] if n in blocks} for g in (a, b)]
+        sides = [blocks.get(g, frozenset()) for g in (a, b)]
         if sides[0] and sides[1] and sides[0] != sides[1]:
             boundary = Verdict(False, "layer-boundary", f"{', '.join(sorted(sides[0]))} and "
                                f"{', '.join(sorted(sides[1]))} stream as separate layer kernels")
             return Evaluation(subject, producer, consumer, boundary, None, capacity, None, None, None,
                               "refused"), 0.0
-    merged = part.kernel_of(part.members[a] + part.members[b])
-    ws = working_set(part.graph, merged, cost.target, types=types).bytes
-    ka, kb = cost.kernel_cost(part.graph, part.kernel(a), types), cost.kernel_cost(part.graph, part.kernel(b), types)
-    fused = cost.kernel_cost(part.graph, merged, types)
-    s = score((ka, kb), fused, cost.home)
+    ka, kb = costs.group(a), costs.group(b)
+    fused, ws, _ = costs.candidate(a, b)
+    s = Score(ka.time + kb.time - fused.time, ka.home_bytes + kb.home_bytes - fused.home_bytes, 1,
+              fused.total_flops - ka.total_flops - kb.total_flops)  # = policy.score on the kernels
     separate = ka.time + kb.time
     if ws > capacity:
         return Evaluation(subject, producer, consumer, verdict, ws, capacity, separate, fused.time,
@@ -105,10 +147,19 @@ def _edges(graph: Graph, part: Partition) -> list[tuple[str, str]]:
 
 
 def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Partition, dict[str, Evaluation]]:
-    """Merge the best profitable legal candidate first; re-score candidates as groups change."""
+    """Merge the best profitable legal candidate first; re-score candidates as groups change.
+
+    A merge re-scores only the edges still between two groups that touch the merged one;
+    each score costs time in the smaller or later of the two groups (kept facts and sums,
+    `fusion.partition` and `fusion.pointwise`), so a long chain fuses in about n log n."""
     part = Partition(graph)
-    types = part.types
-    blocks = policy.blocks(graph)
+    costs = _Costs(part, cost)
+    block_of = policy.blocks(graph)
+    blocks: dict[str, frozenset[str]] = {}  # group -> the repeated blocks its members belong to
+    for n, block in block_of.items():
+        key = part.group_of(n)
+        if key is not None:
+            blocks[key] = blocks.get(key, frozenset()) | {block}
     capacity = fast_capacity(cost.target)
     edges = _edges(graph, part)
     version = {k: 0 for k in part.members}
@@ -117,7 +168,7 @@ def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Pa
 
     def push(index: int) -> None:
         producer, consumer = edges[index]
-        ev, saving = _evaluate(part, cost, policy, capacity, producer, consumer, types, blocks)
+        ev, saving = _evaluate(part, costs, policy, capacity, producer, consumer, blocks)
         final[ev.subject] = ev
         if ev.decision == "fuse":
             a, b = part.group_of(producer), part.group_of(consumer)
@@ -125,7 +176,7 @@ def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Pa
 
     for i in range(len(edges)):
         push(i)
-    by_group: dict[str, set[int]] = {}
+    by_group: dict[str, set[int]] = {}  # group -> edges between it and another group
     for i, (p, c) in enumerate(edges):
         by_group.setdefault(part.group_of(p), set()).add(i)
         by_group.setdefault(part.group_of(c), set()).add(i)
@@ -139,17 +190,23 @@ def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Pa
         if not verdict.legal:
             final[subject] = replace(final[subject], verdict=verdict, decision="refused")
             continue
+        sums = costs.candidate(a, b)[2] if costs.pointwise.has(a) and costs.pointwise.has(b) else None
         survivor = part.merge(a, b)
         gone = b if survivor == a else a
+        costs.merged(survivor, gone, sums)
+        if a in blocks or b in blocks:
+            blocks[survivor] = blocks.pop(a, frozenset()) | blocks.pop(b, frozenset())
         version[survivor] = version.get(survivor, 0) + 1
         version.pop(gone, None)
-        affected = by_group.pop(a, set()) | by_group.pop(b, set())
-        by_group[survivor] = affected
+        ea, eb = by_group.pop(a, set()), by_group.pop(b, set())
+        if len(ea) < len(eb):
+            ea, eb = eb, ea
+        ea |= eb
+        affected = [i for i in ea if part.group_of(edges[i][0]) != part.group_of(edges[i][1])]
+        by_group[survivor] = set(affected)  # edges now inside the group are never scored again
         final[subject] = replace(final[subject], decision="fused")
         for i in sorted(affected):
-            p, c = edges[i]
-            if part.group_of(p) != part.group_of(c):
-                push(i)
+            push(i)
     for subject, ev in final.items():  # ends joined through other merges
         if ev.decision != "fused" and part.group_of(ev.producer) == part.group_of(ev.consumer):
             final[subject] = replace(ev, decision="already-fused")
@@ -239,6 +296,10 @@ class Fuse(Pass):
     min_saving: float = 0.0
     stream_layers: bool = True
     must_fuse: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.min_saving <= 1.0:  # seconds; also refuses nan and inf
+            raise ValueError(f"min_saving must be seconds in [-1, 1], got {self.min_saving}")
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         if ctx.target is None:

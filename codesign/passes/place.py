@@ -44,6 +44,14 @@ class Place(Pass):
             raise ValueError("split must be at least 1")
         if not 0.0 <= self.reserve < 1.0:
             raise ValueError("reserve must be in [0, 1)")
+        if not 1 <= self.split <= 64:
+            raise ValueError(f"split must be in 1..64, got {self.split}")
+        if not 0.0 <= self.stage < 1.0:
+            raise ValueError(f"stage must be in [0, 1), got {self.stage}")
+        if not 0.0 < self.time_limit <= 86400.0:  # also refuses nan
+            raise ValueError(f"time_limit must be more than 0 and at most 86400 seconds, got {self.time_limit}")
+        if not 1 <= self.workers <= 256:
+            raise ValueError(f"workers must be in 1..256, got {self.workers}")
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         target = ctx.target

@@ -131,6 +131,13 @@ class Tile(Pass):
             types = graph.types()
             operands = [types[o] for o in anchor.operands]
             subject = f"g{group.id} {kernel.name}"
+            if 0 in structure.loop_sizes or any(t.numel == 0 for t in (*operands, anchor.type)):
+                # a zero-size tensor: nothing to tile and no traffic; unit tiles keep plans valid
+                groups[group.id] = Group(group.id, plan.with_tile(fast, (1,) * len(structure.loop_sizes),
+                                                                  ratio=1.0, scheme="empty"))
+                ctx.ledger.record(self.name, subject, "zero-size", f"anchor %{anchor.name} has a zero-size "
+                                  "operand or result: no traffic, unit tiles", rule="tile")
+                continue
             try:
                 power_of_two = target.compute.tile_shape == "power_of_two"  # GPU kernel-shaped tiles
                 choice = (gpu_tile_choice(graph, anchor, structure, unit, fast, target) if power_of_two else None) \

@@ -82,7 +82,7 @@ def _show(args: argparse.Namespace) -> int:
     try:
         target = load_target(args.target)
     except TargetError as exc:
-        print(exc, file=sys.stderr)
+        print(f"codesign: error: {exc}", file=sys.stderr)
         return 1
     console = _console()
     console.print(f"{target.name}: {target.description}")
@@ -149,7 +149,7 @@ def _validate(args: argparse.Namespace) -> int:
         # A Path, so that a file named like a bundled target is still read as a file.
         target = load_target(Path(args.file))
     except TargetError as exc:
-        print(exc, file=sys.stderr)
+        print(f"codesign: error: {exc}", file=sys.stderr)
         return 1
     print(f"ok: {args.file} is a valid target {target.name!r}")
     return 0

@@ -27,17 +27,24 @@ from codesign.codegen.registry import Backend, register_backend
 @dataclass(frozen=True)
 class CppBackend(Backend):
     """`CppModule` on CPU tensors; the generator refuses a graph with a `CodegenError` naming
-    the node. Option `blas`: True / False / None (link scipy-openblas32 when installed)."""
+    the node. Option `blas`: True / False / None (link scipy-openblas32 when installed);
+    `check_indices` (default True): gathered indices are checked (an out-of-range one raises
+    `IndexError`); False leaves them unchecked (`codesign.codegen.checks`).
+
+    No `partition_rules`: every convex group is one C++ function (its loops inlined, GEMM,
+    attention and the norms emitted in place, a streamed layer's anchors one after the
+    other), so `partition{backend=cpp}` is the identity."""
 
     name: ClassVar[str] = "cpp"
     summary: ClassVar[str] = "one C++17 translation unit, built with the system compiler, loaded with ctypes"
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     default_for: ClassVar[tuple[str, ...]] = ("cpu",)
     source_suffix: ClassVar[str] = "cpp"
-    options: ClassVar[tuple[str, ...]] = ("blas",)
+    options: ClassVar[tuple[str, ...]] = ("blas", "check_indices")
 
     def build(self, graph, state, target, options) -> CppModule:
-        return CppModule(graph, state, target=target.name, blas=options.get("blas"))
+        return CppModule(graph, state, target=target.name, blas=options.get("blas"),
+                         check_indices=bool(options.get("check_indices", True)))
 
 
 __all__ = ["CodegenError", "CppBackend", "CppModule", "CppSource", "cache_dir", "export_cpp", "generate"]

@@ -6,8 +6,12 @@ an rpath to its folder and the source is compiled with `-DCODESIGN_BLAS`; withou
 wheel, or with `CODESIGN_BLAS=0` in the environment, the generated code's own packed GEMM
 runs. The cache key hashes the IR text, the target name, the compiler's version line, the
 host CPU (the build uses -march=native), codesign's version, the BLAS and the generated
-source; a hit skips the compiler entirely. The cache lives in `$CODESIGN_CACHE_DIR` or
-`~/.cache/codesign/cpp`; writes go through a temporary name and an atomic rename.
+source; a hit skips the compiler entirely. The cache (`codesign.codegen.cache`, shared with
+the Triton backend) lives in `$CODESIGN_CACHE_DIR/cpp` or `~/.cache/codesign/cpp`, one folder
+per key: the library is loaded only after its sha256 matches the entry's manifest (else it
+is rebuilt, with a warning), entries are published atomically, and the cache is bounded
+(`$CODESIGN_CACHE_MAX_BYTES`, least recently used evicted). A compiler that cannot run, a
+failed compile and a library that cannot be loaded are `CodegenError`s naming the file.
 """
 
 from __future__ import annotations
@@ -18,20 +22,24 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from codesign.codegen import CodegenError
+from codesign.codegen.cache import TMP_PREFIX, Cache
 
 CXX_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17",
              "-fno-math-errno", "-fno-trapping-math", "-w")
 
 
+CACHE = Cache("cpp")
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("CODESIGN_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "codesign" / "cpp"
+    """Where C++ entries live: `$CODESIGN_CACHE_DIR/cpp` or `~/.cache/codesign/cpp` (checked:
+    a folder others can write is refused for a private temporary one, with a warning)."""
+    return CACHE.directory()
 
 
 def compiler() -> str:
@@ -43,7 +51,10 @@ def compiler() -> str:
 
 @functools.lru_cache(maxsize=None)
 def compiler_version(cxx: str) -> str:
-    out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
+    try:
+        out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise CodegenError(f"cannot run the C++ compiler {cxx!r}: {exc} (install g++ or set CXX)") from exc
     return out.stdout.splitlines()[0] if out.stdout else cxx
 
 
@@ -119,35 +130,48 @@ class Built:
     blas: Blas | None = None  # the BLAS it links (None: the hand GEMM)
 
 
-def build(name: str, source: str, ir_text: str, target: str = "host", blas: Blas | None = None) -> Built:
-    """The shared library for `source`, from the cache or freshly compiled (linking `blas`)."""
+def build(name: str, source: str, ir_text: str, target: str = "host", blas: Blas | None = None,
+          *, use_cache: bool = True) -> Built:
+    """The shared library for `source`, from the cache (verified) or freshly compiled (linking
+    `blas`); `use_cache=False` skips the lookup (the fresh build replaces the entry)."""
     key = cache_key(ir_text, source, target, blas)
-    folder = cache_dir() / key
-    lib = folder / f"{name}.so"
-    src = folder / f"{name}.cpp"
-    if lib.exists():
-        return Built(lib, src, key, True, 0.0, blas)
-    folder.mkdir(parents=True, exist_ok=True)
-    src.write_text(source)
+    names = (f"{name}.so", f"{name}.cpp")
+    directory = cache_dir()
+    entry = CACHE.lookup(key, names, directory) if use_cache else None
+    if entry is not None:
+        return Built(entry.file(names[0]), entry.file(names[1]), key, True, 0.0, blas)
     cxx = compiler()
     start = time.perf_counter()
-    with tempfile.NamedTemporaryFile(dir=folder, suffix=".so", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
-    try:
-        proc = subprocess.run([cxx, *CXX_FLAGS, str(src), "-o", str(tmp_path), *(blas.flags if blas else [])], capture_output=True, text=True)
+
+    def produce(folder: Path) -> None:
+        src = folder / names[1]
+        src.write_text(source)
+        command = [cxx, *CXX_FLAGS, str(src), "-o", str(folder / names[0]), *(blas.flags if blas else [])]
+        try:
+            proc = subprocess.run(command, capture_output=True, text=True)
+        except OSError as exc:
+            raise CodegenError(f"cannot run the C++ compiler {cxx!r} on @{name}: {exc}") from exc
         if proc.returncode != 0:
-            raise CodegenError(f"{cxx} failed on {src}:\n{proc.stderr[-4000:]}")
-        os.replace(tmp_path, lib)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-    return Built(lib, src, key, False, time.perf_counter() - start, blas)
+            kept = directory / f"{TMP_PREFIX}failed-{name}.cpp"  # removed after an hour, as temporaries are
+            try:
+                shutil.copyfile(src, kept)
+            except OSError:
+                kept = src
+            raise CodegenError(f"{cxx} failed on @{name} (source kept as {kept}):\n{proc.stderr[-4000:]}")
+
+    entry = CACHE.build(key, names, produce, replace=not use_cache, directory=directory)
+    return Built(entry.file(names[0]), entry.file(names[1]), key, False, time.perf_counter() - start, blas)
 
 
 def load(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
-    lib.run.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)]
-    lib.run.restype = ctypes.c_int
-    lib.codesign_arena_bytes.restype = ctypes.c_int64
-    lib.codesign_gemm.restype = ctypes.c_char_p
+    """dlopen the library at `path`; a file that cannot be loaded (or lacks the entry points)
+    is a `CodegenError` naming it."""
+    try:
+        lib = ctypes.CDLL(str(path))
+        lib.run.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)]
+        lib.run.restype = ctypes.c_int
+        lib.codesign_arena_bytes.restype = ctypes.c_int64
+        lib.codesign_gemm.restype = ctypes.c_char_p
+    except (OSError, AttributeError) as exc:
+        raise CodegenError(f"cannot load the generated library {path}: {exc}") from exc
     return lib

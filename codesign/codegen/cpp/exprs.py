@@ -14,12 +14,13 @@ a gated read (`Load.valid`: pad, concat) is rendered inside its branch, never ho
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from math import prod
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.codegen import CodegenError
+from codesign.codegen.checks import DIVISION, INDEX, Site, data_dependent, is_int_division, reported
 from codesign.codegen.cpp import scalar as S
 from codesign.ir.affine import Add, AffineExpr, AffineMap, Const, Dim, FloorDiv, Mod, Mul, bound
 from codesign.ir.graph import Node
@@ -254,7 +255,36 @@ class Body:
             known = facts | {(x, True) for x in _conjuncts(c)}
             return f"({cond} ? {self.render(a, guarded, known)} : {self.render(b, guarded, facts | {(c, False)})})"
         args = [self.render(a, guarded, facts) for a in e.args]
-        return S.prim(e.prim, args, e.args[0].dtype, e.dtype, [self.constant(a) for a in e.args])
+        constants = [self.constant(a) for a in e.args]
+        site = -1
+        if is_int_division(e.prim, e.args[0].dtype) and (constants[1] is None or int(constants[1]) in (0, -1)):
+            site = self._site(Site(DIVISION, *self._owner()))
+        return S.prim(e.prim, args, e.args[0].dtype, e.dtype, constants, site)
+
+    def _owner(self) -> tuple[str, str]:
+        return (self.node.name, self.node.op) if self.node is not None else ("?", "?")
+
+    def _site(self, site: Site) -> int:
+        return self.scope.kernel.add_site(site)
+
+    def _coordinate(self, e: Load, pos: int, shape: Sequence[int], inside: bool, facts: frozenset) -> str:
+        """Coordinate `pos` of an indexed load; a data-dependent one is checked against its
+        extent: by a pass over the index operand before the kernel's loops when the
+        coordinate is a function of one index element (`precheck`: the loop nest itself stays
+        as unchecked code would be), else in place (`cs_index`: out of range reads element 0
+        and records the site)."""
+        c = e.index[pos]
+        text = self.render(c, inside, facts)
+        if not self.scope.kernel.check_indices or not data_dependent(c):
+            return text
+        raw, negative = reported(c)
+        name, op = self._owner()
+        operand = self.node.operands[e.operand] if self.node is not None else "?"
+        site = Site(INDEX, name, op, operand, pos, shape[pos], negative)
+        if self.node is not None and precheck(self.scope.kernel, self.node, self.st, c, raw, site):
+            return text
+        shown = text if raw is c else self.render(raw, inside, facts)
+        return f"cs_index({text}, {shape[pos]}, {self._site(site)}, {shown})"
 
     def _load(self, e: Load, guarded: bool, facts: frozenset) -> str:
         conds = [c for c in _conjuncts(e.valid) if not _implied(c, facts)] if e.valid is not None else []
@@ -262,7 +292,7 @@ class Body:
         shape, scope, access = self.scope.kernel.type(name).shape, self.scope, self.access
         inside = guarded or e.valid is not None
         if e.index is not None:
-            at = Access(shape, index=tuple(self.render(i, inside, facts) for i in e.index))
+            at = Access(shape, index=tuple(self._coordinate(e, p, shape, inside, facts) for p in range(len(e.index))))
         elif reads_row_major(amap := self.st.operand_maps[e.operand], shape, access.shape):
             at = Access(shape, linear=access.flat())
             if access.index is not None and shape and access.shape and shape[-1] == access.shape[-1]:
@@ -276,3 +306,52 @@ class Body:
             return read
         test = " && ".join(self.render(c, guarded, facts) for c in conds)
         return f"(({test}) ? {read} : {S.literal(e.dtype, 0)})"
+
+
+def _of_one_element(coord: Expr) -> int | None:
+    """The operand whose one element `coord` is a function of (plain loads of it and
+    literals only: an embedding id, a wrapped index), else None."""
+    operands = set()
+    for x in walk(coord):
+        if isinstance(x, (Loop, Affine, Acc)) or (isinstance(x, Load) and (x.index is not None
+                                                                             or x.valid is not None)):
+            return None
+        if isinstance(x, Load):
+            operands.add(x.operand)
+    return operands.pop() if len(operands) == 1 else None
+
+
+def precheck(k: "KernelEmitter", node: Node, st: Structure, coord: Expr, raw: Expr, site) -> bool:
+    """Check every element of the index operand `coord` reads against `site`'s extent in a
+    pass before the kernel's loops (once per site; eager checks every index too), returning
+    early from the kernel on a bad one; False when `coord` is not a function of one element
+    of an operand this kernel does not itself compute (then the caller checks in place)."""
+    from codesign.codegen.cpp.kernels import PARALLEL_MIN
+    o = _of_one_element(coord)
+    if o is None or k.computed_here(node.operands[o]):
+        return False
+    number = k.add_site(site)
+    if number in k.prechecked:
+        return True
+    k.prechecked.add(number)
+    shape = k.type(node.operands[o]).shape
+    numel = prod(shape)
+    maps = tuple(AffineMap.identity(len(shape)) if i == o else m for i, m in enumerate(st.operand_maps))
+    scope = Scope(k, "      ")
+    body = Body(scope, coord, node, replace(st, operand_maps=maps), Access(tuple(shape), linear="j"))
+    value = body.render(coord)
+    shown = body.render(raw)
+    test = f"(uint64_t)({value}) >= (uint64_t){site.extent}"
+    par = f" if({numel} > {PARALLEL_MIN})" if numel > 1 else ""
+    k.prechecks += [
+        f"  {{  // index check: %{node.name} = {node.op}(...) reads %{site.operand} dim {site.dim} "
+        f"(size {site.extent}) at %{node.operands[o]}",
+        "    int64_t bad = 0;",
+        f"    #pragma omp parallel for simd reduction(+:bad){par}",
+        f"    for (int64_t j = 0; j < {numel}; ++j) {{", *scope.lines, f"      bad += {test};", "    }",
+        "    if (__builtin_expect(bad != 0, 0)) {  // name the first bad index, and compute nothing",
+        f"      for (int64_t j = 0; j < {numel}; ++j) {{", *("  " + line for line in scope.lines),
+        f"        if ({test}) {{ cs_fail(1, {number}, {shown}); return; }}", "      }",
+        "    }",
+        "  }"]
+    return True

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from codesign.codegen import CodegenError, group_tile
+from codesign.codegen.checks import Site
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import (Access, Body, Scope, decompose, is_expression_op, linear_offset,
                                         reads_row_major, render)
@@ -56,9 +57,13 @@ class KernelEmitter:
 
     def __init__(self, graph: Graph, kernel: Kernel, materialized: set[str], aliases: Mapping[str, str],
                  types: Mapping[str, TensorType], nodes: Mapping[str, Node], constants: Mapping[str, object],
-                 regions: Mapping[str, "RegionEntry"] | None = None):
+                 regions: Mapping[str, "RegionEntry"] | None = None, check_indices: bool = True):
         self.graph, self.kernel = graph, kernel
         self.regions = regions or {}
+        self.check_indices = check_indices  # compare gathered coordinates with their extents
+        self.sites: list[Site] = []  # this function's run-time checks, by site number
+        self.prechecks: list[str] = []  # index checks run before the loops (`exprs.precheck`)
+        self.prechecked: set[int] = set()
         self.materialized, self.aliases = materialized, aliases
         self.types, self.nodes, self.constants = types, nodes, constants
         self.members = {n.name for n in kernel.nodes}
@@ -114,6 +119,29 @@ class KernelEmitter:
                                                        op.attr_values(node.attrs))
         return self._structures[node.name]
 
+    def add_site(self, site: Site) -> int:
+        """Number a run-time check of this function (`codesign.codegen.checks`); checks that
+        would report the same thing share a number (a body rendered twice: flat, then nested)."""
+        if site not in self.sites:
+            self.sites.append(site)
+        return self.sites.index(site)
+
+    def computed_here(self, name: str) -> bool:
+        """Is `name`'s value (through views and inlined nodes) written by this kernel itself?"""
+        stack, seen = [name], set()
+        while stack:
+            o = stack.pop()
+            if o in seen:
+                continue
+            seen.add(o)
+            if o in self.aliases:
+                stack.append(self.aliases[o])
+            elif o in self.members:
+                if o in self.materialized:
+                    return True
+                stack.extend(self.nodes[o].operands)
+        return False
+
     def fresh(self, hint: str = "v") -> str:
         self._counter += 1
         return f"{hint}{self._counter}"
@@ -154,7 +182,7 @@ class KernelEmitter:
             lines.extend(emitter(self, node))
             self.emitted.add(node.name)
         flush()
-        return lines
+        return self.prechecks + lines
 
     def depends(self, node: Node, name: str) -> bool:
         """Does `node` read `name`, directly or through nodes inlined into it?"""
@@ -513,7 +541,7 @@ def emit_var(k: KernelEmitter, node: Node) -> list[str]:
         if pass_ == 0:
             lines.append(ind + f"const double mean = sum / {count};")
     out_index = tuple(render(r, vars_, xt.shape) for r in st.result_map.results)
-    value = f"sq / {dof}" if dof > 0 else "INFINITY"
+    value = f"sq / {dof}" if dof > 0 else "sq * INFINITY"  # torch: sq / 0 (0 / 0: nan)
     lines.append(ind + f"{k.params[node.name]}[{linear_offset(out_index, node.type.shape)}] = "
                  f"{S.store(node.type.dtype, S.convert(value, DType.f64, node.type.dtype))};")
     lines.append("  " * depth + "}")

@@ -7,14 +7,18 @@ pointer, outputs are allocated with `torch.empty` and filled by the library.
 from __future__ import annotations
 
 import ctypes
+import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 
 from codesign.codegen import CodegenError
+from codesign.codegen.cache import CacheWarning
+from codesign.codegen.checks import DIVISION, INDEX, cpp_failure
 from codesign.codegen.cpp.build import Built, _scipy_openblas32, build, find_blas, load
 from codesign.codegen.cpp.wrapper import CppSource, generate
+from codesign.codegen.outdir import Stage, staged_directory
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
 
@@ -31,15 +35,25 @@ class CppModule:
     """
 
     def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None, target: str = "host",
-                 blas: bool | None = None):
+                 blas: bool | None = None, check_indices: bool = True):
         self.graph = graph
         self.target = target
-        self.code: CppSource = generate(graph)
+        self.code: CppSource = generate(graph, check_indices)  # check_indices: codesign.codegen.checks
         found = find_blas() if blas is None or blas else None
         if blas and found is None:
             raise CodegenError("blas=True but no BLAS found: pip install scipy-openblas32")
-        self.built: Built = build(graph.name, self.code.source, print_graph(graph), target, found)
-        self._lib = load(self.built.library)
+        ir_text = print_graph(graph)
+        self.built: Built = build(graph.name, self.code.source, ir_text, target, found)
+        try:
+            self._lib = load(self.built.library)
+        except CodegenError as exc:
+            if not self.built.cached:
+                raise
+            # a verified entry that still does not load (another toolchain's, a bad disk): rebuild once
+            warnings.warn(f"{exc}; rebuilding the cache entry {self.built.library.parent}", CacheWarning,
+                          stacklevel=2)
+            self.built = build(graph.name, self.code.source, ir_text, target, found, use_cache=False)
+            self._lib = load(self.built.library)
         self.blas: str | None = found.name if found else None
         self.gemm: str = self._lib.codesign_gemm().decode()
         state = state or {}
@@ -81,6 +95,8 @@ class CppModule:
         outs = [torch.empty(t.shape, dtype=t.dtype.torch) for t in self._out_types]
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[o.data_ptr() for o in outs])
         rc = self._lib.run(self._pointers, out_ptrs)
+        if rc in (INDEX, DIVISION):  # a run-time check failed: eager's IndexError / ZeroDivisionError
+            raise cpp_failure(self._lib, rc, self.code.checks, f"@{self.graph.name}")
         if rc != 0:
             raise CodegenError(f"generated code for @{self.graph.name} returned {rc}")
         return outs
@@ -211,24 +227,33 @@ def export_cpp(graph: Graph, state: Mapping[str, torch.Tensor], directory: str |
     OpenBLAS from the scipy-openblas32 wheel or the system if found, `-DCODESIGN_USE_BLAS=OFF`
     for the hand GEMM).
     Float runtime inputs are pseudo-random (a fixed LCG), integer ones zero.
+
+    `directory` must be new, empty or a previous export (its `.codesign-export` marker lists
+    what it wrote; `build/` is kept): anything else is refused with `ExportError`, as is a
+    symbolic link. Files are written into a staging folder that replaces `directory` only
+    once all are written (`codesign.codegen.outdir`), so a failed export leaves no trace.
     """
+    with staged_directory(directory, "codesign C++ export", keep=("build",)) as stage:
+        _write_export(graph, state, stage, random_inputs)
+    return Path(directory)
+
+
+def _write_export(graph: Graph, state: Mapping[str, torch.Tensor], stage: Stage, random_inputs: bool) -> None:
     from codesign.codegen.cpp import scalar as S
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
     code = generate(graph)
     name = "".join(c if c.isalnum() or c == "_" else "_" for c in graph.name) or "model"
-    (out / f"{name}.cpp").write_text(code.source)
-    (out / f"{name}.h").write_text(code.header)
-    (out / f"{name}.csir").write_text(print_graph(graph))
+    stage.write_text(f"{name}.cpp", code.source)
+    stage.write_text(f"{name}.h", code.header)
+    stage.write_text(f"{name}.csir", print_graph(graph))
     rows, offset = [], 0
-    with open(out / f"{name}.weights.bin", "wb") as blob:
+    with stage.open(f"{name}.weights.bin") as blob:
         for i, inp in enumerate(graph.inputs):
             if not inp.kind.is_state:
                 continue
             if inp.name not in state:
                 raise CodegenError(f"export_cpp: no value for {inp.kind.value} %{inp.name}")
             tensor = CppModule._checked(state[inp.name], inp)
-            data = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""  # 0-d too
             pad = (-offset) % 64
             blob.write(b"\0" * pad)
             offset += pad
@@ -237,7 +262,7 @@ def export_cpp(graph: Graph, state: Mapping[str, torch.Tensor], directory: str |
             offset += len(data)
     if not rows:
         rows.append("  {-1, 0, 0},")
-    (out / f"{name}_weights.h").write_text(LOADER.format(name=name, rows="\n".join(rows), total=offset))
+    stage.write_text(f"{name}_weights.h", LOADER.format(name=name, rows="\n".join(rows), total=offset))
     inputs, outputs, checks = [], [], []
     for i, inp in enumerate(graph.inputs):
         if not inp.kind.is_state:
@@ -258,7 +283,6 @@ def export_cpp(graph: Graph, state: Mapping[str, torch.Tensor], directory: str |
     main = MAIN.format(name=name, what="pseudo-random" if random_inputs else "zero",
                        inputs="\n".join(inputs), outputs="\n".join(outputs), checks="\n".join(checks))
     main = main.replace('#include "' + name + '_weights.h"\n', '#include "' + name + '_weights.h"\n' + helpers)
-    (out / "main.cpp").write_text(main)
+    stage.write_text("main.cpp", main)
     found = _scipy_openblas32()
-    (out / "CMakeLists.txt").write_text(CMAKE.format(name=name, blas_dir=found.lib_dir if found else ""))
-    return out
+    stage.write_text("CMakeLists.txt", CMAKE.format(name=name, blas_dir=found.lib_dir if found else ""))

@@ -110,6 +110,43 @@ template <typename T> CS_INLINE T cs_max(T a, T b) { return (a != a || a > b) ? 
 template <typename T> CS_INLINE T cs_min(T a, T b) { return (a != a || a < b) ? a : b; }
 template <typename T> CS_INLINE T cs_ipow(T a, T b) { T r = 1; if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0); while (b) { if (b & 1) r *= a; a *= a; b >>= 1; } return r; }
 
+// ---- run-time checks (codesign.codegen.checks) ----------------------------------------
+// A failing check records itself (the first one wins, from any OpenMP thread); the kernel
+// returns before its loops (an index pass found a bad one) or goes on with a safe value
+// (index 0, quotient 0), and run() returns the code after that kernel: 1 = an index out of
+// range, 2 = integer division by zero. codesign_error() says which kernel call, which check
+// site in it, and the offending value.
+static int cs_err_code = 0, cs_err_site = -1, cs_err_call = -1;
+static int64_t cs_err_value = 0;
+__attribute__((noinline, cold)) static void cs_fail(int code, int site, int64_t value) {
+  int none = 0;
+  if (__atomic_compare_exchange_n(&cs_err_code, &none, code, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    cs_err_site = site;
+    cs_err_value = value;
+  }
+}
+__attribute__((noinline, cold)) static int cs_failed(int call) {
+  if (cs_err_call < 0) cs_err_call = call;
+  return cs_err_code;
+}
+// coordinate i of an extent-n dim: i itself, or 0 (recorded, `shown` is the index to name)
+CS_INLINE int64_t cs_index(int64_t i, int64_t n, int site, int64_t shown) {
+  if (__builtin_expect((uint64_t)i >= (uint64_t)n, 0)) { cs_fail(1, site, shown); return 0; }
+  return i;
+}
+// integer a / b (truncated) and a % b (the dividend's sign): b == 0 is recorded and gives 0;
+// b == -1 negates with wrap-around (INT_MIN / -1 == INT_MIN, INT_MIN % -1 == 0: torch on the CPU)
+template <typename T> CS_INLINE T cs_idiv(T a, T b, int site) {
+  if (__builtin_expect(b == 0, 0)) { cs_fail(2, site, 0); return 0; }
+  if constexpr (std::is_signed<T>::value) { if (b == (T)-1) return (T)(0u - (std::make_unsigned_t<T>)a); }
+  return (T)(a / b);
+}
+template <typename T> CS_INLINE T cs_irem(T a, T b, int site) {
+  if (__builtin_expect(b == 0, 0)) { cs_fail(2, site, 0); return 0; }
+  if constexpr (std::is_signed<T>::value) { if (b == (T)-1) return 0; }
+  return (T)(a % b);
+}
+
 // ---- scratch memory -------------------------------------------------------------------
 CS_INLINE void* cs_alloc(size_t bytes) {
   void* p = nullptr;

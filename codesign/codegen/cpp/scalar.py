@@ -131,9 +131,18 @@ BINARY: dict[Prim, Callable[[str, str, DType], str]] = {
 
 
 def prim(p: Prim, args: Sequence[str], operand: DType, result: DType,
-         constants: Sequence[object | None] = ()) -> str:
+         constants: Sequence[object | None] = (), site: int = -1) -> str:
     """Primitive `p` of `args` (compute-type texts of element type `operand`) as C++;
-    `constants` are the arguments' values where known at compile time (pow specialises)."""
+    `constants` are the arguments' values where known at compile time (pow specialises).
+
+    Integer `div` / `fmod` never trap: unless the divisor is a constant other than 0 and -1
+    they go through the runtime's `cs_idiv` / `cs_irem`, which record a zero divisor as
+    check `site` (`codesign.codegen.checks`) and wrap INT_MIN / -1."""
+    if p in (Prim.div, Prim.fmod) and not operand.is_float and operand is not DType.i1:
+        divisor = constants[1] if len(constants) > 1 else None
+        if divisor is None or int(divisor) in (0, -1):
+            fn = "cs_idiv" if p is Prim.div else "cs_irem"
+            return f"{fn}<{ctype(operand)}>({args[0]}, {args[1]}, {site})"
     if p is Prim.cast:
         return convert(args[0], operand, result)
     if p is Prim.select:

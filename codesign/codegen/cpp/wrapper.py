@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from codesign.codegen import CodegenError
+from codesign.codegen.checks import Site
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op, is_view, node_structure
 from codesign.codegen.cpp.kernels import KernelEmitter, RegionEntry, pointer_operands
@@ -133,6 +134,8 @@ class CppSource:
     plan: BufferPlan
     kernel_functions: tuple[str, ...]  # distinct C++ kernel functions
     kernel_count: int  # kernels in the graph (calls in run)
+    checks: tuple[tuple[Site, ...], ...] = ()  # per checked kernel call: its run-time check sites
+    check_indices: bool = True  # gathered coordinates compared with their extents
 
     @property
     def digest(self) -> str:
@@ -165,9 +168,15 @@ class _Lowered:
     kernel_count: int
 
 
-def _lower(graph: Graph, prefix: str = "") -> _Lowered:
+def _lower(graph: Graph, prefix: str = "", check_indices: bool = True,
+           checks: list[tuple[Site, ...]] | None = None) -> _Lowered:
     """Kernel functions and calls for `graph`; a node with a region (moe) first gets its
-    region lowered the same way, as a program `<prefix>m<i>_run(inputs, outputs, arena)`."""
+    region lowered the same way, as a program `<prefix>m<i>_run(inputs, outputs, arena)`.
+
+    A kernel with run-time checks (`codesign.codegen.checks`) is followed by a test of the
+    error flag that returns its code; `checks` collects each such call's sites (call ids
+    are positions in it, shared with the region programs)."""
+    checks = [] if checks is None else checks
     ks = graph_kernels(graph)
     plan = plan_buffers(graph, ks)
     types, nodes = graph.types(), graph.node_map()
@@ -185,7 +194,7 @@ def _lower(graph: Graph, prefix: str = "") -> _Lowered:
         tokens = region.inputs[0].type.shape[0] if region.inputs and region.inputs[0].type.shape else 0
         blocked = row_block(region, MOE_ROW_BLOCK) if tokens > MOE_ROW_BLOCK else None
         body = blocked or region
-        sub = _lower(body, inner)
+        sub = _lower(body, inner, check_indices, checks)
         rows = MOE_ROW_BLOCK if blocked else tokens
         bodies += sub.bodies
         bodies.append(f"// region of %{n.name} ({n.op}): @{region.name} as its own program for {rows} rows "
@@ -194,7 +203,8 @@ def _lower(graph: Graph, prefix: str = "") -> _Lowered:
                       "  (void)arena;\n" + "\n".join(sub.calls) + "\n  return 0;\n}")
         regions[n.name] = RegionEntry(f"{inner}run", sub.plan.arena_bytes, rows)
     for i, kernel in enumerate(ks):
-        em = KernelEmitter(graph, kernel, plan.materialized, plan.aliases, types, nodes, constants, regions)
+        em = KernelEmitter(graph, kernel, plan.materialized, plan.aliases, types, nodes, constants, regions,
+                           check_indices=check_indices)
         header = [f"  // {line.strip()}" for n in kernel.nodes for line in format_node(n, "")[:1]]
         if not em.writes:
             calls.append(f"  // kernel {i} ({kernel.key}): nothing to compute (views and constants)")
@@ -216,6 +226,10 @@ def _lower(graph: Graph, prefix: str = "") -> _Lowered:
         calls.append(f"  // kernel {i} ({kernel.key}):")
         calls += header
         calls.append(f"  {fname}({', '.join(args)});")
+        if em.sites or any(n.regions for n in kernel.nodes):
+            calls.append(f"  if (__builtin_expect(cs_err_code != 0, 0)) return cs_failed({len(checks)});"
+                         f"  // {len(em.sites)} run-time checks")
+            checks.append(tuple(em.sites))
     for j, name in plan.copies:
         t = types[name]
         if name in nodes and get_op(nodes[name].op).kind is OpKind.source and name not in plan.storage and plan.root(name) == name:
@@ -224,12 +238,17 @@ def _lower(graph: Graph, prefix: str = "") -> _Lowered:
     return _Lowered(plan, bodies, calls, functions, len(ks))
 
 
-def generate(graph: Graph) -> CppSource:
-    """The whole graph as one standalone C++17 translation unit with an `extern "C"` entry."""
+def generate(graph: Graph, check_indices: bool = True) -> CppSource:
+    """The whole graph as one standalone C++17 translation unit with an `extern "C"` entry.
+
+    `check_indices=False` leaves out the comparison of gathered coordinates with their
+    extents (`codesign.codegen.checks`): faster, and an out-of-range index is then unchecked
+    (it reads outside the table). Integer division is checked either way."""
     for n in graph.walk():
         if n.type.dtype.value not in {d.value for d in S.STORAGE}:
             raise CodegenError(f"%{n.name}: element type {n.type.dtype.value} has no C++ type")
-    lowered = _lower(graph)
+    checks: list[tuple[Site, ...]] = []
+    lowered = _lower(graph, "", check_indices, checks)
     plan, bodies, calls, functions, ks = (lowered.plan, lowered.bodies, lowered.calls, lowered.functions,
                                           lowered.kernel_count)
     types = graph.types()
@@ -241,7 +260,9 @@ def generate(graph: Graph) -> CppSource:
              "// Standalone C++17; build: g++ -O3 -march=native -fopenmp -shared -fPIC [-DCODESIGN_BLAS -lscipy_openblas].",
              "// GEMM: OpenBLAS (scipy-openblas32) sgemm per output tile when built with -DCODESIGN_BLAS, else a packed",
              "// hand GEMM; either way OpenMP runs the tiles and each tile's fused epilogue (BLAS kept single-threaded).",
-             "// Entry: run(inputs, outputs) with inputs in graph order (runtime inputs and weights):",
+             "// Entry: run(inputs, outputs) with inputs in graph order (runtime inputs and weights); it returns 0,",
+             "// or 1 (an index out of range) / 2 (integer division by zero): codesign_error() says where."
+             + ("" if check_indices else " Indices are NOT checked (check_indices=False)."),
              *sig_lines]
     wrapper = [
         'extern "C" {',
@@ -249,8 +270,13 @@ def generate(graph: Graph) -> CppSource:
         f"int codesign_num_inputs(void) {{ return {len(graph.inputs)}; }}",
         f"int codesign_num_outputs(void) {{ return {len(graph.outputs)}; }}",
         "const char* codesign_gemm(void) { return cs_gemm_backend; }  // which GEMM this build runs",
+        "int codesign_error(int64_t* info) {  // [kernel call, check site, offending value] of the last run",
+        "  info[0] = cs_err_call; info[1] = cs_err_site; info[2] = cs_err_value;",
+        "  return cs_err_code;",
+        "}",
         "int codesign_run_arena(const void** inputs, void** outputs, void* arena_memory) {",
         "  char* arena = (char*)arena_memory;",
+        "  cs_err_code = 0; cs_err_site = -1; cs_err_call = -1; cs_err_value = 0;",
         "  cs_gemm_init();",
         "  (void)arena;",
         *calls,
@@ -273,6 +299,9 @@ def generate(graph: Graph) -> CppSource:
         "/* inputs: every graph input in order (runtime inputs and weights); outputs: caller-allocated. */",
         "int codesign_run_arena(const void** inputs, void** outputs, void* arena);",
         "const char* codesign_gemm(void);",
+        "/* after a run that returned non-zero: info = [kernel call, check site, offending value]; returns the code */",
+        "int codesign_error(int64_t* info);",
         "int run(const void** inputs, void** outputs);",
         "#ifdef __cplusplus", "}", "#endif", ""])
-    return CppSource(graph.name, source, header, plan, tuple(functions.values()), ks)
+    return CppSource(graph.name, source, header, plan, tuple(functions.values()), ks, tuple(checks),
+                     check_indices)

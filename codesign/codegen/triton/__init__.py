@@ -3,7 +3,8 @@
 Layers, as Inductor keeps them apart: `overrides` (op → Triton text), `indexing` (affine
 maps → address arithmetic), `kernels` (templates: pointwise, row reduction, matmul with
 prologue / epilogue, flash attention), `wrapper` (kernel choice, externs, host code) and
-`module` (`TritonModule`: disk cache, import, call).
+`module` (`TritonModule`: disk cache, import, call). The module runs the groups as the IR
+says; `partition{backend=triton}` (the compiler runs it first) makes them runnable.
 
     mod = TritonModule(graph, state, target)      # CUDA tensors → GPU
     y = mod(x)                                     # CPU tensors → TRITON_INTERPRET=1
@@ -13,7 +14,7 @@ prologue / epilogue, flash attention), `wrapper` (kernel choice, externs, host c
 from dataclasses import dataclass
 from typing import ClassVar
 
-from codesign.codegen.registry import Backend, register_backend
+from codesign.codegen.registry import Backend, PartitionRules, register_backend
 from codesign.codegen.triton.fuse import fuse_all_pointwise, fuse_simple
 from codesign.codegen.triton.module import TritonModule, cache_dir, cache_key
 from codesign.codegen.triton.wrapper import Program, generate, wrapper_source
@@ -23,7 +24,8 @@ from codesign.codegen.triton.wrapper import Program, generate, wrapper_source
 @dataclass(frozen=True)
 class TritonBackend(Backend):
     """`TritonModule`: picked for CUDA tensors; pinned (`backend="triton"`) it also runs CPU
-    tensors under TRITON_INTERPRET=1. Imports triton only when built. Option `cache`."""
+    tensors under TRITON_INTERPRET=1. Imports triton only when built. Options `cache`, and
+    `check_indices` (default True; False leaves gathered indices unchecked: `safety`)."""
 
     name: ClassVar[str] = "triton"
     summary: ClassVar[str] = "one @triton.jit kernel per fusion group and a generated host wrapper"
@@ -31,15 +33,26 @@ class TritonBackend(Backend):
     default_for: ClassVar[tuple[str, ...]] = ("cuda",)
     requires: ClassVar[tuple[str, ...]] = ("triton",)
     source_suffix: ClassVar[str] = "py"
-    options: ClassVar[tuple[str, ...]] = ("cache",)
+    options: ClassVar[tuple[str, ...]] = ("cache", "check_indices")
 
     def failures(self):
         from codesign.codegen.triton.kernels import Unfusable
         from codesign.codegen.triton.overrides import Unsupported
         return (Unfusable, Unsupported)
 
+    def partition_rules(self, target) -> PartitionRules:
+        """One template and one heavy anchor per kernel (`kernel_problem` probes a group with
+        the templates), split groups regrouped by `fuse_simple`, trailing layout ops sunk."""
+        from codesign.codegen.triton.kernels import TEMPLATES, is_anchor
+        from codesign.codegen.triton.wrapper import kernel_problem
+        tiers = tuple(target.tier_names) if target is not None else ()
+        return PartitionRules(templates=TEMPLATES, anchor=is_anchor,
+                              regroup=lambda graph: fuse_simple(graph, keep_groups=True),
+                              check=lambda graph, kernel: kernel_problem(graph, kernel, tiers))
+
     def build(self, graph, state, target, options) -> TritonModule:
-        return TritonModule(graph, state, target, cache=bool(options.get("cache", True)))
+        return TritonModule(graph, state, target, cache=bool(options.get("cache", True)),
+                            check_indices=bool(options.get("check_indices", True)))
 
 
 __all__ = ["Program", "TritonBackend", "TritonModule", "cache_dir", "cache_key", "fuse_all_pointwise",

@@ -16,7 +16,10 @@ templates differ only in the tile they iterate over and in what they accumulate:
   any prologue nodes of the group, the epilogue applied to the accumulator before the store;
 - `attention`: FlashAttention-2 forward with an online softmax (causal, masks, GQA).
 
-A group these templates cannot express raises `Unfusable`; the generator then splits it.
+A group these templates cannot express raises `Unfusable`: the `partition{backend=triton}` pass
+probes every group with them and splits those beforehand; the wrapper refuses one it is given.
+Every template takes the target's tier order (`tiers`, fastest first): the matmul reads the
+group plan's tile for its fastest tier.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Callable, Sequence
 
+from codesign.codegen import group_tile
+from codesign.codegen.triton import safety
 from codesign.codegen.triton.indexing import Factor, Index, and_masks, expr_text, paren
 from codesign.codegen.triton.overrides import PRIMS, TL_DTYPE, Operands, Unsupported, bare, literal, work_dtype
 from codesign.ir.affine import Dim
@@ -57,7 +62,7 @@ def is_anchor(node: Node) -> bool:
 
 
 class Unfusable(Exception):
-    """The group does not fit one template; the generator splits it into smaller kernels."""
+    """The group does not fit one template (`partition{backend=triton}` splits such a group)."""
 
 
 def next_pow2(n: int) -> int:
@@ -94,6 +99,7 @@ class KernelCode:
     num_stages: int = 2
     nodes: tuple[str, ...] = ()
     note: str = ""
+    sites: tuple = ()  # run-time check sites (`safety`): the kernel then takes `err_ptr` last
 
 
 class KernelWriter:
@@ -307,7 +313,8 @@ class Body:
             return keep
         bind = (lambda t: t) if inline else self.w.assign
         text = PRIMS[e.prim](Operands([a.text for a in args], [a.dtype for a in e.args], e.dtype,
-                                      [a.const for a in args], bind))
+                                      [a.const for a in args], bind,
+                                      safety.division_flag(self.w, self, self.index.mask_text())))
         return Value(text, e.dtype)
 
     def load(self, e: Load) -> Value:
@@ -319,6 +326,8 @@ class Body:
         else:
             coords = [self.value(c) for c in e.index]
             texts = [w.assign(c.text) if isinstance(x, Apply) else c.text for c, x in zip(coords, e.index)]
+            reads = and_masks(self.index.mask + tuple(conds))
+            texts = [safety.checked_coordinate(w, self, e, i, t, reads) for i, t in enumerate(texts)]
             at = Index.of_dims(w.types[name].shape, texts, self.index.mask, self.index.tile)
         return w.value(name, at.with_mask(*conds) if conds else at)
 
@@ -327,10 +336,11 @@ class Body:
 def finish(w: KernelWriter, kind: str, grid: str, consts: dict[str, int], warps: int, stages: int) -> KernelCode:
     """The kernel's source and launch; pointer arguments: inputs (in first-use order), then outputs."""
     w.args = [a for a in w.args if a not in w.kernel.outputs] + list(w.kernel.outputs)
-    params = [f"{ident(a)}_ptr" for a in w.args] + [f"{c}: tl.constexpr" for c in consts]
+    sites = tuple(getattr(w, "sites", ()))
+    params = [f"{ident(a)}_ptr" for a in w.args] + ["err_ptr"] * bool(sites) + [f"{c}: tl.constexpr" for c in consts]
     src = f"@triton.jit\ndef {w.name}({', '.join(params)}):\n" + "\n".join(w.lines) + "\n"
     return KernelCode(w.name, kind, src, list(w.args), list(w.kernel.outputs), grid, consts, warps, stages,
-                      tuple(n.name for n in w.kernel.nodes))
+                      tuple(n.name for n in w.kernel.nodes), sites=sites)
 
 
 def pid_text(w: KernelWriter, axis: int = 0) -> str:
@@ -338,7 +348,8 @@ def pid_text(w: KernelWriter, axis: int = 0) -> str:
 
 
 # -- pointwise --------------------------------------------------------------------------------
-def pointwise_kernel(graph: Graph, kernel: Kernel, name: str, xblock: int = 1024) -> KernelCode:
+def pointwise_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] = (),
+                     xblock: int = 1024) -> KernelCode:
     """A flat 1-d tile over each output; everything else is inlined into its loads."""
     w = KernelWriter(graph, kernel, name)
     types = w.types
@@ -463,7 +474,7 @@ _SUM = Combiner(Prim.add, 0)
 _MAX = Combiner(Prim.maximum, float("-inf"))
 
 
-def row_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
+def row_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] = ()) -> KernelCode:
     plan, anchors = _row_plan(graph, kernel)
     w = RowWriter(graph, kernel, name, plan)
     types = w.types
@@ -646,15 +657,10 @@ def _dot_plan(node: Node, st: Structure) -> DotPlan:
     return DotPlan(tuple(range(nb)), (nb,), nb + 1, nb + 2)
 
 
-def _tile_attr(kernel: Kernel, rank: int) -> tuple[int, ...] | None:
-    if kernel.group is None:
-        return None
-    attrs = kernel.group.attrs
-    for key in ("tile_smem", *sorted(k for k in attrs if k.startswith("tile_"))):
-        tile = attrs.get(key)
-        if isinstance(tile, tuple) and len(tile) == rank and all(isinstance(t, int) and t > 0 for t in tile):
-            return tile
-    return None
+def _tile_attr(kernel: Kernel, rank: int, tiers: Sequence[str]) -> tuple[int, ...] | None:
+    """The group plan's tile for its fastest tier (`tiers`: the target's order, fastest first),
+    when it has one entry per loop of the anchor's domain."""
+    return group_tile(kernel.group, rank, tiers)
 
 
 def _pow2_clamp(n: int, lo: int, hi: int) -> int:
@@ -703,7 +709,7 @@ def _precision(dtype: DType) -> str:
     return ', input_precision="ieee"' if dtype in (DType.f32, DType.f64) else ""
 
 
-def matmul_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
+def matmul_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] = ()) -> KernelCode:
     anchor = _anchor(kernel, Template.gemm)
     w = KernelWriter(graph, kernel, name)
     st = w.structure(anchor)
@@ -715,7 +721,7 @@ def matmul_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
     if dtype not in (DType.f32, DType.f16, DType.bf16) or 0 in (M, N, K, B):
         raise Unsupported(f"matmul in {dtype.value} or with an empty dim")
     half = dtype in (DType.f16, DType.bf16)
-    tile = _tile_attr(kernel, len(sizes))
+    tile = _tile_attr(kernel, len(sizes), tiers)
     if tile is not None:
         bm, bn, bk = prod(tile[i] for i in plan.m), tile[plan.n], tile[plan.k]
     else:
@@ -776,7 +782,7 @@ def matmul_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
 
 
 # -- flash attention ------------------------------------------------------------------------------
-def attention_kernel(graph: Graph, kernel: Kernel, name: str) -> KernelCode:
+def attention_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] = ()) -> KernelCode:
     anchor = _anchor(kernel, Template.attention)
     w = KernelWriter(graph, kernel, name)
     st = w.structure(anchor)

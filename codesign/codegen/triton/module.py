@@ -3,7 +3,12 @@
 The generated source is cached on disk under `~/.cache/codesign/triton` (or
 `$CODESIGN_CACHE_DIR/triton`), keyed by the sha256 of the IR text, the target name, the
 Triton, torch and codesign versions and this backend's own source, so a second compile of
-the same graph skips generation and only imports the module.
+the same graph skips generation and only imports the module. The cache is
+`codesign.codegen.cache` (shared with the C++ backend): an entry is imported only after its
+files match the sha256 its manifest records (else it is regenerated, with a warning); a
+wrapper that does not import is a `CodegenError` naming it. Every kernel is launched through
+a `GuardedKernel` (`fallback`): a kernel that fails at launch (`OutOfResources`, ...) runs
+its nodes through torch from then on, with a warning naming it, and the others stay Triton.
 """
 
 from __future__ import annotations
@@ -11,14 +16,17 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch
 
+from codesign.codegen import CodegenError
+from codesign.codegen.cache import Cache, CacheWarning
+from codesign.codegen.triton.fallback import guard_kernels
 from codesign.codegen.triton.wrapper import Program, generate, wrapper_source
 from codesign.ir.graph import Graph
 from codesign.ir.interpreter import run_graph
@@ -28,10 +36,13 @@ from codesign.ir.printer import print_graph
 _PACKAGE = Path(__file__).resolve().parent
 
 
+CACHE = Cache("triton")
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("CODESIGN_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "codesign"
-    return base / "triton"
+    """Where Triton entries live: `$CODESIGN_CACHE_DIR/triton` or `~/.cache/codesign/triton`
+    (checked: a folder others can write is refused for a private temporary one, with a warning)."""
+    return CACHE.directory()
 
 
 def _backend_digest() -> str:
@@ -41,13 +52,13 @@ def _backend_digest() -> str:
     return h.hexdigest()
 
 
-def cache_key(graph: Graph, target_name: str) -> str:
+def cache_key(graph: Graph, target_name: str, check_indices: bool = True) -> str:
     import triton
 
     from codesign import __version__
     from codesign.codegen.triton.kernels import interpreting
     parts = [print_graph(graph), target_name, triton.__version__, torch.__version__, __version__,
-             _backend_digest(), f"interpret={interpreting()}"]
+             _backend_digest(), f"interpret={interpreting()}", f"check_indices={bool(check_indices)}"]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
@@ -81,35 +92,47 @@ class TritonModule:
     """
 
     def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None,
-                 target: object = None, *, cache: bool = True):
+                 target: object = None, *, cache: bool = True, check_indices: bool = True):
         start = time.perf_counter()
         self.graph = graph
         self.state = dict(state or {})
         self.target_name = getattr(target, "name", None) or (str(target) if target else "gpu")
-        self.key = cache_key(graph, self.target_name)
-        directory = cache_dir()
-        directory.mkdir(parents=True, exist_ok=True)
+        self.check_indices = check_indices  # gathered indices checked at run time (`safety`)
+        self.key = cache_key(graph, self.target_name, check_indices)
         stem = f"{''.join(c if c.isalnum() else '_' for c in graph.name)[:40]}_{self.key[:20]}"
-        self.path = directory / f"{stem}.py"
-        meta_path = directory / f"{stem}.json"
-        self.cache_hit = cache and self.path.exists() and meta_path.exists()
-        if self.cache_hit:
-            self.source = self.path.read_text()
-            self.meta = json.loads(meta_path.read_text())
-        else:
-            program = generate(graph)
-            self.source = wrapper_source(program)
-            self.meta = _meta(program)
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(self.source)
-            os.replace(tmp, self.path)
-            tmp = meta_path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.meta, indent=1))
-            os.replace(tmp, meta_path)
-        self.module = _import(self.path, f"codesign_triton_{stem}")
+        names = (f"{stem}.py", f"{stem}.json")
+        tiers = tuple(getattr(target, "tier_names", ()) or ())
+        directory = cache_dir()
+        entry = CACHE.lookup(self.key, names, directory) if cache else None
+        self.cache_hit = entry is not None
+        self._device_state: dict[str, dict[str, torch.Tensor]] = {}
+        self._current_state: dict[str, torch.Tensor] = {}
+        for attempt in range(2):
+            if entry is None:
+                program = generate(graph, tiers, check_indices)
+                source, meta = wrapper_source(program), _meta(program)
+
+                def produce(folder: Path) -> None:
+                    (folder / names[0]).write_text(source)
+                    (folder / names[1]).write_text(json.dumps(meta, indent=1))
+                entry = CACHE.build(self.key, names, produce, replace=not cache or attempt > 0,
+                                    directory=directory)
+            self.path = entry.file(names[0])
+            try:
+                self.source = self.path.read_text()
+                self.meta = json.loads(entry.file(names[1]).read_text())
+                self.module = _import(self.path, f"codesign_triton_{stem}")
+                self.guards = guard_kernels(self.module, graph, self.meta["kernels"], lambda: self._current_state)
+                break
+            except Exception as exc:  # noqa: BLE001 - the generated wrapper does not load
+                if not entry.cached:
+                    raise CodegenError(f"the generated Triton wrapper {self.path} for @{graph.name} does not "
+                                       f"load: {type(exc).__name__}: {exc}") from exc
+                warnings.warn(f"the cached Triton wrapper {self.path} does not load ({type(exc).__name__}: "
+                              f"{exc}); regenerating it", CacheWarning, stacklevel=2)
+                self.cache_hit, entry = False, None
         nodes = graph.node_map()
         self.externs = {e["node"]: _extern(graph, nodes[e["node"]]) for e in self.meta["externs"]}
-        self._device_state: dict[str, dict[str, torch.Tensor]] = {}
         self.compile_seconds = time.perf_counter() - start
 
     def _state_on(self, device: torch.device) -> dict[str, torch.Tensor]:
@@ -127,7 +150,7 @@ class TritonModule:
             device = next(iter(self.state.values())).device
         else:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        state = self._state_on(device)
+        state = self._current_state = self._state_on(device)
         with torch.no_grad():
             outs = self.module.run([x.contiguous() for x in inputs], state, self.externs)
         return outs[0] if len(outs) == 1 else tuple(outs)
@@ -156,7 +179,8 @@ def _meta(program: Program) -> dict:
     from codesign.codegen.triton.wrapper import View
     return {
         "kernels": [{"name": k.name, "kind": k.kind, "nodes": list(k.nodes), "grid": k.grid,
-                     "constexprs": k.constexprs} for k in program.kernels],
+                     "constexprs": k.constexprs, "args": list(k.args), "outputs": list(k.outputs)}
+                    for k in program.kernels],
         "externs": [{"node": e.node.name, "op": e.node.op, "reason": e.reason} for e in program.externs],
         "views": sum(isinstance(u, View) for u in program.units),
         "notes": list(program.notes),

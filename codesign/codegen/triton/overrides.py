@@ -82,6 +82,7 @@ class Operands:
     dtype: DType  # the result's body type
     consts: Sequence[object]  # an operand's Python value when it is a literal, else None
     bind: Callable[[str], str]  # binds a text to a variable (an operand used more than once)
+    flag: Callable[[str], None] | None = None  # records a run-time check failing where the text holds
 
     @property
     def is_float(self) -> bool:
@@ -95,11 +96,34 @@ def _tanh(c: Operands) -> str:
     return f"tl.where({x} < 0, -1.0, 1.0) * ((1.0 - {t}) / (1.0 + {t}))"
 
 
+def _int_division(c: Operands, remainder: bool) -> str:
+    """Integer `//` (truncated) or `%` (the dividend's sign) that never divides by 0 or
+    overflows: a zero divisor gives 0 and is flagged (`c.flag`: the caller raises eager's
+    ZeroDivisionError after the launch), INT_MIN // -1 wraps to INT_MIN, x % -1 is 0."""
+    op = "%" if remainder else "//"
+    divisor = c.consts[1] if len(c.consts) > 1 else None
+    if divisor is not None and int(divisor) not in (0, -1):
+        return f"({c.texts[0]} {op} {c.texts[1]})"
+    if divisor is not None and int(divisor) == 0:
+        raise Unsupported("integer division by a literal zero (its torch reference raises)")
+    a = c.bind(c.texts[0])
+    if divisor is not None:  # -1
+        return f"({a} * 0)" if remainder else f"(-{a})"
+    b = c.bind(c.texts[1])
+    if c.flag is not None:
+        c.flag(f"{b} == 0")
+    special = c.bind(f"({b} == 0)" if c.dtypes[0] is DType.u8 else f"(({b} == 0) | ({b} == -1))")
+    safe = f"tl.where({special}, 1, {b})"
+    if remainder:
+        return f"tl.where({special}, 0, {a} % {safe})"
+    return f"tl.where({special}, tl.where({b} == 0, 0, -{a}), {a} // {safe})"
+
+
 def _fmod(c: Operands) -> str:
     """frem / srem: the dividend's sign, as torch.fmod; NaN for an infinite dividend (the GPU's
     frem gives it back)."""
     if not c.is_float:
-        return f"({c.texts[0]} % {c.texts[1]})"
+        return _int_division(c, True)
     a = c.bind(c.texts[0])
     return f'tl.where(tl.abs({a}) == float("inf"), float("nan"), {a} % {c.texts[1]})'
 
@@ -155,7 +179,7 @@ def _call(fn: str, ints_unchanged: bool = False) -> Callable[[Operands], str]:
 
 PRIMS: dict[Prim, Callable[[Operands], str]] = {
     Prim.add: _infix("+"), Prim.sub: _infix("-"), Prim.mul: _infix("*"),
-    Prim.div: lambda c: f"({c.texts[0]} {'/' if c.is_float else '//'} {c.texts[1]})",  # int // truncates
+    Prim.div: lambda c: f"({c.texts[0]} / {c.texts[1]})" if c.is_float else _int_division(c, False),
     Prim.fmod: _fmod,
     Prim.neg: lambda c: f"(-{c.texts[0]})", Prim.abs: _call("tl.abs"),
     Prim.maximum: _extreme("tl.maximum"), Prim.minimum: _extreme("tl.minimum"),

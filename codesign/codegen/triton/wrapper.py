@@ -1,10 +1,13 @@
 """The host side: one generated Python module per graph, with its kernels and a `run`.
 
 `generate(graph)` picks a template for every kernel of `codesign.ir.kernels(graph)`
-(attention, matmul, row reduction, pointwise), splits a group that no template can
-express into smaller kernels, and falls back to an *extern* — a plain torch call in the
-wrapper — for ops without a Triton body (conv, moe, pooling, ...); the report names every
-extern and why. `run(inputs, state, externs)` allocates each intermediate with
+(attention, matmul, row reduction, pointwise) and falls back to an *extern* — a plain torch
+call in the wrapper — for a lone op without a Triton body (conv, moe, pooling, ...); the
+report names every extern and why. Groups run as the IR says: the backend-specific
+regrouping (one heavy anchor per kernel, trailing layout ops sunk into their reader,
+groups no template expresses split) is the `partition{backend=triton}` pass
+(`codesign/passes/partition.py`, asking `kernel_problem` here), run before code generation;
+a group that still cannot run as one kernel is a `CodegenError` naming it. `run(inputs, state, externs)` allocates each intermediate with
 `torch.empty` on the inputs' device, launches the kernels in dependency order, frees a
 buffer after its last use, and returns the graph's outputs.
 """
@@ -14,14 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from codesign.codegen import CodegenError
 from codesign.codegen.triton.kernels import (ROW_TEMPLATES, KernelCode, Unfusable, attention_kernel, ident,
                                              is_anchor, is_view, matmul_kernel, pointwise_kernel, row_kernel,
                                              template_of)
 from codesign.codegen.triton.overrides import Unsupported
+from codesign.codegen.triton.safety import SLOTS, index_checks
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel, kernels
 from codesign.ir.ops import get_op
-from codesign.ir.ops.registry import OpKind, Template, Trait
+from codesign.ir.ops.registry import Template, Trait
 
 # why an op without a Triton template runs as an extern (a torch call), for the report
 EXTERN_REASONS = {
@@ -77,11 +82,6 @@ def _template(kernel: Kernel):
     return pointwise_kernel
 
 
-def _lone(graph: Graph, node: Node, users: dict) -> Kernel:
-    outputs = (node.name,) if users.get(node.name) or node.name in graph.outputs else ()
-    return Kernel(f"%{node.name}", None, (node,), tuple(dict.fromkeys(node.operands)), outputs)
-
-
 def kernel_name(kernel: Kernel) -> str:
     """What the kernel fuses, anchor first: `linear_gelu`, `add_layer_norm`, `attention`."""
     ops: list[str] = []
@@ -104,43 +104,80 @@ class Namer:
         return f"{base}_kernel" if n == 0 else f"{base}_kernel_{n}"
 
 
-def generate(graph: Graph) -> Program:
-    """Kernels, views and externs for `graph`, in an order that respects dependences."""
+def kernel_problem(graph: Graph, kernel: Kernel, tiers: Sequence[str] = ()) -> str | None:
+    """Why a kernel of several nodes cannot run as one Triton kernel, or None: a node without
+    a template (an extern), more than one heavy anchor, or a template that cannot express it
+    (`Unfusable` / `Unsupported`, found by generating it). The `partition` pass asks this
+    (`TritonBackend.partition_rules`) and splits such groups; `generate` refuses them."""
+    why = _shape_problem(kernel)
+    if why is None:
+        try:
+            _template(kernel)(graph, kernel, "probe", tiers=tiers)
+        except (Unfusable, Unsupported) as exc:
+            why = str(exc)
+    return why
+
+
+def _shape_problem(kernel: Kernel) -> str | None:
+    extern = [n for n in kernel.nodes if template_of(n) is None]
+    if extern:
+        return f"{extern[0].op} has no Triton template"
+    anchors = [n for n in kernel.nodes if is_anchor(n)]
+    if len(anchors) > 1:
+        return (f"{len(anchors)} heavy anchors ({', '.join('%' + n.name for n in anchors[:4])}); "
+                "a Triton kernel is built around one")
+    return None
+
+
+def generate(graph: Graph, tiers: Sequence[str] = (), check_indices: bool = True) -> Program:
+    """Kernels, views and externs for `graph`, in an order that respects dependences: one
+    kernel per group, as the IR says (`tiers`: the target's tier order, fastest first).
+    `check_indices=False`: gathered coordinates are not checked (`safety`).
+
+    A group that cannot run as one kernel raises `CodegenError` naming it; the
+    `partition{backend=triton}` pass splits such groups (and records why) beforehand."""
+    with index_checks(check_indices):
+        return _generate(graph, tiers)
+
+
+def _generate(graph: Graph, tiers: Sequence[str]) -> Program:
     program = Program(graph)
     namer = Namer()
-
-    def lower(kernel: Kernel) -> None:
+    for kernel in kernels(graph):
         if not kernel.outputs:
-            return
+            continue
         nodes = kernel.nodes
-        extern = [n for n in nodes if template_of(n) is None]
-        if extern and len(nodes) == 1:
-            program.units.append(Extern(nodes[0], extern_reason(nodes[0])))
-            return
-        if len(nodes) == 1 and is_view(nodes[0], graph.types()):
-            program.units.append(View(nodes[0]))
-            return
-        try:
-            if extern:
-                raise Unfusable(f"{extern[0].op} has no Triton template")
-            program.units.append(_template(kernel)(graph, kernel, namer(kernel_name(kernel))))
-        except (Unfusable, Unsupported) as why:
-            if len(nodes) == 1:
-                program.units.append(Extern(nodes[0], f"{nodes[0].op}: {why}"))
-                return
-            program.notes.append(f"kernel {kernel.key} ({kernel_name(kernel)}) was split: {why}")
-            for sub in _regroup_kernel(graph, kernel):
-                lower(sub)
-
-    for k in kernels(refine_groups(graph, program.notes)):
-        lower(k)
+        if len(nodes) == 1:
+            node = nodes[0]
+            if template_of(node) is None:
+                program.units.append(Extern(node, extern_reason(node)))
+            elif is_view(node, graph.types()):
+                program.units.append(View(node))
+            else:
+                try:
+                    program.units.append(_template(kernel)(graph, kernel, namer(kernel_name(kernel)), tiers=tiers))
+                except (Unfusable, Unsupported) as why:  # one node: its torch reference runs it
+                    program.units.append(Extern(node, f"{node.op}: {why}"))
+            continue
+        why = _shape_problem(kernel)
+        if why is None:
+            try:
+                program.units.append(_template(kernel)(graph, kernel, namer(kernel_name(kernel)), tiers=tiers))
+                continue
+            except (Unfusable, Unsupported) as exc:
+                why = str(exc)
+        members = ", ".join("%" + n.name for n in nodes[:6]) + (", ..." if len(nodes) > 6 else "")
+        raise CodegenError(f"group {kernel.group.id} ({kernel_name(kernel)}: {members}) cannot run as one "
+                           f"Triton kernel: {why}; the partition{{backend=triton}} pass splits it")
     drop_unread_units(program)
     return program
 
 
 def drop_unread_units(program: Program) -> None:
     """Remove kernels whose results nobody reads: a scalar constant's kernel once every
-    consumer inlined the value as a literal (`KernelWriter.value` does), and what that frees."""
+    consumer inlined the value as a literal (`KernelWriter.value` does), and what that frees.
+    Not a regrouping: the constant's node is where the IR puts it, and computed in place by
+    each kernel that reads it (the report's notes name it)."""
     outputs = set(program.graph.outputs)
     while True:
         read = {v for u in program.units for v in
@@ -149,83 +186,9 @@ def drop_unread_units(program: Program) -> None:
                 and not any(o in read or o in outputs for o in u.outputs)]
         if not dead:
             return
+        program.notes += [f"{', '.join('%' + o for o in d.outputs)}: inlined by every reader, no kernel of its own"
+                          for d in dead]
         program.units = [u for u in program.units if not any(u is d for d in dead)]
-
-
-def _regroup_kernel(graph: Graph, kernel: Kernel) -> list[Kernel]:
-    """A failed group's nodes regrouped one anchor per kernel (`fuse_simple`), or lone
-    nodes when that gives the same group back."""
-    from codesign.codegen.triton.fuse import fuse_simple
-    members = {n.name for n in kernel.nodes}
-    users = graph.users()
-    lone = [_lone(graph, n, users) for n in kernel.nodes]
-    if kernel.group is None:
-        return lone
-    nodes = [n.with_(group=None) if n.name in members else n.with_(group=None) for n in graph.nodes]
-    sub = fuse_simple(Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs))
-    mine = {n.name: n.group for n in sub.nodes if n.name in members}
-    parts: dict[object, list[Node]] = {}
-    for n in kernel.nodes:
-        parts.setdefault(mine[n.name] if mine[n.name] is not None else ("lone", n.name), []).append(n)
-    if any(len(p) == len(kernel.nodes) for p in parts.values()):
-        return lone
-    order = [k for k in kernels(sub) if any(n.name in members for n in k.nodes)]
-    out = []
-    for k in order:
-        part = [n for n in k.nodes if n.name in members]
-        if not part:
-            continue
-        inside = {n.name for n in part}
-        inputs = tuple(dict.fromkeys(o for n in part for o in n.operands if o not in inside))
-        outputs = tuple(n.name for n in part if n.name in graph.outputs
-                        or any(u.name not in inside for u in users.get(n.name, [])))
-        group = sub.group_map().get(part[0].group) if len(part) > 1 else None
-        out.append(Kernel(k.key + "'", group if len(part) > 1 else None, tuple(part), inputs, outputs))
-    return out
-
-
-def refine_groups(graph: Graph, notes: list[str]) -> Graph:
-    """Groups with several heavy anchors (a whole decoder layer, as a dataflow target
-    fuses it) are more than one Triton kernel: dissolve them and regroup their nodes
-    around one anchor each (`fuse_simple`)."""
-    from codesign.codegen.triton.fuse import fuse_simple
-    heavy: dict[int, int] = {}
-    for n in graph.nodes:
-        if n.group is not None and is_anchor(n):
-            heavy[n.group] = heavy.get(n.group, 0) + 1
-    big = {g for g, count in heavy.items() if count > 1}
-    if big:
-        notes.append(f"groups {sorted(big)} hold several anchors each; regrouped one anchor per kernel")
-        nodes = [n.with_(group=None) if n.group in big else n for n in graph.nodes]
-        dissolved = Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs,
-                          tuple(g for g in graph.groups if g.id not in big))
-        graph = fuse_simple(dissolved, keep_groups=True)
-    return sink_layout_ops(graph)
-
-
-def sink_layout_ops(graph: Graph) -> Graph:
-    """Move a group's trailing layout ops (slice, reshape, permute of its result) into the one
-    group that reads them. A layout op is an index map: in the consumer it folds into the
-    loads for free, while in the producer it would be an extra output of another shape
-    (the q/k/v split after a fused QKV projection) that the matmul template cannot store."""
-    users = graph.users()
-    group_of = {n.name: n.group for n in graph.nodes}
-    outputs = set(graph.outputs)
-    changed = True
-    while changed:
-        changed = False
-        for n in reversed(graph.nodes):
-            g = group_of[n.name]
-            if g is None or n.name in outputs or get_op(n.op).kind is not OpKind.layout:
-                continue
-            readers = {group_of[u.name] for u in users.get(n.name, [])}
-            if len(readers) == 1 and None not in readers and readers != {g}:
-                group_of[n.name] = readers.pop()
-                changed = True
-    if all(group_of[n.name] == n.group for n in graph.nodes):
-        return graph
-    nodes = tuple(n.with_(group=group_of[n.name]) for n in graph.nodes)
-    return Graph(graph.name, graph.inputs, nodes, graph.outputs, graph.groups)
 
 
 # -- the wrapper's source ------------------------------------------------------------------------
@@ -234,6 +197,7 @@ from the IR; cached by a hash of the IR, target and versions."""
 import torch
 import triton
 import triton.language as tl
+from codesign.codegen.checks import Site, check_buffer
 
 '''
 
@@ -287,13 +251,22 @@ def wrapper_source(program: Program) -> str:
             reads[v] = i
     keep = set(graph.outputs) | {i.name for i in graph.inputs}
     types = graph.types()
+    checked, offset = [], 0  # run-time checks (`safety`): one int64 buffer, read after the launches
+    for k in program.kernels:
+        if k.sites:
+            checked.append((offset, k))
+            offset += SLOTS * len(k.sites)
+    if checked:
+        body.append(f"    err = torch.zeros({offset}, device=device, dtype=torch.int64)  # run-time check flags")
+    at = {id(k): off for off, k in checked}
     for i, u in enumerate(program.units):
         if isinstance(u, KernelCode):
             for o in u.outputs:
                 t = types[o]
                 body.append(f"    {var(o, 'buf_')} = torch.empty({tuple(t.shape)}, device=device, "
                             f"dtype={_torch_dtype(t)})")
-            args = ", ".join(var(a, "buf_") for a in u.args)
+            args = ", ".join([var(a, "buf_") for a in u.args]
+                             + ([f"err[{at[id(u)]}:{at[id(u)] + SLOTS * len(u.sites)}]"] if u.sites else []))
             consts = ", ".join(f"{k}={v}" for k, v in u.constexprs.items())
             body.append(f"    {u.name}[{u.grid}]({args}, {consts}, num_warps={u.num_warps}, "
                         f"num_stages={u.num_stages})")
@@ -311,6 +284,9 @@ def wrapper_source(program: Program) -> str:
         dead = [v for v, last in reads.items() if last == i and v not in keep and v in names]
         if dead:
             body.append(f"    del {', '.join(names[v] for v in dead)}")
+    if checked:
+        table = ", ".join(f"({off}, ({', '.join(repr(s) for s in k.sites)},), {k.name!r})" for off, k in checked)
+        body.append(f"    check_buffer(err, [{table}])  # raises eager's IndexError / ZeroDivisionError")
     outs = ", ".join(var(o, "buf_") for o in graph.outputs)
     body.append(f"    return ({outs},)")
     return "\n".join(lines) + "\n".join(body) + "\n"

@@ -1,0 +1,118 @@
+"""Per-kernel fallback: a generated kernel that fails at launch runs through torch instead.
+
+Triton compiles a kernel at its first launch, so some failures only show there: a kernel
+asking for more shared memory than the card has (`OutOfResources`), a compiler crash on
+one template, a driver refusing the launch. `TritonModule` wraps every kernel of the
+imported wrapper in a `GuardedKernel` (the generated `run` looks kernels up as module
+globals, so the wrapper's text is unchanged): the real launch runs as long as it succeeds;
+the first time it raises, a `KernelFallbackWarning` names the kernel, the nodes it fuses
+and the error, and from then on that kernel's nodes run through their reference semantics
+(each op's torch definition, as the interpreter and the externs run them), writing the
+kernel's output buffers. The rest of the model keeps its Triton kernels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from codesign.codegen import CodegenError
+from codesign.ir.graph import Graph
+from codesign.ir.ops import Call, get_op
+
+
+class KernelFallbackWarning(UserWarning):
+    """A generated kernel failed at launch; its nodes run through the reference semantics."""
+
+
+class GuardedKernel:
+    """`kernel[grid](*buffers, **constexprs)` as the wrapper launches it, falling back to the
+    reference semantics of the kernel's nodes once a launch raises (`failure` then holds it).
+
+    `args` are the IR values of the pointer arguments, in order; `outputs` those it writes.
+    `state()` gives the weights on the current device (for a value no argument carries)."""
+
+    def __init__(self, kernel, name: str, graph: Graph, nodes: Sequence[str], args: Sequence[str],
+                 outputs: Sequence[str], state: Callable[[], Mapping[str, torch.Tensor]] = dict):
+        self.kernel = kernel
+        self.name = name
+        self.graph = graph
+        self.nodes = tuple(nodes)
+        self.args = tuple(args)
+        self.outputs = tuple(outputs)
+        self.state = state
+        self.failure: BaseException | None = None
+
+    def __getitem__(self, grid):
+        if self.failure is not None:
+            return self.reference
+
+        def launch(*args, **kwargs):
+            try:
+                return self.kernel[grid](*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any launch failure: this kernel falls back
+                self.failure = exc
+                nodes = ", ".join("%" + n for n in self.nodes[:6]) + (", ..." if len(self.nodes) > 6 else "")
+                warnings.warn(f"Triton kernel {self.name} ({nodes}) failed at launch "
+                              f"({type(exc).__name__}: {exc}); running its nodes through the reference "
+                              "semantics (torch) instead, for this kernel only", KernelFallbackWarning,
+                              stacklevel=3)
+                return self.reference(*args, **kwargs)
+        return launch
+
+    def __getattr__(self, name):  # the kernel's own attributes (fn, src, ...)
+        if name == "kernel":
+            raise AttributeError(name)
+        return getattr(self.kernel, name)
+
+    def reference(self, *args, **_constexprs) -> None:
+        """Compute the kernel's outputs with torch and write them into its output buffers."""
+        given = dict(zip(self.args, args))
+        buffers = {o: given.pop(o) for o in self.outputs}
+        if not buffers:
+            return
+        device = next(iter(buffers.values())).device
+        env: dict[str, torch.Tensor] = dict(given)
+        nodes = self.graph.node_map()
+        inputs = {i.name for i in self.graph.inputs}
+
+        def value(name: str) -> torch.Tensor:
+            if name in env:
+                return env[name]
+            node = nodes.get(name)
+            if node is None:
+                state = self.state()
+                if name in inputs and name in state:
+                    return state[name]
+                raise CodegenError(f"kernel {self.name}: no value for %{name} in its reference fallback")
+            op = get_op(node.op)
+            operands = [value(o) for o in node.operands]
+            regions = [lambda *a, g=region: _run_region(g, a, self.state()) for region in node.regions]
+            out = op.run(Call(operands, op.attr_values(node.attrs), node.type, regions))
+            out = out.to(device=device, dtype=node.type.dtype.torch)
+            env[name] = out
+            return out
+
+        for name, buffer in buffers.items():
+            buffer.copy_(value(name).reshape(buffer.shape))
+
+
+def _run_region(graph: Graph, args, state) -> torch.Tensor:
+    from codesign.ir.interpreter import run_graph
+    return run_graph(graph, args, state)[0]
+
+
+def guard_kernels(module, graph: Graph, kernels: Sequence[Mapping], state: Callable[[], Mapping]) -> dict:
+    """Replace each kernel global of the imported wrapper `module` (by `kernels`' meta: name,
+    nodes, args, outputs) with a `GuardedKernel`; returns them by name."""
+    guards = {}
+    for k in kernels:
+        guards[k["name"]] = GuardedKernel(getattr(module, k["name"]), k["name"], graph, k["nodes"], k["args"],
+                                          k["outputs"], state)
+        setattr(module, k["name"], guards[k["name"]])
+    return guards
+
+
+__all__ = ["GuardedKernel", "KernelFallbackWarning", "guard_kernels"]

@@ -1,0 +1,112 @@
+"""Differential tests against PyTorch's own OpInfo samples (tests/opinfo_harness.py says how).
+
+Every sample of an OpInfo is compiled for cpu-host, run through the generated C++ and
+compared with eager: it must match, or be refused with one of codesign's own errors; a
+MISMATCH or a CRASH fails the test, unless `KNOWN_FAILURES` names that sample with the bug.
+
+- `test_opinfo_fast` (the default run): `FAST` — a spread of supported ops, two samples
+  each (a few with chosen edge samples), small shapes, one C++ build per op.
+- `test_opinfo_full` (marker `opinfo_full`, deselected by default): every OpInfo of
+  `op_db`, every sample, in f32, and in int64 / bool where the OpInfo lists them:
+  `python -m pytest tests/test_opinfo.py -m opinfo_full -n 2`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("expecttest")  # torch.testing._internal (the OpInfo database) imports it
+
+from opinfo_harness import CRASH, DTYPES, REFUSED, Outcome, run_op  # noqa: E402
+
+FAST_MAX_NUMEL = 1024
+"""Fast samples are small: a sample with a larger tensor is passed over."""
+
+FAST: dict[tuple[str, str], tuple[int, ...]] = {
+    # (op, dtype): sample indices (among all of the op's samples; larger ones are passed over)
+    **{(op, "f32"): (0, 1) for op in (
+        "add", "mul", "div.floor_rounding", "pow", "where", "clamp", "exp", "log", "sigmoid", "tanh",
+        "nn.functional.gelu", "nn.functional.silu", "logaddexp", "softmax", "sum", "mean", "amax",
+        "argmax", "cumsum", "mm", "matmul", "addmm", "nn.functional.linear", "linalg.multi_dot",
+        "nn.functional.layer_norm", "nn.functional.conv2d", "nn.functional.max_pool2d", "cat",
+        "permute", "reshape", "nn.functional.pad.constant", "index_select", "nn.functional.embedding",
+        "nn.functional.unfold")},
+    ("nn.functional.scaled_dot_product_attention", "f32"): (0, 4, 8),  # causal (q shorter), plain, 4-d
+    ("nn.functional.avg_pool2d", "f32"): (6,),  # the others set divisor_override (refused)
+    ("var.unbiased", "f32"): (0, 1, 2, 3),  # 2, 3: empty inputs (eager: nan)
+    ("std.unbiased", "f32"): (0, 1, 2, 3),
+    ("repeat", "f32"): (0, 2, 10, 11),  # 2, 10: empty results
+    ("arange", "f32"): (0, 6),  # 6: bool bounds
+    **{(op, "i64"): (0, 1) for op in ("add", "mul", "sum", "cumsum", "eq")},
+    **{(op, "b8"): (0, 1) for op in ("logical_and", "logical_not", "any", "where")},
+}
+
+KNOWN_FAILURES: dict[tuple[str, str, int], str] = {
+    # (op, dtype, sample index; -1: the op's samples compiled together): the bug
+}
+
+
+def check(op_name: str, dtype: str, samples: tuple[int, ...] | None = None, max_numel: int | None = None) -> None:
+    from opinfo_harness import op_db
+    run = run_op(op_name, op_db()[op_name], dtype, indices=samples, max_numel=max_numel)
+    unknown: list[Outcome] = []
+    known: list[str] = []
+    for o in run.failures():
+        reason = KNOWN_FAILURES.get((op_name, dtype, o.sample))
+        (known.append(f"#{o.sample}: {reason}") if reason else unknown.append(o))
+    if unknown:
+        pytest.fail(f"{len(unknown)} of {len(run.outcomes)} samples of {op_name} ({dtype}) fail:\n"
+                    + "\n".join(o.line() for o in unknown), pytrace=False)
+    if known:
+        pytest.xfail("known: " + "; ".join(known))
+    if samples is not None and all(o.outcome == REFUSED for o in run.outcomes):
+        pytest.fail(f"every fast sample of {op_name} ({dtype}) is refused: choose a supported op for the "
+                    "fast subset\n" + "\n".join(o.line() for o in run.outcomes), pytrace=False)
+
+
+@pytest.mark.parametrize("op_name,dtype", sorted(FAST), ids=lambda v: v)
+def test_opinfo_fast(op_name: str, dtype: str):
+    """A spread of supported ops on a few small OpInfo samples matches eager."""
+    check(op_name, dtype, FAST[(op_name, dtype)], FAST_MAX_NUMEL)
+
+
+def _full_selected(config) -> bool:
+    """Whether `-m` can select `opinfo_full` tests (else op_db is not even imported)."""
+    from _pytest.mark.expression import Expression
+    expr = config.getoption("markexpr") or ""
+    if not expr.strip():
+        return True
+    return Expression.compile(expr).evaluate(lambda name, **_: name == "opinfo_full")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.function.__name__ != "test_opinfo_full":
+        return
+    params = []
+    if _full_selected(metafunc.config):
+        from opinfo_harness import op_db
+        for name, op in sorted(op_db().items()):
+            have = op.supported_dtypes("cpu")
+            params += [(name, dt) for dt, torch_dtype in DTYPES.items() if torch_dtype in have]
+    metafunc.parametrize("op_name,dtype", params, ids=[f"{n}-{d}" for n, d in params])
+
+
+@pytest.mark.opinfo_full
+def test_opinfo_full(op_name: str, dtype: str):
+    """Every sample of every OpInfo matches eager or is refused clearly."""
+    check(op_name, dtype)
+
+
+def test_harness_classifies():
+    """The harness itself: codesign's errors are refusals, anything else a crash; a wrong
+    value, dtype or shape is a mismatch; NaN matches NaN."""
+    import torch
+    from codesign.frontend.aten import ConversionError
+    from opinfo_harness import classify, compare
+    assert classify(ConversionError("no"))[0] == REFUSED
+    assert classify(ConversionError(""))[0] == CRASH  # a refusal says why
+    assert classify(KeyError("x"))[0] == CRASH
+    x = torch.tensor([1.0, float("nan")])
+    assert compare(x.clone(), x) == ""
+    assert compare(x + 1e-3, x) and compare(x.double(), x) and compare(x[:1], x)
+    assert compare(torch.tensor([1, 2]), torch.tensor([1, 3]))
