@@ -506,6 +506,33 @@ def test_cli_generate_simulate_schedule(tmp_path, capsys) -> None:
     assert (tmp_path / "p.json").stat().st_size > 0 and (tmp_path / "plan.json").stat().st_size > 0
 
 
+def test_cli_schedule_horizon_reaches_the_scheduler(small_trace, monkeypatch, capsys) -> None:
+    """`--horizon N` is the rolling horizon `schedule` judges each window over (default: None,
+    which `schedule` takes as HORIZON_WINDOWS windows); the run completes with it."""
+    from codesign.cli import main
+    from codesign.experts import cli as experts_cli
+    seen = []
+    real = experts_cli.schedule
+    monkeypatch.setattr(experts_cli, "schedule", lambda *a, **kw: (seen.append(kw["horizon"]), real(*a, **kw))[1])
+    common = ["experts", "schedule", "--trace", str(small_trace), "--target", "h100", "--expert-bytes", "20GB",
+              "--time-limit", "0.5", "--window", "4"]
+    assert main([*common, "--horizon", "0"]) == 0 and main(common) == 0
+    assert seen == [0, None]
+    assert "ILP vs best baseline" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"horizon": -1}, "horizon must be a whole number of slots, 0 or more"),
+    ({"horizon": 2.5}, "horizon must be a whole number of slots"),
+    ({"window": 0}, "window must be a whole number of slots, at least 1; got 0"),
+])
+def test_schedule_refuses_a_bad_window_or_horizon(kwargs, message) -> None:
+    problem = problem_from_trace(zipf_trace(4, 6, seed=0), expert_bytes=10**9, capacity=2 * 10**9,
+                                 bandwidth=1e12, compute=1e-3)
+    with pytest.raises(ValueError, match=message):
+        schedule(problem, **kwargs)
+
+
 def test_cli_reports_an_infeasible_instance_without_a_traceback(tmp_path, capsys) -> None:
     """A reserve that leaves less fast tier than one slot's experts: no schedule exists, and
     the CLI says so (which slot, how many bytes, what to change) with exit code 1."""
@@ -541,6 +568,8 @@ def small_trace(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--window", "0"], "argument --window: must be in 1..100000, got 0"),
     (["--window", "x"], "argument --window: expected an integer in 1..100000, got 'x'"),
+    (["--horizon", "-1"], "argument --horizon: must be in 0..10000000, got -1"),
+    (["--horizon", "2.5"], "argument --horizon: expected an integer in 0..10000000, got '2.5'"),
     (["--workers", "0"], "argument --workers: must be in 1..256, got 0"),
     (["--time-limit", "0"], "argument --time-limit: must be more than 0 and at most 86400 seconds"),
     (["--time-limit", "nan"], "argument --time-limit: must be more than 0"),

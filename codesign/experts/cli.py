@@ -32,7 +32,7 @@ from .bounds import lower_bound
 from .ilp import IlpOptions
 from .problem import InfeasibleError, expert_link, problem_for_target
 from .report import plot_residency, results_table
-from .schedule import schedule
+from .schedule import HORIZON_WINDOWS, schedule
 from .simulate import write_chrome_trace
 from .trace import LOCALITY_LEVELS, MAX_EXPERT_BYTES, MAX_EXPERTS, TraceError, read_trace, write_trace, zipf_trace
 
@@ -131,6 +131,9 @@ def add_experts_parser(subparsers: Any) -> None:
                            help="CP-SAT seconds per window (at most 86400)")
     schedule_.add_argument("--window", type=_integer(1, 100_000), default=1000,
                            help="slots per rolling-horizon window (1..100000)")
+    schedule_.add_argument("--horizon", type=_integer(0, 10_000_000), default=None,
+                           help="slots after a window that its candidates are judged over "
+                                f"(0..10000000; default {HORIZON_WINDOWS} windows)")
     schedule_.add_argument("--workers", type=_integer(1, 256), default=2, help="CP-SAT workers (1..256)")
     schedule_.add_argument("--plan", type=Path, help="write the chosen plan (decisions) as JSON")
     schedule_.set_defaults(func=_schedule)
@@ -207,7 +210,8 @@ def _schedule(args: argparse.Namespace) -> int:
             progress.update(task, completed=w, description=f"window {w + 1}/{count}: "
                             f"best {objective / 1e6:.2f} ms, bound {bound / 1e6:.2f} ms")
 
-        sched = schedule(problem, window=args.window, options=options, progress=report)
+        sched = schedule(problem, window=args.window, options=options, progress=report,
+                         horizon=args.horizon)
         progress.update(task, completed=windows)
     console.print(results_table([sched.result] + [r for _, r in sched.baselines.values()]))
     best_plan, best = sched.best_baseline

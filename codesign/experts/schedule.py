@@ -168,6 +168,11 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
     plan is replaced by the best baseline's should it be slower over the whole trace (it
     cannot be when every window was judged over the whole trace).
     """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"schedule: window must be a whole number of slots, at least 1; got {window!r}")
+    if horizon is not None and (isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 0):
+        raise ValueError(f"schedule: horizon must be a whole number of slots, 0 or more (None: "
+                         f"{HORIZON_WINDOWS} windows); got {horizon!r}")
     names = list(baselines or BASELINES)
     horizon = HORIZON_WINDOWS * window if horizon is None else horizon
     full = {}
