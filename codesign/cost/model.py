@@ -10,20 +10,31 @@ re-reads its tiling forces on a contraction's operands; values produced and cons
 the kernel never reach it — which is the whole point of fusion. Bytes at the fast tier are
 every operand access of every node (tiles staged through SRAM / shared memory). FLOPs of
 contractions run at the dtype's tensor peak; other ops at the target's vector (fp32) peak
-when it lists one. Nothing here is fitted to measurements.
+when it lists one. That is the *ideal* model, and reports say so.
+
+A target with a calibration (`Target.calibration`, measured by `codesign calibrate` or cited)
+prices the same work as silicon runs it (`calibrated_time`): each template reaches its
+measured fraction of the matrix peak, cut by wave quantisation (whole waves of output tiles
+over the compute units) and by pipeline fill along a short reduction; vector FLOPs, special
+functions and home-tier bytes run at their measured rates; the three overlap as a p-norm
+(p measured); each kernel pays a fixed device time, and the program a host cost per launch.
+The figures are structural — one set per target, fitted to microbenchmarks, none per model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import ceil
 from typing import Callable, Mapping, Sequence
 
 from codesign.analysis import node_flops
+from codesign.cost.features import KernelFeatures, kernel_features
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel, kernels
 from codesign.ir.ops import OpKind, Template, get_op
 from codesign.ir.types import DType, TensorType
 from codesign.targets import Target
+from codesign.targets.calibration import Efficiency
 
 _PEAK_KEY = {DType.bf16: "bf16", DType.f16: "fp16", DType.f32: "fp32", DType.f64: "fp32",
              DType.i8: "int8", DType.u8: "int8"}
@@ -75,8 +86,10 @@ class KernelCost:
     memory_time: Mapping[str, float]
     launch: float
     time: float
-    bound: str  # "compute" or the name of the binding tier
+    bound: str  # "compute", "special", "launch" or the name of the binding tier
     intensity: float  # FLOPs per home-tier byte
+    features: KernelFeatures | None = None
+    host: float = 0.0  # host time to launch it (calibrated targets)
 
     @property
     def total_flops(self) -> int:
@@ -90,6 +103,7 @@ class GraphCost:
     flops: int
     home_bytes: int
     launches: int
+    calibrated: bool = False  # priced with a calibration; else at the peaks ("ideal")
 
     def by_key(self) -> dict[str, KernelCost]:
         return {k.key: k for k in self.kernels}
@@ -195,20 +209,104 @@ class CostModel:
         home_bytes += sum(types[o].nbytes for o in kernel.outputs)
         tiers = {self.home: home_bytes, fast_tier(self.target): fast_bytes}
         memory_time = {t: b / self.target.total_bandwidth(t) for t, b in tiers.items() if b}
+        total = sum(flops.values())
+        intensity = total / home_bytes if home_bytes else float("inf")
+        efficiency = self.target.calibration.efficiency if self.target.calibration else None
+        if efficiency is not None:
+            features = self.features(kernel, types, home_bytes, runs)
+            time, bound, parts = calibrated_time(features, self.target, efficiency)
+            return KernelCost(kernel.key, kernel.name, len(kernel.nodes), flops, tiers, parts["compute"],
+                              memory_time, parts["fixed"], time, bound, intensity, features,
+                              efficiency.host_per_launch)
         launch = self.target.launch_overhead
         slowest = max(memory_time.items(), key=lambda kv: kv[1], default=(self.home, 0.0))
         bound = "compute" if compute >= slowest[1] else slowest[0]
+        if launch > max(compute, slowest[1]):
+            bound = "launch"
         time = max(compute, slowest[1]) + launch
-        total = sum(flops.values())
         return KernelCost(kernel.key, kernel.name, len(kernel.nodes), flops, tiers, compute,
-                          memory_time, launch, time, bound, total / home_bytes if home_bytes else float("inf"))
+                          memory_time, launch, time, bound, intensity)
+
+    def features(self, kernel: Kernel, types: Mapping[str, TensorType], home_bytes: int | None = None,
+                 runs: Mapping[str, float] | None = None) -> KernelFeatures:
+        """What the kernel does, in the calibrated model's terms (`codesign.cost.features`)."""
+        table = types if isinstance(types, dict) else dict(types)
+        streamed = kernel.group is not None and kernel.group.plan.is_layer
+        if runs is None:
+            runs = self.recompute_factors(kernel, table, streamed)
+        if home_bytes is None:
+            reads = self.operand_reads(kernel, table, streamed)
+            home_bytes = int(sum(table[v].nbytes * f for v, f in reads.items()))
+            home_bytes += sum(table[o].nbytes for o in kernel.outputs)
+        return kernel_features(kernel, table, lambda n: node_flops(n, table), home_bytes, runs)
 
     def graph_cost(self, graph: Graph, kernel_list: Sequence[Kernel] | None = None) -> GraphCost:
         types = graph.types()
         costs = tuple(self.kernel_cost(graph, k, types) for k in (kernel_list or kernels(graph))
                       if not _is_free(k))
-        return GraphCost(costs, sum(c.time for c in costs), sum(c.total_flops for c in costs),
-                         sum(c.bytes.get(self.home, 0) for c in costs), len(costs))
+        calibration = self.target.calibration
+        return GraphCost(costs, program_time(costs, calibration.efficiency if calibration else None),
+                         sum(c.total_flops for c in costs), sum(c.bytes.get(self.home, 0) for c in costs),
+                         len(costs), calibration is not None)
+
+
+def program_time(costs: Sequence[KernelCost], efficiency: Efficiency | None) -> float:
+    """A program's time from its kernels': their sum, or, when the host launches kernels
+    asynchronously (a GPU), the larger of the device's sum and the host's launch time."""
+    device = sum(c.time for c in costs)
+    if efficiency is None:
+        return device
+    host = sum(c.host for c in costs)
+    return max(device, host) if efficiency.asynchronous_launch else device + host
+
+
+def matrix_efficiency(features: KernelFeatures, target: Target, efficiency: Efficiency,
+                      vendor: bool = False) -> float:
+    """The fraction of the matrix peak a kernel's template reaches at its shape: the
+    template's measured efficiency, times wave quantisation, times pipeline fill."""
+    key = f"{features.template}/{_PEAK_KEY.get(DType(features.dtype), 'fp32')}"
+    table = efficiency.matrix
+    e = (table.get(key + "/vendor") if vendor else None) or table.get(key)
+    if e is None:  # an uncalibrated template or dtype: the calibrated GEMM's, else the mean
+        same = [v for k, v in sorted(table.items()) if k.startswith("gemm/") and k.count("/") == 1]
+        e = same[0] if same else (sum(table.values()) / len(table) if table else 1.0)
+    if features.gemm is None:
+        return e
+    batch, m, n, k = features.gemm
+    units = target.compute.units * target.sockets
+    bm, bn = efficiency.tile
+    if features.template == "attention":  # a program per block of query rows, all keys each
+        tiles, useful, per_tile, depth = batch * ceil(m / bm), batch * m, bm, n
+    else:
+        tiles, useful, per_tile, depth = batch * ceil(m / bm) * ceil(n / bn), batch * m * n, bm * bn, k
+    waves = max(1, ceil(tiles / units))
+    quantisation = useful / (waves * units * per_tile) if tiles else 1.0
+    fill = depth / (depth + efficiency.k_half) if depth else 1.0
+    return max(e * quantisation * fill, 1e-6)
+
+
+def calibrated_time(features: KernelFeatures, target: Target, efficiency: Efficiency,
+                    vendor: bool = False) -> tuple[float, str, dict[str, float]]:
+    """(device time, bound, parts) of a kernel on a calibrated target."""
+    dtype = DType(features.dtype)
+    sockets = target.sockets
+    parts = {"compute": 0.0, "special": 0.0, target.home_tier.name: 0.0}
+    if features.matrix_flops:
+        rate = peak_flops(target, dtype, True) * sockets * matrix_efficiency(features, target, efficiency, vendor)
+        parts["compute"] += features.matrix_flops / rate
+    if features.vector_flops:
+        parts["compute"] += features.vector_flops / (peak_flops(target, dtype, False) * sockets * efficiency.vector)
+    if features.special and efficiency.special_rate:
+        parts["special"] = features.special / (efficiency.special_rate * sockets)
+    home = target.home_tier.name
+    parts[home] = features.home_bytes / (target.total_bandwidth(home) * efficiency.memory)
+    p = efficiency.overlap
+    busy = sum(t ** p for t in parts.values()) ** (1.0 / p) if any(parts.values()) else 0.0
+    fixed = efficiency.fixed.get(features.template, efficiency.fixed.get("vector", 0.0))
+    bound = max(sorted(parts), key=lambda k: parts[k])
+    if fixed > busy or efficiency.host_per_launch > busy + fixed:
+        bound = "launch"
+    return busy + fixed, bound, {**parts, "fixed": fixed}
 
 
 def _is_free(kernel: Kernel) -> bool:

@@ -187,6 +187,8 @@ def parse_target(text: str, *, source: str = "<string>") -> Target:
         )
 
     problems = _duplicate_keys(tree)
+    if not problems and isinstance(data.get("calibration"), str):
+        data = {**data, "calibration": _calibration_data(data["calibration"], source)}
     if not problems:
         try:
             return Target.model_validate(data)
@@ -197,6 +199,28 @@ def parse_target(text: str, *, source: str = "<string>") -> Target:
     raise TargetError(
         f"{source}: invalid target ({count}):\n{lines}", source=source, problems=problems
     )
+
+
+def _calibration_data(reference: str, source: str) -> dict:
+    """The mapping of a calibration file a target refers to, by a path relative to the
+    target file; errors name both files."""
+    base = Path(source).parent if source and not source.startswith("<") else Path.cwd()
+    path = (base / reference).resolve()
+    where = f"{source}: calibration: {reference}"
+    if not path.is_file():
+        raise TargetError(f"{where}: file not found ({path}); give a path relative to the target "
+                          f"file, or run `codesign calibrate` to make one", source=source)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise _too_big(size, str(path))
+    try:
+        _, data = _read_yaml(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise TargetError(f"{where}: cannot read the calibration file: {str(exc).splitlines()[0]}",
+                          source=source) from None
+    if not isinstance(data, dict):
+        raise TargetError(f"{where}: the calibration file must hold a mapping", source=source)
+    return data
 
 
 def target_json_schema() -> dict[str, Any]:

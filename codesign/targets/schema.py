@@ -67,6 +67,7 @@ from pydantic import (
     model_validator,
 )
 
+from .calibration import Calibration
 from .units import (
     UnitRangeError,
     format_bandwidth,
@@ -370,6 +371,12 @@ class Target(_Frozen):
     launch_overhead: Seconds = Field(
         default=0.0,
         description="Fixed cost of launching one kernel (or one fused graph), 0 s to 1 s.",
+    )
+    calibration: Calibration | None = Field(
+        default=None,
+        description="The measured (or cited) efficiency model: a calibration file's path, "
+        "relative to the target file (codesign.targets.calibration). Without one the cost "
+        "model prices at the peaks above and reports say the figures are ideal.",
     )
 
     # ------------------------------------------------------------------ validation

@@ -1,0 +1,148 @@
+"""Run a compiled model and time each of its kernels, beside the cost model's view of it.
+
+On CUDA, torch.profiler gives each generated Triton kernel's device time (kernels are named
+after their function, so each measured kernel maps to one kernel of the graph that ran);
+device kernels launched by externs (cuDNN convolutions, ...) are summed as `other`. The
+program's wall time is timed with CUDA events. Each measurement carries the kernel's
+`KernelFeatures`, so fitting and prediction need only the measurements, not the model.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+
+from codesign.cost.features import KernelFeatures
+from codesign.cost.model import CostModel
+from codesign.ir.kernels import kernels as graph_kernels
+from codesign.ir.plan import chip_rereads
+
+
+@dataclass(frozen=True)
+class KernelTime:
+    """One kernel of one measured program: what it does and how long it took."""
+
+    case: str  # the program it belongs to
+    kernel: str  # the generated function's name
+    key: str  # the graph kernel ("g3", "%name")
+    features: KernelFeatures
+    seconds: float  # median device time per call
+    implementation: str = "generated"  # or "vendor" (a library kernel)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["features"] = self.features.as_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "KernelTime":
+        return cls(data["case"], data["kernel"], data["key"], KernelFeatures.from_dict(data["features"]),
+                   float(data["seconds"]), data.get("implementation", "generated"))
+
+
+@dataclass(frozen=True)
+class ProgramTime:
+    """One measured program: its kernels, the rest of its device time, and its wall time."""
+
+    case: str
+    wall_seconds: float  # median time of one call, host included
+    kernels: tuple[KernelTime, ...]
+    other_device_seconds: float = 0.0  # device kernels no generated kernel accounts for
+    launches: int = 0
+    extern_features: tuple[KernelFeatures, ...] = ()  # what the externs do, for prediction
+    notes: tuple[str, ...] = field(default=())
+
+    def as_dict(self) -> dict:
+        return {"case": self.case, "wall_seconds": self.wall_seconds,
+                "other_device_seconds": self.other_device_seconds, "launches": self.launches,
+                "kernels": [k.as_dict() for k in self.kernels],
+                "extern_features": [f.as_dict() for f in self.extern_features], "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ProgramTime":
+        return cls(data["case"], float(data["wall_seconds"]), tuple(KernelTime.from_dict(k) for k in data["kernels"]),
+                   float(data.get("other_device_seconds", 0.0)), int(data.get("launches", 0)),
+                   tuple(KernelFeatures.from_dict(f) for f in data.get("extern_features", ())),
+                   tuple(data.get("notes", ())))
+
+
+def _kernel_map(cm, program) -> tuple[dict[str, tuple[str, KernelFeatures]], list[KernelFeatures]]:
+    """Generated function name -> (graph kernel key, features); and the externs' features."""
+    graph = program.graph
+    model = CostModel(cm.target, rereads=chip_rereads(graph))
+    types = graph.types()
+    by_node = {}
+    for kernel in graph_kernels(graph):
+        for node in kernel.nodes:
+            by_node[node.name] = kernel
+    names: dict[str, tuple[str, KernelFeatures]] = {}
+    for meta in program.meta["kernels"]:
+        kernel = by_node.get(meta["nodes"][0]) if meta["nodes"] else None
+        if kernel is not None:
+            names[meta["name"]] = (kernel.key, model.features(kernel, types))
+    externs = [model.features(by_node[e["node"]], types) for e in program.meta["externs"] if e["node"] in by_node]
+    return names, externs
+
+
+def _device_events(prof) -> list:
+    events = []
+    for e in prof.events():
+        device_type = getattr(e, "device_type", None)
+        if device_type is not None and "CUDA" in str(device_type):
+            events.append(e)
+    return events
+
+
+def profile_cuda(case: str, cm, inputs: Sequence[torch.Tensor], repeat: int = 20, warmup: int = 3) -> ProgramTime:
+    """Time every generated kernel of `cm` on CUDA inputs (the Triton program)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    program = cm.program("triton")
+    names, externs = _kernel_map(cm, program)
+    for _ in range(warmup):
+        cm(*inputs)
+    torch.cuda.synchronize()
+    walls = []
+    for _ in range(repeat):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        cm(*inputs)
+        end.record()
+        end.synchronize()
+        walls.append(start.elapsed_time(end) * 1e-3)
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeat):
+            cm(*inputs)
+        torch.cuda.synchronize()
+    samples: dict[str, list[float]] = {}
+    other = 0.0
+    launches = 0
+    for e in _device_events(prof):
+        seconds = e.time_range.elapsed_us() * 1e-6
+        launches += 1
+        if e.name in names:
+            samples.setdefault(e.name, []).append(seconds)
+        else:
+            other += seconds
+    measured = tuple(KernelTime(case, name, names[name][0], names[name][1],
+                                statistics.median(times) * max(1, round(len(times) / repeat)))
+                     for name, times in sorted(samples.items()))
+    return ProgramTime(case, statistics.median(walls), measured, other / repeat, launches // repeat,
+                       tuple(externs))
+
+
+def time_vendor_cuda(fn, repeat: int = 20, warmup: int = 3) -> float:
+    """Median device time of all kernels `fn()` launches (a library call), per call."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(repeat):
+            fn()
+        torch.cuda.synchronize()
+    return sum(e.time_range.elapsed_us() * 1e-6 for e in _device_events(prof)) / repeat

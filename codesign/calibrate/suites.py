@@ -1,0 +1,160 @@
+"""What `codesign calibrate` measures: small programs that span the efficiency model's axes.
+
+Each case is an `nn.Module` compiled by codesign itself, so the kernels measured are the
+kernels codesign generates (and, for GEMMs, the vendor library beside them):
+- GEMMs over a grid of (M, N, K): skinny, square, wave-quantised (tile counts just over a
+  multiple of the compute units) and short-K shapes;
+- attention: sequence lengths, head dims, causal or not, grouped-query;
+- memory-bound kernels: copies, pointwise chains with and without transcendental
+  functions, row reductions, softmax, norms, strided (transposed) and gathered reads, at
+  sizes from a few KiB (latency) to hundreds of MiB (bandwidth);
+- launches: programs of many tiny kernels, for the host's cost per launch.
+Several independent kernels share one module (one compile, one profile run each).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Case:
+    """One calibration program: a name, what it measures, and how to build it on a device."""
+
+    name: str
+    axis: str  # gemm | attention | memory | launch
+    build: Callable[[torch.device, torch.dtype], tuple[nn.Module, tuple[torch.Tensor, ...]]]
+    dtype: torch.dtype = torch.bfloat16
+    gemms: tuple[tuple[int, int, int], ...] = ()  # (M, N, K) of the vendor GEMMs to time beside
+
+
+class _Gemms(nn.Module):
+    """Independent products x_i @ w_i, one kernel each."""
+
+    def __init__(self, shapes, device, dtype):
+        super().__init__()
+        self.w = nn.ParameterList([nn.Parameter(torch.randn(k, n, device=device, dtype=dtype) / k ** 0.5)
+                                   for _, n, k in shapes])
+
+    def forward(self, *xs):
+        return tuple(x @ w for x, w in zip(xs, self.w))
+
+
+def _gemms(shapes):
+    def build(device, dtype):
+        return _Gemms(shapes, device, dtype), tuple(torch.randn(m, k, device=device, dtype=dtype) for m, _, k in shapes)
+    return build
+
+
+class _Attention(nn.Module):
+    def __init__(self, specs):
+        super().__init__()
+        self.specs = specs
+
+    def forward(self, *qkv):
+        outs = []
+        for (_, _, _, _, _, causal), (q, k, v) in zip(self.specs, zip(qkv[0::3], qkv[1::3], qkv[2::3])):
+            if k.shape[1] != q.shape[1]:  # grouped-query: each key head serves several query heads
+                rep = q.shape[1] // k.shape[1]
+                k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
+            outs.append(F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+        return tuple(outs)
+
+
+def _attention(specs):
+    """specs: (batch, query heads, key heads, seq, head dim, causal)."""
+    def build(device, dtype):
+        inputs = []
+        for b, hq, hk, s, d, _ in specs:
+            inputs += [torch.randn(b, hq, s, d, device=device, dtype=dtype),
+                       torch.randn(b, hk, s, d, device=device, dtype=dtype),
+                       torch.randn(b, hk, s, d, device=device, dtype=dtype)]
+        return _Attention(specs), tuple(inputs)
+    return build
+
+
+class _Memory(nn.Module):
+    """Memory-bound kernels of one size: each on its own input, so none fuse together."""
+
+    def __init__(self, rows, cols, device, dtype):
+        super().__init__()
+        self.norm = nn.LayerNorm(cols, device=device, dtype=dtype)
+        self.rms_weight = nn.Parameter(torch.ones(cols, device=device, dtype=dtype))
+        self.table = nn.Parameter(torch.randn(4096, cols, device=device, dtype=dtype))
+
+    def forward(self, a, b, c, d, e, f, g, ids):
+        copy = a * 1.5
+        chain = torch.relu(b * 1.5 + 0.25) * b - 0.5
+        special = torch.tanh(c) * torch.exp(-c) + torch.sigmoid(c)
+        rowsum = d.sum(-1)
+        soft = torch.softmax(e, -1)
+        norm = self.norm(f)
+        rms = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + 1e-6) * self.rms_weight
+        transposed = a.t() * 2.0
+        gathered = F.embedding(ids, self.table) * 2.0
+        return copy, chain, special, rowsum, soft, norm, rms, transposed, gathered
+
+
+def _memory(rows, cols):
+    def build(device, dtype):
+        xs = tuple(torch.randn(rows, cols, device=device, dtype=dtype) for _ in range(7))
+        ids = torch.randint(0, 4096, (rows,), device=device)
+        return _Memory(rows, cols, device, dtype), (*xs, ids)
+    return build
+
+
+class _Tiny(nn.Module):
+    """A chain of `n` tiny kernels: each a pointwise op followed by a reduction, so the
+    fusion pass cannot merge them into one."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+
+    def forward(self, x):
+        for _ in range(self.n):
+            x = torch.softmax(x * 1.01, -1)
+        return x
+
+
+def _tiny(n):
+    def build(device, dtype):
+        return _Tiny(n), (torch.randn(8, 64, device=device, dtype=dtype),)
+    return build
+
+
+def gpu_cases() -> list[Case]:
+    """The GPU suite (sized for a large data-centre GPU; each case runs in well under a second)."""
+    square = [(s, s, s) for s in (512, 1024, 2048, 4096, 8192)]
+    skinny = [(m, 4096, 4096) for m in (16, 64, 256)] + [(8192, 128, 4096), (8192, 4096, 128)]
+    quantised = [(128 * 12, 128 * 12, 4096), (128 * 12 + 128, 128 * 11, 4096), (3072, 3072, 1024)]
+    wide = [(4096, 14336, 4096), (4096, 4096, 14336), (2048, 32000, 2048)]
+    cases = [Case(f"gemm_{i}", "gemm", _gemms(shapes), gemms=tuple(shapes))
+             for i, shapes in enumerate((square, skinny, quantised, wide))]
+    cases.append(Case("gemm_fp32", "gemm", _gemms([(2048, 2048, 2048), (4096, 1024, 1024)]), torch.float32,
+                      gemms=((2048, 2048, 2048), (4096, 1024, 1024))))
+    cases.append(Case("attention", "attention", _attention([
+        (4, 16, 16, 1024, 64, False), (4, 16, 16, 1024, 128, True), (2, 32, 8, 2048, 128, True),
+        (1, 32, 32, 4096, 128, True), (16, 12, 12, 512, 64, False), (8, 16, 16, 256, 64, False)])))
+    for rows, cols in ((64, 256), (1024, 1024), (8192, 4096), (32768, 4096)):
+        cases.append(Case(f"memory_{rows}x{cols}", "memory", _memory(rows, cols)))
+    cases.append(Case("memory_fp32", "memory", _memory(8192, 4096), torch.float32))
+    cases.append(Case("launch", "launch", _tiny(24)))
+    return cases
+
+
+def cpu_cases() -> list[Case]:
+    """The CPU suite (sized for a few cores; the whole suite runs in minutes)."""
+    gemm = [(s, s, s) for s in (128, 256, 512, 1024)] + [(16, 1024, 1024), (1024, 64, 1024), (1024, 1024, 64)]
+    cases = [Case("gemm", "gemm", _gemms(gemm), torch.float32, gemms=tuple(gemm))]
+    cases.append(Case("attention", "attention", _attention([
+        (1, 8, 8, 256, 64, False), (1, 8, 8, 512, 64, True), (1, 8, 2, 256, 64, True)]), torch.float32))
+    for rows, cols in ((16, 256), (256, 1024), (2048, 1024), (8192, 1024)):
+        cases.append(Case(f"memory_{rows}x{cols}", "memory", _memory(rows, cols), torch.float32))
+    cases.append(Case("launch", "launch", _tiny(24), torch.float32))
+    return cases

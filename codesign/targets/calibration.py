@@ -1,0 +1,102 @@
+"""A target's measured efficiency: the calibration file's schema.
+
+A target file gives peaks from datasheets; silicon reaches a fraction of them that depends
+on the work. A calibration says how much, as a few structural figures (see
+`codesign.cost.model`, which prices with them): the fraction of the matrix peak each
+template reaches on large, well-shaped work, per dtype and implementation; how a short
+reduction dimension and wave quantisation cut it; the fraction of the vector peak and of
+the home tier's bandwidth reached; the special-function rate; a fixed device time per
+kernel; how compute and memory overlap; and the host's cost per launch.
+
+Every calibration names where its figures come from (`source`: measured on a named device
+by `codesign calibrate`, cited from a publication, or assumed), the software it was
+measured with and when, so a report can label its numbers. Files are YAML, referenced from
+a target (`calibration: h200.calibration.yaml`, relative to the target file) or given to
+`compile(..., calibration=...)` / `--calibration`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+FORMAT_VERSION = 1
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+_Fraction = Field(gt=0.0, le=1.5)  # measured rates can exceed a conservative datasheet peak a little
+
+
+class Efficiency(_Frozen):
+    """The fitted figures. Each has a physical meaning; none is a per-model fudge factor."""
+
+    matrix: dict[str, float] = Field(
+        description="Fraction of the dtype's matrix peak reached on large, well-shaped work, "
+        "by 'template/dtype' (gemm/bf16, attention/bf16, conv/fp32, ...) and, for a vendor "
+        "library, 'template/dtype/vendor'.")
+    k_half: float = Field(default=0.0, ge=0.0, le=1e6, description=(
+        "Reduction length at which a GEMM reaches half its efficiency: a K-long reduction runs "
+        "at K / (K + k_half) of it (pipeline fill and the epilogue amortised over K)."))
+    tile: tuple[int, int] = Field(default=(128, 128), description=(
+        "Output tile (rows, columns) per compute unit for wave quantisation: a GEMM's tiles "
+        "fill the units in whole waves."))
+    vector: float = Field(default=1.0, gt=0.0, le=1.5, description=(
+        "Fraction of the vector (non-matrix) peak reached."))
+    special_rate: float = Field(default=0.0, ge=0.0, description=(
+        "Transcendental evaluations per second (0: not limiting)."))
+    memory: float = Field(default=1.0, gt=0.0, le=1.5, description=(
+        "Fraction of the home tier's bandwidth a large streaming kernel reaches."))
+    fixed: dict[str, float] = Field(default_factory=dict, description=(
+        "Fixed device time per kernel, by template ('vector', 'gemm', 'attention', ...; "
+        "'vector' is the default), seconds."))
+    overlap: float = Field(default=8.0, ge=1.0, le=64.0, description=(
+        "How compute, memory and special-function time combine: (sum t_i^p)^(1/p); 1 adds "
+        "them, large values take the largest."))
+    host_per_launch: float = Field(default=0.0, ge=0.0, le=1.0, description=(
+        "Host time to launch one kernel from the generated wrapper, seconds: a program of "
+        "many small kernels is host-bound when this exceeds their device time."))
+    asynchronous_launch: bool = Field(default=True, description=(
+        "Whether the host launches kernels ahead of the device (a GPU stream: program time "
+        "is the larger of device and host time) or runs them itself (a CPU: their sum)."))
+
+    @field_validator("matrix")
+    @classmethod
+    def _keys(cls, matrix: dict[str, float]) -> dict[str, float]:
+        for key, value in matrix.items():
+            if len(key.split("/")) not in (2, 3):
+                raise ValueError(f"matrix key {key!r} must be 'template/dtype' or 'template/dtype/vendor'")
+            if not 0.0 < value <= 1.5:
+                raise ValueError(f"matrix[{key!r}] = {value} must be in (0, 1.5]")
+        return matrix
+
+
+class FitQuality(_Frozen):
+    """How well the figures reproduce the measurements they were fitted to."""
+
+    kernels: int = Field(ge=0)
+    median_abs_error: float = Field(ge=0.0)
+    p90_abs_error: float = Field(ge=0.0)
+
+
+class Calibration(_Frozen):
+    """One target's calibration, with its provenance."""
+
+    format: Literal[1] = Field(default=FORMAT_VERSION, description="File format version.")
+    target: str = Field(description="The target this calibrates (its name).")
+    source: Literal["measured", "cited", "assumed"] = Field(description=(
+        "measured: by `codesign calibrate` on `device`; cited: from `citations`; assumed: "
+        "neither (say why in `notes`)."))
+    device: str = Field(default="", description="The card or CPU measured, as the driver names it.")
+    date: str = Field(default="", description="When it was measured (ISO date).")
+    software: dict[str, str] = Field(default_factory=dict, description=(
+        "Versions that shaped the figures: driver, CUDA, torch, triton, compiler, BLAS."))
+    threads: int | None = Field(default=None, ge=1, description="CPU threads used, when on a CPU.")
+    citations: tuple[str, ...] = Field(default=(), description="Publications the figures come from.")
+    notes: tuple[str, ...] = Field(default=())
+    raw: str = Field(default="", description="The raw measurements' file, for `--from-data` refits.")
+    efficiency: Efficiency
+    fit: FitQuality | None = None
