@@ -26,6 +26,7 @@ from codesign.codegen import CodegenError
 from codesign.codegen.registry import FALLBACK, build_program, choose_backend, device_of, get_backend
 from codesign.frontend.capture import CapturedModel, capture
 from codesign.frontend.signature import Signature
+from codesign.frontend.state import LiveState, stamp_of
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
 from codesign.cost.report import FusionSummary, kernel_table, roofline_plot, summarize
@@ -60,6 +61,7 @@ class CompiledModule:
     _graphs: dict = field(default_factory=dict, repr=False)  # the graph each backend runs (after partition)
     _fusion: FusionSummary | None = field(default=None, repr=False)  # derived once, on demand
     signature: Signature | None = None  # how a call maps onto the graph; None: the graph's own
+    _stamp: tuple | None = field(default=None, repr=False)  # the weights' fingerprint the programs hold
 
     @property
     def calling(self) -> Signature:
@@ -112,6 +114,7 @@ class CompiledModule:
                                "planned and reported but not run; build it on cpu/cuda to run it")
         calling = self.calling
         calling.check(inputs)
+        self._refresh_state()
         runtime = calling.bind(inputs)
         backend = self.backend_for(runtime)
         try:
@@ -128,6 +131,24 @@ class CompiledModule:
         with torch.no_grad():
             outs = calling.finish(inputs, _as_list(program(*runtime)))
         return outs[0] if len(outs) == 1 else outs
+
+    def _refresh_state(self) -> None:
+        """Weights are read live (`state` is a `LiveState`): when their fingerprint changed since
+        the programs took them (an update in place, `.data` replaced, a new parameter), check
+        them against the graph and hand them to each program again (`bind_state`); a program
+        without `bind_state` is rebuilt on its next use. Nothing is copied when nothing changed."""
+        stamp = stamp_of(self.state)
+        if stamp is not None and stamp == self._stamp:
+            return
+        if isinstance(self.state, LiveState):
+            self.state.check(self.graph)
+        for name, program in list(self._programs.items()):
+            bind = getattr(program, "bind_state", None)
+            if bind is not None:
+                bind(self.state)
+            elif program is not None:
+                del self._programs[name]
+        self._stamp = stamp
 
     def export_cpp(self, directory: str | Path) -> Path:
         """Standalone C++ sources, weights and a CMakeLists.txt that builds without torch."""

@@ -63,7 +63,9 @@ class UnknownBackendError(ValueError):
 
 class Program(Protocol):
     """What `Backend.build` returns: called with the runtime inputs, returns the outputs (one
-    tensor or a tuple). `source` (optional) is the generated code `CompiledModule.save` writes."""
+    tensor or a tuple). `source` (optional) is the generated code `CompiledModule.save` writes.
+    `bind_state(state)` (optional) takes the weights again after they changed (the
+    compiler calls it when their fingerprint changes); a program without it is rebuilt."""
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]: ...
 
@@ -257,6 +259,9 @@ class InterpreterProgram:
 
     graph: Graph
     state: Mapping[str, torch.Tensor]
+
+    def bind_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        self.state = state  # read on every call
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         from codesign.ir.interpreter import run_graph

@@ -94,6 +94,10 @@ class IreeProgram:
         self._context.add_vm_module(ireert.VmModule.copy_buffer(self._context.instance, compile_module(module)))
         self._function = self._context.modules.module[module.func_name]
 
+    def bind_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Take the weights again (they changed); they are converted on every call."""
+        self.state = dict(state)
+
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         arguments = _arguments(self.graph, inputs, self.state)
         results = self._function(*(to_numpy(a) for a in arguments))

@@ -24,6 +24,7 @@ from codesign.frontend.attention import recognize_attention
 from codesign.frontend.builder import GraphBuilder, sanitize
 from codesign.frontend.moe import MoeBlockError, check_moe_blocks, moe_leaf_modules
 from codesign.frontend.signature import Arg, Signature, WriteBack
+from codesign.frontend.state import LiveState
 from codesign.ir.graph import Graph, Input, InputKind
 from codesign.ir.types import TensorType
 from codesign.ir.verifier import verify
@@ -31,7 +32,8 @@ from codesign.ir.verifier import verify
 
 @dataclass(frozen=True)
 class CapturedModel:
-    """A graph plus the tensors of its state inputs (weights, buffers), keyed by input name."""
+    """A graph plus the tensors of its state inputs (weights, buffers), keyed by input name;
+    captured from a module, `state` is a `LiveState` that reads them from the module on each access."""
 
     graph: Graph
     state: Mapping[str, torch.Tensor] = field(default_factory=dict)
@@ -390,7 +392,8 @@ def _capture(model: torch.nn.Module, inputs: tuple, name: str, method: str, atte
             before = f"torch.export failed: {_first_line(export_error)}\n" if export_error else ""
             raise CaptureError(f"{before}fx tracing (make_fx) failed: {_first_line(fx_error)}") from fx_error
         graph, state = convert_fx(gm, name, kinds, fx_state.__getitem__)
-        return CapturedModel(_finish(graph, attention), state, "make_fx")
+        graph = _finish(graph, attention)
+        return CapturedModel(graph, LiveState.of(model, graph, state), "make_fx")
 
 
 def _from_export(model: torch.nn.Module, ep: ExportedProgram, name: str, attention: bool) -> CapturedModel:
@@ -427,9 +430,11 @@ def _from_export(model: torch.nn.Module, ep: ExportedProgram, name: str, attenti
     outputs = tuple(None if u is None else
                     WriteBack("buffer", u[1], ir_name[placeholder_of[u[1]]]) if u[0] == "buffer" else
                     WriteBack("input", u[1], user.index(u[1])) for u in updates)
+    buffers = {ir_name[p]: _module_tensor(model, ep, key) for p, key in threaded.items()}
+    keys = {ir_name[p]: key for p, key in threaded.items()}
     signature = Signature(name, tuple(Arg(fx, aten.result_type(vals[fx])) for fx in user), runtime, outputs,
-                          {ir_name[p]: _module_tensor(model, ep, key) for p, key in threaded.items()})
-    return CapturedModel(graph, state, "export", signature)
+                          LiveState.of(model, graph, buffers, keys))
+    return CapturedModel(graph, LiveState.of(model, graph, state), "export", signature)
 
 
 def _module_tensor(model: torch.nn.Module, ep: ExportedProgram, key: str) -> torch.Tensor:

@@ -56,18 +56,26 @@ class CppModule:
             self._lib = load(self.built.library)
         self.blas: str | None = found.name if found else None
         self.gemm: str = self._lib.codesign_gemm().decode()
-        state = state or {}
         self._inputs = graph.inputs
         self._runtime = [i for i, inp in enumerate(graph.inputs) if not inp.kind.is_state]
         self._pointers = (ctypes.c_void_p * len(graph.inputs))()
         self._keep: dict[int, torch.Tensor] = {}
-        for i, inp in enumerate(graph.inputs):
+        self.bind_state(state or {})
+        self._out_types = graph.output_types()
+
+    def bind_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Point the library at these weights (by input name). A contiguous tensor of the
+        graph's dtype is passed by pointer, so its in-place updates show without a rebind;
+        call again when a tensor is replaced (`CompiledModule` does, by fingerprint)."""
+        keep = {}
+        for i, inp in enumerate(self._inputs):
             if inp.kind.is_state:
                 if inp.name not in state:
                     raise CodegenError(f"no value for {inp.kind.value} %{inp.name} (source {inp.source})")
-                self._keep[i] = self._checked(state[inp.name], inp)
-                self._pointers[i] = self._keep[i].data_ptr()
-        self._out_types = graph.output_types()
+                keep[i] = self._checked(state[inp.name], inp)
+        self._keep = keep
+        for i, tensor in keep.items():
+            self._pointers[i] = tensor.data_ptr()
 
     @property
     def source(self) -> str:

@@ -135,6 +135,12 @@ class TritonModule:
         self.externs = {e["node"]: _extern(graph, nodes[e["node"]]) for e in self.meta["externs"]}
         self.compile_seconds = time.perf_counter() - start
 
+    def bind_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Take the weights again (they changed): the next call moves them to its device
+        (no copy for weights already there, contiguous)."""
+        self.state = dict(state)
+        self._device_state.clear()
+
     def _state_on(self, device: torch.device) -> dict[str, torch.Tensor]:
         key = str(device)
         if key not in self._device_state:
