@@ -14,7 +14,8 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from collections import OrderedDict
+from typing import Callable, Mapping, Sequence
 
 import torch
 from rich.console import Console
@@ -39,8 +40,16 @@ COMPILE_PIPELINE = "canonicalize,dce,fuse,tile,place{time_limit=2 deterministic=
 """What `compile()` runs when no pipeline is given."""
 
 
+SHAPES = ("recompile", "static")
+"""What a call with inputs of other shapes than the example's does (`compile(shapes=...)`)."""
+
+
 class SaveError(FileExistsError):
     pass
+
+
+class RecompileWarning(UserWarning):
+    """A compiled module met inputs of new shapes and compiles the model again for them."""
 
 
 @dataclass
@@ -62,6 +71,11 @@ class CompiledModule:
     _fusion: FusionSummary | None = field(default=None, repr=False)  # derived once, on demand
     signature: Signature | None = None  # how a call maps onto the graph; None: the graph's own
     _stamp: tuple | None = field(default=None, repr=False)  # the weights' fingerprint the programs hold
+    shapes: str = "static"  # inputs of other shapes: "recompile" (needs `recompile`) or "static" (an error)
+    max_shapes: int = 8  # compiled variants for other shapes kept (least recently used dropped)
+    recompile: Callable[[tuple[torch.Tensor, ...]], "CompiledModule"] | None = field(default=None, repr=False)
+    _variants: OrderedDict = field(default_factory=OrderedDict, repr=False)  # input shapes -> CompiledModule
+    _warned: bool = field(default=False, repr=False)
 
     @property
     def calling(self) -> Signature:
@@ -113,7 +127,9 @@ class CompiledModule:
             raise RuntimeError(f"{self.graph.name} was captured on the meta device (shapes only): it can be "
                                "planned and reported but not run; build it on cpu/cuda to run it")
         calling = self.calling
-        calling.check(inputs)
+        calling.check(inputs, shapes=self.recompile is None or self.shapes == "static")
+        if not calling.shapes_match(inputs):
+            return self._variant(inputs)(*inputs)
         self._refresh_state()
         runtime = calling.bind(inputs)
         backend = self.backend_for(runtime)
@@ -131,6 +147,31 @@ class CompiledModule:
         with torch.no_grad():
             outs = calling.finish(inputs, _as_list(program(*runtime)))
         return outs[0] if len(outs) == 1 else outs
+
+    @property
+    def variants(self) -> tuple[tuple[tuple[int, ...], ...], ...]:
+        """The input shapes of the variants compiled for calls with other shapes, oldest use first."""
+        return tuple(self._variants)
+
+    def _variant(self, inputs: Sequence[torch.Tensor]) -> "CompiledModule":
+        """The model compiled for the shapes of `inputs` (static), from the bounded LRU cache of
+        variants or compiled now; the first recompilation warns (`RecompileWarning`)."""
+        key = tuple(tuple(x.shape) for x in inputs)
+        if key in self._variants:
+            self._variants.move_to_end(key)
+            return self._variants[key]
+        if not self._warned:
+            self._warned = True
+            compiled = ", ".join(str(list(a.type.shape)) for a in self.calling.args)
+            warnings.warn(f"@{self.graph.name} was compiled for input shapes {compiled}; compiling it again for "
+                          f"{', '.join(str(list(k)) for k in key)} (up to {self.max_shapes} shapes are kept; "
+                          "compile(..., shapes=\"static\") makes another shape an error)", RecompileWarning,
+                          stacklevel=3)
+        variant = self.recompile(tuple(inputs))
+        self._variants[key] = variant
+        while len(self._variants) > self.max_shapes:
+            self._variants.popitem(last=False)
+        return variant
 
     def _refresh_state(self) -> None:
         """Weights are read live (`state` is a `LiveState`): when their fingerprint changed since
@@ -321,7 +362,8 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
             options: Mapping[str, object] | None = None,
             must_fuse: Sequence[str] = (), backend: str = "auto",
             backend_options: Mapping[str, Mapping[str, object]] | None = None,
-            train_mode: str = "refuse", check_indices: bool = True) -> CompiledModule:
+            train_mode: str = "refuse", check_indices: bool = True, shapes: str = "recompile",
+            max_shapes: int = 8) -> CompiledModule:
     """Capture `model`, lower it for `target` through `pipeline`, return a `CompiledModule`.
 
     `must_fuse`: node names that must end in one kernel; compile fails with the decision
@@ -339,10 +381,19 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     else in training (BatchNorm, Dropout, ...; call `model.eval()`), or "eval": compile it
     with inference semantics, leaving the model's mode as it is (`capture`).
 
-    The module computes what eager does: buffers the forward updates in place (and inputs)
-    are written back after each call, and inputs of another dtype or shape than the
-    example's are refused (`InputMismatchError`), never cast.
+    The module computes what eager does: weights and buffers are read from the model on each
+    call (`LiveState`), buffers the forward updates in place (and inputs) are written back
+    after each call, and inputs of another dtype than the example's are refused
+    (`InputMismatchError`), never cast. `shapes`: inputs of other shapes than the example's
+    are compiled for ("recompile": the model is captured and compiled again for those shapes,
+    with a `RecompileWarning` the first time; the last `max_shapes` variants are kept) or
+    refused ("static": `InputMismatchError`). A module compiled from a `CapturedModel` has
+    no model to capture again: its shapes are static.
     """
+    if shapes not in SHAPES:
+        raise ValueError(f"shapes={shapes!r} is not one of {', '.join(SHAPES)}")
+    if max_shapes < 1:
+        raise ValueError(f"max_shapes={max_shapes} must be at least 1")
     for name in ([backend] if backend != "auto" else []) + list(backend_options or {}):
         get_backend(name)  # an unknown name fails here, with the closest names
     target = target if isinstance(target, Target) else load_target(target)
@@ -357,10 +408,17 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     ctx = PassContext(target=target, options=options)
     graph = manager.run(captured.graph, ctx)
     experts = _schedule_experts(graph, target)
+    recompile = None
+    if shapes == "recompile" and not isinstance(model, CapturedModel):
+        def recompile(inputs: tuple[torch.Tensor, ...]) -> CompiledModule:
+            return compile(model, inputs, target, pipeline=pipeline, options=options, must_fuse=must_fuse,
+                           backend=backend, backend_options=backend_options, train_mode=train_mode,
+                           check_indices=check_indices, shapes="static")
     return CompiledModule(graph, target, captured.state, captured.graph, manager.pipeline_text,
                           captured.method, tuple(ctx.ledger), backend, experts,
                           _backend_options(backend_options, check_indices),
-                          signature=captured.signature)
+                          signature=captured.signature, shapes=shapes, max_shapes=max_shapes,
+                          recompile=recompile)
 
 
 def _backend_options(given: Mapping[str, Mapping[str, object]] | None,

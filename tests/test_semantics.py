@@ -138,7 +138,7 @@ def test_functional_dropout_in_training_is_refused():
 def mlp_cm():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 32), nn.ReLU()).eval()
-    return codesign.compile(model, torch.randn(8, 64), target="cpu-host", pipeline=FAST)
+    return codesign.compile(model, torch.randn(8, 64), target="cpu-host", pipeline=FAST, shapes="static")
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.int64, torch.bool, torch.float16])

@@ -69,9 +69,14 @@ class Signature:
     def _where(self) -> str:
         return f"{self.name}({', '.join(a.name for a in self.args)})"
 
-    def check(self, inputs: Sequence[object]) -> None:
+    def shapes_match(self, inputs: Sequence[torch.Tensor]) -> bool:
+        """Whether `inputs` (checked but for their shapes) have the captured shapes."""
+        return all(tuple(x.shape) == arg.type.shape for x, arg in zip(inputs, self.args))
+
+    def check(self, inputs: Sequence[object], shapes: bool = True) -> None:
         """Raise `InputMismatchError` unless `inputs` are tensors of the captured shapes and
-        dtypes, on one device (the threaded buffers' too): compiled code never casts."""
+        dtypes, on one device (the threaded buffers' too): compiled code never casts.
+        `shapes=False` leaves the shapes to the caller (which recompiles for new ones)."""
         where = self._where()
         if len(inputs) != len(self.args):
             raise InputMismatchError(f"{where}: takes {len(self.args)} input(s), got {len(inputs)}")
@@ -84,7 +89,7 @@ class Signature:
                 raise InputMismatchError(
                     f"{where}: input {i} '{arg.name}' is {_dtype(x.dtype)}, the model was compiled for {want}; "
                     f"compile with an example of that dtype (compiled code does not cast its inputs)")
-            if tuple(x.shape) != arg.type.shape:
+            if shapes and tuple(x.shape) != arg.type.shape:
                 raise InputMismatchError(
                     f"{where}: input {i} '{arg.name}' has shape {list(x.shape)}, the model was compiled for "
                     f"{want} (shapes are static); compile with an example of that shape")
