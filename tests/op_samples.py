@@ -342,3 +342,38 @@ MOE_ROUTED = """graph @routed(%x: f32[4,8], %router: f32[2,8] param, %w: f32[2,8
   return %y
 }
 """
+
+
+# NaNs as torch treats them: amax / amin are NaN where a row holds one, and a literal -nan keeps
+# its sign bit (`where` stores the literal itself). Each backend runs it through `check_nans`.
+NANS = """graph @nans(%x: f32[6,40], %y: f32[6,40]) -> (f32[6], f32[6], f32[6,40], f32[6,40]) {
+  %mx = amax(%x) {dims = [1], keepdim = false} : f32[6]
+  %mn = amin(%x) {dims = [1], keepdim = false} : f32[6]
+  %n = full() {value = -nan} : f32[]
+  %p = full() {value = nan} : f32[]
+  %zero = full() {value = 0.0} : f32[]
+  %neg = lt(%y, %zero) : i1[6,40]
+  %w = where(%neg, %n, %y) : f32[6,40]
+  %v = where(%neg, %y, %p) : f32[6,40]
+  return %mx, %mn, %w, %v
+}
+"""
+
+
+def check_nans(run: Callable[[Graph, list[torch.Tensor], dict[str, torch.Tensor]], Sequence[torch.Tensor]],
+               seed: int = 15) -> None:
+    """`NANS` through a backend on fresh inputs (NaNs in random rows of %x): every output is
+    NaN where the interpreter's is and equal elsewhere; the selected literals keep their sign
+    bit (a NaN an instruction computes has the hardware's sign: x86's default NaN is negative)."""
+    graph = parse_graph(NANS)
+    torch.manual_seed(seed)
+    x, y = torch.randn(6, 40), torch.randn(6, 40)
+    rows = torch.randperm(6)[:3]
+    x[rows, torch.randint(0, 40, (3,))] = float("nan")
+    got, want = run(graph, [x, y], {}), run_graph(graph, [x, y], {})
+    assert torch.isnan(want[0]).sum() == 3 and torch.signbit(want[2]).any() and torch.isnan(want[3]).any()
+    for name, g, w in zip(graph.outputs, got, want):
+        assert torch.equal(torch.isnan(g), torch.isnan(w)), f"%{name}: NaN at {torch.isnan(g)}, want {torch.isnan(w)}"
+        if name in ("w", "v"):
+            assert torch.equal(torch.signbit(g), torch.signbit(w)), f"%{name}: sign bits {torch.signbit(g)}"
+        assert torch.equal(g.nan_to_num(), w.nan_to_num()), f"%{name}: {g} != {w}"

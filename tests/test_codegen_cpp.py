@@ -20,7 +20,7 @@ from codesign.codegen import CodegenError
 from codesign.codegen.cpp import CppModule, export_cpp, generate
 from codesign.ir import parse_graph, run_graph
 from helpers import EXAMPLES, rel_err
-from op_samples import MOE_ROUTED, OpSample, check_sample, sample_params
+from op_samples import MOE_ROUTED, OpSample, check_nans, check_sample, sample_params
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -49,6 +49,11 @@ def check_cpp(sample: OpSample) -> CppModule:
 def test_op_sample(sample: OpSample):
     """Every shared op-family graph (tests/op_samples.py) matches the interpreter."""
     check_cpp(sample)
+
+
+def test_nans_propagate_and_keep_their_sign_as_eager():
+    """amax / amin of a row holding a NaN is NaN; a `-nan` literal is `(-NAN)`, not `NAN`."""
+    check_nans(lambda graph, inputs, state: CppModule(graph, state).run(inputs))
 
 
 # -- grouped kernels: a pointwise chain is one loop nest, intermediates stay in registers -------

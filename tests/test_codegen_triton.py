@@ -17,6 +17,7 @@ import codesign  # noqa: E402
 from codesign.codegen.triton import TritonModule, fuse_all_pointwise, fuse_simple, generate  # noqa: E402
 from codesign.ir import Graph, parse_graph, run_graph  # noqa: E402
 from helpers import EXAMPLES, fresh_like, rel_err  # noqa: E402
+from op_samples import check_nans  # noqa: E402
 
 BF16_TOL, F32_TOL = 1e-2, 1e-5
 
@@ -175,6 +176,12 @@ graph @addln(%x: f32[8,96], %y: f32[8,96], %w: f32[96], %b: f32[96]) -> (f32[8,9
   return %a, %g
 }
 """, kernels=1)
+
+
+def test_nans_propagate_and_keep_their_sign_as_eager():
+    """amax / amin of a row holding a NaN is NaN (`tl.max` alone drops it); a `-nan`
+    literal is `-float("nan")`."""
+    check_nans(lambda graph, inputs, state: TritonModule(graph, state, "test")(*inputs))
 
 
 # -- matmul with prologue and epilogue ------------------------------------------------------------

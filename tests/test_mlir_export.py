@@ -17,7 +17,7 @@ pytest.importorskip("iree.runtime")
 from codesign.export import MlirExportError, compile_and_run, mlir_text, to_mlir  # noqa: E402
 from codesign.ir import Graph, parse_graph  # noqa: E402
 from helpers import EXAMPLES  # noqa: E402
-from op_samples import MLP, MOE_ROUTED, OpSample, check_sample, sample_params  # noqa: E402
+from op_samples import MLP, MOE_ROUTED, OpSample, check_nans, check_sample, sample_params  # noqa: E402
 
 
 def check(sample: OpSample) -> Graph:
@@ -32,6 +32,10 @@ def check(sample: OpSample) -> Graph:
 def test_op_sample(sample: OpSample):
     """Every shared op-family graph (tests/op_samples.py) verifies, compiles and matches."""
     check(sample)
+
+
+def test_nans_propagate_and_keep_their_sign_as_eager():
+    check_nans(lambda graph, inputs, state: compile_and_run(graph, inputs, state))
 
 
 def test_module_signature_and_deterministic_text():

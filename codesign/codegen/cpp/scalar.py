@@ -60,8 +60,8 @@ def literal(dtype: DType, value: float | int | bool | None) -> str:
         return f"({ctype(dtype)})({value})"
     value = float(value)
     suffix = "" if compute_dtype(dtype) is DType.f64 else "f"
-    if math.isnan(value):
-        return "NAN"
+    if math.isnan(value):  # the sign of a NaN is observable (signbit, copysign): keep it
+        return "(-NAN)" if math.copysign(1.0, value) < 0 else "NAN"
     if math.isinf(value):
         return "INFINITY" if value > 0 else "(-INFINITY)"
     text = repr(value)

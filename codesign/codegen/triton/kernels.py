@@ -505,13 +505,19 @@ def row_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] = (
         w.pop()
         w.depth -= 1
 
-    def reduce_stage(label: str | None, combiner: Combiner, dtype: DType, elem: Callable[[Index], str]) -> str:
-        """One pass over the rows combining `elem` with `combiner`; the row values' variable."""
+    def reduce_stage(label: str | None, combiner: Combiner, dtype: DType, elem: Callable[[Index], str],
+                     propagate_nan: bool = False) -> str:
+        """One pass over the rows combining `elem` with `combiner`; the row values' variable.
+        `propagate_nan`: a float max / min is NaN where the row holds one, as torch.amax is
+        (`tl.max` drops NaNs; softmax's max need not care: a NaN row is NaN either way)."""
         if combiner.op not in COMBINE:
             raise Unsupported(f"no Triton reduction for a {combiner.op.value} combiner")
         name, combine, final = COMBINE[combiner.op]
         label, logical = label or name, combiner.op in (Prim.logical_or, Prim.logical_and)
         acc_dtype = DType.f32 if logical else combiner.accumulator(dtype)
+        if propagate_nan and acc_dtype.is_float and combiner.op in (Prim.maximum, Prim.minimum):
+            combine = combine.replace("{v})", "{v}, propagate_nan=tl.PropagateNan.ALL)")
+            final = f'tl.where(tl.max(({{acc}} != {{acc}}).to(tl.int32), 1)[:, None] != 0, float("nan"), {final})'
         init = literal(combiner.identity, acc_dtype)
         acc = w.fresh(f"acc_{label}_")
         w.emit(f"{acc} = tl.full([XBLOCK, RBLOCK], {init}, {TL_DTYPE[acc_dtype]})")
@@ -533,7 +539,7 @@ def row_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] = (
         if op.template is Template.reduce:
             if st.combiner is None:
                 raise Unsupported(f"{node.op} has no combiner")
-            stats["acc"] = reduce_stage(None, st.combiner, x_dtype, x)
+            stats["acc"] = reduce_stage(None, st.combiner, x_dtype, x, propagate_nan=True)
             if st.combiner.finalize is not None:  # e.g. mean: the sum over the count
                 acc = Value(stats["acc"], st.combiner.accumulator(x_dtype))
                 stats["acc"] = w.assign(Body(w, None, None, w.row_index(node.type.shape), acc)

@@ -36,8 +36,8 @@ def literal(value: float | int | bool, dtype: DType) -> str:
         return "1" if value else "0"
     if dtype.is_float:
         value = float(value)
-        if math.isnan(value):
-            return 'float("nan")'
+        if math.isnan(value):  # the sign of a NaN is observable (signbit, copysign): keep it
+            return '-float("nan")' if math.copysign(1.0, value) < 0 else 'float("nan")'
         if math.isinf(value):
             return 'float("inf")' if value > 0 else '-float("inf")'
         return repr(value)
