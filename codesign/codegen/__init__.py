@@ -7,23 +7,14 @@ its op-to-text table, kernel bodies and host wrapper kept apart (`codesign.codeg
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 from codesign.ir.graph import Group
-from codesign.ir.types import DType
-
-# Deprecated, kept for importers: tier order comes from the target (`Target.tier_names`,
-# fastest first), not from tier names. `group_tile` no longer reads this.
-TILE_TIERS = ("l1", "sram", "smem", "l2", "llc", "hbm", "dram", "ddr")
+from codesign.ir.scalar import compute_dtype  # where arithmetic happens: f32 for the half types
 
 
 class CodegenError(RuntimeError):
     """A graph (or one node of it) that a backend cannot generate code for."""
-
-
-def compute_dtype(dtype: DType) -> DType:
-    """Where arithmetic happens: f32 for the half types (as torch does on CPU), else itself."""
-    return DType.f32 if dtype in (DType.f16, DType.bf16) else dtype
 
 
 def group_tile(group: Group | None, rank: int | None = None,
@@ -47,4 +38,4 @@ def group_tile(group: Group | None, rank: int | None = None,
     return tile
 
 
-__all__ = ["CodegenError", "TILE_TIERS", "compute_dtype", "group_tile"]
+__all__ = ["CodegenError", "compute_dtype", "group_tile"]

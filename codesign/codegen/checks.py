@@ -29,7 +29,6 @@ offending value) that the wrapper reads once after the launches (`triton/safety.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
 
 from codesign.ir.scalar import Apply, Expr, Load, Prim, walk
 

@@ -10,6 +10,7 @@ point that `to_mlir` sets up.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 from typing import Callable, Sequence
 
 from iree.compiler import ir
@@ -221,7 +222,7 @@ class Builder:
         if src and shape:
             flat = value
             if len(src) != 1:
-                flat = tensor.CollapseShapeOp(ir.RankedTensorType.get([_numel(src)], et), value,
+                flat = tensor.CollapseShapeOp(ir.RankedTensorType.get([prod(src)], et), value,
                                               [list(range(len(src)))]).result
             if len(shape) == 1:
                 return flat
@@ -251,10 +252,3 @@ class Builder:
         result = ir.RankedTensorType.get(list(sizes), value.type.element_type)
         return tensor.ExtractSliceOp(result, value, [], [], [], static_offsets=list(offsets),
                                      static_sizes=list(sizes), static_strides=list(steps)).result
-
-
-def _numel(shape: Sequence[int]) -> int:
-    total = 1
-    for s in shape:
-        total *= s
-    return total

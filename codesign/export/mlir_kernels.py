@@ -16,6 +16,7 @@ from codesign.export import mlir_scalar as S
 from codesign.export.mlir_builder import Builder
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.registry import IterKind
+from codesign.ir.scalar import lowest
 from codesign.ir.types import DType
 
 Combine = Callable[[ir.Value, ir.Value], ir.Value]  # (element, accumulator) -> accumulator
@@ -60,19 +61,6 @@ def reduce(b: Builder, value: ir.Value, dtype: DType, dims: Sequence[int], init:
                           [identity(rank), *(m for _, m in extra), kept_map(rank, dims)],
                           iterators, lambda *args: [combine(*args)])
     return result
-
-
-def lowest(dtype: DType) -> float | int:
-    """The identity of max: -inf, or the smallest integer of the type."""
-    if dtype.is_float:
-        return float("-inf")
-    return 0 if dtype is DType.i1 else -(1 << (8 * dtype.itemsize - 1))
-
-
-def highest(dtype: DType) -> float | int:
-    if dtype.is_float:
-        return float("inf")
-    return 1 if dtype is DType.i1 else (1 << (8 * dtype.itemsize - 1)) - 1
 
 
 def reduce_sum(b: Builder, value: ir.Value, dtype: DType, dims: Sequence[int]) -> ir.Value:

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from iree.compiler import ir
 from iree.compiler.dialects import arith, math, tensor
 
+from codesign.codegen.lowering import avg_pool_divisors
 from codesign.export import mlir_kernels as K
 from codesign.export import mlir_scalar as S
 from codesign.export.mlir_builder import (Builder, MlirExportError, element_type, is_semi_affine,
@@ -27,7 +26,7 @@ from codesign.ir.affine import AffineMap, Dim, bound
 from codesign.ir.graph import Node
 from codesign.ir.ops.layout import reshape_map
 from codesign.ir.ops.registry import OPS, IterKind, OpDef, Structure, Template, Trait, get_op
-from codesign.ir.scalar import Acc, Lit, Load, Prim, compute_dtype, is_plain_load, walk
+from codesign.ir.scalar import Acc, Lit, Load, compute_dtype, highest, is_plain_load, lowest, walk
 from codesign.ir.types import DType, TensorType
 
 
@@ -151,7 +150,7 @@ def lower_reduce(c: NodeContext) -> ir.Value:
     if comb is None:
         raise c.error("a reduce template needs a combiner (Structure.combiner)")
     dims = [i for i, d in enumerate(c.structure.domain) if d.kind is IterKind.reduction]
-    acc = DType.i1 if comb.op in (Prim.logical_and, Prim.logical_or) else comb.accumulator(xt.dtype)
+    acc = comb.accumulator(xt.dtype)
     out = K.reduce(b, x, acc, dims, comb.identity,
                    lambda v, a: S.apply(b, comb.op, acc, [S.cast(b, v, xt.dtype, acc), a]))
     final = comb.finalize or Acc(acc)
@@ -182,7 +181,7 @@ def lower_argminmax(c: NodeContext) -> ir.Value:
     dim, dtype, rank = c.attrs["dim"], xt.dtype, xt.rank
     is_max = c.op.has(Trait.maximizing)
     kept = K.kept_shape(xt.shape, [dim])
-    values = b.filled(kept, dtype, K.lowest(dtype) if is_max else K.highest(dtype))
+    values = b.filled(kept, dtype, lowest(dtype) if is_max else highest(dtype))
     indices = b.filled(kept, DType.i64, 0)
 
     def body(v: ir.Value, best: ir.Value, at: ir.Value) -> list[ir.Value]:
@@ -396,7 +395,7 @@ def lower_pool(c: NodeContext) -> ir.Value:
         reach = (out - 1) * a["stride"][i] + (a["kernel"][i] - 1) * a["dilation"][i] + 1
         low.append(a["padding"][i])
         high.append(max(a["padding"][i], reach - size - a["padding"][i]))
-    fill = K.lowest(work) if is_max else 0.0
+    fill = lowest(work) if is_max else 0.0
     x = b.pad(x, low, high, work, fill)
     # The window loops appear in no map on their own, so linalg could not infer their
     # bounds; an unread [kh, kw] operand supplies them, as linalg's pooling ops do.
@@ -407,24 +406,11 @@ def lower_pool(c: NodeContext) -> ir.Value:
     (out,) = b.generic([x, window], [b.filled(c.type.shape, work, fill)],
                        [shift(st.operand_maps[0], low), window_map, st.result_map], c.iterators, combine)
     if not is_max:
-        table = _avg_pool_divisors(xt.shape[2:], a)
+        table = avg_pool_divisors(xt.shape[2:], a)
         divisor = b.dense(table.astype(np.float64 if work is DType.f64 else np.float32))
         out = b.map_elements([out, divisor], [K.identity(4), AffineMap(4, (Dim(2), Dim(3)))],
                              c.type.shape, work, lambda s, d: [arith.divf(s, d)])
     return K.cast_tensor(b, out, work, dtype)
-
-
-def _avg_pool_divisors(spatial: Sequence[int], a: Mapping[str, object]) -> np.ndarray:
-    """The per-output-position divisor torch's avg_pool uses, computed once at export time.
-
-    It depends on the window, padding, ceil_mode and count_include_pad only, so we ask the
-    reference itself: window sums of ones over window averages of ones.
-    """
-    ones = torch.ones(1, 1, *spatial, dtype=torch.float64)
-    args = (a["kernel"], a["stride"], a["padding"], a["ceil_mode"])
-    sums = F.avg_pool2d(ones, *args, count_include_pad=False, divisor_override=1)
-    means = F.avg_pool2d(ones, *args, count_include_pad=a["count_include_pad"])
-    return (sums / means)[0, 0].numpy()
 
 
 def refuse_moe(c: NodeContext) -> ir.Value:

@@ -156,9 +156,12 @@ class Combiner:
     finalize: Expr | None = None  # over `Acc`; None: the accumulator itself
 
     def accumulator(self, dtype: DType) -> DType:
-        """Accumulation type: f32 for float types below f64, i64 for integers, i1 for any."""
+        """Accumulation type: i1 for a logical combiner (any, all) whatever the input, else
+        f32 for float types below f64 and i64 for integers and i1."""
+        if self.op in (Prim.logical_or, Prim.logical_and):
+            return DType.i1
         if dtype is DType.i1:
-            return DType.i1 if self.op in (Prim.logical_or, Prim.logical_and) else DType.i64
+            return DType.i64
         if dtype.is_float:
             return DType.f64 if dtype is DType.f64 else DType.f32
         return DType.i64
@@ -199,6 +202,27 @@ def all_of(conds: Sequence[Expr]) -> Expr | None:
     for c in conds:
         out = c if out is None else apply(Prim.logical_and, out, c)
     return out
+
+
+def conjuncts(e: Expr) -> list[Expr]:
+    """The terms of a chain of `and`s (a gated load's conditions), in order."""
+    if isinstance(e, Apply) and e.prim is Prim.logical_and:
+        return [c for a in e.args for c in conjuncts(a)]
+    return [e]
+
+
+def lowest(dtype: DType) -> float | int | bool:
+    """The identity of max in `dtype`: -inf, the type's smallest integer, or false."""
+    if dtype.is_float:
+        return -math.inf
+    return False if dtype is DType.i1 else torch.iinfo(dtype.torch).min
+
+
+def highest(dtype: DType) -> float | int | bool:
+    """The identity of min in `dtype`: inf, the type's largest integer, or true."""
+    if dtype.is_float:
+        return math.inf
+    return True if dtype is DType.i1 else torch.iinfo(dtype.torch).max
 
 
 def loads(node_dtypes: Sequence[DType]) -> tuple[Load, ...]:

@@ -15,51 +15,26 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from math import prod
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from codesign.codegen import CodegenError
 from codesign.codegen.checks import DIVISION, INDEX, Site, data_dependent, is_int_division, reported
 from codesign.codegen.cpp import scalar as S
+from codesign.codegen.lowering import reads_row_major
 from codesign.ir.affine import Add, AffineExpr, AffineMap, Const, Dim, FloorDiv, Mod, Mul, bound
 from codesign.ir.graph import Node
-from codesign.ir.ops.layout import reshape_map, strides
+from codesign.ir.ops.layout import strides
 from codesign.ir.ops.registry import Structure, Template, get_op
-from codesign.ir.scalar import (Acc, Affine, Apply, Expr, Lit, Load, Loop, Prim, children, is_plain_load,
-                                walk)
-from codesign.ir.types import TensorType
+from codesign.ir.scalar import Acc, Affine, Apply, Expr, Lit, Load, Loop, Prim, children, conjuncts, walk
 
 if TYPE_CHECKING:
     from codesign.codegen.cpp.kernels import KernelEmitter
 
+
 def is_expression_op(op: str) -> bool:
     """Is `op`'s value at a point a scalar body of its operands (inlined into its readers)?"""
     return get_op(op).template is Template.elementwise
-
-
-def node_structure(node: Node, types: Mapping[str, TensorType]) -> Structure:
-    op = get_op(node.op)
-    return op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
-
-
-@lru_cache(maxsize=None)
-def _row_major(src: tuple[int, ...], dst: tuple[int, ...]) -> AffineMap:
-    return reshape_map(src, dst)
-
-
-def reads_row_major(amap: AffineMap | None, src: Sequence[int], dst: Sequence[int]) -> bool:
-    """Does `amap` read an operand of shape `src` at the same row-major position (a reshape)?"""
-    return amap is not None and prod(src) == prod(dst) and amap == _row_major(tuple(src), tuple(dst))
-
-
-def is_view(node: Node, types: Mapping[str, TensorType]) -> bool:
-    """`node` is its first operand's elements in row-major order: it may alias that buffer."""
-    if not is_expression_op(node.op) or not node.operands:
-        return False
-    st = node_structure(node, types)
-    return is_plain_load(st.expr) and reads_row_major(st.operand_maps[0], types[node.operands[0]].shape,
-                                                      node.type.shape)
 
 
 def render(expr: AffineExpr, dims: Sequence[str], extents: Sequence[int]) -> str:
@@ -188,12 +163,6 @@ class Scope:
 _NEGATION = {Prim.lt: Prim.ge, Prim.ge: Prim.lt, Prim.le: Prim.gt, Prim.gt: Prim.le}
 
 
-def _conjuncts(e: Expr) -> list[Expr]:
-    if isinstance(e, Apply) and e.prim is Prim.logical_and:
-        return [c for a in e.args for c in _conjuncts(a)]
-    return [e]
-
-
 def _implied(cond: Expr, facts: frozenset) -> bool:
     """Is `cond` known true where `facts` ((condition, truth) pairs of enclosing selects) hold?"""
     if (cond, True) in facts:
@@ -252,7 +221,7 @@ class Body:
         if e.prim is Prim.select:
             c, a, b = e.args
             cond = self.render(c, guarded, facts)
-            known = facts | {(x, True) for x in _conjuncts(c)}
+            known = facts | {(x, True) for x in conjuncts(c)}
             return f"({cond} ? {self.render(a, guarded, known)} : {self.render(b, guarded, facts | {(c, False)})})"
         args = [self.render(a, guarded, facts) for a in e.args]
         constants = [self.constant(a) for a in e.args]
@@ -287,7 +256,7 @@ class Body:
         return f"cs_index({text}, {shape[pos]}, {self._site(site)}, {shown})"
 
     def _load(self, e: Load, guarded: bool, facts: frozenset) -> str:
-        conds = [c for c in _conjuncts(e.valid) if not _implied(c, facts)] if e.valid is not None else []
+        conds = [c for c in conjuncts(e.valid) if not _implied(c, facts)] if e.valid is not None else []
         name = self.node.operands[e.operand]
         shape, scope, access = self.scope.kernel.type(name).shape, self.scope, self.access
         inside = guarded or e.valid is not None

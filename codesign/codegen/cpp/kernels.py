@@ -17,19 +17,16 @@ from dataclasses import dataclass
 from math import prod
 from typing import Callable, Mapping, Sequence
 
-import torch
-import torch.nn.functional as F
-
 from codesign.codegen import CodegenError, group_tile
 from codesign.codegen.checks import Site
 from codesign.codegen.cpp import scalar as S
-from codesign.codegen.cpp.exprs import (Access, Body, Scope, decompose, is_expression_op, linear_offset,
-                                        reads_row_major, render)
+from codesign.codegen.cpp.exprs import Access, Body, Scope, decompose, is_expression_op, linear_offset, render
+from codesign.codegen.lowering import avg_pool_divisors, node_structure, reads_row_major
 from codesign.ir.affine import AffineMap, Dim, bound
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops.registry import IterKind, OpKind, Structure, Template, Trait, get_op
-from codesign.ir.scalar import Combiner, Prim
+from codesign.ir.scalar import Prim, highest, lowest
 from codesign.ir.types import DType, TensorType
 
 PARALLEL_MIN = 1 << 18  # elements below which a loop nest runs on one thread (each parallel region
@@ -114,9 +111,7 @@ class KernelEmitter:
 
     def structure(self, node: Node) -> Structure:
         if node.name not in self._structures:
-            op = get_op(node.op)
-            self._structures[node.name] = op.structure([self.types[o] for o in node.operands], node.type,
-                                                       op.attr_values(node.attrs))
+            self._structures[node.name] = node_structure(node, self.types)
         return self._structures[node.name]
 
     def add_site(self, site: Site) -> int:
@@ -230,7 +225,6 @@ class KernelEmitter:
         idx = [f"i{d}" for d in range(rank)]
         lines: list[str] = []
         depth = 1
-        loops: list[tuple[str, str, str]] = []  # (var, start, end)
         if tile is not None and any(t < s for t, s in zip(tile, shape)):
             outer = [f"o{d}" for d in range(rank)]
             lines.append(f"  // tiled by the group's plan: {list(tile)}")
@@ -251,7 +245,6 @@ class KernelEmitter:
                     lines.append("  " * depth + "#pragma omp simd")
                 lines.append("  " * depth + f"for (int64_t {idx[d]} = 0; {idx[d]} < {shape[d]}; ++{idx[d]})")
                 depth += 1
-        del loops
         scope = Scope(self, "  " * (depth + 1))
         self._store_roots(scope, roots, Access(shape, index=tuple(idx)))
         lines.append("  " * depth + "{")
@@ -341,18 +334,12 @@ def _acc_type(dtype: DType, wide: bool) -> str:
     return "bool" if dtype is DType.i1 else ("int64_t" if wide else S.ctype(dtype))
 
 
-def accumulator(combiner: Combiner, dtype: DType) -> DType:
-    """The type a reduction of `dtype` accumulates in: the combiner's (`Combiner.accumulator`),
-    bool for a logical combiner whatever the input."""
-    return DType.i1 if combiner.op in (Prim.logical_or, Prim.logical_and) else combiner.accumulator(dtype)
-
-
 def emit_reduce(k: KernelEmitter, node: Node) -> list[str]:
     """A reduction from its combiner: identity, operator, finalize (the mean's division)."""
     c, src, out = k.structure(node).combiner, k.dtype(node.operands[0]), node.type.dtype
     if c is None:
         raise CodegenError(f"%{node.name} = {node.op}(...): a reduction with no combiner")
-    acc = accumulator(c, src)
+    acc = c.accumulator(src)
 
     def finalize(name: str, idx: list[str]) -> str:
         if c.finalize is None:
@@ -388,9 +375,9 @@ def emit_pool(k: KernelEmitter, node: Node) -> list[str]:
     t = S.ctype(dtype)
     op = get_op(node.op)
     if op.has(Trait.maximizing):
-        return _structured_reduction(k, node, init=lambda s, v: S.lowest(dtype),
+        return _structured_reduction(k, node, init=lambda s, v: S.literal(dtype, lowest(dtype)),
                                      combine=lambda a, v: f"cs_max<{t}>({v[0]}, {a})", acc_type=t)
-    table = _avg_pool_divisors(k.type(node.operands[0]).shape[2:], op.attr_values(node.attrs))
+    table = avg_pool_divisors(k.type(node.operands[0]).shape[2:], op.attr_values(node.attrs))
     name = k.fresh("divisor")
     values = ", ".join(repr(float(x)) + "f" for x in table.flatten())
     k.statics.append(f"  static const float {name}[{table.size}] = {{{values}}};")
@@ -398,15 +385,6 @@ def emit_pool(k: KernelEmitter, node: Node) -> list[str]:
     return _structured_reduction(k, node, init=lambda s, v: "0", combine=lambda a, v: f"{a} + {v[0]}",
                                  acc_type=_acc_type(dtype, False),
                                  finalize=lambda a, v: f"({a} / {name}[{v[2]} * {ow} + {v[3]}])")
-
-
-def _avg_pool_divisors(spatial: Sequence[int], a: Mapping[str, object]):
-    """torch's divisor per output position, from the reference itself (sums over means of ones)."""
-    ones = torch.ones(1, 1, *spatial, dtype=torch.float64)
-    args = (a["kernel"], a["stride"], a["padding"], a["ceil_mode"])
-    sums = F.avg_pool2d(ones, *args, count_include_pad=False, divisor_override=1)
-    means = F.avg_pool2d(ones, *args, count_include_pad=a["count_include_pad"])
-    return (sums / means)[0, 0].numpy()
 
 
 # -- rows: a parallel loop over every dim but one (or a trailing block), then passes ---------------
@@ -562,7 +540,7 @@ def emit_argminmax(k: KernelEmitter, node: Node) -> list[str]:
     better = f"(b == b) && ({v} {'>' if is_max else '<'} b || {v} != {v})" if xt.dtype.is_float \
         else f"{v} {'>' if is_max else '<'} b"
     out_index = tuple(render(r, vars_, xt.shape) for r in st.result_map.results)
-    lines += ["  " * depth + "{", ind + f"{t} b = {S.lowest(xt.dtype) if is_max else S.highest(xt.dtype)}; int64_t at = 0;",
+    lines += ["  " * depth + "{", ind + f"{t} b = {S.literal(xt.dtype, lowest(xt.dtype) if is_max else highest(xt.dtype))}; int64_t at = 0;",
               ind + f"for (int64_t {vars_[dim]} = 0; {vars_[dim]} < {xt.shape[dim]}; ++{vars_[dim]}) {{", *s.lines,
               ind + f"  if ({vars_[dim]} == 0 || {better}) {{ b = {v}; at = {vars_[dim]}; }}", ind + "}",
               ind + f"{k.params[node.name]}[{linear_offset(out_index, node.type.shape)}] = at;", "  " * depth + "}"]

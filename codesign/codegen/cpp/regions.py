@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from codesign.codegen.cpp.exprs import node_structure
+from codesign.codegen.lowering import node_structure
 from codesign.ir.affine import Dim
 from codesign.ir.graph import Graph
 from codesign.ir.ops import IterKind, get_op

@@ -84,19 +84,6 @@ def convert(value: str, src: DType, dst: DType) -> str:
     return out
 
 
-def lowest(dtype: DType) -> str:
-    """The identity of max in the compute type."""
-    if dtype.is_float:
-        return "(-INFINITY)"
-    return "false" if dtype is DType.i1 else f"std::numeric_limits<{ctype(dtype)}>::lowest()"
-
-
-def highest(dtype: DType) -> str:
-    if dtype.is_float:
-        return "INFINITY"
-    return "true" if dtype is DType.i1 else f"std::numeric_limits<{ctype(dtype)}>::max()"
-
-
 def _unary_math(fn: str) -> Callable[[str, DType], str]:
     return lambda x, t: f"std::{fn}({x})" if t.is_float else f"({ctype(t)})std::{fn}((double)({x}))"
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from codesign.codegen import CodegenError
 from codesign.codegen.checks import Site
 from codesign.codegen.cpp import scalar as S
-from codesign.codegen.cpp.exprs import is_expression_op, is_view, node_structure
+from codesign.codegen.cpp.exprs import is_expression_op
+from codesign.codegen.lowering import is_view, node_structure
 from codesign.codegen.cpp.kernels import KernelEmitter, RegionEntry, pointer_operands
 from codesign.codegen.cpp.regions import row_block
 from codesign.codegen.cpp.runtime import PRELUDE

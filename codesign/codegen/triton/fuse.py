@@ -10,7 +10,8 @@ they would not be.
 
 from __future__ import annotations
 
-from codesign.codegen.triton.kernels import is_anchor, is_view, literal_source, template_of
+from codesign.codegen.lowering import is_view
+from codesign.codegen.triton.kernels import is_anchor, literal_source, template_of
 from codesign.ir.graph import Graph, Group, Node
 from codesign.ir.kernels import group_cycle
 from codesign.ir.ops import get_op

@@ -32,6 +32,7 @@ from math import prod
 from typing import Callable, Sequence
 
 from codesign.codegen import group_tile
+from codesign.codegen.lowering import copies_row_major, node_structure
 from codesign.codegen.triton import safety
 from codesign.codegen.triton.indexing import Factor, Index, and_masks, expr_text, paren
 from codesign.codegen.triton.overrides import PRIMS, TL_DTYPE, Operands, Unsupported, bare, literal, work_dtype
@@ -39,9 +40,8 @@ from codesign.ir.affine import Dim
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops import get_op
-from codesign.ir.ops.layout import reshape_map
 from codesign.ir.ops.registry import IterKind, OpKind, Structure, Template, Trait
-from codesign.ir.scalar import (Acc, Affine, Apply, Combiner, Expr, Lit, Load, Loop, Prim, evaluate,
+from codesign.ir.scalar import (Acc, Affine, Apply, Combiner, Expr, Lit, Load, Loop, Prim, conjuncts, evaluate,
                                 is_plain_load, walk)
 from codesign.ir.types import DType
 
@@ -148,9 +148,7 @@ class KernelWriter:
 
     def structure(self, node: Node) -> Structure:
         if node.name not in self.structures:
-            op = get_op(node.op)
-            self.structures[node.name] = op.structure([self.types[o] for o in node.operands], node.type,
-                                                      op.attr_values(node.attrs))
+            self.structures[node.name] = node_structure(node, self.types)
         return self.structures[node.name]
 
     # -- values ---------------------------------------------------------------------------
@@ -199,7 +197,7 @@ class KernelWriter:
         amap, shape = st.operand_maps[i], self.types[o].shape
         if amap is None:
             raise Unsupported(f"indirect operand {i} of {node.op} read through its map")
-        if is_reshape(st, shape, index.shape) and shape != index.shape:
+        if copies_row_major(st, shape, index.shape) and shape != index.shape:
             return index.reshaped(shape)
         return index.through(amap, shape)
 
@@ -213,25 +211,10 @@ class KernelWriter:
         return Body(self, node, st, index).value(st.expr, root=True)
 
 
-def is_reshape(st: Structure, src: Sequence[int], dst: Sequence[int]) -> bool:
-    """The body reads its one operand unchanged at the same row-major position."""
-    return (is_plain_load(st.expr) and len(st.operand_maps) == 1 and prod(src) == prod(dst)
-            and st.operand_maps[0] == reshape_map(src, dst))
-
-
-def is_view(node: Node, types) -> bool:
-    """A layout op that reads its operand in row-major order: a view of its buffer."""
-    op = get_op(node.op)
-    if op.kind is not OpKind.layout or len(node.operands) != 1:
-        return False
-    src = types[node.operands[0]]
-    return is_reshape(op.structure([src], node.type, op.attr_values(node.attrs)), src.shape, node.type.shape)
-
-
 def layout_move(st: Structure, src: Sequence[int], dst: Sequence[int]) -> Callable[[Index], Index] | None:
     """For a body reading its one operand through a reshape or a permutation of the dims: the
     result's index from the operand's (pushing a computed tile forward); else None."""
-    if is_reshape(st, src, dst):
+    if copies_row_major(st, src, dst):
         return lambda idx: idx.reshaped(dst)
     res = st.operand_maps[0].results if is_plain_load(st.expr) and len(st.operand_maps) == 1 else ()
     if sorted(e.index if isinstance(e, Dim) else -1 for e in res) != list(range(len(dst))):
@@ -252,12 +235,6 @@ def use_counts(e: Expr) -> Counter:
     load masks, rendered inline)."""
     return Counter(k for x in walk(e) for k in (x.args if isinstance(x, Apply) else x.index or ()
                                                   if isinstance(x, Load) else ()))
-
-
-def conjuncts(e: Expr) -> list[Expr]:
-    if isinstance(e, Apply) and e.prim is Prim.logical_and:
-        return [c for a in e.args for c in conjuncts(a)]
-    return [e]
 
 
 def _neutral(e: Apply, args: Sequence[Value]) -> Value | None:
@@ -385,10 +362,6 @@ class RowPlan:
         return prod(self.domain[i] for i in self.reduced)
 
 
-def _reduced_dims(node: Node, st: Structure) -> tuple[int, ...]:
-    return tuple(i for i, d in enumerate(st.domain) if d.kind is IterKind.reduction)
-
-
 class RowWriter(KernelWriter):
     def __init__(self, graph: Graph, kernel: Kernel, name: str, plan: RowPlan):
         super().__init__(graph, kernel, name)
@@ -452,9 +425,9 @@ def _row_plan(graph: Graph, kernel: Kernel) -> tuple[RowPlan, list[Node]]:
         raise Unfusable("no reduction")
     plan = None
     for n in anchors:
-        op = get_op(n.op)
-        st = op.structure([types[o] for o in n.operands], n.type, op.attr_values(n.attrs))
-        this = RowPlan(types[n.operands[0]].shape, _reduced_dims(n, st))
+        st = node_structure(n, types)
+        reduced = tuple(i for i, d in enumerate(st.domain) if d.kind is IterKind.reduction)
+        this = RowPlan(types[n.operands[0]].shape, reduced)
         if plan is None:
             plan = this
         elif (this.domain, this.reduced) != (plan.domain, plan.reduced):
@@ -663,12 +636,6 @@ def _dot_plan(node: Node, st: Structure) -> DotPlan:
     return DotPlan(tuple(range(nb)), (nb,), nb + 1, nb + 2)
 
 
-def _tile_attr(kernel: Kernel, rank: int, tiers: Sequence[str]) -> tuple[int, ...] | None:
-    """The group plan's tile for its fastest tier (`tiers`: the target's order, fastest first),
-    when it has one entry per loop of the anchor's domain."""
-    return group_tile(kernel.group, rank, tiers)
-
-
 def _pow2_clamp(n: int, lo: int, hi: int) -> int:
     p = 1 << (max(1, int(n)).bit_length() - 1)  # floor to a power of two
     return max(lo, min(hi, p))
@@ -727,7 +694,7 @@ def matmul_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] 
     if dtype not in (DType.f32, DType.f16, DType.bf16) or 0 in (M, N, K, B):
         raise Unsupported(f"matmul in {dtype.value} or with an empty dim")
     half = dtype in (DType.f16, DType.bf16)
-    tile = _tile_attr(kernel, len(sizes), tiers)
+    tile = group_tile(kernel.group, len(sizes), tiers)  # the plan's tile for the fastest tier
     if tile is not None:
         bm, bn, bk = prod(tile[i] for i in plan.m), tile[plan.n], tile[plan.k]
     else:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from codesign.codegen import CodegenError
+from codesign.codegen.lowering import is_view
 from codesign.codegen.triton.kernels import (ROW_TEMPLATES, KernelCode, Unfusable, attention_kernel, ident,
-                                             is_anchor, is_view, matmul_kernel, pointwise_kernel, row_kernel,
-                                             template_of)
+                                             is_anchor, matmul_kernel, pointwise_kernel, row_kernel, template_of)
 from codesign.codegen.triton.overrides import Unsupported
 from codesign.codegen.triton.safety import SLOTS, index_checks
 from codesign.ir.graph import Graph, Node
