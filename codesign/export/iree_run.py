@@ -30,17 +30,8 @@ def compile_module(module: MlirModule) -> bytes:
 def compile_and_run(graph: Graph, inputs: Sequence[torch.Tensor],
                     state: Mapping[str, torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Values of `graph.outputs`, computed by IREE; same arguments as `run_graph`."""
-    import iree.runtime as ireert
-
-    module = to_mlir(graph)
-    arguments = _arguments(graph, inputs, state or {})
-    config = ireert.Config("local-task")
-    context = ireert.SystemContext(config=config)
-    context.add_vm_module(ireert.VmModule.copy_buffer(context.instance, compile_module(module)))
-    results = context.modules.module[module.func_name](*(to_numpy(a) for a in arguments))
-    if len(graph.outputs) == 1:
-        results = (results,)
-    return [from_numpy(np.asarray(r)) for r in results]
+    outputs = IreeProgram(graph, state)(*inputs)
+    return list(outputs) if isinstance(outputs, tuple) else [outputs]
 
 
 def _arguments(graph: Graph, inputs: Sequence[torch.Tensor],

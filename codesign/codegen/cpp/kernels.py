@@ -400,6 +400,17 @@ def _row_loops(shape: Sequence[int], dims: Sequence[int]) -> tuple[list[str], in
     return lines + loop_lines, depth, vars_
 
 
+def _row_pass(k: KernelEmitter, name: str, access: Access, ind: str, var: str, n: int, pragma: str,
+              statement: Callable[[str, Scope], str]) -> list[str]:
+    """One loop of `var` over a row of `n`: `name` at `access` (its producers inlined), then
+    `statement(value, scope)` (which may read more values into the loop's scope)."""
+    s = Scope(k, ind + "  ")
+    v = s.value(name, access)
+    last = statement(v, s)
+    return [ind + pragma, ind + f"for (int64_t {var} = 0; {var} < {n}; ++{var}) {{", *s.lines, ind + "  " + last,
+            ind + "}"]
+
+
 def emit_softmax(k: KernelEmitter, node: Node) -> list[str]:
     x = node.operands[0]
     shape, dim = node.type.shape, node.attrs["dim"]
@@ -409,30 +420,21 @@ def emit_softmax(k: KernelEmitter, node: Node) -> list[str]:
     lines, depth, vars_ = _row_loops(shape, [dim])
     ind = "  " * (depth + 1)
     lines.append("  " * depth + "{")
-    j = "j"
-    index = tuple(j if d == dim else vars_[d] for d in range(len(shape)))
-    access = Access(shape, index=index)
+    access = Access(shape, index=tuple("j" if d == dim else vars_[d] for d in range(len(shape))))
+    out = f"{k.params[node.name]}[{access.flat()}]"
 
-    def read() -> tuple[list[str], str]:
-        s = Scope(k, ind + "  ")
-        v = s.value(x, Access(shape, index=index))
-        return s.lines, v
-    body, v = read()
-    lines += [ind + f"{t} peak = -INFINITY;", ind + "#pragma omp simd reduction(max:peak)",
-              ind + f"for (int64_t j = 0; j < {n}; ++j) {{", *body, ind + f"  peak = std::max(peak, {v});", ind + "}"]
-    body, v = read()
+    def row_pass(pragma: str, statement: Callable[[str, Scope], str]) -> list[str]:
+        return _row_pass(k, x, Access(shape, index=access.index), ind, "j", n, pragma, statement)
+    lines += [ind + f"{t} peak = -INFINITY;",
+              *row_pass("#pragma omp simd reduction(max:peak)", lambda v, s: f"peak = std::max(peak, {v});")]
     log = get_op(node.op).has(Trait.log_result)
-    store_exp = "" if log else f"{k.params[node.name]}[{access.flat()}] = {S.store(dtype, 'e')}; "
-    lines += [ind + f"{t} total = 0;", ind + "#pragma omp simd reduction(+:total)",
-              ind + f"for (int64_t j = 0; j < {n}; ++j) {{", *body,
-              ind + f"  const {t} e = cs_exp({v} - peak); {store_exp}total += e;", ind + "}"]
+    store_exp = "" if log else f"{out} = {S.store(dtype, 'e')}; "
+    lines += [ind + f"{t} total = 0;", *row_pass("#pragma omp simd reduction(+:total)",
+                                                lambda v, s: f"const {t} e = cs_exp({v} - peak); {store_exp}total += e;")]
     if log:
-        body, v = read()
-        lines += [ind + f"const {t} shift = peak + std::log(total);", ind + "#pragma omp simd",
-                  ind + f"for (int64_t j = 0; j < {n}; ++j) {{", *body,
-                  ind + f"  {k.params[node.name]}[{access.flat()}] = {S.store(dtype, f'{v} - shift')};", ind + "}"]
+        lines += [ind + f"const {t} shift = peak + std::log(total);",
+                  *row_pass("#pragma omp simd", lambda v, s: f"{out} = {S.store(dtype, f'{v} - shift')};")]
     else:
-        out = f"{k.params[node.name]}[{access.flat()}]"
         lines += [ind + f"const {t} inv = 1 / total;", ind + "#pragma omp simd",
                   ind + f"for (int64_t j = 0; j < {n}; ++j) {out} = {S.store(dtype, S.load(dtype, out) + ' * inv')};"]
     lines.append("  " * depth + "}")
@@ -462,38 +464,26 @@ def emit_norm(k: KernelEmitter, node: Node) -> list[str]:
              f"  for (int64_t g = 0; g < {rows}; ++g) {{"]
     access = Access(shape, linear=f"g * {block} + r")
 
-    def read() -> tuple[list[str], str]:
-        s = Scope(k, ind + "  ")
-        v = s.value(x, Access(shape, linear=f"g * {block} + r"))
-        return s.lines, v
+    def row_pass(pragma: str, statement: Callable[[str, Scope], str]) -> list[str]:
+        return _row_pass(k, x, Access(shape, linear=access.linear), ind, "r", block, pragma, statement)
     if op.has(Trait.centered):
-        body, v = read()
-        lines += [ind + f"{t} sum = 0;", ind + "#pragma omp simd reduction(+:sum)",
-                  ind + f"for (int64_t r = 0; r < {block}; ++r) {{", *body, ind + f"  sum += {v};", ind + "}",
-                  ind + f"const {t} mean = sum / {block};"]
-        body, v = read()
-        lines += [ind + f"{t} sq = 0;", ind + "#pragma omp simd reduction(+:sq)",
-                  ind + f"for (int64_t r = 0; r < {block}; ++r) {{", *body,
-                  ind + f"  const {t} dev = {v} - mean; sq += dev * dev;", ind + "}"]
+        lines += [ind + f"{t} sum = 0;", *row_pass("#pragma omp simd reduction(+:sum)", lambda v, s: f"sum += {v};"),
+                  ind + f"const {t} mean = sum / {block};", ind + f"{t} sq = 0;",
+                  *row_pass("#pragma omp simd reduction(+:sq)", lambda v, s: f"const {t} dev = {v} - mean; sq += dev * dev;")]
     else:
-        body, v = read()
-        lines += [ind + f"const {t} mean = 0;", ind + f"{t} sq = 0;", ind + "#pragma omp simd reduction(+:sq)",
-                  ind + f"for (int64_t r = 0; r < {block}; ++r) {{", *body,
-                  ind + f"  sq += {v} * {v};", ind + "}"]
+        lines += [ind + f"const {t} mean = 0;", ind + f"{t} sq = 0;",
+                  *row_pass("#pragma omp simd reduction(+:sq)", lambda v, s: f"sq += {v} * {v};")]
     lines.append(ind + f"const {t} rstd = 1 / std::sqrt(sq / {block} + {eps});")
-    body, v = read()
-    y = f"({v} - mean) * rstd"
-    for p in params:
-        pbuf = k.params.get(p)
-        pv = S.load(k.dtype(p), f"{pbuf}[{param_index}]") if pbuf else None
-        if pv is None:
-            s = Scope(k, ind + "  ")
-            pv = s.value(p, Access(k.type(p).shape, linear=param_index))
-            body += s.lines
-        y = f"({y}) * {pv}" if p == params[0] else f"({y}) + {pv}"
-    lines += [ind + "#pragma omp simd", ind + f"for (int64_t r = 0; r < {block}; ++r) {{", *body,
-              ind + f"  {k.params[node.name]}[{access.flat()}] = {S.store(dtype, y)};", ind + "}", "  }"]
-    return lines
+
+    def store(v: str, s: Scope) -> str:
+        y = f"({v} - mean) * rstd"
+        for p in params:  # weight, then bias: read from memory, or computed in the loop
+            pbuf = k.params.get(p)
+            pv = S.load(k.dtype(p), f"{pbuf}[{param_index}]") if pbuf else s.value(p, Access(k.type(p).shape,
+                                                                                               linear=param_index))
+            y = f"({y}) * {pv}" if p == params[0] else f"({y}) + {pv}"
+        return f"{k.params[node.name]}[{access.flat()}] = {S.store(dtype, y)};"
+    return lines + row_pass("#pragma omp simd", store) + ["  }"]
 
 
 def emit_var(k: KernelEmitter, node: Node) -> list[str]:
