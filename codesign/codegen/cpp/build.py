@@ -28,6 +28,7 @@ from pathlib import Path
 
 from codesign.codegen import CodegenError
 from codesign.codegen.cache import TMP_PREFIX, Cache
+from codesign.codegen.cpp import openmp
 
 CXX_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17",
              "-fno-math-errno", "-fno-trapping-math", "-w")
@@ -164,10 +165,10 @@ def build(name: str, source: str, ir_text: str, target: str = "host", blas: Blas
 
 
 def load(path: Path) -> ctypes.CDLL:
-    """dlopen the library at `path`; a file that cannot be loaded (or lacks the entry points)
-    is a `CodegenError` naming it."""
+    """dlopen the library at `path` (OpenMP waiting passively: `openmp.load`); a file that
+    cannot be loaded (or lacks the entry points) is a `CodegenError` naming it."""
     try:
-        lib = ctypes.CDLL(str(path))
+        lib = openmp.load(path)
         lib.run.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)]
         lib.run.restype = ctypes.c_int
         lib.codesign_arena_bytes.restype = ctypes.c_int64

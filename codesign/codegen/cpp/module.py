@@ -16,6 +16,7 @@ import torch
 from codesign.codegen import CodegenError
 from codesign.codegen.cache import CacheWarning
 from codesign.codegen.checks import DIVISION, INDEX, cpp_failure
+from codesign.codegen.cpp import openmp
 from codesign.codegen.cpp.build import Built, _scipy_openblas32, build, find_blas, load
 from codesign.codegen.cpp.wrapper import CppSource, generate
 from codesign.codegen.outdir import Stage, staged_directory
@@ -102,6 +103,7 @@ class CppModule:
             self._pointers[i] = x.data_ptr()
         outs = [torch.empty(t.shape, dtype=t.dtype.torch) for t in self._out_types]
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[o.data_ptr() for o in outs])
+        openmp.set_threads(self._lib, torch.get_num_threads())  # torch's pool size (`openmp`)
         rc = self._lib.run(self._pointers, out_ptrs)
         if rc in (INDEX, DIVISION):  # a run-time check failed: eager's IndexError / ZeroDivisionError
             raise cpp_failure(self._lib, rc, self.code.checks, f"@{self.graph.name}")
