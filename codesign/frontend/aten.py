@@ -647,7 +647,9 @@ def _pixel_unshuffle(c: Ctx, x, factor):
     return c.add("pixel_unshuffle", [x], {"factor": int(factor)})
 
 
-@converts("upsample_nearest2d", "upsample_nearest1d", "upsample_nearest3d")
+@converts("upsample_nearest2d", "upsample_nearest1d", "upsample_nearest3d",
+          keep=("upsample_nearest1d.vec", "upsample_nearest1d.default", "upsample_nearest3d.vec",
+                "upsample_nearest3d.default"))
 def _upsample(c: Ctx, x, *args, **_):
     t, out = c.t(x), c.out
     k = t.rank - 2

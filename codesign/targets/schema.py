@@ -14,8 +14,8 @@ Conventions every consumer may rely on:
   kernels (:attr:`Target.home_tier`; ``memory[0]`` when there is one tier) and
   ``memory[-1]`` the backing store (:attr:`Target.slow_tier`).
 * Behaviour is read from capabilities, not from ``kind`` (which only describes the chip):
-  ``streams_layers`` (dataflow layer streaming) and ``compute.tile_shape`` (GPU-shaped
-  power-of-two tiles).
+  ``streams_layers`` (dataflow layer streaming), ``compute.tile_shape`` (GPU-shaped
+  power-of-two tiles) and ``subpixel_conv`` (the upsample + conv rewrite).
 * Figures describe ONE socket. ``MemoryTier.capacity`` and ``bandwidth`` are the
   aggregate over the whole socket, even for a tier split across compute units
   (``scope="per_unit"``, e.g. GPU shared memory: write ``132 x 228 KiB``); use
@@ -368,6 +368,14 @@ class Target(_Frozen):
         "streams through the fast tier with every intermediate buffered, as a dataflow "
         "chip maps a layer (SN40L); the fusion pass tries it when the stage buffers fit.",
     )
+    subpixel_conv: bool = Field(
+        default=False,
+        strict=True,
+        description="Whether the compile pipeline rewrites nearest upsample + conv into a "
+        "sub-pixel conv + pixel shuffle where the cost model predicts a gain (the "
+        "subpixel-conv pass; exact). On by default for gpu and mobile targets, whose "
+        "decoders are bound by the upsampled convolutions.",
+    )
     launch_overhead: Seconds = Field(
         default=0.0,
         description="Fixed cost of launching one kernel (or one fused graph), 0 s to 1 s.",
@@ -385,7 +393,8 @@ class Target(_Frozen):
     @classmethod
     def _capabilities_default_from_kind(cls, data: object) -> object:
         """Capabilities a file leaves out default to what its kind usually has (a
-        dataflow chip streams layers, a GPU shapes tiles as powers of two), so target
+        dataflow chip streams layers, a GPU shapes tiles as powers of two, GPUs and phones
+        rewrite upsampling convs as sub-pixel convs), so target
         files written before the capabilities existed keep their behaviour."""
         if not isinstance(data, dict):
             return data
@@ -393,6 +402,8 @@ class Target(_Frozen):
         kind = data.get("kind")
         if kind == "dataflow":
             data.setdefault("streams_layers", True)
+        if kind in ("gpu", "mobile"):
+            data.setdefault("subpixel_conv", True)
         compute = data.get("compute")
         if kind == "gpu" and isinstance(compute, dict) and "tile_shape" not in compute:
             data["compute"] = {**compute, "tile_shape": "power_of_two"}
