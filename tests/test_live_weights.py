@@ -111,3 +111,17 @@ def test_a_non_contiguous_weight_is_taken_on_every_call():
         assert rel_err(cm(x), model(x)) <= 1e-5
         model.l1.weight.data.mul_(-1)
         assert rel_err(cm(x), model(x)) <= 1e-5
+
+
+def test_weights_loaded_in_inference_mode_are_read_too():
+    """Inference tensors have no version counter: they are taken again on every call."""
+    model = Net().eval()
+    x = torch.randn(8, 32)
+    cm = codesign.compile(model, (x,), target="cpu-host", backend="cpp")
+    with torch.inference_mode():
+        model.load_state_dict({k: v * 2 if v.is_floating_point() else v for k, v in model.state_dict().items()},
+                              assign=True)
+        want = model(x)
+        assert rel_err(cm(x), want) <= 1e-5
+        model.l1.weight.mul_(-1)  # in place, no version counter
+        assert rel_err(cm(x), model(x)) <= 1e-5

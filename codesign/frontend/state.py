@@ -19,7 +19,7 @@ compiled graph, naming it, instead of running generated code on memory of anothe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import torch
 
@@ -108,15 +108,9 @@ class LiveState(Mapping[str, torch.Tensor]):
     def stamp(self) -> tuple | None:
         """A fingerprint that changes whenever a tensor's storage, contents (version counter),
         layout, dtype or device may have changed; None when some tensor is not contiguous
-        (a backend holds a contiguous copy of it, which a `.data` update would bypass: take
-        it again on every call)."""
-        parts = []
-        for slot in self._slots.values():
-            t = slot.get()
-            if not t.is_contiguous():
-                return None
-            parts.append((t.data_ptr(), t._version, t.shape, t.dtype, t.device))
-        return tuple(parts)
+        (a backend holds a contiguous copy of it, which a `.data` update would bypass) or is
+        an inference tensor (it has no version counter): then take them again on every call."""
+        return _stamp(slot.get() for slot in self._slots.values())
 
     def check(self, graph: Graph) -> None:
         """Raise `StateMismatchError` when a live tensor's shape or dtype is not its graph input's."""
@@ -135,11 +129,13 @@ class LiveState(Mapping[str, torch.Tensor]):
 
 def stamp_of(state: Mapping[str, torch.Tensor]) -> tuple | None:
     """`LiveState.stamp` for any mapping (a plain dict of tensors: in-place and `.data` updates)."""
-    if isinstance(state, LiveState):
-        return state.stamp()
+    return state.stamp() if isinstance(state, LiveState) else _stamp(state.values())
+
+
+def _stamp(tensors: Iterable[torch.Tensor]) -> tuple | None:
     parts = []
-    for t in state.values():
-        if not t.is_contiguous():
+    for t in tensors:
+        if not t.is_contiguous() or t.is_inference():
             return None
         parts.append((t.data_ptr(), t._version, t.shape, t.dtype, t.device))
     return tuple(parts)
