@@ -193,9 +193,29 @@ def measure(args) -> None:
             (out / "validation_raw.json").write_text(raw.to_json())
 
 
+def _meta_family(name: str):
+    """A family built on the meta device at the measured size and dtype (for refeaturing)."""
+    if name not in FAMILIES:
+        return None
+    with torch.device("meta"):
+        torch.manual_seed(0)
+        model, inputs = FAMILIES[name](1)
+    return _to(model, inputs, torch.device("meta"), torch.bfloat16)
+
+
+def _meta_case(name: str):
+    from codesign.calibrate.suites import gpu_cases
+    case = next((c for c in gpu_cases() if c.name == name), None)
+    if case is None:
+        return None
+    module, inputs = case.build(torch.device("meta"), case.dtype)
+    return module, inputs
+
+
 def analyse(args) -> None:
     from codesign.calibrate.fit import dump_calibration, fit
     from codesign.calibrate.measure import RawData
+    from codesign.calibrate.profile import refeature
     from codesign.calibrate.validate import validate, scatter_plot
     from codesign.targets import load_target
     from codesign.targets.calibration import Calibration
@@ -206,9 +226,16 @@ def analyse(args) -> None:
         import yaml
         calibration = Calibration.model_validate(yaml.safe_load(Path(args.calibration).read_text()))
     else:
-        calibration = fit(RawData.from_json((raw_dir / "calibration_raw.json").read_text()), target)
+        suite = RawData.from_json((raw_dir / "calibration_raw.json").read_text())
+        if args.refeature:
+            suite = RawData(suite.meta, refeature(suite.programs, _meta_case, target.name))
+            (raw_dir / "calibration_raw.json").write_text(suite.to_json())
+        calibration = fit(suite, target)
         print(dump_calibration(calibration))
     validation = RawData.from_json((raw_dir / "validation_raw.json").read_text())
+    if args.refeature:  # features by this version of the cost model (kernels matched by name)
+        validation = RawData(validation.meta, refeature(validation.programs, _meta_family, target.name))
+        (raw_dir / "validation_raw.json").write_text(validation.to_json())
     report = validate(validation, target.model_copy(update={"calibration": calibration}))
     uncalibrated = validate(validation, target.model_copy(update={"calibration": None}))
     results = {"target": target.name, "device": validation.meta.get("device"), "meta": validation.meta,
@@ -247,6 +274,9 @@ def main() -> None:
     a.add_argument("--raw", required=True)
     a.add_argument("--target", required=True)
     a.add_argument("--calibration", default=None)
+    a.add_argument("--refeature", action="store_true",
+                   help="recompute every kernel's features with this version of the cost model "
+                        "(models rebuilt on the meta device; the raw files are rewritten)")
     args = parser.parse_args()
     (measure if args.command == "measure" else analyse)(args)
 

@@ -6,7 +6,7 @@ set -uo pipefail
 out=${1:?output folder}
 export CODESIGN_CACHE_DIR=${CODESIGN_CACHE_DIR:-/tmp/codesign-cache} TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/triton-cache}
 mkdir -p "$out" /tmp/warm
-nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu --format=csv > "$out/nvidia_smi.csv" 2>&1
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,utilization.gpu --format=csv
 start=$(date +%s)
 for axis in gemm attention memory launch; do
   python3 benchmarks/cost_validation.py measure --compile-only --axes "$axis" --families "" --out /tmp/warm > "/tmp/warm/suite_$axis.log" 2>&1 &
@@ -17,6 +17,6 @@ done
 wait
 echo "warm-up (parallel compile): $(( $(date +%s) - start )) s"
 tail -n 3 /tmp/warm/*.log | grep -i -B2 "error" | head -40
-cp /tmp/warm/*.log "$out/" 2>/dev/null
+tail -n 2 /tmp/warm/*.log > /tmp/warm_summary.txt 2>/dev/null
 python3 benchmarks/cost_validation.py measure --out "$out" --families "${FAMILIES_MEASURE:-all}" 2>&1 | tail -n 40
 echo "total: $(( $(date +%s) - start )) s"

@@ -5,7 +5,7 @@ over measured device time of every measured kernel (scipy's trust-region solver 
 start, so the same data gives the same figures; they are rounded to four significant digits
 so the file is byte-identical across platforms). The output tile for wave quantisation is
 discrete: each candidate is fitted and the best kept. The host's cost per launch comes from
-the launch case, a program of many tiny kernels, whose wall time is the host's.
+the launch cases, programs of many tiny kernels whose wall time is the host's.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from codesign.targets import Target
 from codesign.targets.calibration import Calibration, Efficiency, FitQuality
 
 TILES = ((64, 64), (128, 64), (128, 128), (128, 256))
-FIXED_TEMPLATES = ("vector", "gemm", "attention")
 _DTYPE_KEY = {"bf16": "bf16", "f16": "fp16", "f32": "fp32", "f64": "fp32"}
 
 
@@ -36,49 +35,78 @@ def matrix_key(k: KernelTime) -> str | None:
 
 
 @dataclass(frozen=True)
+class _Param:
+    name: str  # "matrix:gemm/bf16", "memory:row", "fixed:vendor", "k_half", ...
+    start: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
 class _Layout:
-    """Which position of the parameter vector holds which figure."""
+    """The figures the data can determine, in the parameter vector's order. A figure no
+    measured kernel depends on (no prologue measured, say) keeps its default."""
 
-    matrix: tuple[str, ...]
+    params: tuple[_Param, ...]
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return (*(f"matrix:{k}" for k in self.matrix), "k_half", "vector", "memory", "special_rate",
-                *(f"fixed:{t}" for t in FIXED_TEMPLATES), "overlap")
+    @classmethod
+    def of(cls, kernels: list[KernelTime], target: Target) -> "_Layout":
+        f = [k.features for k in kernels]
+        generated = [k for k in kernels if k.implementation != "vendor"]
+        vendor = [k for k in kernels if k.implementation == "vendor"]
+        keys = sorted({matrix_key(k) for k in kernels} - {None})
+        params = [_Param(f"matrix:{key}", 0.6, 1e-3, 1.5) for key in keys]
+        if any(k.features.gemm for k in generated):
+            params += [_Param("tile_overhead", 2e-6, 1e-9, 1e-4), _Param("unit_bandwidth", 50e9, 1e8, 1e13)]
+        if any(k.features.gemm for k in vendor):
+            params.append(_Param("vendor_k_half", 64.0, 1e-3, 1e5))
+        if any(x.vector_flops > x.prologue_flops for x in f):
+            params.append(_Param("vector", 0.5, 1e-3, 1.5))
+        if any(x.prologue_flops for x in f):
+            params.append(_Param("prologue", 0.2, 1e-4, 1.5))
+        params += [_Param(f"memory:{t}", 0.8, 1e-2, 1.5) for t in sorted({x.template for x in f})
+                   if t in MEMORY_CLASSES]
+        if any(x.strided_bytes for x in f):
+            params.append(_Param("strided", 0.2, 1e-3, 1.5))
+        if any(x.special for x in f):
+            params.append(_Param("special_rate", _special_start(target), 1e6, 1e16))
+        params += [_Param(f"fixed:{t}", 3e-6, 1e-8, 1e-3) for t in sorted({x.template for x in f})]
+        if vendor:
+            params.append(_Param("fixed:vendor", 3e-6, 1e-8, 1e-3))
+        params.append(_Param("overlap", 4.0, 1.0, 32.0))
+        return cls(tuple(params))
 
-    def start(self, target: Target) -> np.ndarray:
-        values = [0.6] * len(self.matrix) + [64.0, 0.5, 0.8, _special_start(target), 3e-6, 5e-6, 5e-6, 4.0]
-        return np.log(np.array(values))
+    def start(self) -> np.ndarray:
+        return np.log([p.start for p in self.params])
 
-    def efficiency(self, theta: np.ndarray, tile: tuple[int, int], host: float, asynchronous: bool,
-                   validate: bool = False) -> Efficiency:
-        v = dict(zip(self.names, np.exp(theta).tolist()))
-        fields = dict(
-            matrix={k: min(v[f"matrix:{k}"], 1.5) for k in self.matrix}, k_half=v["k_half"], tile=tile,
-            vector=min(v["vector"], 1.5), special_rate=v["special_rate"], memory=min(v["memory"], 1.5),
-            fixed={t: v[f"fixed:{t}"] for t in FIXED_TEMPLATES}, overlap=min(max(v["overlap"], 1.0), 64.0),
-            host_per_launch=host, asynchronous_launch=asynchronous)
-        return Efficiency(**fields) if validate else Efficiency.model_construct(**fields)
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.log([p.low for p in self.params]), np.log([p.high for p in self.params])
+
+    def efficiency(self, values: list[float], tile: tuple[int, int], host: tuple[float, float, float],
+                   asynchronous: bool, validate: bool = False) -> Efficiency:
+        v = dict(zip((p.name for p in self.params), values))
+        prefixed = lambda prefix: {k.split(":", 1)[1]: x for k, x in v.items() if k.startswith(prefix + ":")}  # noqa: E731
+        fields = dict(matrix=prefixed("matrix"), memory=prefixed("memory") or {"vector": 1.0},
+                      fixed=prefixed("fixed"), tile=tile, host_per_call=host[0], host_per_launch=host[1],
+                      host_per_argument=host[2], asynchronous_launch=asynchronous)
+        for name in ("tile_overhead", "vendor_k_half", "unit_bandwidth", "vector", "prologue", "strided",
+                     "special_rate", "overlap"):
+            if name in v:
+                fields[name] = v[name]
+        if not validate:
+            return Efficiency.model_construct(**{**_DEFAULTS, **fields})
+        return Efficiency(**fields)
+
+
+MEMORY_CLASSES = ("vector", "row", "gemm", "attention", "conv", "moe")
+_DEFAULTS = {name: field.get_default(call_default_factory=True) for name, field in Efficiency.model_fields.items()
+             if not field.is_required()}
 
 
 def _special_start(target: Target) -> float:
     """A first guess at the special-function rate: a sixteenth of the vector FLOP rate."""
     peak = target.compute.peak
     return (peak.get("fp32") or max(peak.values())) / 16
-
-
-def _bounds(layout: _Layout) -> tuple[np.ndarray, np.ndarray]:
-    lo = {"k_half": 1e-3, "vector": 1e-3, "memory": 1e-2, "special_rate": 1e6, "overlap": 1.0}
-    hi = {"k_half": 1e5, "vector": 1.5, "memory": 1.5, "special_rate": 1e16, "overlap": 32.0}
-    lows, highs = [], []
-    for name in layout.names:
-        if name.startswith("matrix:"):
-            lows.append(1e-3), highs.append(1.5)
-        elif name.startswith("fixed:"):
-            lows.append(1e-8), highs.append(1e-3)
-        else:
-            lows.append(lo[name]), highs.append(hi[name])
-    return np.log(lows), np.log(highs)
 
 
 def errors(kernels: list[KernelTime], target: Target, efficiency: Efficiency) -> list[float]:
@@ -99,13 +127,23 @@ def quality(kernels: list[KernelTime], target: Target, efficiency: Efficiency) -
                       p90_abs_error=_round(p90))
 
 
-def host_per_launch(raw: RawData) -> float:
-    """Host seconds per launch: the launch case's wall time over its launches (a program of
-    tiny kernels is host-bound), else 0."""
+def host_costs(raw: RawData) -> tuple[float, float, float]:
+    """(per call, per launch, per argument) host seconds, fitted to the launch cases: programs
+    of tiny kernels whose wall time is the host's (least squares; without enough cases, the
+    per-launch cost alone)."""
+    rows, walls = [], []
     for program in raw.programs:
-        if program.case == "launch" and program.launches:
-            return program.wall_seconds / program.launches
-    return 0.0
+        if program.case.startswith("launch") and program.kernels:
+            rows.append([1.0, len(program.kernels), sum(k.features.arguments for k in program.kernels)])
+            walls.append(program.wall_seconds)
+    if not rows:
+        return 0.0, 0.0, 0.0
+    if len(rows) < 3 or np.linalg.matrix_rank(np.array(rows)) < 3:
+        per_launch = sum(walls) / sum(r[1] for r in rows)
+        return 0.0, per_launch, 0.0
+    coef, *_ = np.linalg.lstsq(np.array(rows), np.array(walls), rcond=None)
+    call, launch, argument = (max(float(c), 0.0) for c in coef)
+    return call, launch, argument
 
 
 def fit(raw: RawData, target: Target) -> Calibration:
@@ -113,28 +151,28 @@ def fit(raw: RawData, target: Target) -> Calibration:
     kernels = [k for k in raw.kernels() if k.seconds > 0]
     if not kernels:
         raise ValueError("the raw data holds no measured kernels")
-    layout = _Layout(tuple(sorted({key for k in kernels if (key := matrix_key(k))})))
-    host = host_per_launch(raw)
+    layout = _Layout.of(kernels, target)
+    call, launch, argument = (_round(v) for v in host_costs(raw))
     asynchronous = raw.meta.get("device_type") == "cuda"  # a GPU's host launches ahead of it
     measured = np.log(np.array([k.seconds for k in kernels]))
     weights = _case_weights(kernels)
-    lo, hi = _bounds(layout)
+    lo, hi = layout.bounds()
     best = None
     for tile in TILES:
         def residuals(theta: np.ndarray, tile=tile) -> np.ndarray:
-            eff = layout.efficiency(theta, tile, host, asynchronous)
+            eff = layout.efficiency(np.exp(theta).tolist(), tile, (call, launch, argument), asynchronous)
             predicted = [calibrated_time(k.features, target, eff, vendor=k.implementation == "vendor")[0]
                          for k in kernels]
             return weights * (np.log(np.maximum(predicted, 1e-12)) - measured)
 
-        result = least_squares(residuals, np.clip(layout.start(target), lo, hi), bounds=(lo, hi),
-                               method="trf", x_scale="jac", max_nfev=400)
+        result = least_squares(residuals, np.clip(layout.start(), lo, hi), bounds=(lo, hi),
+                               method="trf", x_scale="jac", max_nfev=600)
         cost = float(result.cost)
         if best is None or cost < best[0] - 1e-12:
             best = (cost, tile, result.x)
     _, tile, theta = best
-    rounded = np.log([_round(v) for v in np.exp(theta).tolist()])
-    efficiency = layout.efficiency(rounded, tile, _round(host), asynchronous, validate=True)
+    values = [_round(v) for v in np.exp(theta).tolist()]
+    efficiency = layout.efficiency(values, tile, (call, launch, argument), asynchronous, validate=True)
     meta = raw.meta
     software = {k: str(meta[k]) for k in ("driver", "cuda", "torch", "triton", "compiler", "blas", "python")
                 if meta.get(k)}

@@ -71,20 +71,70 @@ class ProgramTime:
 
 def _kernel_map(cm, program) -> tuple[dict[str, tuple[str, KernelFeatures]], list[KernelFeatures]]:
     """Generated function name -> (graph kernel key, features); and the externs' features."""
-    graph = program.graph
-    model = CostModel(cm.target, rereads=chip_rereads(graph))
+    units = [(m["name"], tuple(m["nodes"])) for m in program.meta["kernels"]]
+    externs = [e["node"] for e in program.meta["externs"]]
+    return kernel_features_by_name(cm.target, program.graph, units, externs)
+
+
+def kernel_features_by_name(target, graph, units, externs) -> tuple[dict[str, tuple[str, KernelFeatures]],
+                                                                    list[KernelFeatures]]:
+    """For generated kernels `units` ((function name, node names)) and extern nodes of a graph:
+    each kernel's graph key and features, and the externs' features."""
+    model = CostModel(target, rereads=chip_rereads(graph))
     types = graph.types()
     by_node = {}
     for kernel in graph_kernels(graph):
         for node in kernel.nodes:
             by_node[node.name] = kernel
     names: dict[str, tuple[str, KernelFeatures]] = {}
-    for meta in program.meta["kernels"]:
-        kernel = by_node.get(meta["nodes"][0]) if meta["nodes"] else None
+    for name, nodes in units:
+        kernel = by_node.get(nodes[0]) if nodes else None
         if kernel is not None:
-            names[meta["name"]] = (kernel.key, model.features(kernel, types))
-    externs = [model.features(by_node[e["node"]], types) for e in program.meta["externs"] if e["node"] in by_node]
-    return names, externs
+            names[name] = (kernel.key, model.features(kernel, types))
+    extern_features = [model.features(by_node[n], types) for n in externs if n in by_node]
+    return names, extern_features
+
+
+def refeature(raw_programs, build, target) -> tuple:
+    """The same measurements with features recomputed by this version of the cost model:
+    each program is rebuilt on the meta device (`build(case) -> (module, inputs)`), compiled
+    for `target` and generated (not run), and its kernels matched by name. Programs whose case
+    `build` does not know are kept as they are."""
+    import codesign
+    from codesign.codegen.triton.wrapper import generate
+
+    out = []
+    cache: dict[str, tuple] = {}
+    for program in raw_programs:
+        case = program.case.removesuffix("_vendor")
+        if case not in cache:
+            built = build(case)
+            if built is None:
+                cache[case] = None
+            else:
+                module, inputs = built
+                with torch.no_grad():
+                    cm = codesign.compile(module.eval(), inputs, target=target)
+                graph = cm.graph_for("triton")
+                generated = generate(graph)
+                cache[case] = kernel_features_by_name(cm.target, graph, [(k.name, tuple(k.nodes)) for k in generated.kernels],
+                                                      [e.node.name for e in generated.externs])
+        if cache[case] is None:
+            out.append(program)
+            continue
+        names, externs = cache[case]
+        by_shape = {f.gemm: f for _, f in names.values() if f.gemm}
+        kernels = []
+        for k in program.kernels:
+            if k.implementation == "vendor":
+                features = by_shape.get(k.features.gemm, k.features)
+            else:
+                features = names[k.kernel][1] if k.kernel in names else k.features
+            kernels.append(KernelTime(k.case, k.kernel, k.key, features, k.seconds, k.implementation))
+        out.append(ProgramTime(program.case, program.wall_seconds, tuple(kernels), program.other_device_seconds,
+                               program.launches, tuple(externs) if not program.case.endswith("_vendor") else (),
+                               program.notes))
+    return tuple(out)
 
 
 def _device_events(prof) -> list:

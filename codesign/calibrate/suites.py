@@ -128,6 +128,69 @@ def _tiny(n):
     return build
 
 
+class _TinyWide(nn.Module):
+    """`n` tiny kernels, each reading `width` tensors: the host's cost per argument."""
+
+    def __init__(self, n, width):
+        super().__init__()
+        self.n, self.width = n, width
+
+    def forward(self, *xs):
+        x = xs[0]
+        for i in range(self.n):
+            x = torch.softmax(x + sum(xs[1:self.width]) * (1.0 + i), -1)
+        return x
+
+
+def _tiny_wide(n, width):
+    def build(device, dtype):
+        return _TinyWide(n, width), tuple(torch.randn(8, 64, device=device, dtype=dtype) for _ in range(width))
+    return build
+
+
+class _Prologue(nn.Module):
+    """Products whose left operand is a pointwise function of an input (a norm's scale, an
+    activation): fused as prologues, evaluated again per column block of tiles."""
+
+    def __init__(self, shapes, device, dtype):
+        super().__init__()
+        self.w = nn.ParameterList([nn.Parameter(torch.randn(k, n, device=device, dtype=dtype) / k ** 0.5)
+                                   for _, n, k in shapes])
+        self.scale = nn.ParameterList([nn.Parameter(torch.rand(k, device=device, dtype=dtype) + 0.5)
+                                       for _, _, k in shapes])
+
+    def forward(self, *xs):
+        return tuple((x * s) @ w for x, s, w in zip(xs, self.scale, self.w))
+
+
+def _prologue(shapes):
+    def build(device, dtype):
+        return _Prologue(shapes, device, dtype), tuple(torch.randn(m, k, device=device, dtype=dtype)
+                                                       for m, _, k in shapes)
+    return build
+
+
+def _rotate(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), -1)
+
+
+class _RopeAttention(nn.Module):
+    """Attention on rotary-embedded queries and keys (q·cos + rotate(q)·sin), as decoders run it."""
+
+    def forward(self, q, k, v, cos, sin):
+        return F.scaled_dot_product_attention(q * cos + _rotate(q) * sin, k * cos + _rotate(k) * sin, v,
+                                              is_causal=True)
+
+
+def _rope_attention(b, h, s, d):
+    def build(device, dtype):
+        qkv = tuple(torch.randn(b, h, s, d, device=device, dtype=dtype) for _ in range(3))
+        angle = torch.arange(s, device=device, dtype=torch.float32)[:, None] * torch.rand(d, device=device)
+        return _RopeAttention(), (*qkv, angle.cos().to(dtype), angle.sin().to(dtype))
+    return build
+
+
 def gpu_cases() -> list[Case]:
     """The GPU suite (sized for a large data-centre GPU; each case runs in well under a second)."""
     square = [(s, s, s) for s in (512, 1024, 2048, 4096, 8192)]
@@ -144,7 +207,12 @@ def gpu_cases() -> list[Case]:
     for rows, cols in ((64, 256), (1024, 1024), (8192, 4096), (32768, 4096)):
         cases.append(Case(f"memory_{rows}x{cols}", "memory", _memory(rows, cols)))
     cases.append(Case("memory_fp32", "memory", _memory(8192, 4096), torch.float32))
+    cases.append(Case("prologue", "gemm", _prologue([(4096, 4096, 4096), (2048, 16384, 2048), (8192, 1024, 1024)])))
+    cases.append(Case("rope_attention", "attention", _rope_attention(4, 16, 1024, 64)))
+    cases.append(Case("rope_attention_long", "attention", _rope_attention(1, 32, 4096, 128)))
     cases.append(Case("launch", "launch", _tiny(24)))
+    cases.append(Case("launch_short", "launch", _tiny(4)))
+    cases.append(Case("launch_wide", "launch", _tiny_wide(12, 8)))
     return cases
 
 
@@ -156,5 +224,9 @@ def cpu_cases() -> list[Case]:
         (1, 8, 8, 256, 64, False), (1, 8, 8, 512, 64, True), (1, 8, 2, 256, 64, True)]), torch.float32))
     for rows, cols in ((16, 256), (256, 1024), (2048, 1024), (8192, 1024)):
         cases.append(Case(f"memory_{rows}x{cols}", "memory", _memory(rows, cols), torch.float32))
+    cases.append(Case("prologue", "gemm", _prologue([(512, 512, 512), (256, 2048, 256)]), torch.float32))
+    cases.append(Case("rope_attention", "attention", _rope_attention(1, 8, 256, 64), torch.float32))
     cases.append(Case("launch", "launch", _tiny(24), torch.float32))
+    cases.append(Case("launch_short", "launch", _tiny(4), torch.float32))
+    cases.append(Case("launch_wide", "launch", _tiny_wide(12, 8), torch.float32))
     return cases

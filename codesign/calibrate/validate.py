@@ -15,7 +15,7 @@ from pathlib import Path
 
 from codesign.calibrate.measure import RawData
 from codesign.cost.features import KernelFeatures
-from codesign.cost.model import calibrated_time, peak_flops
+from codesign.cost.model import calibrated_time, host_time, peak_flops
 from codesign.ir.types import DType
 from codesign.targets import Target
 
@@ -45,7 +45,6 @@ def _percentile(values: list[float], q: float) -> float:
 def validate(raw: RawData, target: Target) -> dict:
     """Per-kernel and per-program errors of `target`'s model over `raw`'s measurements."""
     efficiency = target.calibration.efficiency if target.calibration else None
-    host = efficiency.host_per_launch if efficiency else 0.0
     kernels, programs, all_errors, program_errors = [], [], [], []
     for program in raw.programs:
         errs = []
@@ -59,13 +58,12 @@ def validate(raw: RawData, target: Target) -> dict:
                             "measured_seconds": k.seconds, "predicted_seconds": predicted, "abs_error": err})
         extern_device = sum(predict(f, target, vendor=True) for f in program.extern_features)
         device += extern_device
-        launches = len(program.kernels) + len(program.extern_features)
         if efficiency is None:
             total = device
-        elif efficiency.asynchronous_launch:
-            total = max(device, host * launches)
         else:
-            total = device + host * launches
+            host = efficiency.host_per_call + sum(host_time(f, efficiency) for f in
+                                                  [k.features for k in program.kernels] + list(program.extern_features))
+            total = max(device, host) if efficiency.asynchronous_launch else device + host
         program_err = abs(total / program.wall_seconds - 1.0) if program.wall_seconds > 0 else float("inf")
         all_errors += errs
         program_errors.append(program_err)

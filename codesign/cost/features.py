@@ -29,13 +29,16 @@ MATRIX_TEMPLATES = (Template.gemm, Template.attention, Template.conv, Template.m
 class KernelFeatures:
     """One kernel's work: the figures the cost model prices and the calibration fits."""
 
-    template: str  # the kernel's heaviest template: gemm, attention, conv, moe, or "vector"
+    template: str  # gemm, attention, conv, moe; "row" (a reduction, norm or softmax); "vector"
     dtype: str  # the anchor's dtype (the kernel's first compute node without an anchor)
     matrix_flops: int  # FLOPs of the matrix-unit template (0 for a vector kernel)
     vector_flops: int  # every other FLOP
     special: int  # transcendental evaluations (exp, log, tanh, erf, sigmoid, sqrt, ...)
     home_bytes: int  # bytes read from and written to the home tier (re-reads included)
     gemm: tuple[int, int, int, int] | None = None  # (batch, M, N, K) of a GEMM or attention anchor
+    strided_bytes: int = 0  # of home_bytes, those read across the innermost loop (a transpose)
+    prologue_flops: int = 0  # of vector_flops, those of ops fused before a matrix op's operand
+    arguments: int = 0  # tensors the kernel is launched with (its outside inputs and outputs)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,7 +48,8 @@ class KernelFeatures:
         gemm = data.get("gemm")
         return cls(str(data["template"]), str(data["dtype"]), int(data["matrix_flops"]),
                    int(data["vector_flops"]), int(data["special"]), int(data["home_bytes"]),
-                   tuple(int(v) for v in gemm) if gemm else None)
+                   tuple(int(v) for v in gemm) if gemm else None, int(data.get("strided_bytes", 0)),
+                   int(data.get("prologue_flops", 0)), int(data.get("arguments", 0)))
 
 
 def special_count(node: Node, types: Mapping[str, TensorType]) -> int:
@@ -91,23 +95,105 @@ def gemm_shape(node: Node, types: Mapping[str, TensorType]) -> tuple[int, int, i
     return None
 
 
+ROW_TEMPLATES = (Template.reduce, Template.variance, Template.softmax, Template.norm, Template.group_norm,
+                 Template.pool, Template.argminmax, Template.scan)
+
+
+def _is_matrix(node: Node) -> bool:
+    op = get_op(node.op)
+    return op.template in MATRIX_TEMPLATES or op.kind is OpKind.contraction
+
+
+def innermost_stride(node: Node, operand: int, types: Mapping[str, TensorType]) -> int | None:
+    """How far (in elements) operand `operand`'s address moves when the node's innermost loop
+    steps by one: 1 for a contiguous read, 0 for a broadcast, more across a transpose (None
+    for a data-dependent read)."""
+    op = get_op(node.op)
+    if op.structure is None:
+        return None
+    st = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    amap = st.operand_maps[operand] if operand < len(st.operand_maps) else None
+    if amap is None or not st.domain:
+        return None
+    shape = types[node.operands[operand]].shape
+    strides = [prod(shape[i + 1:]) for i in range(len(shape))]
+    origin = [0] * amap.num_dims
+    step = origin.copy()
+    step[-1] = 1 if st.domain[-1].size > 1 else 0
+    a, b = amap.evaluate(origin), amap.evaluate(step)
+    return abs(sum((y - x) * s for x, y, s in zip(a, b, strides)))
+
+
+def strided_bytes(kernel: Kernel, types: Mapping[str, TensorType]) -> int:
+    """Bytes of the kernel's outside inputs read across the innermost loop (a transpose):
+    an outside input upstream of any vector op that reads its operand with a stride, each
+    counted once. Matrix templates stage their operands in tiles and read either layout at
+    full speed, so they are left out."""
+    producers = {n.name: n for n in kernel.nodes}
+    outside = set(kernel.inputs)
+    strided: set[str] = set()
+    for node in kernel.nodes:
+        if _is_matrix(node):
+            continue
+        for i, operand in enumerate(node.operands):
+            if types[operand].numel <= 1:
+                continue
+            stride = innermost_stride(node, i, types)
+            if stride is None or stride <= 1:
+                continue
+            stack = [operand]  # the outside inputs this strided read ultimately comes from
+            seen: set[str] = set()
+            while stack:
+                name = stack.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                if name in outside:
+                    strided.add(name)
+                elif name in producers and not _is_matrix(producers[name]):
+                    stack.extend(producers[name].operands)
+    return sum(types[name].nbytes for name in sorted(strided))
+
+
+def prologue_nodes(kernel: Kernel) -> set[str]:
+    """Nodes whose value flows (inside the kernel) into a matrix op's operand: a fused
+    prologue, which the matrix template evaluates again for every tile that reads it."""
+    producers = {n.name: n for n in kernel.nodes}
+    prologue: set[str] = set()
+    stack = [o for n in kernel.nodes if _is_matrix(n) for o in n.operands if o in producers]
+    while stack:
+        name = stack.pop()
+        if name in prologue or _is_matrix(producers[name]):
+            continue
+        prologue.add(name)
+        stack.extend(o for o in producers[name].operands if o in producers)
+    return prologue
+
+
 def kernel_features(kernel: Kernel, types: Mapping[str, TensorType], node_flops, home_bytes: int,
                     runs: Mapping[str, float]) -> KernelFeatures:
     """The kernel's features; `node_flops(node)` and `runs` (recompute factors) come from the
     cost model, so FLOPs here are the cost model's FLOPs."""
     template = "vector"
-    matrix = vector = special = 0
+    matrix = vector = special = prologue_flops = 0
     anchor = kernel_anchor(kernel)
+    prologue = prologue_nodes(kernel)
     for node in kernel.nodes:
         op = get_op(node.op)
         f = int(node_flops(node) * runs.get(node.name, 1.0))
-        if op.template in MATRIX_TEMPLATES or op.kind is OpKind.contraction:
+        if _is_matrix(node):
             matrix += f
-            if template == "vector" or op.template is Template.attention:
+            if template in ("vector", "row") or op.template is Template.attention:
                 template = op.template.value if op.template in MATRIX_TEMPLATES else "gemm"
         else:
             vector += f
+            if node.name in prologue:
+                prologue_flops += f
+            if op.template in ROW_TEMPLATES and template == "vector":
+                template = "row"
         special += int(special_count(node, types) * runs.get(node.name, 1.0))
     dtype = (anchor.type.dtype if anchor is not None else kernel.nodes[0].type.dtype).value
     shape = gemm_shape(anchor, types) if anchor is not None else None
-    return KernelFeatures(template, dtype, matrix, vector, special, int(home_bytes), shape)
+    arguments = len(kernel.inputs) + len(kernel.outputs)
+    return KernelFeatures(template, dtype, matrix, vector, special, int(home_bytes), shape,
+                          strided_bytes(kernel, types), prologue_flops, arguments)

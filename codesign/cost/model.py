@@ -40,6 +40,9 @@ _PEAK_KEY = {DType.bf16: "bf16", DType.f16: "fp16", DType.f32: "fp32", DType.f64
              DType.i8: "int8", DType.u8: "int8"}
 
 TENSOR_KINDS = frozenset({OpKind.contraction})
+# ops that read at most as many operand elements as they produce (slices, gathers): a
+# kernel reads that part of a big operand (the rows of an embedding table it gathers), not all
+PARTIAL_READERS = frozenset({OpKind.layout, OpKind.gather})
 
 
 def peak_flops(target: Target, dtype: DType, tensor_op: bool) -> float:
@@ -167,9 +170,11 @@ class CostModel:
         return factor
 
     def operand_reads(self, kernel: Kernel, types: Mapping[str, TensorType],
-                      streamed: bool | None = None) -> dict[str, float]:
+                      streamed: bool | None = None, partial: bool = False) -> dict[str, float]:
         """How many times the kernel reads each outside value from the home tier: the
-        tiling's re-read factor of the reading op, times how often that op is recomputed."""
+        tiling's re-read factor of the reading op, times how often that op is recomputed.
+        `partial`: a slice or gather reads only the part it returns (the calibrated model;
+        the ideal one, which the fusion pass's running sums mirror, charges whole operands)."""
         if streamed is None:
             streamed = kernel.group is not None and kernel.group.plan.is_layer
         runs = self.recompute_factors(kernel, types, streamed)
@@ -179,7 +184,13 @@ class CostModel:
             for i, operand in enumerate(node.operands):
                 if operand in inside:
                     continue
-                step = self.reread(node, i, types) if get_op(node.op).kind in TENSOR_KINDS else 1.0
+                kind = get_op(node.op).kind
+                if kind in TENSOR_KINDS:
+                    step = self.reread(node, i, types)
+                elif partial and kind in PARTIAL_READERS:  # a slice or gather touches only what it returns
+                    step = min(1.0, node.type.numel / max(types[operand].numel, 1))
+                else:
+                    step = 1.0
                 reads[operand] = max(reads.get(operand, 0.0), step * runs[node.name])
         return reads
 
@@ -213,11 +224,11 @@ class CostModel:
         intensity = total / home_bytes if home_bytes else float("inf")
         efficiency = self.target.calibration.efficiency if self.target.calibration else None
         if efficiency is not None:
-            features = self.features(kernel, types, home_bytes, runs)
+            features = self.features(kernel, types, runs=runs)
             time, bound, parts = calibrated_time(features, self.target, efficiency)
             return KernelCost(kernel.key, kernel.name, len(kernel.nodes), flops, tiers, parts["compute"],
                               memory_time, parts["fixed"], time, bound, intensity, features,
-                              efficiency.host_per_launch)
+                              host_time(features, efficiency))
         launch = self.target.launch_overhead
         slowest = max(memory_time.items(), key=lambda kv: kv[1], default=(self.home, 0.0))
         bound = "compute" if compute >= slowest[1] else slowest[0]
@@ -235,7 +246,7 @@ class CostModel:
         if runs is None:
             runs = self.recompute_factors(kernel, table, streamed)
         if home_bytes is None:
-            reads = self.operand_reads(kernel, table, streamed)
+            reads = self.operand_reads(kernel, table, streamed, partial=True)
             home_bytes = int(sum(table[v].nbytes * f for v, f in reads.items()))
             home_bytes += sum(table[o].nbytes for o in kernel.outputs)
         return kernel_features(kernel, table, lambda n: node_flops(n, table), home_bytes, runs)
@@ -250,39 +261,76 @@ class CostModel:
                          len(costs), calibration is not None)
 
 
+def host_time(features: KernelFeatures, efficiency: Efficiency) -> float:
+    """Host time to launch one kernel: a fixed cost plus one per tensor argument."""
+    return efficiency.host_per_launch + efficiency.host_per_argument * features.arguments
+
+
 def program_time(costs: Sequence[KernelCost], efficiency: Efficiency | None) -> float:
     """A program's time from its kernels': their sum, or, when the host launches kernels
-    asynchronously (a GPU), the larger of the device's sum and the host's launch time."""
+    asynchronously (a GPU), the larger of the device's sum and the host's time."""
     device = sum(c.time for c in costs)
     if efficiency is None:
         return device
-    host = sum(c.host for c in costs)
+    host = efficiency.host_per_call + sum(c.host for c in costs)
     return max(device, host) if efficiency.asynchronous_launch else device + host
 
 
 def matrix_efficiency(features: KernelFeatures, target: Target, efficiency: Efficiency,
                       vendor: bool = False) -> float:
     """The fraction of the matrix peak a kernel's template reaches at its shape: the
-    template's measured efficiency, times wave quantisation, times pipeline fill."""
+    template's measured efficiency, times wave quantisation (generated kernels: one tile
+    for every shape), times pipeline fill along the reduction."""
     key = f"{features.template}/{_PEAK_KEY.get(DType(features.dtype), 'fp32')}"
     table = efficiency.matrix
     e = (table.get(key + "/vendor") if vendor else None) or table.get(key)
     if e is None:  # an uncalibrated template or dtype: the calibrated GEMM's, else the mean
         same = [v for k, v in sorted(table.items()) if k.startswith("gemm/") and k.count("/") == 1]
         e = same[0] if same else (sum(table.values()) / len(table) if table else 1.0)
-    if features.gemm is None:
+    if features.gemm is None or not vendor:
         return e
-    batch, m, n, k = features.gemm
+    _, _, n, k = features.gemm  # the vendor: no waves (tiles picked per shape), a K-fill
+    depth = n if features.template == "attention" else k
+    return max(e * depth / (depth + efficiency.vendor_k_half), 1e-6) if depth else e
+
+
+def wave_quantisation(features: KernelFeatures, target: Target, efficiency: Efficiency) -> tuple[float, float]:
+    """(useful fraction of the waves of output tiles, fraction of the units busy) of a
+    generated GEMM or attention kernel; (1, 1) for other kernels."""
+    if features.gemm is None:
+        return 1.0, 1.0
+    batch, m, n, _ = features.gemm
     units = target.compute.units * target.sockets
     bm, bn = efficiency.tile
     if features.template == "attention":  # a program per block of query rows, all keys each
-        tiles, useful, per_tile, depth = batch * ceil(m / bm), batch * m, bm, n
+        tiles, useful, per_tile = batch * ceil(m / bm), batch * m, bm
     else:
-        tiles, useful, per_tile, depth = batch * ceil(m / bm) * ceil(n / bn), batch * m * n, bm * bn, k
+        tiles, useful, per_tile = batch * ceil(m / bm) * ceil(n / bn), batch * m * n, bm * bn
+    if not tiles:
+        return 1.0, 1.0
     waves = max(1, ceil(tiles / units))
-    quantisation = useful / (waves * units * per_tile) if tiles else 1.0
-    fill = depth / (depth + efficiency.k_half) if depth else 1.0
-    return max(e * quantisation * fill, 1e-6)
+    return useful / (waves * units * per_tile), min(1.0, tiles / units)
+
+
+def waves(features: KernelFeatures, target: Target, efficiency: Efficiency) -> int:
+    """Waves of output tiles a generated GEMM or attention kernel runs in."""
+    if features.gemm is None:
+        return 0
+    batch, m, n, _ = features.gemm
+    bm, bn = efficiency.tile
+    tiles = batch * ceil(m / bm) * (1 if features.template == "attention" else ceil(n / bn))
+    return max(1, ceil(tiles / (target.compute.units * target.sockets)))
+
+
+def prologue_reruns(features: KernelFeatures, efficiency: Efficiency) -> float:
+    """How often a fused prologue runs: once per tile along the dimension it is not indexed
+    by (attention: each block of query rows re-reads every key; a GEMM: each column block
+    re-reads its rows)."""
+    if features.gemm is None:
+        return 1.0
+    _, m, n, _ = features.gemm
+    bm, bn = efficiency.tile
+    return float(ceil(m / bm)) if features.template == "attention" else float(ceil(n / bn))
 
 
 def calibrated_time(features: KernelFeatures, target: Target, efficiency: Efficiency,
@@ -290,21 +338,37 @@ def calibrated_time(features: KernelFeatures, target: Target, efficiency: Effici
     """(device time, bound, parts) of a kernel on a calibrated target."""
     dtype = DType(features.dtype)
     sockets = target.sockets
-    parts = {"compute": 0.0, "special": 0.0, target.home_tier.name: 0.0}
+    home = target.home_tier.name
+    parts = {"compute": 0.0, "special": 0.0, home: 0.0}
+    vector_rate = peak_flops(target, dtype, False) * sockets
     if features.matrix_flops:
-        rate = peak_flops(target, dtype, True) * sockets * matrix_efficiency(features, target, efficiency, vendor)
-        parts["compute"] += features.matrix_flops / rate
-    if features.vector_flops:
-        parts["compute"] += features.vector_flops / (peak_flops(target, dtype, False) * sockets * efficiency.vector)
+        e = matrix_efficiency(features, target, efficiency, vendor)
+        quantisation = 1.0 if vendor else wave_quantisation(features, target, efficiency)[0]
+        parts["compute"] += features.matrix_flops / (peak_flops(target, dtype, True) * sockets * e * quantisation)
+        if not vendor and features.gemm is not None:  # each wave of tiles pays its prologue and epilogue
+            parts["compute"] += waves(features, target, efficiency) * efficiency.tile_overhead
+    plain = features.vector_flops - features.prologue_flops
+    if plain > 0:
+        parts["compute"] += plain / (vector_rate * efficiency.vector)
+    if features.prologue_flops:
+        reruns = prologue_reruns(features, efficiency)
+        parts["compute"] += features.prologue_flops * reruns / (vector_rate * efficiency.prologue)
     if features.special and efficiency.special_rate:
         parts["special"] = features.special / (efficiency.special_rate * sockets)
-    home = target.home_tier.name
-    parts[home] = features.home_bytes / (target.total_bandwidth(home) * efficiency.memory)
+    bandwidth = target.total_bandwidth(home)
+    memory = efficiency.memory.get(features.template, efficiency.memory.get("vector", 1.0))
+    contiguous = max(features.home_bytes - features.strided_bytes, 0)
+    parts[home] = contiguous / (bandwidth * memory) + features.strided_bytes / (bandwidth * efficiency.strided)
+    if efficiency.unit_bandwidth and features.gemm is not None and not vendor:
+        busy_units = wave_quantisation(features, target, efficiency)[1] * target.compute.units * sockets
+        parts[home] = max(parts[home], features.home_bytes / (busy_units * efficiency.unit_bandwidth))
     p = efficiency.overlap
     busy = sum(t ** p for t in parts.values()) ** (1.0 / p) if any(parts.values()) else 0.0
     fixed = efficiency.fixed.get(features.template, efficiency.fixed.get("vector", 0.0))
+    if vendor:
+        fixed = efficiency.fixed.get("vendor", fixed)
     bound = max(sorted(parts), key=lambda k: parts[k])
-    if fixed > busy or efficiency.host_per_launch > busy + fixed:
+    if fixed > busy or host_time(features, efficiency) > busy + fixed:
         bound = "launch"
     return busy + fixed, bound, {**parts, "fixed": fixed}
 

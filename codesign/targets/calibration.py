@@ -38,18 +38,31 @@ class Efficiency(_Frozen):
         description="Fraction of the dtype's matrix peak reached on large, well-shaped work, "
         "by 'template/dtype' (gemm/bf16, attention/bf16, conv/fp32, ...) and, for a vendor "
         "library, 'template/dtype/vendor'.")
-    k_half: float = Field(default=0.0, ge=0.0, le=1e6, description=(
-        "Reduction length at which a GEMM reaches half its efficiency: a K-long reduction runs "
-        "at K / (K + k_half) of it (pipeline fill and the epilogue amortised over K)."))
+    tile_overhead: float = Field(default=0.0, ge=0.0, le=1e-3, description=(
+        "Seconds each wave of a generated GEMM's (or attention's) output tiles spends outside "
+        "its reduction loop: pipeline fill, the epilogue and the store."))
+    vendor_k_half: float = Field(default=0.0, ge=0.0, le=1e6, description=(
+        "Reduction length at which the vendor library reaches half its efficiency (K / (K + "
+        "vendor_k_half)); it picks its tiles per shape (split-K for skinny shapes), so it is "
+        "not wave-quantised."))
     tile: tuple[int, int] = Field(default=(128, 128), description=(
-        "Output tile (rows, columns) per compute unit for wave quantisation: a GEMM's tiles "
-        "fill the units in whole waves."))
+        "Output tile (rows, columns) per compute unit of a generated GEMM, for wave "
+        "quantisation: its tiles fill the units in whole waves."))
+    unit_bandwidth: float = Field(default=0.0, ge=0.0, description=(
+        "Home-tier bytes per second one compute unit can pull (0: no limit): a generated "
+        "GEMM with fewer tiles than units cannot reach the chip's bandwidth."))
     vector: float = Field(default=1.0, gt=0.0, le=1.5, description=(
         "Fraction of the vector (non-matrix) peak reached."))
+    prologue: float = Field(default=1.0, gt=0.0, le=1.5, description=(
+        "Fraction of the vector peak a fused prologue reaches inside a matrix template's "
+        "loop, where it is evaluated again for every tile that reads it."))
     special_rate: float = Field(default=0.0, ge=0.0, description=(
         "Transcendental evaluations per second (0: not limiting)."))
-    memory: float = Field(default=1.0, gt=0.0, le=1.5, description=(
-        "Fraction of the home tier's bandwidth a large streaming kernel reaches."))
+    memory: dict[str, float] = Field(default_factory=lambda: {"vector": 1.0}, description=(
+        "Fraction of the home tier's bandwidth reached, by kernel class: vector (pointwise), "
+        "row (reductions, norms, softmax), gemm, attention; 'vector' is the default."))
+    strided: float = Field(default=1.0, gt=0.0, le=1.5, description=(
+        "Fraction of the home bandwidth reached by reads across the innermost loop (a transpose)."))
     fixed: dict[str, float] = Field(default_factory=dict, description=(
         "Fixed device time per kernel, by template ('vector', 'gemm', 'attention', ...; "
         "'vector' is the default), seconds."))
@@ -59,9 +72,22 @@ class Efficiency(_Frozen):
     host_per_launch: float = Field(default=0.0, ge=0.0, le=1.0, description=(
         "Host time to launch one kernel from the generated wrapper, seconds: a program of "
         "many small kernels is host-bound when this exceeds their device time."))
+    host_per_argument: float = Field(default=0.0, ge=0.0, le=1.0, description=(
+        "Extra host time per tensor argument of a launch, seconds."))
+    host_per_call: float = Field(default=0.0, ge=0.0, le=1.0, description=(
+        "Host time of one call of the compiled program outside its launches (input checks, "
+        "the calling convention), seconds."))
     asynchronous_launch: bool = Field(default=True, description=(
         "Whether the host launches kernels ahead of the device (a GPU stream: program time "
         "is the larger of device and host time) or runs them itself (a CPU: their sum)."))
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, memory: dict[str, float]) -> dict[str, float]:
+        for key, value in memory.items():
+            if not 0.0 < value <= 1.5:
+                raise ValueError(f"memory[{key!r}] = {value} must be in (0, 1.5]")
+        return memory
 
     @field_validator("matrix")
     @classmethod
