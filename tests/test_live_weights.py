@@ -125,3 +125,20 @@ def test_weights_loaded_in_inference_mode_are_read_too():
         assert rel_err(cm(x), want) <= 1e-5
         model.l1.weight.mul_(-1)  # in place, no version counter
         assert rel_err(cm(x), model(x)) <= 1e-5
+
+
+def test_weights_a_pass_transformed_are_derived_again():
+    """`subpixel-conv` rewrites upsample + conv with weights derived by graph ops from the
+    conv's weight input, so updating the conv's weight shows in the next call too."""
+    model = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="nearest"),
+                                torch.nn.Conv2d(4, 8, 3, padding=1)).eval()
+    x = torch.randn(1, 4, 6, 6)
+    cm = codesign.compile(model, (x,), target="h200", backend="cpp",
+                          pipeline="canonicalize,subpixel-conv{when=always},dce,fuse")
+    assert any(".subpixel" in n.name for n in cm.graph.nodes)  # the rewrite was made
+    for update in (lambda: model[1].weight.data.mul_(-2), lambda: setattr(model[1].weight, "data",
+                                                                           torch.randn(8, 4, 3, 3))):
+        update()
+        fresh = torch.randn(1, 4, 6, 6)
+        with torch.no_grad():
+            assert rel_err(cm(fresh), model(fresh)) <= 1e-5
