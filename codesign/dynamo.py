@@ -172,7 +172,8 @@ def codesign_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[object],
                      options: Mapping[str, Any] | None = None, **ignored: Any) -> Callable[..., Any]:
     """The `torch.compile` backend: `gm` (one graph Dynamo captured) as a `CodesignGraph`.
     `options` are `torch.compile`'s (`target`, `pipeline`, `backend`, `backend_options`,
-    `check_indices`, `options` go to `codesign.compile`; `max_shapes`, `fallback` are ours).
+    `check_indices`, `options` go to `codesign.compile`, whose defaults apply: target sn40l,
+    whose host backend is the C++ one; `max_shapes`, `fallback` are ours).
     Nothing is compiled until the graph is called: its shapes may be symbolic here."""
     if ignored.get("mode") not in (None, "default"):
         raise ValueError(f"torch.compile(backend=\"codesign\"): mode={ignored['mode']!r} is not supported; "
