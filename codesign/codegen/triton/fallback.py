@@ -87,11 +87,7 @@ class GuardedKernel:
                 if name in inputs and name in state:
                     return state[name]
                 raise CodegenError(f"kernel {self.name}: no value for %{name} in its reference fallback")
-            op = get_op(node.op)
-            operands = [value(o) for o in node.operands]
-            regions = [lambda *a, g=region: _run_region(g, a, self.state()) for region in node.regions]
-            out = op.run(Call(operands, op.attr_values(node.attrs), node.type, regions))
-            out = out.to(device=device, dtype=node.type.dtype.torch)
+            out = run_node(node, [value(o) for o in node.operands], self.state()).to(device)
             env[name] = out
             return out
 
@@ -99,9 +95,13 @@ class GuardedKernel:
             buffer.copy_(value(name).reshape(buffer.shape))
 
 
-def _run_region(graph: Graph, args, state) -> torch.Tensor:
+def run_node(node, operands: Sequence[torch.Tensor], state: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """`node` computed by its op's torch definition (a region by the interpreter, reading the
+    weights `state`), in the node's dtype: how externs and fallen-back kernels run."""
     from codesign.ir.interpreter import run_graph
-    return run_graph(graph, args, state)[0]
+    op = get_op(node.op)
+    regions = [lambda *a, g=region: run_graph(g, a, state)[0] for region in node.regions]
+    return op.run(Call(list(operands), op.attr_values(node.attrs), node.type, regions)).to(node.type.dtype.torch)
 
 
 def guard_kernels(module, graph: Graph, kernels: Sequence[Mapping], state: Callable[[], Mapping]) -> dict:
@@ -115,4 +115,4 @@ def guard_kernels(module, graph: Graph, kernels: Sequence[Mapping], state: Calla
     return guards
 
 
-__all__ = ["GuardedKernel", "KernelFallbackWarning", "guard_kernels"]
+__all__ = ["GuardedKernel", "KernelFallbackWarning", "guard_kernels", "run_node"]

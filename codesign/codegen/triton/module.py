@@ -26,11 +26,9 @@ import torch
 
 from codesign.codegen import CodegenError
 from codesign.codegen.cache import Cache, CacheWarning
-from codesign.codegen.triton.fallback import guard_kernels
+from codesign.codegen.triton.fallback import guard_kernels, run_node
 from codesign.codegen.triton.wrapper import Program, generate, wrapper_source
 from codesign.ir.graph import Graph
-from codesign.ir.interpreter import run_graph
-from codesign.ir.ops import Call, get_op
 from codesign.ir.printer import print_graph
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -71,14 +69,9 @@ def _import(path: Path, name: str):
 
 
 def _extern(graph: Graph, node) -> Callable[..., torch.Tensor]:
-    """A node run by its torch reference (the op's definition), regions by the interpreter."""
-    op = get_op(node.op)
-    attrs = op.attr_values(node.attrs)
-
-    def call(*args: torch.Tensor, state=None) -> torch.Tensor:
-        regions = [lambda *a, g=region: run_graph(g, a, call.state)[0] for region in node.regions]
-        out = op.run(Call(list(args), attrs, node.type, regions))
-        return out.to(node.type.dtype.torch).contiguous()
+    """A node run by its torch reference (`fallback.run_node`) on the weights in `call.state`."""
+    def call(*args: torch.Tensor) -> torch.Tensor:
+        return run_node(node, args, call.state).contiguous()
     call.state = {}
     return call
 
