@@ -24,6 +24,7 @@ from codesign.targets import Target
 from codesign.targets.calibration import Calibration, Efficiency, FitQuality
 
 TILES = ((64, 64), (128, 64), (128, 128), (128, 256))
+CACHES = (0.0, 8 * 2**20, 16 * 2**20, 32 * 2**20)  # candidate cache capacities (bytes)
 _DTYPE_KEY = {"bf16": "bf16", "f16": "fp16", "f32": "fp32", "f64": "fp32"}
 
 
@@ -64,6 +65,9 @@ class _Layout:
             params.append(_Param("vector", 0.5, 1e-3, 1.5))
         if any(x.prologue_flops for x in f):
             params.append(_Param("prologue", 0.2, 1e-4, 1.5))
+        if any(x.epilogue_flops for x in f):
+            params.append(_Param("epilogue", 0.2, 1e-4, 1.5))
+        params.append(_Param("cached", 1.5, 0.5, 8.0))
         params += [_Param(f"memory:{t}", 0.8, 1e-2, 1.5) for t in sorted({x.template for x in f})
                    if t in MEMORY_CLASSES]
         if any(x.strided_bytes for x in f):
@@ -83,14 +87,14 @@ class _Layout:
         return np.log([p.low for p in self.params]), np.log([p.high for p in self.params])
 
     def efficiency(self, values: list[float], tile: tuple[int, int], host: tuple[float, float, float],
-                   asynchronous: bool, validate: bool = False) -> Efficiency:
+                   asynchronous: bool, validate: bool = False, cache: float = 0.0) -> Efficiency:
         v = dict(zip((p.name for p in self.params), values))
         prefixed = lambda prefix: {k.split(":", 1)[1]: x for k, x in v.items() if k.startswith(prefix + ":")}  # noqa: E731
         fields = dict(matrix=prefixed("matrix"), memory=prefixed("memory") or {"vector": 1.0},
                       fixed=prefixed("fixed"), tile=tile, host_per_call=host[0], host_per_launch=host[1],
-                      host_per_argument=host[2], asynchronous_launch=asynchronous)
-        for name in ("tile_overhead", "vendor_k_half", "unit_bandwidth", "vector", "prologue", "strided",
-                     "special_rate", "overlap"):
+                      host_per_argument=host[2], asynchronous_launch=asynchronous, cache_capacity=cache)
+        for name in ("tile_overhead", "vendor_k_half", "unit_bandwidth", "vector", "prologue", "epilogue",
+                     "strided", "cached", "special_rate", "overlap"):
             if name in v:
                 fields[name] = v[name]
         if not validate:
@@ -158,21 +162,21 @@ def fit(raw: RawData, target: Target) -> Calibration:
     weights = _case_weights(kernels)
     lo, hi = layout.bounds()
     best = None
-    for tile in TILES:
-        def residuals(theta: np.ndarray, tile=tile) -> np.ndarray:
-            eff = layout.efficiency(np.exp(theta).tolist(), tile, (call, launch, argument), asynchronous)
+    for tile, cache in ((t, c) for t in TILES for c in CACHES):
+        def residuals(theta: np.ndarray, tile=tile, cache=cache) -> np.ndarray:
+            eff = layout.efficiency(np.exp(theta).tolist(), tile, (call, launch, argument), asynchronous, cache=cache)
             predicted = [calibrated_time(k.features, target, eff, vendor=k.implementation == "vendor")[0]
                          for k in kernels]
             return weights * (np.log(np.maximum(predicted, 1e-12)) - measured)
 
         result = least_squares(residuals, np.clip(layout.start(), lo, hi), bounds=(lo, hi),
-                               method="trf", x_scale="jac", max_nfev=600)
+                               method="trf", x_scale="jac", max_nfev=400)
         cost = float(result.cost)
         if best is None or cost < best[0] - 1e-12:
-            best = (cost, tile, result.x)
-    _, tile, theta = best
+            best = (cost, tile, cache, result.x)
+    _, tile, cache, theta = best
     values = [_round(v) for v in np.exp(theta).tolist()]
-    efficiency = layout.efficiency(values, tile, (call, launch, argument), asynchronous, validate=True)
+    efficiency = layout.efficiency(values, tile, (call, launch, argument), asynchronous, validate=True, cache=cache)
     meta = raw.meta
     software = {k: str(meta[k]) for k in ("driver", "cuda", "torch", "triton", "compiler", "blas", "python")
                 if meta.get(k)}

@@ -170,6 +170,27 @@ def _prologue(shapes):
     return build
 
 
+class _Epilogue(nn.Module):
+    """Linear layers with what decoders fuse after them: a residual add, GELU, a gate."""
+
+    def __init__(self, m, n, k, device, dtype):
+        super().__init__()
+        self.up = nn.Linear(k, n, bias=True, device=device, dtype=dtype)
+        self.down = nn.Linear(n, k, bias=False, device=device, dtype=dtype)
+        self.gate = nn.Linear(k, n, bias=False, device=device, dtype=dtype)
+
+    def forward(self, x, y, r):
+        return F.gelu(self.up(x)), self.down(y) + r, F.silu(self.gate(x)) * y
+
+
+def _epilogue(m, n, k):
+    def build(device, dtype):
+        return _Epilogue(m, n, k, device, dtype), (torch.randn(m, k, device=device, dtype=dtype),
+                                                   torch.randn(m, n, device=device, dtype=dtype),
+                                                   torch.randn(m, k, device=device, dtype=dtype))
+    return build
+
+
 def _rotate(x):
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), -1)
@@ -191,6 +212,29 @@ def _rope_attention(b, h, s, d):
     return build
 
 
+class _SmallDecoder(nn.Module):
+    """A GPT-2 of tiny width (transformers, random weights): a real mix of small kernels whose
+    wall time is the host's, for the host's cost per launch."""
+
+    def __init__(self, device, dtype):
+        super().__init__()
+        from transformers import GPT2Config, GPT2LMHeadModel
+        self.model = GPT2LMHeadModel(GPT2Config(n_embd=64, n_layer=2, n_head=2, vocab_size=512, n_positions=64,
+                                                attn_implementation="sdpa")).to(device=device, dtype=dtype)
+
+    def forward(self, ids):
+        return self.model(input_ids=ids, use_cache=False).logits
+
+
+def _small_decoder(device, dtype):
+    return _SmallDecoder(device, dtype), (torch.randint(0, 512, (1, 32), device=device),)
+
+
+def _has_transformers() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("transformers") is not None
+
+
 def gpu_cases() -> list[Case]:
     """The GPU suite (sized for a large data-centre GPU; each case runs in well under a second)."""
     square = [(s, s, s) for s in (512, 1024, 2048, 4096, 8192)]
@@ -208,11 +252,15 @@ def gpu_cases() -> list[Case]:
         cases.append(Case(f"memory_{rows}x{cols}", "memory", _memory(rows, cols)))
     cases.append(Case("memory_fp32", "memory", _memory(8192, 4096), torch.float32))
     cases.append(Case("prologue", "gemm", _prologue([(4096, 4096, 4096), (2048, 16384, 2048), (8192, 1024, 1024)])))
+    cases.append(Case("epilogue", "gemm", _epilogue(8192, 4096, 1024)))
+    cases.append(Case("epilogue_small", "gemm", _epilogue(2048, 2048, 512)))
     cases.append(Case("rope_attention", "attention", _rope_attention(4, 16, 1024, 64)))
     cases.append(Case("rope_attention_long", "attention", _rope_attention(1, 32, 4096, 128)))
     cases.append(Case("launch", "launch", _tiny(24)))
     cases.append(Case("launch_short", "launch", _tiny(4)))
     cases.append(Case("launch_wide", "launch", _tiny_wide(12, 8)))
+    if _has_transformers():
+        cases.append(Case("launch_model", "launch", _small_decoder))
     return cases
 
 

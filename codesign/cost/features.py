@@ -39,6 +39,8 @@ class KernelFeatures:
     strided_bytes: int = 0  # of home_bytes, those read across the innermost loop (a transpose)
     prologue_flops: int = 0  # of vector_flops, those of ops fused before a matrix op's operand
     arguments: int = 0  # tensors the kernel is launched with (its outside inputs and outputs)
+    epilogue_flops: int = 0  # of vector_flops, those applied to a matrix op's result in its kernel
+    operand_bytes: tuple[int, ...] = ()  # size of each outside input and output (for cache reuse)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -49,7 +51,8 @@ class KernelFeatures:
         return cls(str(data["template"]), str(data["dtype"]), int(data["matrix_flops"]),
                    int(data["vector_flops"]), int(data["special"]), int(data["home_bytes"]),
                    tuple(int(v) for v in gemm) if gemm else None, int(data.get("strided_bytes", 0)),
-                   int(data.get("prologue_flops", 0)), int(data.get("arguments", 0)))
+                   int(data.get("prologue_flops", 0)), int(data.get("arguments", 0)),
+                   int(data.get("epilogue_flops", 0)), tuple(int(v) for v in data.get("operand_bytes", ())))
 
 
 def special_count(node: Node, types: Mapping[str, TensorType]) -> int:
@@ -175,7 +178,8 @@ def kernel_features(kernel: Kernel, types: Mapping[str, TensorType], node_flops,
     """The kernel's features; `node_flops(node)` and `runs` (recompute factors) come from the
     cost model, so FLOPs here are the cost model's FLOPs."""
     template = "vector"
-    matrix = vector = special = prologue_flops = 0
+    matrix = vector = special = prologue_flops = epilogue_flops = 0
+    has_matrix = any(_is_matrix(n) for n in kernel.nodes)
     anchor = kernel_anchor(kernel)
     prologue = prologue_nodes(kernel)
     for node in kernel.nodes:
@@ -189,11 +193,15 @@ def kernel_features(kernel: Kernel, types: Mapping[str, TensorType], node_flops,
             vector += f
             if node.name in prologue:
                 prologue_flops += f
+            elif has_matrix:
+                epilogue_flops += f
             if op.template in ROW_TEMPLATES and template == "vector":
                 template = "row"
         special += int(special_count(node, types) * runs.get(node.name, 1.0))
     dtype = (anchor.type.dtype if anchor is not None else kernel.nodes[0].type.dtype).value
     shape = gemm_shape(anchor, types) if anchor is not None else None
     arguments = len(kernel.inputs) + len(kernel.outputs)
+    sizes = tuple(sorted((types[v].nbytes for v in (*kernel.inputs, *kernel.outputs) if types[v].numel > 1),
+                         reverse=True))
     return KernelFeatures(template, dtype, matrix, vector, special, int(home_bytes), shape,
-                          strided_bytes(kernel, types), prologue_flops, arguments)
+                          strided_bytes(kernel, types), prologue_flops, arguments, epilogue_flops, sizes)

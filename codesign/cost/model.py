@@ -312,6 +312,15 @@ def wave_quantisation(features: KernelFeatures, target: Target, efficiency: Effi
     return useful / (waves * units * per_tile), min(1.0, tiles / units)
 
 
+def cached_bytes(features: KernelFeatures, efficiency: Efficiency) -> int:
+    """Of a kernel's home bytes, those of operands small enough to stay in the on-chip cache
+    between kernels (at most the home bytes not read strided)."""
+    if not efficiency.cache_capacity:
+        return 0
+    small = sum(b for b in features.operand_bytes if b <= efficiency.cache_capacity)
+    return min(small, max(features.home_bytes - features.strided_bytes, 0))
+
+
 def waves(features: KernelFeatures, target: Target, efficiency: Efficiency) -> int:
     """Waves of output tiles a generated GEMM or attention kernel runs in."""
     if features.gemm is None:
@@ -347,9 +356,11 @@ def calibrated_time(features: KernelFeatures, target: Target, efficiency: Effici
         parts["compute"] += features.matrix_flops / (peak_flops(target, dtype, True) * sockets * e * quantisation)
         if not vendor and features.gemm is not None:  # each wave of tiles pays its prologue and epilogue
             parts["compute"] += waves(features, target, efficiency) * efficiency.tile_overhead
-    plain = features.vector_flops - features.prologue_flops
+    plain = features.vector_flops - features.prologue_flops - features.epilogue_flops
     if plain > 0:
         parts["compute"] += plain / (vector_rate * efficiency.vector)
+    if features.epilogue_flops:
+        parts["compute"] += features.epilogue_flops / (vector_rate * efficiency.epilogue)
     if features.prologue_flops:
         reruns = prologue_reruns(features, efficiency)
         parts["compute"] += features.prologue_flops * reruns / (vector_rate * efficiency.prologue)
@@ -357,8 +368,10 @@ def calibrated_time(features: KernelFeatures, target: Target, efficiency: Effici
         parts["special"] = features.special / (efficiency.special_rate * sockets)
     bandwidth = target.total_bandwidth(home)
     memory = efficiency.memory.get(features.template, efficiency.memory.get("vector", 1.0))
-    contiguous = max(features.home_bytes - features.strided_bytes, 0)
-    parts[home] = contiguous / (bandwidth * memory) + features.strided_bytes / (bandwidth * efficiency.strided)
+    cached = cached_bytes(features, efficiency)
+    contiguous = max(features.home_bytes - features.strided_bytes - cached, 0)
+    parts[home] = (contiguous / (bandwidth * memory) + features.strided_bytes / (bandwidth * efficiency.strided)
+                   + cached / (bandwidth * memory * efficiency.cached))
     if efficiency.unit_bandwidth and features.gemm is not None and not vendor:
         busy_units = wave_quantisation(features, target, efficiency)[1] * target.compute.units * sockets
         parts[home] = max(parts[home], features.home_bytes / (busy_units * efficiency.unit_bandwidth))

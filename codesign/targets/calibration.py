@@ -56,6 +56,14 @@ class Efficiency(_Frozen):
     prologue: float = Field(default=1.0, gt=0.0, le=1.5, description=(
         "Fraction of the vector peak a fused prologue reaches inside a matrix template's "
         "loop, where it is evaluated again for every tile that reads it."))
+    epilogue: float = Field(default=1.0, gt=0.0, le=1.5, description=(
+        "Fraction of the vector peak reached by work fused after a matrix op (bias, residual, "
+        "activation) in its kernel."))
+    cache_capacity: float = Field(default=0.0, ge=0.0, description=(
+        "Bytes below which a kernel's input or output stays in the on-chip cache between "
+        "kernels (a GPU's L2), so it moves at `cached` times the home bandwidth; 0: none."))
+    cached: float = Field(default=1.0, gt=0.0, le=8.0, description=(
+        "Bandwidth of cache-resident operands, as a multiple of the home tier's."))
     special_rate: float = Field(default=0.0, ge=0.0, description=(
         "Transcendental evaluations per second (0: not limiting)."))
     memory: dict[str, float] = Field(default_factory=lambda: {"vector": 1.0}, description=(
