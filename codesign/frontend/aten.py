@@ -172,6 +172,16 @@ for _name in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal", "tanh",
     converts(_name)(_unary(_name))
 converts("hardswish", keep=("hardswish.default",))(_unary("hardswish"))
 converts("logaddexp", keep=("logaddexp.default",))(_binary("logaddexp"))
+converts("remainder", keep=("remainder.Scalar",))(_binary("remainder"))  # else decomposed to fmod
+
+
+@converts("leaky_relu")
+def _leaky_relu(c: Ctx, x, negative_slope=0.01):
+    """x where x > 0, else x * slope: eager's definition (NaN stays NaN, -0 stays -0)."""
+    dtype = c.out.dtype
+    x = tensor_operand(c, x, dtype)
+    scaled = c.add("mul", [x, tensor_operand(c, negative_slope, dtype)])
+    return c.add("where", [c.add("gt", [x, tensor_operand(c, 0, dtype)]), x, scaled])
 
 
 @converts("logical_not", "bitwise_not")
@@ -412,20 +422,31 @@ def _pool_attrs(kernel, stride, padding, dilation=1, ceil_mode=False):
             "padding": pair(padding), "dilation": pair(dilation), "ceil_mode": bool(ceil_mode)}
 
 
+def _unbatched(c: Ctx, x: Val, pool: Callable[[Val], Val]) -> Val:
+    """A 2-d pool of `x`; an unbatched (C, H, W) input is pooled as a batch of one, as eager does."""
+    shape = c.t(x).shape
+    if len(shape) != 3:
+        return pool(x)
+    out = pool(Val(c.b.reshape(x, (1, *shape))))
+    return Val(c.b.reshape(out, c.t(out).shape[1:]))
+
+
 @converts("max_pool2d_with_indices", "max_pool2d")
 def _max_pool(c: Ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
-    out = c.add("max_pool", [x], _pool_attrs(kernel, stride, padding, dilation, ceil_mode))
+    attrs = _pool_attrs(kernel, stride, padding, dilation, ceil_mode)
+    out = _unbatched(c, x, lambda v: c.add("max_pool", [v], attrs))
     return (out, None) if "indices" in c.node.target.__name__ else out
 
 
 @converts("avg_pool2d")
 def _avg_pool(c: Ctx, x, kernel, stride=(), padding=0, ceil_mode=False, count_include_pad=True,
               divisor_override=None):
-    if divisor_override:
-        raise ConversionError("avg_pool2d divisor_override is not supported")
+    if divisor_override is not None:
+        raise ConversionError(f"avg_pool2d with divisor_override={divisor_override} is not supported; "
+                              "leave it out (divide by the window size) or scale the result yourself")
     attrs = _pool_attrs(kernel, stride, padding, 1, ceil_mode)
     attrs["count_include_pad"] = bool(count_include_pad)
-    return c.add("avg_pool", [x], attrs)
+    return _unbatched(c, x, lambda v: c.add("avg_pool", [v], attrs))
 
 
 @converts("adaptive_avg_pool2d", "_adaptive_avg_pool2d")
@@ -433,10 +454,11 @@ def _adaptive_avg_pool(c: Ctx, x, output_size):
     h, w = c.t(x).shape[-2:]
     oh, ow = output_size
     if (oh, ow) == (1, 1):
-        return c.add("mean", [x], {"dims": (2, 3), "keepdim": True})
+        return _unbatched(c, x, lambda v: c.add("mean", [v], {"dims": (2, 3), "keepdim": True}))
     if h % oh or w % ow:
         raise ConversionError(f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} is not an even split")
-    return c.add("avg_pool", [x], _pool_attrs((h // oh, w // ow), (h // oh, w // ow), 0))
+    attrs = _pool_attrs((h // oh, w // ow), (h // oh, w // ow), 0)
+    return _unbatched(c, x, lambda v: c.add("avg_pool", [v], attrs))
 
 
 # -- normalisation -------------------------------------------------------------------------
