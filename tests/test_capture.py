@@ -129,6 +129,41 @@ def test_unsupported_ops_are_listed_together_with_module_and_line():
     assert len(info.value.unsupported) == 3  # two flips, one cumprod
 
 
+class _Pools(torch.nn.Module):
+    """Every ceil_mode x count_include_pad x padding of avg_pool2d and max_pool2d, and the
+    adaptive pool, on a batched (N, C, H, W) or an unbatched (C, H, W) input."""
+
+    def forward(self, x):
+        F = torch.nn.functional
+        outs = [F.adaptive_avg_pool2d(x, 1), F.adaptive_avg_pool2d(x, (7, 3))]
+        for ceil in (False, True):
+            for pad in (0, 1):
+                outs.append(F.max_pool2d(x, 3, 2, pad, ceil_mode=ceil))
+                outs += [F.avg_pool2d(x, 3, 2, pad, ceil_mode=ceil, count_include_pad=inc) for inc in (False, True)]
+        return tuple(outs)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 6), (3, 7, 6)], ids=["batched", "unbatched"])
+def test_pools_match_eager_in_every_mode(shape):
+    """ceil_mode and count_include_pad as eager computes them; an unbatched input (found by
+    the random programs: refused before) is pooled as a batch of one."""
+    import codesign
+    x = torch.randn(shape)
+    fresh = torch.randn(shape)
+    got = codesign.compile(_Pools(), (x,), target="cpu-host", backend="cpp")(fresh)
+    for g, want in zip(got, _Pools()(fresh), strict=True):
+        assert g.shape == want.shape
+        torch.testing.assert_close(g, want, rtol=1e-6, atol=1e-6)
+
+
+def test_avg_pool_divisor_override_is_refused_naming_it():
+    class Pool(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.avg_pool2d(x, 2, divisor_override=3)
+    with pytest.raises(UnsupportedOpsError, match=r"avg_pool2d with divisor_override=3 is not supported; leave it"):
+        capture(Pool(), (torch.randn(1, 2, 4, 4),))
+
+
 @pytest.mark.parametrize("spec", ["mlp.py:tiny", "cnn.py:tiny", "mixtral_moe.py:tiny"])
 def test_make_fx_fallback_captures_the_same_numbers(spec):
     model, inputs = load_factory(str(EXAMPLES / spec))
