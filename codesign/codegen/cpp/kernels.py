@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Sequence
 
 from codesign.codegen import CodegenError, group_tile
 from codesign.codegen.checks import Site
+from codesign.codegen.epilogue import LayoutEpilogue, layout_epilogues
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import Access, Body, Scope, decompose, is_expression_op, linear_offset, render
 from codesign.codegen.lowering import avg_pool_divisors, node_structure, reads_row_major
@@ -78,6 +79,7 @@ class KernelEmitter:
             if n.name in materialized and n.name not in aliases:
                 self.writes.append(n.name)
         self.emitted: set[str] = set()  # materialized values whose code is already out
+        self.epilogues = layout_epilogues(kernel, types)  # convs stored through their layout readers
         self.params: dict[str, str] = {}
         for i, name in enumerate(self.reads):
             self.params[name] = f"a{i}"
@@ -161,6 +163,14 @@ class KernelEmitter:
                 self.emitted.update(p.name for p in pending)
                 pending.clear()
         for node in self.kernel.nodes:
+            epilogue = self.epilogues.get(node.name)
+            if epilogue is not None:  # computed at the points of the layout chain reading it
+                flush()
+                lines.append(f"  // {node_line(node, self.local_names)}, stored through "
+                             + ", ".join(f"%{self.nodes[c].op}" for c in epilogue.chain))
+                lines.extend(emit_contraction_loops(self, node, epilogue))
+                self.emitted.update((node.name, epilogue.result))
+                continue
             if node.name not in self.materialized or node.name in self.aliases or node.name in self.emitted:
                 continue
             if is_expression_op(node.op):
@@ -283,21 +293,32 @@ def _guards(amap: AffineMap, index: Sequence[str], shape: Sequence[int], extents
 def _structured_reduction(k: KernelEmitter, node: Node, *, init: Callable[[Scope, list[str]], str],
                           combine: Callable[[str, list[str]], str], acc_type: str,
                           finalize: Callable[[str, list[str]], str] = lambda acc, idx: acc,
-                          simd_plus: bool = False, reads_upto: int | None = None) -> list[str]:
-    """Parallel loops outer, reduction loops inner, one accumulator per output point."""
+                          simd_plus: bool = False, reads_upto: int | None = None,
+                          points: LayoutEpilogue | None = None) -> list[str]:
+    """Parallel loops outer, reduction loops inner, one accumulator per output point; with
+    `points`, the parallel loops run over the epilogue's result and the node's coordinates
+    are its maps' (each element stored once, where the layout chain puts it)."""
     st = k.structure(node)
     sizes = st.loop_sizes
     vars_ = [f"i{d}" for d in range(len(sizes))]
     par = [d for d, it in enumerate(st.domain) if it.kind is IterKind.parallel]
     red = [d for d, it in enumerate(st.domain) if it.kind is IterKind.reduction]
     lines = []
-    pragma = _parallel_pragma(len(par), st.points)
+    out_shape = k.type(points.result).shape if points is not None else ()
+    out_vars = [f"o{d}" for d in range(len(out_shape))]
+    pragma = _parallel_pragma(len(par) if points is None else len(out_shape), st.points)
     if pragma:
         lines.append("  " + pragma)
-    loop_lines, depth = _loops([vars_[d] for d in par], [sizes[d] for d in par], 1)
+    if points is None:
+        loop_lines, depth = _loops([vars_[d] for d in par], [sizes[d] for d in par], 1)
+    else:
+        loop_lines, depth = _loops(out_vars, out_shape, 1)
     lines += loop_lines
     lines.append("  " * depth + "{")
     outer = Scope(k, "  " * (depth + 1))
+    if points is not None:
+        for r, e in zip(st.result_map.results, points.to_anchor.results):
+            outer.emit(f"const int64_t {vars_[r.index]} = {render(e, out_vars, out_shape)};")
     acc = k.fresh("acc")
     outer.emit(f"{acc_type} {acc} = {init(outer, vars_)};")
     lines += outer.lines
@@ -321,9 +342,12 @@ def _structured_reduction(k: KernelEmitter, node: Node, *, init: Callable[[Scope
     update = f"{acc} = {combine(acc, values)};"
     lines.append("  " * (d2 + 1) + (f"if ({' && '.join(guards)}) {update}" if guards else update))
     lines.append("  " * d2 + "}")
-    out_index = tuple(render(r, vars_, sizes) for r in st.result_map.results)
-    off = linear_offset(out_index, node.type.shape)
-    lines.append("  " * (depth + 1) + f"{k.params[node.name]}[{off}] = {S.store(node.type.dtype, finalize(acc, vars_))};")
+    if points is None:
+        target, off = k.params[node.name], linear_offset(
+            tuple(render(r, vars_, sizes) for r in st.result_map.results), node.type.shape)
+    else:
+        target, off = k.params[points.result], linear_offset(out_vars, out_shape)
+    lines.append("  " * (depth + 1) + f"{target}[{off}] = {S.store(node.type.dtype, finalize(acc, vars_))};")
     lines.append("  " * depth + "}")
     return lines
 
@@ -351,8 +375,9 @@ def emit_reduce(k: KernelEmitter, node: Node) -> list[str]:
                                  acc_type=S.ctype(acc), finalize=finalize, simd_plus=c.op is Prim.add)
 
 
-def emit_contraction_loops(k: KernelEmitter, node: Node) -> list[str]:
-    """matmul / linear / conv as direct loops from the structure (bias initialises the sum)."""
+def emit_contraction_loops(k: KernelEmitter, node: Node, points: LayoutEpilogue | None = None) -> list[str]:
+    """matmul / linear / conv as direct loops from the structure (bias initialises the sum);
+    `points`: at the points of its layout epilogue (`codegen.epilogue`)."""
     st = k.structure(node)
     dtype = node.type.dtype
     acc_t = S.ctype(dtype) if dtype.is_float else _acc_type(dtype, True)
@@ -367,7 +392,7 @@ def emit_contraction_loops(k: KernelEmitter, node: Node) -> list[str]:
     def combine(acc: str, values: list[str]) -> str:
         return f"{acc} + ({acc_t})({values[0]}) * ({acc_t})({values[1]})"
     return _structured_reduction(k, node, init=init, combine=combine, acc_type=acc_t, simd_plus=True,
-                                 reads_upto=2)
+                                 reads_upto=2, points=points)
 
 
 def emit_pool(k: KernelEmitter, node: Node) -> list[str]:
@@ -732,6 +757,7 @@ def emit_attention(k: KernelEmitter, node: Node, block_q: int = 32, block_k: int
     qt, kt, vt = k.type(q), k.type(kk), k.type(v)
     st = k.structure(node)
     dtype = qt.dtype
+    T = "double" if dtype is DType.f64 else "float"  # scores, softmax state, accumulator
     nb = qt.rank - 2
     LQ, D, LK, E = qt.shape[-2], qt.shape[-1], kt.shape[-2], vt.shape[-1]
     scale = float(node.attrs["scale"])
@@ -758,8 +784,8 @@ def emit_attention(k: KernelEmitter, node: Node, block_q: int = 32, block_k: int
               ind + f"const {S.storage(dtype)}* kp = {Kp} + {base(st.operand_maps[1], kt)};",
               ind + f"const {S.storage(dtype)}* vp = {V} + {base(st.operand_maps[2], vt)};",
               ind + f"{S.storage(dtype)}* op = {O} + {linear_offset(bv + ['0', '0'], node.type.shape)};",
-              ind + f"float m[{block_q}], l[{block_q}], s[{block_q} * {block_k}];",
-              ind + f"alignas(64) float acc[{block_q} * {E}];",
+              ind + f"{T} m[{block_q}], l[{block_q}], s[{block_q} * {block_k}];",
+              ind + f"alignas(64) {T} acc[{block_q} * {E}];",
               ind + f"for (int64_t r = 0; r < {block_q}; ++r) {{ m[r] = -INFINITY; l[r] = 0; }}",
               ind + f"for (int64_t x = 0; x < {block_q * E}; ++x) acc[x] = 0;",
               ind + (f"const int64_t jend = std::min<int64_t>({LK}, i0 + iw + {LK - LQ});" if causal
@@ -768,10 +794,10 @@ def emit_attention(k: KernelEmitter, node: Node, block_q: int = 32, block_k: int
               ind + f"  const int64_t jw = std::min<int64_t>({block_k}, jend - j0);",
               ind + "  for (int64_t r = 0; r < iw; ++r) {",
               ind + "    for (int64_t c = 0; c < jw; ++c) {",
-              ind + "      float dot = 0;",
+              ind + f"      {T} dot = 0;",
               ind + "      #pragma omp simd reduction(+:dot)",
               ind + f"      for (int64_t d = 0; d < {D}; ++d) dot += {ld(qt, f'qp[(i0 + r) * {D} + d]')} * {ld(kt, f'kp[(j0 + c) * {D} + d]')};",
-              ind + f"      float sc = dot * {S.literal(DType.f32, scale)};"]
+              ind + f"      {T} sc = dot * {S.literal(DType.f64 if T == 'double' else DType.f32, scale)};"]
     if causal:
         lines.append(ind + f"      if (j0 + c > i0 + r + {LK - LQ}) sc = -INFINITY;")
     if mask is not None:
@@ -784,20 +810,20 @@ def emit_attention(k: KernelEmitter, node: Node, block_q: int = 32, block_k: int
         lines.append(ind + (f"      if (!{mv}) sc = -INFINITY;" if mt.dtype is DType.i1 else f"      sc += {mv};"))
     lines += [ind + f"      s[r * {block_k} + c] = sc;",
               ind + "    }",
-              ind + "    float mnew = m[r];",
+              ind + f"    {T} mnew = m[r];",
               ind + f"    for (int64_t c = 0; c < jw; ++c) mnew = std::max(mnew, s[r * {block_k} + c]);",
               ind + "    if (mnew == -INFINITY) continue;  // every key so far is masked",
-              ind + "    const float alpha = cs_exp(m[r] - mnew);",
-              ind + "    float sum = 0;",
+              ind + f"    const {T} alpha = cs_exp(m[r] - mnew);",
+              ind + f"    {T} sum = 0;",
               ind + "    #pragma omp simd reduction(+:sum)",
-              ind + f"    for (int64_t c = 0; c < jw; ++c) {{ const float p = cs_exp(s[r * {block_k} + c] - mnew); s[r * {block_k} + c] = p; sum += p; }}",
+              ind + f"    for (int64_t c = 0; c < jw; ++c) {{ const {T} p = cs_exp(s[r * {block_k} + c] - mnew); s[r * {block_k} + c] = p; sum += p; }}",
               ind + "    l[r] = l[r] * alpha + sum;",
               ind + "    m[r] = mnew;",
-              ind + f"    float* ar = acc + r * {E};",
+              ind + f"    {T}* ar = acc + r * {E};",
               ind + "    #pragma omp simd",
               ind + f"    for (int64_t e = 0; e < {E}; ++e) ar[e] *= alpha;",
               ind + "    for (int64_t c = 0; c < jw; ++c) {",
-              ind + f"      const float p = s[r * {block_k} + c];",
+              ind + f"      const {T} p = s[r * {block_k} + c];",
               ind + f"      const {S.storage(dtype)}* vr = vp + (j0 + c) * {E};",
               ind + "      #pragma omp simd",
               ind + f"      for (int64_t e = 0; e < {E}; ++e) ar[e] += p * {ld(vt, 'vr[e]')};",
@@ -805,7 +831,7 @@ def emit_attention(k: KernelEmitter, node: Node, block_q: int = 32, block_k: int
               ind + "  }",
               ind + "}",
               ind + "for (int64_t r = 0; r < iw; ++r) {",
-              ind + "  const float inv = 1.0f / l[r];",
+              ind + f"  const {T} inv = 1 / l[r];",
               ind + f"  for (int64_t e = 0; e < {E}; ++e) op[(i0 + r) * {E} + e] = {S.store(dtype, f'acc[r * {E} + e] * inv')};",
               ind + "}",
               "  " * depth + "}"]

@@ -221,7 +221,8 @@ def _attention_run(call: Call) -> torch.Tensor:
     if mask:
         m = mask[0]
         scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m
-    return torch.matmul(torch.softmax(scores.float(), dim=-1).to(q.dtype), v)
+    wide = torch.promote_types(scores.dtype, torch.float32)  # f16 / bf16 in f32; f64 stays f64
+    return torch.matmul(torch.softmax(scores.to(wide), dim=-1).to(q.dtype), v)
 
 
 register(OpDef(
