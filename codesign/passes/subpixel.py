@@ -22,8 +22,9 @@ The rewrite needs stride 1 and zero padding; any kernel size, padding (phases of
 length included: the slice keeps what the original computes), groups, bias and dilation. Axes the upsampling leaves alone (r = 1: time in a spatial-only video upsample) keep
 their kernel, dilation and padding, so causal (one-sided) temporal padding stays exact.
 
-The transformed weights are graph ops on the weight input (slices and adds, then a
-reshape/permute into the phase-major channel order), recomputed on every call, so a live
+The transformed weights are graph ops on the weight input (slices and concats of the taps
+each new tap sums, reduced by a `sum`, in the phase-major channel order), recomputed on
+every call, so a live
 weight update shows in the next call as in eager; their names say which weight they derive
 from (`%<weight>.subpixel`). With `when=auto` (the compile pipeline) the rewrite is made
 where the target enables it (`Target.subpixel_conv`, on by default for GPU and mobile
@@ -33,6 +34,7 @@ with both predicted times. `when=always` rewrites every exact match (and still l
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from math import prod
 from typing import ClassVar, Sequence
@@ -163,41 +165,54 @@ def _match(node: Node, producers: dict[str, Node], types: dict[str, TensorType])
 
 # -- building the rewritten nodes ------------------------------------------------------------
 def _subpixel_weight(b: GraphBuilder, weight: str, axes: Sequence[AxisPlan]) -> str:
-    """The sub-pixel conv's weight [F·R, C/g, k'...] from the original [F, C/g, k...], as
-    slices and adds (a sum of taps per new tap), phase slots major after the filter index."""
-    w = weight
-    dtype = b.types[w].dtype
-    w = b.cast(w, DType.f32) if dtype in (DType.bf16, DType.f16) else w  # one rounding, at the end
+    """The sub-pixel conv's weight [F·R, C/g, k'...] from the original [F, C/g, k...].
+
+    New tap (slot, a) of an axis is the sum of the original taps `AxisPlan.taps(slot, a)`.
+    Piece i holds the i-th of those taps (zero where a new tap has fewer), built by slices
+    and concats; the weight is the `sum` over the stacked pieces, phase slots major after
+    the filter index. Ending in a reduction keeps the transform a kernel of its own: fusion
+    never makes it a prologue of the conv (which would recompute it at every multiply).
+    """
+    dtype = b.types[weight].dtype
+    w = b.cast(weight, DType.f32) if dtype in (DType.bf16, DType.f16) else weight  # one rounding, at the end
+    hint = f"{weight}.subpixel"
     slices: dict[tuple[str, int, int], str] = {}
-    for i, axis in enumerate(axes):
-        if axis.r == 1:
-            continue
-        dim = 2 + i
-        pieces = []
-        for slot in range(axis.r):
-            for a in range(axis.new_k):
-                taps = axis.taps(slot, a)
-                if not taps:
-                    shape = list(b.types[w].shape)
-                    shape[dim] = 1
-                    pieces.append(b.constant(0.0, b.types[w].dtype, tuple(shape)))
-                    continue
-                total = None
-                for j in taps:
-                    key = (w, dim, j)
-                    if key not in slices:
-                        slices[key] = b.add("slice", [w], {"dim": dim, "start": j, "end": j + 1, "step": 1},
-                                            hint=f"{weight}.subpixel")
-                    total = slices[key] if total is None else b.add("add", [total, slices[key]],
-                                                                     hint=f"{weight}.subpixel")
-                pieces.append(total)
-        w = b.add("concat", pieces, {"dim": dim}, hint=f"{weight}.subpixel")
+    zeros: dict[tuple[int, ...], str] = {}
+
+    def tap(value: str, dim: int, j: int | None) -> str:
+        if j is None:
+            shape = list(b.types[value].shape)
+            shape[dim] = 1
+            if tuple(shape) not in zeros:
+                zeros[tuple(shape)] = b.constant(0.0, b.types[value].dtype, tuple(shape))
+            return zeros[tuple(shape)]
+        if (value, dim, j) not in slices:
+            slices[value, dim, j] = b.add("slice", [value], {"dim": dim, "start": j, "end": j + 1, "step": 1},
+                                          hint=hint)
+        return slices[value, dim, j]
+
+    depth = [max(len(a.taps(slot, t)) for slot in range(a.r) for t in range(a.new_k)) for a in axes]
+    concats: dict[tuple[str, int, int], str] = {}
+    pieces = []
+    for picks in itertools.product(*(range(d) for d in depth)):
+        piece = w
+        for i, (axis, pick) in enumerate(zip(axes, picks)):
+            if axis.r == 1:
+                continue
+            if (piece, i, pick) not in concats:
+                parts = [tap(piece, 2 + i, taps[pick] if pick < len(taps) else None)
+                         for taps in (axis.taps(slot, t) for slot in range(axis.r) for t in range(axis.new_k))]
+                concats[piece, i, pick] = b.add("concat", parts, {"dim": 2 + i}, hint=hint)
+            piece = concats[piece, i, pick]
+        pieces.append(piece)
     f, cg = b.types[w].shape[:2]
     nsp = len(axes)
-    split = (f, cg) + tuple(x for a in axes for x in (a.r, a.new_k))
-    w = b.reshape(w, split)
-    perm = (0,) + tuple(2 + 2 * i for i in range(nsp)) + (1,) + tuple(3 + 2 * i for i in range(nsp))
-    w = b.add("permute", [w], {"perm": perm}, hint=f"{weight}.subpixel")
+    split = (f, cg) + tuple(x for a in axes for x in (a.r, a.new_k)) + (1,)
+    stacked = [b.reshape(p, split) for p in pieces]
+    w = b.add("concat", stacked, {"dim": len(split) - 1}, hint=hint) if len(stacked) > 1 else stacked[0]
+    perm = (0,) + tuple(2 + 2 * i for i in range(nsp)) + (1,) + tuple(3 + 2 * i for i in range(nsp)) + (len(split) - 1,)
+    w = b.add("permute", [w], {"perm": perm}, hint=hint)
+    w = b.add("sum", [w], {"dims": (len(split) - 1,), "keepdim": False}, hint=hint)
     w = b.reshape(w, (f * prod(a.r for a in axes), cg) + tuple(a.new_k for a in axes))
     return b.cast(w, dtype)
 

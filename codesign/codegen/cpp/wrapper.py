@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from codesign.codegen import CodegenError
 from codesign.codegen.checks import Site
+from codesign.codegen.epilogue import layout_epilogues
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op
 from codesign.codegen.lowering import is_view, node_structure
@@ -72,6 +73,8 @@ def plan_buffers(graph: Graph, kernels: list[Kernel]) -> BufferPlan:
             for pos in pointer_operands(n):
                 if pos < len(n.operands) and n.operands[pos] in nodes:
                     materialized.add(n.operands[pos])
+    for kernel in kernels:  # a conv stored through its layout readers has no buffer of its own
+        materialized -= set(layout_epilogues(kernel, types))
     inputs = {i.name: pos for pos, i in enumerate(graph.inputs)}
     materialized |= set(inputs)
     aliases: dict[str, str] = {}
