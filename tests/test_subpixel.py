@@ -261,3 +261,24 @@ def test_cpu_target_keeps_the_graph_by_default():
     assert decision.choice == "kept"
     assert any(n.op == "upsample_nearest" for n in cm.graph.nodes)
     _check_fresh(model, cm)
+
+
+class CastUp(nn.Module):
+    """diffusers' Upsample2D for bf16: upsample in float32, cast back, then the conv."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1).double()
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest").to(torch.float64))
+
+
+def test_a_cast_between_upsample_and_conv_moves_to_the_small_tensor():
+    model = CastUp().eval()
+    cm = codesign.compile(model, (torch.randn(1, 4, 5, 6),), target="cpu-host", backend="interpreter",
+                          pipeline=ALWAYS)
+    assert [d.choice for d in cm.ledger if d.pass_name == "subpixel-conv"] == ["rewritten"]
+    (conv,) = [n for n in cm.graph.nodes if n.op == "conv"]
+    assert cm.graph.types()[conv.operands[0]].shape == (1, 4, 5, 6)
+    _check_fresh(model, cm)

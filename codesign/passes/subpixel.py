@@ -114,12 +114,14 @@ class AxisPlan:
 
 @dataclass(frozen=True)
 class Match:
-    """A conv reading a nearest upsample (through an optional zero pad), and its per-axis plan."""
+    """A conv reading a nearest upsample (through an optional cast, then an optional zero
+    pad), and its per-axis plan."""
 
     conv: Node
     upsample: Node
     pad: Node | None
     axes: tuple[AxisPlan, ...]
+    cast: Node | None = None
 
     @property
     def source(self) -> str:
@@ -132,9 +134,11 @@ def _match(node: Node, producers: dict[str, Node], types: dict[str, TensorType])
     if node.op != "conv":
         return None
     x = producers.get(node.operands[0])
-    pad = None
+    pad = cast = None
     if x is not None and x.op == "pad":
         pad, x = x, producers.get(x.operands[0])
+    if x is not None and x.op == "cast":  # diffusers upsamples bf16 in f32 and casts back
+        cast, x = x, producers.get(x.operands[0])
     if x is None or x.op != "upsample_nearest":
         return None
     attrs = get_op("conv").attr_values(node.attrs)
@@ -160,7 +164,7 @@ def _match(node: Node, producers: dict[str, Node], types: dict[str, TensorType])
         return None
     if node.group is not None:
         return f"the conv is already in fusion group {node.group}: run subpixel-conv before fuse"
-    return Match(node, x, pad, axes)
+    return Match(node, x, pad, axes, cast)
 
 
 # -- building the rewritten nodes ------------------------------------------------------------
@@ -269,6 +273,8 @@ def rewrite_nodes(b: GraphBuilder, m: Match) -> Rewritten:
     derived = len(b.nodes)
     pads = [a.new_pads for a in m.axes]
     x = m.source
+    if m.cast is not None:  # a cast commutes with the upsample: cast the small tensor
+        x = b.add("cast", [x], dict(m.cast.attrs))
     if all(lo == hi for lo, hi in pads):
         padding = tuple(lo for lo, _ in pads)
     else:
@@ -367,7 +373,7 @@ class SubpixelConv(Pass):
                       "weight": m.conv.operands[1], "derived_weight": new.conv.operands[1]}
         target = ctx.target
         if target is not None:
-            before = [[m.upsample] + ([m.pad] if m.pad else []) + [m.conv]]
+            before = [[m.upsample] + [n for n in (m.cast, m.pad) if n is not None] + [m.conv]]
             after = [g for g in (new.derived, new.prologue, (new.conv,) + new.epilogue) if g]
             t0, t1, f0, f1 = _predicted(target, before, after, types)
             data.update(time_before=t0, time_after=t1, flops_before=f0, flops_after=f1)
