@@ -142,3 +142,67 @@ def test_leaky_relu_and_remainder_by_a_scalar_match_eager():
         for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6, equal_nan=True)
             assert torch.equal(torch.signbit(g), torch.signbit(w))
+
+
+class _MaskedAttention(torch.nn.Module):
+    def forward(self, q, k, v, mask):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+
+class _EagerMaskedAttention(torch.nn.Module):
+    """Eager attention code: where(mask, scores, fill) then softmax; `const` masks: a
+    constant one that leaves every row a key (0) or not (-1)."""
+
+    def __init__(self, fill: float, const: int | None = None):
+        super().__init__()
+        self.fill, self.const = fill, const
+
+    def forward(self, q, k, v, mask):
+        if self.const is not None:
+            mask = torch.ones(mask.shape, dtype=torch.bool).tril(self.const)
+        return torch.softmax(torch.where(mask, q @ k.transpose(-1, -2) * 0.5, self.fill), -1) @ v
+
+
+def _qkv_mask(seed: int, float_mask: bool = False):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(1, 2, length, 4, generator=gen) for length in (3, 5, 5))
+    mask = torch.rand(3, 5, generator=gen) > 0.3
+    mask[1] = False  # query row 1 attends to no key
+    if float_mask:
+        mask = torch.zeros(3, 5).masked_fill(~mask, float("-inf"))
+    return q, k, v, mask
+
+
+@pytest.mark.parametrize("float_mask", [False, True], ids=["bool", "float"])
+def test_sdpa_row_with_every_key_masked_is_zero(float_mask):
+    """SDPA gives 0 for a query row whose every key is masked (`_safe_softmax`); the op's
+    reference and the C++ and Triton kernels gave NaN (found by the random programs)."""
+    inputs, fresh = _qkv_mask(0, float_mask), _qkv_mask(1, float_mask)
+    want = _MaskedAttention()(*fresh)
+    assert torch.equal(want[0, :, 1], torch.zeros(2, 4))
+    backends = [("interpreter", "cpu-host"), ("cpp", "cpu-host")]
+    try:
+        import triton  # noqa: F401
+        backends.append(("triton", "h200"))
+    except ImportError:
+        pass
+    for backend, target in backends:
+        got = codesign.compile(_MaskedAttention(), inputs, target=target, backend=backend)(*fresh)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=backend)
+
+
+@pytest.mark.parametrize("fill", [float("-inf"), torch.finfo(torch.float32).min], ids=["-inf", "finite"])
+@pytest.mark.parametrize("const, fused", [(None, False), (2, True), (-1, False)],
+                         ids=["runtime-mask", "constant-mask", "constant-mask-empty-row"])
+def test_eager_masked_attention_is_fused_only_when_no_row_is_fully_masked(fill, const, fused):
+    """Eager's softmax gives NaN (a finite fill: the mean of v) on a row with every key
+    masked, the attention op 0: the pattern becomes the op only under a constant mask that
+    leaves every row a key; otherwise it stays as written and matches eager."""
+    from collections import Counter
+    model = _EagerMaskedAttention(fill, const)
+    inputs, fresh = _qkv_mask(2), _qkv_mask(3)
+    captured = codesign.capture(model, inputs)
+    assert (Counter(n.op for n in captured.graph.nodes)["attention"] == 1) == fused
+    want = model(*fresh)
+    got = codesign.compile(captured, target="cpu-host", backend="cpp")(*fresh)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)

@@ -1,7 +1,8 @@
 """Recognise attention in a captured graph and make it one `attention` op.
 
 Two rewrites: (1) the decomposed pattern `softmax(q·kᵀ·scale [+ mask]) · v` that eager
-attention code produces becomes `attention(q, k, v[, mask])`; (2) a mask that depends on
+attention code produces becomes `attention(q, k, v[, mask])` (with a mask only when the mask
+is a constant leaving every query row a key: the op gives 0 for a fully masked row, eager NaN); (2) a mask that depends on
 no input or weight (HF builds causal masks from `arange`s) is evaluated at compile time,
 and when it is exactly causal (or all-true) it is dropped in favour of `causal=true`,
 which tiling and code generation exploit (FlashAttention skips masked tiles).
@@ -103,6 +104,8 @@ def fuse_attention_patterns(graph: Graph) -> Graph:
             mt = types[mask]
             if mt.dtype is not DType.i1 and mt.dtype != types[q].dtype:
                 continue
+            if not _keeps_a_key_per_row(graph, mask, defs):
+                continue
             operands.append(mask)
         replaced[node.name] = Node(node.name, "attention", tuple(operands), node.type,
                                    {"scale": float(scale), "causal": False}, (), node.loc)
@@ -113,6 +116,18 @@ def fuse_attention_patterns(graph: Graph) -> Graph:
     nodes = [replaced.get(n.name, n) for n in graph.nodes if n.name not in dropped]
     # the permute of k may now be unused; dead nodes are left for dead-code elimination
     return graph.with_nodes(nodes)
+
+
+def _keeps_a_key_per_row(graph: Graph, mask: str, defs: dict[str, Node]) -> bool:
+    """Whether `mask` is input-independent and leaves every query row a key. Only then do the
+    eager pattern and the op agree: on a row with every key masked eager's softmax gives NaN
+    (under a finite fill, the mean of v), the op 0 (SDPA's semantics); a mask computed from
+    the inputs could mask a whole row at run time, so its pattern is left as it is."""
+    if graph.types()[mask].numel > 1 << 24 or _depends_on_inputs(graph, mask, defs):
+        return False
+    value = _constant_value(graph, mask)
+    keep = value if value.dtype == torch.bool else value > -math.inf
+    return bool(keep.any(-1).all()) if keep.dim() else bool(keep)
 
 
 def _depends_on_inputs(graph: Graph, name: str, defs: dict[str, Node]) -> bool:

@@ -831,7 +831,7 @@ def emit_attention(k: KernelEmitter, node: Node, block_q: int = 32, block_k: int
               ind + "  }",
               ind + "}",
               ind + "for (int64_t r = 0; r < iw; ++r) {",
-              ind + f"  const {T} inv = 1 / l[r];",
+              ind + f"  const {T} inv = l[r] > 0 ? 1 / l[r] : 0;  // every key masked: 0, as SDPA gives",
               ind + f"  for (int64_t e = 0; e < {E}; ++e) op[(i0 + r) * {E} + e] = {S.store(dtype, f'acc[r * {E} + e] * inv')};",
               ind + "}",
               "  " * depth + "}"]

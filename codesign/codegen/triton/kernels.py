@@ -849,7 +849,7 @@ def attention_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[st
     w.depth += 1
     body(True)
     w.depth -= 1
-    w.emit("acc = acc / l_i")
+    w.emit("acc = tl.where(l_i > 0, acc / l_i, 0.0)  # every key masked: 0, as SDPA gives")
 
     w.hooks[anchor.name] = anchor_hook(anchor, out_index)
     store_outputs(w, kernel, anchor, out_index)

@@ -222,7 +222,10 @@ def _attention_run(call: Call) -> torch.Tensor:
         m = mask[0]
         scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m
     wide = torch.promote_types(scores.dtype, torch.float32)  # f16 / bf16 in f32; f64 stays f64
-    return torch.matmul(torch.softmax(scores.to(wide), dim=-1).to(q.dtype), v)
+    probs = torch.softmax(scores.to(wide), dim=-1)
+    # a row whose every key is masked attends to nothing: 0, as SDPA's `_safe_softmax` gives
+    probs = probs.masked_fill(torch.isneginf(scores).all(-1, keepdim=True), 0.0)
+    return torch.matmul(probs.to(q.dtype), v)
 
 
 register(OpDef(
@@ -232,4 +235,5 @@ register(OpDef(
                                 + 2 * res.numel * ops[1].shape[-2]) // (2 if at["causal"] else 1),
     attrs={"scale": AttrSpec((float,), required=True), "causal": AttrSpec((bool,), default=False)},
     doc="softmax(q kᵀ·scale [+ mask | causal]) v; operands q, k, v, optional mask "
-        "(i1: keep where true; float: added); fewer kv heads than q heads means grouped-query"))
+        "(i1: keep where true; float: added); fewer kv heads than q heads means grouped-query; "
+        "a query row whose every key is masked gives 0 (SDPA's semantics)"))
