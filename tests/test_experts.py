@@ -667,38 +667,51 @@ def test_trace_without_expert_bytes_asks_for_the_option(tmp_path, capsys) -> Non
     assert "the header gives no expert_bytes: pass --expert-bytes" in capsys.readouterr().err
 
 
+FUZZ_PIECES = [b"\xff", b"\xc3", b"-", b"0", b"9" * 25, b"1e999", b"NaN", b"null", b"true", b"[", b"{", b"\"",
+               b",", b"\n", b"1.5", b"[]", b"\"x\""]
+
+
+def _fuzz_sample() -> bytes:
+    import json
+    trace = zipf_trace(6, 5, num_layers=2, top_k=2, seed=1, expert_bytes=4096)
+    lines = [json.dumps(trace.header())] + [json.dumps({"step": t, "layer": layer, "experts": list(ids)})
+                                            for t, layer, ids in trace.slots()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _mutate(sample: bytes, rng: random.Random) -> bytes:
+    """One to three byte-level mutations: a byte changed, bytes cut or inserted, a digit
+    changed, the file truncated."""
+    data = bytearray(sample)
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randrange(len(data) + 1)
+        kind = rng.randrange(5)
+        if kind == 0 and i < len(data):
+            data[i] = rng.randrange(256)
+        elif kind == 1:
+            del data[i:i + rng.randint(1, 6)]
+        elif kind == 2:
+            data[i:i] = rng.choice(FUZZ_PIECES)
+        elif kind == 3 and i < len(data) and chr(data[i]).isdigit():
+            data[i] = ord(rng.choice("0123456789"))  # another valid-looking number
+        else:
+            del data[i:]
+    return bytes(data)
+
+
 def test_trace_byte_level_fuzz_parses_or_raises_trace_error() -> None:
     """1,500 seeded byte mutations of a trace file through the loader: a Trace, or the
     loader's own TraceError naming the place, nothing else (no ValueError, KeyError,
     OverflowError, UnicodeDecodeError...)."""
     from codesign.experts import TraceError
     from codesign.experts.trace import parse_trace
-    import json
-    trace = zipf_trace(6, 5, num_layers=2, top_k=2, seed=1, expert_bytes=4096)
-    lines = [json.dumps(trace.header())] + [json.dumps({"step": t, "layer": layer, "experts": list(ids)})
-                                            for t, layer, ids in trace.slots()]
-    sample = ("\n".join(lines) + "\n").encode()
-    pieces = [b"\xff", b"\xc3", b"-", b"0", b"9" * 25, b"1e999", b"NaN", b"null", b"true", b"[", b"{", b"\"",
-              b",", b"\n", b"1.5", b"[]", b"\"x\""]
+    sample = _fuzz_sample()
     rng = random.Random(7)
     outcomes = {"trace": 0, "error": 0}
     for _ in range(1500):
-        data = bytearray(sample)
-        for _ in range(rng.randint(1, 3)):
-            i = rng.randrange(len(data) + 1)
-            kind = rng.randrange(5)
-            if kind == 0 and i < len(data):
-                data[i] = rng.randrange(256)
-            elif kind == 1:
-                del data[i:i + rng.randint(1, 6)]
-            elif kind == 2:
-                data[i:i] = rng.choice(pieces)
-            elif kind == 3 and i < len(data) and chr(data[i]).isdigit():
-                data[i] = ord(rng.choice("0123456789"))  # another valid-looking number
-            else:
-                del data[i:]
+        data = _mutate(sample, rng)
         try:
-            result = parse_trace(bytes(data), "fuzz.jsonl")
+            result = parse_trace(data, "fuzz.jsonl")
         except TraceError as exc:
             assert str(exc).startswith("fuzz.jsonl") and "\n" not in str(exc)
             outcomes["error"] += 1
@@ -707,3 +720,27 @@ def test_trace_byte_level_fuzz_parses_or_raises_trace_error() -> None:
         assert all(0 <= e < result.num_experts for _, _, ids in result.slots() for e in ids)
         outcomes["trace"] += 1
     assert all(outcomes.values()), outcomes
+
+
+def test_fuzzed_traces_through_the_cli_never_traceback(tmp_path, capsys) -> None:
+    """Mutated traces that the loader accepts also run through `experts simulate` and
+    `experts schedule` (a header may now say other sizes, layers or top-k): exit 0, or one
+    `codesign: error:` line, never a traceback."""
+    from codesign.cli import main
+    from codesign.experts import TraceError
+    from codesign.experts.trace import parse_trace
+    sample, rng, ran = _fuzz_sample(), random.Random(11), 0
+    path = tmp_path / "fuzz.jsonl"
+    while ran < 24:
+        data = _mutate(sample, rng)
+        try:
+            parse_trace(data, "fuzz.jsonl")
+        except TraceError:
+            continue
+        path.write_bytes(data)
+        command = ["simulate"] if ran % 4 else ["schedule", "--time-limit", "0.2"]
+        code = main(["experts", *command, "--trace", str(path), "--target", "h100"])
+        err = capsys.readouterr().err
+        assert "Traceback" not in err, (data, err)
+        assert code == 0 or (code == 1 and err.startswith("codesign: error:") and err.count("\n") == 1), (data, err)
+        ran += 1
