@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from codesign.ir import Graph, ParseError, VerifyError, decode_ir, parse_graph, print_graph
+from codesign.calibrate.cli import add_calibrate_parser
 from codesign.experts.cli import add_experts_parser
 from codesign.targets.cli import add_targets_parser
 from codesign.passes import (DEFAULT_PIPELINE, PASSES, PassContext, PassError, PassManager,
@@ -37,6 +38,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     one place that decides what `main` prints as a `codesign: error:` message (exit 1) and
     what it lets through as a traceback. Each type's message says what is wrong and where;
     imported here, not at the top, so that `codesign --help` does not import torch."""
+    from codesign.calibrate.cli import CalibrateError
     from codesign.codegen import CodegenError  # reaches the caller only for a pinned backend
     from codesign.codegen.registry import UnknownBackendError
     from codesign.compiler import SaveError
@@ -51,7 +53,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from codesign.targets import TargetError
     from codesign.targets.schema import TargetLookupError
     from codesign.targets.units import UnitError
-    return (UserError, ParseError, VerifyError, PipelineError, PassError, OSError, TargetError,
+    return (CalibrateError, UserError, ParseError, VerifyError, PipelineError, PassError, OSError, TargetError,
             TargetLookupError, UnitError, ModelSpecError, CaptureError, ConversionError, MoeBlockError,
             InputMismatchError, FusionError, PlacementError, SaveError, MlirExportError, CodegenError,
             UnknownBackendError, PlanError, TraceError, InfeasibleError)
@@ -235,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_targets_parser(commands)
     add_experts_parser(commands)
+    add_calibrate_parser(commands)
 
     passes = commands.add_parser("passes", parents=[common], help="list the registered passes and their options")
     passes.set_defaults(func=_cmd_passes)

@@ -30,7 +30,7 @@ from codesign.frontend.signature import Signature
 from codesign.frontend.state import LiveState, stamp_of
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
-from codesign.cost.report import FusionSummary, kernel_table, roofline_plot, summarize
+from codesign.cost.report import FusionSummary, cost_model_label, kernel_table, roofline_plot, summarize
 from codesign.passes.manager import Decision, Instrumentation, PassContext, PassManager
 from codesign.targets import Target, load_target
 from codesign.targets.units import format_bytes, format_flops, format_time
@@ -200,8 +200,8 @@ class CompiledModule:
         return graph_stats(self.graph)
 
     def fusion(self) -> FusionSummary:
-        """Predicted time unfused (one kernel per op, as captured) vs as compiled (computed
-        once: report(), summary() and save() all read it)."""
+        """Predicted time as eager would launch it (one kernel per op as captured, views
+        free) vs as compiled (computed once: report(), summary() and save() all read it)."""
         if self._fusion is None:
             from codesign.ir.plan import chip_rereads
             self._fusion = summarize(self.captured, self.graph, self.target, chip_rereads(self.graph))
@@ -278,9 +278,10 @@ class CompiledModule:
         fusion = self.fusion()
         kinds = {f"g{g.id}": str(g.attrs.get("kind", "")) for g in self.graph.groups}
         console.print(kernel_table(fusion.fused, self.target, kinds))
-        console.print(f"predicted time: unfused {format_time(fusion.unfused.time)} "
+        console.print(f"predicted time: eager-style {format_time(fusion.unfused.time)} "
                       f"({fusion.unfused.launches} kernels) -> compiled {format_time(fusion.fused.time)} "
                       f"({fusion.fused.launches} kernels): {fusion.speedup:.2f}x")
+        console.print(f"cost model: {cost_model_label(self.target)}")
         ops = Table(title="ops")
         ops.add_column("op")
         ops.add_column("count", justify="right")

@@ -23,8 +23,8 @@ from codesign.cost.model import calibrated_time
 from codesign.targets import Target
 from codesign.targets.calibration import Calibration, Efficiency, FitQuality
 
-TILES = ((64, 64), (128, 64), (128, 128), (128, 256))
-CACHES = (0.0, 8 * 2**20, 16 * 2**20, 32 * 2**20)  # candidate cache capacities (bytes)
+TILES = ((128, 128), (128, 256))  # candidate effective output tiles (wave quantisation)
+CACHES = (0.0, 32 * 2**20)  # candidate cache capacities (bytes): none, or a 32 MiB L2-like cache
 _DTYPE_KEY = {"bf16": "bf16", "f16": "fp16", "f32": "fp32", "f64": "fp32"}
 
 

@@ -144,6 +144,16 @@ class CostModel:
                                                            aggregate_tile(self.target)))
 
     # -- pieces --------------------------------------------------------------------------
+    def _tier_of(self, t: TensorType) -> str:
+        """Where a value lives: the tier placement chose, when it names one of the target's."""
+        if t.tier and t.tier in self._tier_names:
+            return t.tier
+        return self.home
+
+    @property
+    def _tier_names(self) -> frozenset[str]:
+        return frozenset(tier.name for tier in self.target.memory)
+
     def node_flops_by_dtype(self, node: Node, types: Mapping[str, TensorType]) -> tuple[str, int, bool]:
         op = get_op(node.op)
         tensor = op.kind in TENSOR_KINDS or op.template is Template.moe
@@ -216,9 +226,19 @@ class CostModel:
             if get_op(node.op).kind is not OpKind.layout:
                 fast_bytes += sum(types[o].nbytes for o in node.operands) + node.type.nbytes
         home_reads = self.operand_reads(kernel, types, streamed)
-        home_bytes = int(sum(types[v].nbytes * f for v, f in home_reads.items()))
-        home_bytes += sum(types[o].nbytes for o in kernel.outputs)
-        tiers = {self.home: home_bytes, fast_tier(self.target): fast_bytes}
+        # a value the placement put in another tier moves there (before placement: home)
+        placed: dict[str, float] = {}
+        for v, f in home_reads.items():
+            tier = self._tier_of(types[v])
+            placed[tier] = placed.get(tier, 0.0) + types[v].nbytes * f
+        for o in kernel.outputs:
+            tier = self._tier_of(types[o])
+            placed[tier] = placed.get(tier, 0.0) + types[o].nbytes
+        home_bytes = int(placed.pop(self.home, 0.0))
+        fast = fast_tier(self.target)
+        tiers = {self.home: home_bytes, fast: fast_bytes}
+        for tier, b in sorted(placed.items()):
+            tiers[tier] = tiers.get(tier, 0) + int(b)
         memory_time = {t: b / self.target.total_bandwidth(t) for t, b in tiers.items() if b}
         total = sum(flops.values())
         intensity = total / home_bytes if home_bytes else float("inf")

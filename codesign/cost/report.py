@@ -9,6 +9,9 @@ from rich.table import Table
 
 from codesign.cost.model import CostModel, GraphCost, peak_flops
 from codesign.ir.graph import Graph
+from codesign.ir.kernels import Kernel, kernels
+from codesign.ir.ops import OpKind, get_op
+from codesign.ir.scalar import Load, walk
 from codesign.ir.types import DType
 from codesign.targets import Target
 from codesign.targets.units import format_bytes, format_time
@@ -32,8 +35,40 @@ class FusionSummary:
                 "fused_home_bytes": self.fused.home_bytes}
 
 
+def is_eager_view(node, types) -> bool:
+    """Whether eager PyTorch runs `node` as a view (no kernel): a layout op of one operand
+    that reads it through its map alone — a reshape, permute, expand, slice — unlike pad or
+    concat, whose reads are gated."""
+    op = get_op(node.op)
+    if op.kind is not OpKind.layout or len(node.operands) != 1:
+        return False
+    expr = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs)).expr
+    return expr is None or not any(isinstance(e, Load) and e.valid is not None for e in walk(expr))
+
+
+def eager_kernels(graph: Graph) -> list[Kernel]:
+    """The kernels eager PyTorch launches for `graph` as captured: one per op, views none
+    (attention is one kernel, as eager's SDPA runs it)."""
+    types = graph.types()
+    return [k for k in kernels(graph) if not (len(k.nodes) == 1 and is_eager_view(k.nodes[0], types))]
+
+
+def cost_model_label(target: Target) -> str:
+    """What the predicted times rest on, for every report: measured, cited or ideal."""
+    cal = target.calibration
+    if cal is None:
+        return "ideal (datasheet peaks, no calibration): predicted times are lower bounds"
+    where = f" on {cal.device}" if cal.device else ""
+    when = f", {cal.date}" if cal.date else ""
+    fit = (f"; fit median |pred/meas - 1| {cal.fit.median_abs_error:.2f} over {cal.fit.kernels} kernels"
+           if cal.fit else "")
+    cited = f" ({'; '.join(cal.citations)})" if cal.source == "cited" and cal.citations else ""
+    return f"calibrated, {cal.source}{where}{when}{cited}{fit}"
+
+
 def summarize(unfused: Graph, fused: Graph, target: Target, rereads=None) -> FusionSummary:
-    return FusionSummary(CostModel(target).graph_cost(unfused),
+    """Compiled vs what eager would launch (`eager_kernels` of the graph as captured)."""
+    return FusionSummary(CostModel(target).graph_cost(unfused, eager_kernels(unfused)),
                          CostModel(target, rereads=rereads or {}).graph_cost(fused))
 
 

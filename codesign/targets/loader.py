@@ -53,6 +53,7 @@ BUNDLED_DIR = Path(__file__).parent / "data"
 """Where the bundled target files live (shipped as package data)."""
 
 _SUFFIXES = (".yaml", ".yml")
+CALIBRATION_SUFFIX = ".calibration"  # `h200.calibration.yaml`: a calibration, not a target
 
 MAX_FILE_BYTES = 64 * 1024
 """Largest target file read (the bundled ones are about 2 KB): bounds the time of a load."""
@@ -90,13 +91,14 @@ class TargetError(Exception):
 
 
 def list_targets() -> list[str]:
-    """Names of the bundled targets, sorted."""
-    return sorted(p.stem for p in BUNDLED_DIR.iterdir() if p.suffix in _SUFFIXES)
+    """Names of the bundled targets, sorted (calibration files beside them are not targets)."""
+    return sorted(p.stem for p in BUNDLED_DIR.iterdir()
+                  if p.suffix in _SUFFIXES and not p.stem.endswith(CALIBRATION_SUFFIX))
 
 
 def bundled_target_path(name: str) -> Path:
     """The file of bundled target ``name``; unknown names get a suggestion."""
-    for suffix in _SUFFIXES:
+    for suffix in _SUFFIXES if not name.endswith(CALIBRATION_SUFFIX) else ():
         path = BUNDLED_DIR / f"{name}{suffix}"
         if path.is_file():
             return path

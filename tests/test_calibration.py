@@ -1,0 +1,170 @@
+"""The calibrated cost model: calibration files, the fit, calibrated pricing, honest reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import codesign
+from codesign.calibrate.fit import dump_calibration, fit
+from codesign.calibrate.measure import RawData
+from codesign.calibrate.validate import validate
+from codesign.cost.features import KernelFeatures
+from codesign.cost.model import calibrated_time, program_time
+from codesign.targets import TargetError, load_target
+from codesign.targets.calibration import Calibration
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "benchmarks" / "results" / "raw"
+BUNDLED = ROOT / "codesign" / "targets" / "data"
+
+
+def _h200():
+    return load_target("h200")
+
+
+def test_bundled_h200_calibration_is_measured_and_named():
+    cal = _h200().calibration
+    assert cal is not None and cal.source == "measured"
+    assert "H200" in cal.device and cal.date and cal.software.get("triton")
+    assert cal.fit is not None and cal.fit.kernels > 50
+
+
+def test_refit_from_committed_raw_data_is_byte_identical():
+    """`codesign calibrate --from-data` on the committed measurements gives the bundled file."""
+    raw = RawData.from_json((RAW / "h200_calibration_raw.json").read_text())
+    text = dump_calibration(fit(RawData({**raw.meta, "raw": "h200_calibration_raw.json"}, raw.programs),
+                                _h200().model_copy(update={"calibration": None})))
+    assert text == (BUNDLED / "h200.calibration.yaml").read_text()
+
+
+def test_calibration_helps_on_models_the_fit_never_saw():
+    """Over the committed validation kernels (Llama, Qwen2, BERT, ViT, ResNet, MoE, VAE: none in
+    the fit), the calibrated model's median error is well under the ideal model's."""
+    raw = RawData.from_json((RAW / "h200_validation_raw.json").read_text())
+    calibrated = validate(raw, _h200())["summary"]
+    ideal = validate(raw, _h200().model_copy(update={"calibration": None}))["summary"]
+    assert calibrated["kernels"] == ideal["kernels"] > 100
+    assert calibrated["median_abs_error"] < 0.75 * ideal["median_abs_error"]
+    assert calibrated["program_median_abs_error"] < ideal["program_median_abs_error"]
+
+
+def _gemm(m, n, k) -> KernelFeatures:
+    return KernelFeatures("gemm", "bf16", 2 * m * n * k, 0, 0, 2 * (m * k + k * n + m * n), (1, m, n, k),
+                          arguments=3, operand_bytes=(2 * m * k, 2 * k * n, 2 * m * n))
+
+
+def test_wave_quantisation_makes_one_extra_tile_cost_a_wave():
+    target = _h200()
+    eff = target.calibration.efficiency
+    bm, bn = eff.tile
+    units = target.compute.units
+    full = _gemm(bm * units, bn, 8192)  # exactly one wave of tiles
+    over = _gemm(bm * (units + 1), bn, 8192)  # one tile more: a second wave
+    t_full = calibrated_time(full, target, eff)[0]
+    t_over = calibrated_time(over, target, eff)[0]
+    assert t_over > 1.6 * t_full  # nearly twice the time for 1/units more work
+    # the vendor library picks tiles per shape: no such step
+    v_full = calibrated_time(full, target, eff, vendor=True)[0]
+    v_over = calibrated_time(over, target, eff, vendor=True)[0]
+    assert v_over < 1.2 * v_full
+
+
+def test_strided_reads_and_prologues_cost_more():
+    target = _h200()
+    eff = target.calibration.efficiency
+    plain = KernelFeatures("vector", "bf16", 0, 1 << 26, 0, 1 << 28, arguments=2)
+    strided = dataclasses.replace(plain, strided_bytes=1 << 27)
+    assert calibrated_time(strided, target, eff)[0] > 1.5 * calibrated_time(plain, target, eff)[0]
+    gemm = _gemm(4096, 16384, 2048)
+    with_prologue = dataclasses.replace(gemm, vector_flops=4096 * 2048, prologue_flops=4096 * 2048)
+    assert calibrated_time(with_prologue, target, eff)[0] > calibrated_time(gemm, target, eff)[0]
+
+
+def test_program_time_is_host_bound_for_many_tiny_kernels():
+    target = _h200()
+    eff = target.calibration.efficiency
+    model = codesign.cost.CostModel(target)
+    tiny = KernelFeatures("vector", "bf16", 0, 1024, 0, 4096, arguments=2)
+    cost = model.kernel_cost  # noqa: F841 - the API the passes use; here the pieces directly
+    t, _, _ = calibrated_time(tiny, target, eff)
+    host = eff.host_per_launch + eff.host_per_argument * 2
+    assert host > t  # a launch takes longer on the host than the tiny kernel on the device
+    fake = [dataclasses.replace(_cost_stub(), time=t, host=host) for _ in range(50)]
+    assert program_time(fake, eff) == pytest.approx(eff.host_per_call + 50 * host)
+
+
+def _cost_stub():
+    from codesign.cost.model import KernelCost
+    return KernelCost("k", "k", 1, {}, {}, 0.0, {}, 0.0, 0.0, "launch", 0.0)
+
+
+def test_calibration_file_errors_name_the_files(tmp_path):
+    target_text = (BUNDLED / "h200.yaml").read_text()
+    target = tmp_path / "chip.yaml"
+    target.write_text(target_text.replace("calibration: h200.calibration.yaml", "calibration: missing.yaml"))
+    with pytest.raises(TargetError, match=r"chip\.yaml: calibration: missing\.yaml: file not found"):
+        load_target(target)
+    bad = (BUNDLED / "h200.calibration.yaml").read_text().replace("gemm/bf16:", "gemm/bf16: 7.5 #", 1)
+    (tmp_path / "bad.calibration.yaml").write_text(bad)
+    target.write_text(target_text.replace("calibration: h200.calibration.yaml", "calibration: bad.calibration.yaml"))
+    with pytest.raises(TargetError, match=r"calibration"):
+        load_target(target)
+    with pytest.raises(Exception):
+        Calibration.model_validate({"target": "x", "source": "guessed", "efficiency": {"matrix": {}}})
+
+
+def test_calibration_files_are_not_targets():
+    assert "h200.calibration" not in codesign.targets.list_targets()
+    with pytest.raises(TargetError):
+        load_target("h200.calibration")
+
+
+class _Views(nn.Module):
+    def forward(self, x):
+        y = torch.relu(x).reshape(8, 4, 16).permute(1, 0, 2)  # views in eager
+        return torch.nn.functional.pad(y, (1, 1)) * 2.0  # pad is a kernel in eager
+
+
+def test_eager_baseline_counts_no_kernel_for_views():
+    cm = codesign.compile(_Views(), (torch.randn(32, 16),), target="h100")
+    ops = [n.op for n in cm.captured.nodes]
+    views = sum(op in ("reshape", "permute") for op in ops)
+    constants = sum(n.op == "full" and n.type.numel <= 1 for n in cm.captured.nodes)  # folded into users
+    assert views >= 2 and "pad" in ops
+    assert cm.fusion().unfused.launches == len(ops) - views - constants
+
+
+def test_report_names_the_cost_model_and_uses_the_placement():
+    sys.path.insert(0, str(ROOT / "examples"))
+    import gpt2
+    model, inputs = gpt2.tiny()
+    cm = codesign.compile(model, inputs, target="h200")
+    assert "cost model: calibrated, measured on NVIDIA H200" in cm.report()
+    cm = codesign.compile(model, inputs, target="sn40l")
+    assert "cost model: ideal (datasheet peaks" in cm.report()
+    placed = {t.tier for t in cm.graph.types().values()}
+    if placed == {"sram"}:  # everything on chip: the headline has no HBM bytes
+        assert cm.fusion().fused.home_bytes == 0
+
+
+def test_cli_calibrate_and_profile_errors_are_one_line(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "codesign.cli", *args], capture_output=True, text=True,
+                              timeout=300)
+
+    out = run("calibrate", "--target", "h200", "--from-data", str(tmp_path / "nope.json"))
+    assert out.returncode == 1 and out.stderr.startswith("codesign: error: cannot read") and "Traceback" not in out.stderr
+    (tmp_path / "bad.json").write_text(json.dumps({"format": 99}))
+    out = run("calibrate", "--target", "h200", "--from-data", str(tmp_path / "bad.json"))
+    assert out.returncode == 1 and "not a codesign raw calibration file" in out.stderr
+    if not torch.cuda.is_available():
+        out = run("profile", str(ROOT / "examples" / "mlp.py") + ":tiny", "--target", "h200")
+        assert out.returncode == 1 and "needs a CUDA device" in out.stderr
