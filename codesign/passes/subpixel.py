@@ -40,7 +40,7 @@ from math import prod
 from typing import ClassVar, Sequence
 
 from codesign.frontend.builder import GraphBuilder
-from codesign.ir.graph import Graph, Node
+from codesign.ir.graph import Graph, Input, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops import get_op
 from codesign.ir.types import DType, TensorType
@@ -311,7 +311,8 @@ def _predicted(target, before: Sequence[Sequence[Node]], after: Sequence[Sequenc
             defined = {n.name for n in nodes}
             inputs = tuple(dict.fromkeys(o for n in nodes for o in n.operands if o not in defined))
             kernel = Kernel(f"k{i}", None, tuple(nodes), inputs, (nodes[-1].name,))
-            cost = model.kernel_cost(None, kernel, types)  # type: ignore[arg-type]
+            alone = Graph(f"k{i}", tuple(Input(v, types[v]) for v in inputs), tuple(nodes), kernel.outputs)
+            cost = model.kernel_cost(alone, kernel)
             total += cost.time
             flops += cost.total_flops
         return total, flops
