@@ -168,3 +168,36 @@ def test_cli_calibrate_and_profile_errors_are_one_line(tmp_path):
     if not torch.cuda.is_available():
         out = run("profile", str(ROOT / "examples" / "mlp.py") + ":tiny", "--target", "h200")
         assert out.returncode == 1 and "needs a CUDA device" in out.stderr
+
+
+class _Linear(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.fc = nn.Linear(k, n, bias=False)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_partition_hands_a_skinny_gemm_to_the_library_and_says_why():
+    """On the calibrated h200 a 16-row GEMM is predicted several times faster in cuBLAS (one
+    wave of 32 generated tiles leaves most SMs idle); the ledger has both times, the plan says
+    `implementation = "library"`, and the Triton program runs it as a library call that
+    matches eager."""
+    from codesign.codegen.triton.wrapper import Extern, generate
+    torch.manual_seed(0)
+    model = _Linear(512, 2048).eval()
+    x = torch.randn(16, 512)
+    cm = codesign.compile(model, (x,), target="h200", backend="triton")
+    graph = cm.graph_for("triton")
+    decisions = [d for d in cm.ledger if d.pass_name == "partition" and d.data.get("rule") == "library"]
+    assert decisions and decisions[0].choice == "library"
+    assert decisions[0].data["library_s"] < 0.9 * decisions[0].data["generated_s"]
+    assert [g.plan.implementation for g in graph.groups] == ["library"]
+    assert isinstance(generate(graph).units[0], Extern)
+    fresh = torch.randn(16, 512)
+    torch.testing.assert_close(cm(fresh), model(fresh), rtol=1e-4, atol=1e-4)
+    # an uncalibrated target never chooses: no decision, a generated kernel
+    plain = codesign.compile(model, (x,), target="h100", backend="triton")
+    assert not [d for d in plain.ledger if d.data.get("rule") == "library"]
+    assert all(g.plan.implementation is None for g in plain.graph_for("triton").groups)

@@ -84,6 +84,8 @@ class PartitionRules:
     move into the one group that reads them, where they fold into the loads.
     `inline_literals`: every kernel computes a literal constant it reads in place, so a group
     of literals only is dissolved (no kernel of its own).
+    `library`: templates whose lone op the backend can hand to the vendor library instead
+    (the pass chooses by the target's calibrated cost model, both times in the ledger).
     """
 
     templates: tuple["Template", ...]
@@ -92,6 +94,7 @@ class PartitionRules:
     check: Callable[[Graph, "Kernel"], str | None]
     sink_layout: bool = True
     inline_literals: bool = True
+    library: tuple["Template", ...] = ()
 
     def template_of(self, node: "Node") -> "Template | None":
         """The template `node` runs in, or None (it runs alone, as an extern call)."""

@@ -19,6 +19,7 @@ group 3 {anchor = "fc", chip_ratio = 1.02, chip_reads = [1.0, 4.0, 1.0], chip_ti
 | `chip_tile`    | `chip_tile`  | tiles sized to the whole chip's fast tier (what the home tier sees) |
 | `chip_reads`   | `chip_reads` | how many times each anchor operand is read from the home tier at the chip tiles |
 | `chip_ratio`   | `chip_ratio` | achieved / lower bound at the chip tiles |
+| `implementation` | `implementation` | `library`: the backend hands the group's one op to the vendor library (cuBLAS), which the calibrated cost model predicts faster than the generated kernel (`partition`); absent: generated |
 
 The key set is closed: a key outside this table (a misspelling such as `anchr`, or a
 decision no pass reads) is an error naming the key — a plan that is edited by hand and
@@ -46,8 +47,11 @@ LAYER = "layer"
 
 TILE_PREFIX = "tile_"
 RATIO_PREFIX = "ratio_"
-PLAIN_KEYS = ("anchor", "chip_ratio", "chip_reads", "chip_tile", "kind", "scheme")
-KEY_FORMS = ("kind", "anchor", "scheme", "tile_<tier>", "ratio_<tier>", "chip_tile", "chip_reads", "chip_ratio")
+PLAIN_KEYS = ("anchor", "chip_ratio", "chip_reads", "chip_tile", "implementation", "kind", "scheme")
+KEY_FORMS = ("kind", "anchor", "scheme", "tile_<tier>", "ratio_<tier>", "chip_tile", "chip_reads", "chip_ratio",
+             "implementation")
+LIBRARY = "library"
+"""`implementation` of a group whose one op runs in the vendor library."""
 _TIER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # as `MemoryTier.name` in the target schema
 
 
@@ -128,9 +132,10 @@ class GroupPlan:
     chip_tile: tuple[int, ...] | None = None
     chip_reads: tuple[float, ...] | None = None
     chip_ratio: float | None = None
+    implementation: str | None = None
 
     def __post_init__(self) -> None:
-        for key in ("kind", "anchor", "scheme"):
+        for key in ("kind", "anchor", "scheme", "implementation"):
             if getattr(self, key) is not None:
                 _text(key, getattr(self, key))
         tiles = {_tier(TILE_PREFIX + str(t), t): _ints(TILE_PREFIX + str(t), tuple(v) if isinstance(v, list) else v)
@@ -148,11 +153,11 @@ class GroupPlan:
 
     def __hash__(self) -> int:
         return hash((self.kind, self.anchor, self.scheme, tuple(self.tiles.items()), tuple(self.ratios.items()),
-                     self.chip_tile, self.chip_reads, self.chip_ratio))
+                     self.chip_tile, self.chip_reads, self.chip_ratio, self.implementation))
 
     def __reduce__(self):  # read-only mappings do not pickle; plain dicts do
         return (type(self), (self.kind, self.anchor, self.scheme, dict(self.tiles), dict(self.ratios),
-                             self.chip_tile, self.chip_reads, self.chip_ratio))
+                             self.chip_tile, self.chip_reads, self.chip_ratio, self.implementation))
 
     # -- text form ------------------------------------------------------------------------
     @classmethod
@@ -187,10 +192,15 @@ class GroupPlan:
         out.update((TILE_PREFIX + t, v) for t, v in self.tiles.items())
         out.update(plain("scheme"))
         out.update((RATIO_PREFIX + t, v) for t, v in self.ratios.items())
-        out.update(plain("chip_tile", "chip_reads", "chip_ratio"))
+        out.update(plain("chip_tile", "chip_reads", "chip_ratio", "implementation"))
         return MappingProxyType(out)
 
     # -- accessors ------------------------------------------------------------------------
+    @property
+    def uses_library(self) -> bool:
+        """Whether the backend runs the group's one op in the vendor library."""
+        return self.implementation == LIBRARY
+
     @property
     def is_layer(self) -> bool:
         """Whether the group streams as one dataflow layer (every intermediate buffered)."""

@@ -17,7 +17,12 @@ the rule and what the nodes became in `data`):
    its templates cannot express (`PartitionRules.check` says why), splits into the
    backend's regrouping of its nodes — or into lone nodes when that gives the group back;
 4. `constant`: a group of literal constants only is dissolved (each reader computes the
-   literal in place).
+   literal in place);
+5. `library`: on a calibrated target, a kernel of one op whose template the backend can hand
+   to the vendor library (`PartitionRules.library`: a GEMM on Triton) runs there when the
+   calibrated model predicts the library faster by more than 10% (a skinny GEMM: cuBLAS
+   splits K, one generated tile per SM cannot); both predicted times are in the ledger, and
+   the group's plan says `implementation = "library"`.
 
 Groups that keep their nodes keep their id and plan; new groups get ids after the largest
 id of the input, and the backend's plan (kind, anchor: no tiles). A backend without rules
@@ -29,6 +34,7 @@ before code generation (`CompiledModule.graph_for`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar
 
@@ -73,10 +79,11 @@ class Partition(Pass):
 
         def record(subject: str, choice: str, reason: str, **data) -> None:
             ctx.ledger.record(self.name, subject, choice, reason, backend=backend, **data)
-        return partition(graph, rules, record, backend)
+        return partition(graph, rules, record, backend, ctx.target)
 
 
-def partition(graph: Graph, rules, record: Record | None = None, backend: str = "the backend") -> Graph:
+def partition(graph: Graph, rules, record: Record | None = None, backend: str = "the backend",
+              target=None) -> Graph:
     """`graph` regrouped by `rules` (a `codesign.codegen.registry.PartitionRules`); each
     decision goes to `record(subject, choice, reason, **data)` when given."""
     record = record or (lambda *a, **k: None)
@@ -87,7 +94,44 @@ def partition(graph: Graph, rules, record: Record | None = None, backend: str = 
     graph = _split_unrunnable(graph, rules, record, fresh, backend)
     if rules.inline_literals:
         graph = _dissolve_constant_groups(graph, record)
+    if rules.library and target is not None and target.calibration is not None:
+        graph = _choose_library(graph, rules, record, fresh, target)
     return graph
+
+
+LIBRARY_MARGIN = 0.9  # the library must be predicted at least 10% faster to be chosen
+
+
+def _choose_library(graph: Graph, rules, record: Record, fresh: _Ids, target) -> Graph:
+    """Kernels of one library-capable op: generated or vendor library, by predicted time."""
+    from codesign.cost.model import CostModel, calibrated_time
+    model = CostModel(target)
+    efficiency = target.calibration.efficiency
+    types = graph.types()
+    assign = {n.name: n.group for n in graph.nodes}
+    plans = {g.id: g.plan for g in graph.groups}
+    changed = False
+    for kernel in kernels(graph):
+        if len(kernel.nodes) != 1 or get_op(kernel.nodes[0].op).template not in rules.library:
+            continue
+        node = kernel.nodes[0]
+        features = model.features(kernel, types)
+        generated = calibrated_time(features, target, efficiency)[0]
+        library = calibrated_time(features, target, efficiency, vendor=True)[0]
+        times = {"generated_s": generated, "library_s": library}
+        if library >= LIBRARY_MARGIN * generated:
+            record(f"%{node.name}", "generated", f"generated kernel predicted {generated * 1e6:.1f} us, the "
+                   f"vendor library {library * 1e6:.1f} us", rule="library", **times)
+            continue
+        group = node.group if node.group is not None else fresh()
+        kind, anchor = group_kind([node], False)
+        base = plans.get(group, GroupPlan(kind=kind, anchor=anchor))
+        plans[group] = dataclasses.replace(base, implementation="library")
+        assign[node.name] = group
+        changed = True
+        record(f"%{node.name}", "library", f"the vendor library predicted {library * 1e6:.1f} us, the "
+               f"generated kernel {generated * 1e6:.1f} us", rule="library", group=group, **times)
+    return _regrouped(graph, assign, plans) if changed else graph
 
 
 class _Ids:

@@ -45,10 +45,12 @@ class TritonBackend(Backend):
         the templates), split groups regrouped by `fuse_simple`, trailing layout ops sunk."""
         from codesign.codegen.triton.kernels import TEMPLATES, is_anchor
         from codesign.codegen.triton.wrapper import kernel_problem
+        from codesign.ir.ops import Template
         tiers = tuple(target.tier_names) if target is not None else ()
         return PartitionRules(templates=TEMPLATES, anchor=is_anchor,
                               regroup=lambda graph: fuse_simple(graph, keep_groups=True),
-                              check=lambda graph, kernel: kernel_problem(graph, kernel, tiers))
+                              check=lambda graph, kernel: kernel_problem(graph, kernel, tiers),
+                              library=(Template.gemm,))  # torch.matmul / F.linear: cuBLAS
 
     def build(self, graph, state, target, options) -> TritonModule:
         return TritonModule(graph, state, target, cache=bool(options.get("cache", True)),

@@ -149,7 +149,10 @@ def _generate(graph: Graph, tiers: Sequence[str]) -> Program:
         nodes = kernel.nodes
         if len(nodes) == 1:
             node = nodes[0]
-            if template_of(node) is None:
+            if kernel.group is not None and kernel.group.plan.uses_library:
+                program.units.append(Extern(node, f"{node.op} runs in the vendor library (cuBLAS through torch): "
+                                                  "the calibrated cost model predicts it faster (partition)"))
+            elif template_of(node) is None:
                 program.units.append(Extern(node, extern_reason(node)))
             elif is_view(node, graph.types()):
                 program.units.append(View(node))
