@@ -130,7 +130,7 @@ CNN = """graph @cnn(%x: f32[2,3,16,16], %c1: f32[8,3,3,3] param, %m1: f32[8] buf
 
 
 OP_SAMPLES: tuple[OpSample, ...] = (
-    OpSample("unary_float_ops", """graph @unary(%x: f32[4,8], %p: f32[4,8]) -> (f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], i1[4,8], f32[4,8]) {
+    OpSample("unary_float_ops", """graph @unary(%x: f32[4,8], %p: f32[4,8]) -> (f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], i1[4,8], f32[4,8], f32[4,8], f32[4,8]) {
   %neg = neg(%x) : f32[4,8]
   %abs = abs(%x) : f32[4,8]
   %exp = exp(%x) : f32[4,8]
@@ -153,7 +153,9 @@ OP_SAMPLES: tuple[OpSample, ...] = (
   %triu = triu(%x) {diagonal = -1} : f32[4,8]
   %not = logical_not(%x) : i1[4,8]
   %hsw = hardswish(%x) : f32[4,8]
-  return %neg, %abs, %exp, %log, %sqrt, %rsqrt, %rec, %tanh, %sig, %erf, %sin, %cos, %floor, %relu, %silu, %gelu, %gelu_tanh, %clamp, %tril, %triu, %not, %hsw
+  %ceil = ceil(%x) : f32[4,8]
+  %sign = sign(%x) : f32[4,8]
+  return %neg, %abs, %exp, %log, %sqrt, %rsqrt, %rec, %tanh, %sig, %erf, %sin, %cos, %floor, %relu, %silu, %gelu, %gelu_tanh, %clamp, %tril, %triu, %not, %hsw, %ceil, %sign
 }
 """, seed=0, inputs={"p": positive}),
     OpSample("binary_ops_broadcast_and_compare", """graph @binary(%a: f32[4,8], %b: f32[8], %c: f32[4,1], %p: f32[4,8]) -> (f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], f32[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], i1[4,8], f32[4,8], f32[4,8]) {
@@ -274,14 +276,15 @@ OP_SAMPLES: tuple[OpSample, ...] = (
   return %max, %max_ceil, %max_dil, %avg, %avg_ex, %avg_ceil
 }
 """, seed=8),
-    OpSample("gathers", """graph @gather(%ids: i64[2,5], %table: f32[10,8] param, %x: f32[3,10,4], %sel: i32[6], %r: i64[2,3], %s: i64[3]) -> (f32[2,5,8], f32[3,6,4], f32[3,2,3], f32[2,3,10,4]) {
+    OpSample("gathers", """graph @gather(%ids: i64[2,5], %table: f32[10,8] param, %x: f32[3,10,4], %sel: i32[6], %r: i64[2,3], %s: i64[3], %gi: i64[3,5,4]) -> (f32[2,5,8], f32[3,6,4], f32[3,2,3], f32[2,3,10,4], f32[3,5,4]) {
   %emb = embedding(%table, %ids) : f32[2,5,8]
   %pick = index_select(%x, %sel) {dim = 1} : f32[3,6,4]
   %adv = index(%x, %r, %s) {dim = 1} : f32[3,2,3]
   %rows = index(%x, %r) : f32[2,3,10,4]
-  return %emb, %pick, %adv, %rows
+  %gath = gather(%x, %gi) {dim = 1} : f32[3,5,4]
+  return %emb, %pick, %adv, %rows, %gath
 }
-""", seed=9, inputs={"ids": indices(10), "sel": indices(10),
+""", seed=9, inputs={"ids": indices(10), "sel": indices(10), "gi": indices(10),
                      "r": lambda shape: torch.randint(-3, 3, shape), "s": lambda shape: torch.randint(-4, 4, shape)}),
     OpSample("layout_ops", """graph @layout(%x: f32[2,8,3], %y: f32[2,4,3], %img: f32[1,8,3,3]) -> (f32[4,12], f32[12,4], f32[3,8,2], f32[5,2,8,3], f32[2,3,3], f32[2,12,3], f32[2,9,4], f32[2,6,2], f32[1,2,6,6], f32[1,32,1,1], f32[1,8,6,9], f32[48]) {
   %flat = reshape(%x) {shape = [4, 12]} : f32[4,12]

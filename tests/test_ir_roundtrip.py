@@ -44,7 +44,7 @@ def pointwise_graph() -> Graph:
     y = inp(b, "model.y", T(3, 4), InputKind.param, "model.layers.0.y")
     outs = []
     for op in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal", "tanh", "sigmoid", "erf",
-               "sin", "cos", "floor", "relu", "silu", "hardswish"):
+               "sin", "cos", "floor", "ceil", "sign", "relu", "silu", "hardswish"):
         outs.append(b.add(op, [x]))
     outs.append(b.add("gelu", [x], {"approximate": "tanh"}))
     outs.append(b.add("clamp", [x], {"min": -0.5, "max": None}))
@@ -139,7 +139,8 @@ def contraction_graph() -> Graph:
             b.add("embedding", [table, ids]),
             b.add("index_select", [table, flat], {"dim": 0}),
             b.add("index", [table, ids]),
-            b.add("index", [img, ids, flat], {"dim": 1})]
+            b.add("index", [img, ids, flat], {"dim": 1}),
+            b.add("gather", [table, ids], {"dim": 0})]
     return b.finish(outs)
 
 

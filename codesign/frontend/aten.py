@@ -168,7 +168,7 @@ def _unary(op: str):
 
 
 for _name in ("neg", "abs", "exp", "log", "sqrt", "rsqrt", "reciprocal", "tanh", "sigmoid", "erf",
-              "sin", "cos", "floor", "relu", "silu"):
+              "sin", "cos", "floor", "ceil", "sign", "relu", "silu"):
     converts(_name)(_unary(_name))
 converts("hardswish", keep=("hardswish.default",))(_unary("hardswish"))
 converts("logaddexp", keep=("logaddexp.default",))(_binary("logaddexp"))
@@ -276,7 +276,7 @@ def _arange(c: Ctx, *args, **kw):
 def _reduction(op: str):
     def convert(c: Ctx, x, dim=None, keepdim=False, *, dtype=None, **_):
         rank = c.t(x).rank
-        if op in ("sum", "mean") and dtype is None and c.t(x).dtype is not c.out.dtype:
+        if op in ("sum", "mean", "prod") and dtype is None and c.t(x).dtype is not c.out.dtype:
             x = Val(c.b.cast(x, c.out.dtype))
         elif dtype is not None:
             x = Val(c.b.cast(x, DType.from_torch(dtype)))
@@ -380,6 +380,11 @@ def _embedding(c: Ctx, weight, indices, *rest, **_):
 @converts("index_select")
 def _index_select(c: Ctx, x, dim, index):
     return c.add("index_select", [x, index], {"dim": norm_dim(dim, c.t(x).rank)})
+
+
+@converts("gather")
+def _gather(c: Ctx, x, dim, index, *, sparse_grad=False):
+    return c.add("gather", [x, index], {"dim": norm_dim(dim, c.t(x).rank)})
 
 
 @converts("index")

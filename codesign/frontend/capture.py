@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
+from torch._decomp import get_decompositions
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind as ExportInputKind
 from torch.export.graph_signature import OutputKind as ExportOutputKind
@@ -91,8 +92,14 @@ _KEEP = ("scaled_dot_product_attention.default", "linear.default", "layer_norm.d
          "conv2d.default", "conv1d.default", "conv3d.default")
 
 
+# Core ATen ops that the default table keeps but no IR op models: torch's own decompositions
+# (source coordinates from `arange`, `index` gathers, lerps) lower them to ops that convert.
+_DECOMPOSE = ("upsample_linear1d", "upsample_bilinear2d", "upsample_trilinear3d", "upsample_bicubic2d")
+
+
 def decomposition_table() -> dict:
     table = torch.export.default_decompositions()
+    table.update(get_decompositions([getattr(torch.ops.aten, name) for name in _DECOMPOSE]))
     for name in (*_KEEP, *sorted(aten.KEPT_WHOLE)):
         packet, overload = name.split(".")
         op = getattr(getattr(torch.ops.aten, packet, None), overload, None)

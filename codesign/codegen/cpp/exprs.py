@@ -61,13 +61,13 @@ def render(expr: AffineExpr, dims: Sequence[str], extents: Sequence[int]) -> str
 
 
 def decompose(row: str, shape: Sequence[int]) -> list[str]:
-    """The multi-index of row-major position `row` in `shape`, as C++ expressions."""
+    """The multi-index of row-major position `row` (any C++ expression) in `shape`."""
     out, outer = [], True
     for n, st in zip(shape, strides(shape)):
         if n == 1:
             out.append("0")
             continue
-        q = f"({row} / {st})" if st != 1 else f"({row})"
+        q = f"(({row}) / {st})" if st != 1 else f"({row})"  # `row` may be a sum: divide all of it
         out.append(q if outer else f"({q} % {n})")
         outer = False
     return out

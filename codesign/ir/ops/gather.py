@@ -1,4 +1,4 @@
-"""Data-dependent reads: embedding lookup and index_select.
+"""Data-dependent reads: embedding lookup, index_select, advanced indexing and gather.
 
 The table operand's map is `None` (indirect): which row is read depends on the index
 values. Everything else about them (the index operand, the result) is affine.
@@ -45,6 +45,12 @@ def _index_body(ops, res: TensorType, attrs) -> Expr:
     picked = [_wrapped(_picked(ops, i + 1), x.shape[dim + i]) for i in range(len(indices))]
     index = [Loop(d) for d in range(dim)] + picked + [Loop(d) for d in range(dim + block, res.rank)]
     return Load(0, x.dtype, index=tuple(index))
+
+
+def _gather_body(ops, res: TensorType, attrs) -> Expr:
+    index = [Loop(d) for d in range(res.rank)]
+    index[attrs["dim"]] = _picked(ops, 1)
+    return Load(0, ops[0].dtype, index=tuple(index))
 
 
 def _require_int(t: TensorType, op: str) -> None:
@@ -136,3 +142,29 @@ register(OpDef(
     template=Template.elementwise, pointer_operands=(0,),
     doc="advanced indexing x[:, ..., i0, i1, ...]: integer index tensors (broadcast together) "
         "on consecutive dims from `dim`"))
+
+
+def _gather_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
+    """torch.gather: the result has the index's shape; every other dim indexes x directly."""
+    x, idx = operands
+    _require_int(idx, "gather")
+    dim = attrs["dim"]
+    if idx.rank != x.rank or not 0 <= dim < x.rank:
+        raise ShapeError(f"gather needs indices of x's rank and a dim in range, got x {list(x.shape)}, "
+                         f"indices {list(idx.shape)}, dim={dim}")
+    if any(i > n for d, (i, n) in enumerate(zip(idx.shape, x.shape)) if d != dim):
+        raise ShapeError(f"gather: indices {list(idx.shape)} larger than x {list(x.shape)} off dim {dim}")
+    return TensorType(idx.shape, x.dtype)
+
+
+register(OpDef(
+    name="gather", kind=OpKind.gather, min_operands=2, max_operands=2,
+    infer=_gather_infer,
+    run=lambda call: torch.gather(call.args[0], call.attrs["dim"], call.args[1]),
+    structure=lambda ops, res, at: Structure(
+        tuple(IterDim(s) for s in res.shape),
+        (None, AffineMap.identity(res.rank)), AffineMap.identity(res.rank), "gather",
+        _gather_body(ops, res, at)),
+    flops=lambda ops, res, at: 0, attrs={"dim": AttrSpec((int,), required=True)},
+    doc="torch.gather(x, dim, indices): out[..., i, ...] = x[..., indices[..., i, ...], ...] on dim",
+    template=Template.elementwise, pointer_operands=(0,)))

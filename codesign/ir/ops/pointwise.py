@@ -110,6 +110,21 @@ def _floor(ops, result, attrs) -> Expr:
     return apply(Prim.floor, x) if x.dtype.is_float else x
 
 
+def _ceil(ops, result, attrs) -> Expr:
+    """-floor(-x): exact in IEEE arithmetic, signed zeros included."""
+    (x,) = _args(ops)
+    return apply(Prim.neg, apply(Prim.floor, apply(Prim.neg, x))) if x.dtype.is_float else x
+
+
+def _sign(ops, result, attrs) -> Expr:
+    """(x > 0) - (x < 0), as torch computes it: 0 for NaN and for -0.0."""
+    (x,) = _args(ops)
+    if x.dtype is DType.i1:
+        return x
+    zero = _zero_like(x)
+    return apply(Prim.sub, cast(apply(Prim.gt, x, zero), x.dtype), cast(apply(Prim.lt, x, zero), x.dtype))
+
+
 def _relu(ops, result, attrs) -> Expr:
     (x,) = _args(ops)
     return select(apply(Prim.lt, x, _zero_like(x)), _zero_like(x), x)
@@ -259,6 +274,8 @@ _define("erf", 1, torch.erf, _unary(Prim.erf), float_only=True)
 _define("sin", 1, torch.sin, _unary(Prim.sin), float_only=True)
 _define("cos", 1, torch.cos, _unary(Prim.cos), float_only=True)
 _define("floor", 1, torch.floor, _floor)
+_define("ceil", 1, torch.ceil, _ceil)
+_define("sign", 1, torch.sign, _sign, flops=3)
 _define("relu", 1, torch.relu, _relu)
 _define("silu", 1, F.silu, _silu, float_only=True, flops=4)
 _define("gelu", 1, lambda x, approximate="none": F.gelu(x, approximate=approximate), _gelu,
