@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from iree.compiler import ir
-from iree.compiler.dialects import math
+from iree.compiler.dialects import arith, math
 
 from codesign.export import mlir_scalar as S
 from codesign.export.mlir_builder import Builder
@@ -100,11 +100,12 @@ def centered_square_sum(b: Builder, value: ir.Value, dtype: DType, dims: Sequenc
     return reduce(b, value, dtype, dims, 0, combine, extra=[(center, kept_map(rank, dims))])
 
 
-def softmax(b: Builder, x: ir.Value, dtype: DType, dim: int, log: bool = False) -> ir.Value:
+def softmax(b: Builder, x: ir.Value, dtype: DType, dim: int, log: bool = False, safe: bool = False) -> ir.Value:
     """Stable softmax along `dim`: max-reduce, exp(x - max), sum-reduce, divide.
 
     `log=True` gives log_softmax as (x - max) - log(sum). `dtype` must be a float type in
-    which to compute (widen half types first).
+    which to compute (widen half types first). `safe=True`: a row that is all -inf gives 0
+    (SDPA's `_safe_softmax`), not NaN.
     """
     shape = list(x.type.shape)
     rank = len(shape)
@@ -116,5 +117,10 @@ def softmax(b: Builder, x: ir.Value, dtype: DType, dim: int, log: bool = False) 
     if log:
         return b.map_elements([x, peak, total], [ident, kept, kept], shape, dtype,
                               lambda v, m, s: [S.sub(dtype, S.sub(dtype, v, m), math.log(s))])
+    if safe:
+        minus_inf = b.constant(dtype, float("-inf"))
+        return b.map_elements([exps, total, peak], [ident, kept, kept], shape, dtype,
+                              lambda e, s, m: [arith.select(S.compare(dtype, "eq", m, minus_inf),
+                                                            b.constant(dtype, 0.0), S.div(dtype, e, s))])
     return b.map_elements([exps, total], [ident, kept], shape, dtype,
                           lambda e, s: [S.div(dtype, e, s)])

@@ -359,7 +359,7 @@ def lower_attention(c: NodeContext) -> ir.Value:
             s = arith.addf(s, S.cast(b, mask[0], mask_dtype, work))
         return [s]
     masked = b.map_elements(inputs, maps, scores_shape, work, mask_body)
-    probs = K.softmax(b, masked, work, nb + 1)
+    probs = K.softmax(b, masked, work, nb + 1, safe=True)  # a row with every key masked: 0
 
     out_shape = list(c.type.shape)
     (out,) = b.generic(
