@@ -205,3 +205,31 @@ def test_eager_masked_attention_is_fused_only_when_no_row_is_fully_masked(fill, 
     want = model(*fresh)
     got = codesign.compile(captured, target="cpu-host", backend="cpp")(*fresh)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, equal_nan=True)
+
+
+class _TritonFound(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(3, 4, generator=gen), requires_grad=False)
+        self.v = torch.nn.Parameter(torch.randn(4, generator=gen), requires_grad=False)
+
+    def forward(self, x, h):
+        return (F.linear(torch.tanh(x), self.w),  # a linear of a 1-d input
+                torch.exp(x) @ self.v,  # a 0-d GEMM result
+                h + torch.arange(h.shape[-1], dtype=h.dtype))  # a bf16 iota
+
+
+def test_triton_kernels_the_random_programs_broke():
+    """Three Triton bugs the random programs found: a linear of a 1-d input crashed in the
+    GEMM template (no m dim); a 0-d GEMM result was stored by every lane of the tile, the
+    padding lanes' 0 last; a bf16 iota was cast from f64 directly, which Triton's interpreter
+    gets wrong (now through f32, as torch rounds)."""
+    pytest.importorskip("triton")
+    gen = torch.Generator().manual_seed(1)
+    make = lambda: (torch.randn(4, generator=gen), torch.randn(2, 3, 4, generator=gen).bfloat16())  # noqa: E731
+    inputs, fresh = make(), make()
+    want = _TritonFound()(*fresh)
+    got = codesign.compile(_TritonFound(), inputs, target="h200", backend="triton")(*fresh)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)  # bf16: one rounding step (the interpreter truncates)

@@ -185,9 +185,14 @@ class KernelWriter:
         elif t.dtype in (DType.f16, DType.bf16) or work_dtype(v.dtype) != t.dtype:
             text = f"{paren(text)}.to({TL_DTYPE[t.dtype]})"
         address = index.linear()
-        if address == "0":  # a single element: every lane writes the same value
-            address = f"tl.zeros({index.tile}, tl.int32)"
-        mask = index.mask_for(address)
+        mask, full = index.mask_for(address), index.mask_text()
+        if address == "0" or mask != full:
+            # lanes the address does not tell apart (a single element; a dim of size 1) may
+            # hold other values (a GEMM tile's padding rows): the pointer takes the tile's
+            # shape so the whole mask applies, and only valid lanes store
+            address = f"tl.zeros({index.tile}, tl.int32)" if address == "0" else \
+                f"{paren(address)} + tl.zeros({index.tile}, tl.int32)"
+            mask = full
         self.emit(f"tl.store({self.ptr(name)} + {address}, {text}" + (f", mask={mask})" if mask else ")"))
 
     def operand_index(self, node: Node, i: int, index: Index, st: Structure) -> Index:
@@ -721,7 +726,8 @@ def matmul_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] 
         factors = []
         if plan.batch:
             factors.append(Factor("bidx", plan.batch[0], plan.batch[-1] + 1))
-        factors.append(Factor("offs_m", plan.m[0], plan.m[-1] + 1))
+        if plan.m:  # a linear of a 1-d input has no m dim: its one row is offs_m == 0
+            factors.append(Factor("offs_m", plan.m[0], plan.m[-1] + 1))
         factors.append(Factor("offs_n", plan.n, plan.n + 1))
         factors.append(Factor(k_var, plan.k, plan.k + 1))
         return Index(tuple(sizes), tuple(factors), conds, tile_text)

@@ -51,6 +51,8 @@ def cast_text(text: str, src: DType, dst: DType) -> str:
     if dst is DType.i1:
         return f"({text} != 0)"
     if dst in (DType.f16, DType.bf16):
+        if src is DType.f64:  # via f32, as torch's (c10's half types take a float); Triton's
+            text = f"{paren_(text)}.to(tl.float32)"  # interpreter mis-converts f64 to bf16
         return f"{paren_(text)}.to({TL_DTYPE[dst]}).to(tl.float32)"
     if dst.is_float and work_dtype(src) is dst:
         return text
