@@ -93,7 +93,9 @@ def group(graph):
     if ARGS.fusion == "pass":
         from codesign.passes import PassContext, PassManager
         from codesign.targets import load_target
-        return PassManager("canonicalize,dce,fuse,tile").run(graph, PassContext(target=load_target(TARGET_NAME)))
+        # what CompiledModule runs before Triton code generation (graph_for): the backend's partition
+        return PassManager("canonicalize,dce,fuse,tile,partition{backend=triton}").run(
+            graph, PassContext(target=load_target(TARGET_NAME)))
     return fuse_simple(graph)
 
 

@@ -13,7 +13,7 @@ what-if times; `must_fuse` fails with those reasons when named nodes end apart.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from codesign.cost.model import CostModel
@@ -296,10 +296,16 @@ class Fuse(Pass):
     min_saving: float = 0.0
     stream_layers: bool = True
     must_fuse: tuple[str, ...] = ()
+    model: str = field(default="ideal", metadata={
+        "doc": "the cost model profitability asks: ideal (peaks) or calibrated (the target's calibration). "
+               "Ideal by default: on the H200 the calibrated decisions ran GPT-2 3% and an MLP block 6% "
+               "slower (BENCHMARKS.md), so they stay opt-in until the calibration meets its goals"})
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.min_saving <= 1.0:  # seconds; also refuses nan and inf
             raise ValueError(f"min_saving must be seconds in [-1, 1], got {self.min_saving}")
+        if self.model not in ("ideal", "calibrated"):
+            raise ValueError(f"model must be 'ideal' or 'calibrated', got {self.model!r}")
 
     def run(self, graph: Graph, ctx: PassContext) -> Graph:
         if ctx.target is None:
@@ -309,7 +315,8 @@ class Fuse(Pass):
                           graph.outputs, ())
         streaming = self.stream_layers and ctx.target.streams_layers
         policy = FusionPolicy(self.min_saving, streaming)
-        cost = CostModel(ctx.target)
+        target = ctx.target if self.model == "calibrated" else ctx.target.model_copy(update={"calibration": None})
+        cost = CostModel(target)
         part, evaluations = greedy_fuse(graph, cost, policy)
         for subject in sorted(evaluations, key=lambda s: _edge_order(part, evaluations[s])):
             ev = evaluations[subject]
