@@ -48,6 +48,7 @@ from codesign.passes.manager import PassContext
 from codesign.passes.registry import Pass, register_pass
 
 WHEN = ("auto", "always")
+CONV, PAD, CAST, UPSAMPLE = (get_op(name) for name in ("conv", "pad", "cast", "upsample_nearest"))
 
 
 @dataclass(frozen=True)
@@ -131,15 +132,15 @@ class Match:
 def _match(node: Node, producers: dict[str, Node], types: dict[str, TensorType]) -> Match | str | None:
     """The match for a conv fed by an upsample; a reason string when it is not exact; None
     when the conv does not read an upsample at all (nothing to say)."""
-    if node.op != "conv":
+    if get_op(node.op) is not CONV:
         return None
     x = producers.get(node.operands[0])
     pad = cast = None
-    if x is not None and x.op == "pad":
+    if x is not None and get_op(x.op) is PAD:
         pad, x = x, producers.get(x.operands[0])
-    if x is not None and x.op == "cast":  # diffusers upsamples bf16 in f32 and casts back
+    if x is not None and get_op(x.op) is CAST:  # diffusers upsamples bf16 in f32 and casts back
         cast, x = x, producers.get(x.operands[0])
-    if x is None or x.op != "upsample_nearest":
+    if x is None or get_op(x.op) is not UPSAMPLE:
         return None
     attrs = get_op("conv").attr_values(node.attrs)
     nsp = len(attrs["stride"])
