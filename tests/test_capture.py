@@ -226,3 +226,30 @@ def test_clamp_with_tensor_bounds_and_int_input():
     cm = capture(Clamp(), (x, lo, i))
     for got, want in zip(cm.run(x, lo, i), Clamp()(x, lo, i)):
         assert got.dtype == want.dtype and torch.allclose(got, want)
+
+
+def test_native_batch_norm_outputs_and_no_stats_overload_refuse_clearly():
+    """OpInfo's `_native_batch_norm_legit` samples crashed capture with an IndexError: an
+    output index past the converter's tuple, and the no-statistics overload's shifted args."""
+    import codesign
+    from codesign.frontend import CaptureError
+
+    class WithStats(torch.nn.Module):
+        def forward(self, x, w, b, rm, rv):
+            out = torch.ops.aten._native_batch_norm_legit(x, w, b, rm, rv, False, 0.1, 1e-5)
+            return out[0] + 0.0
+
+    class NoStats(torch.nn.Module):
+        def forward(self, x):
+            return torch.ops.aten._native_batch_norm_legit(x, None, None, True, 0.5, 1e-5)[0]
+
+    x = torch.randn(3, 2, 4)
+    args = (x, torch.rand(2) + 0.5, torch.randn(2), torch.randn(2), torch.rand(2) + 0.5)
+    try:  # export writes the (unchanged) statistics back to the inputs: those outputs are refused by name
+        cm = codesign.compile(WithStats(), args, target="cpu-host")
+    except CaptureError as exc:
+        assert "_native_batch_norm_legit" in str(exc) and "not supported" in str(exc)
+    else:
+        torch.testing.assert_close(cm(*args), WithStats()(*args))
+    with pytest.raises(CaptureError, match="without running statistics"):
+        codesign.compile(NoStats(), (x,), target="cpu-host")

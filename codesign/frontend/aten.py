@@ -505,8 +505,10 @@ def _group_norm(c: Ctx, x, *args):
 
 @converts("_native_batch_norm_legit_no_training", "batch_norm", "_native_batch_norm_legit",
           "native_batch_norm", "_native_batch_norm_legit_functional")
-def _batch_norm(c: Ctx, x, weight, bias, running_mean, running_var, *rest):
+def _batch_norm(c: Ctx, x, weight, bias, running_mean, running_var=None, *rest):
     name = c.node.target.__name__.split(".")[0]
+    if isinstance(running_mean, bool):  # the `no_stats` overload: (x, weight, bias, training, momentum, eps)
+        raise ConversionError("batch_norm without running statistics is not supported")
     if name == "batch_norm":
         training, _momentum, eps = rest[0], rest[1], rest[2]
     elif name in ("_native_batch_norm_legit", "native_batch_norm", "_native_batch_norm_legit_functional"):

@@ -213,7 +213,7 @@ def convert_fx(gm: torch.fx.GraphModule, name: str,
             value = env.get(source)
             if isinstance(value, _Missing):
                 env[node] = value
-            elif isinstance(value, tuple) and value[index] is not None:
+            elif isinstance(value, tuple) and index < len(value) and value[index] is not None:
                 env[node] = value[index]
             else:
                 env[node] = _Missing()
