@@ -162,7 +162,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         sys.stdout.write(print_graph(module.graph))
     elif args.emit == "mlir":
         sys.stdout.write(module.to_mlir().rstrip("\n") + "\n")
-    if args.report or args.emit is None:
+    if args.json:
+        import json
+        sys.stdout.write(json.dumps(module.summary(), indent=2, sort_keys=True) + "\n")
+    elif args.report or args.emit is None:
         sys.stdout.write(module.report().rstrip("\n") + "\n")
     return 0
 
@@ -185,11 +188,22 @@ def _cmd_passes(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------
+def _version() -> str:
+    """The installed distribution's version (no torch import), else the package's."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("codesign")
+    except PackageNotFoundError:
+        from codesign import __version__
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codesign", description="Hardware co-design compiler and dataflow mapper for PyTorch models.")
     parser.add_argument("--traceback", action="store_true",
                         help="show the Python traceback of an error instead of one message")
+    parser.add_argument("--version", action="version", version=f"codesign {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     # `--traceback` is also accepted after the sub-command (SUPPRESS: don't reset the global one)
     common = argparse.ArgumentParser(add_help=False)
@@ -222,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--passes", metavar="PIPELINE", help="pass pipeline (default: the compiler's)")
     compile_.add_argument("--save", type=Path, metavar="DIR", help="save dumps, code and plan to DIR")
     compile_.add_argument("--must-fuse", metavar="A,B", help="node names that must end in one kernel")
+    compile_.add_argument("--json", action="store_true",
+                          help="print the plan as JSON (what plan.json holds) instead of the report")
     add_instrumentation_args(compile_)
     compile_.set_defaults(func=_cmd_compile)
 

@@ -482,3 +482,21 @@ def test_pass_numeric_options_are_range_checked(graph_file, capsys, pipeline, me
     assert main(["opt", str(graph_file), "--target", "h100", "--passes", pipeline]) == 1
     err = capsys.readouterr().err
     assert err.startswith("codesign: error: pass ") and message in err and "Traceback" not in err
+
+
+def test_version_and_json_outputs(capsys) -> None:
+    import json
+
+    import codesign
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"codesign {codesign.__version__}"
+    assert main(["targets", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in listed] == codesign.targets.list_targets()
+    assert main(["targets", "show", "h200", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["memory"][1]["bandwidth"] == pytest.approx(4.8e12) and shown["calibration"]["source"] == "measured"
+    root = Path(__file__).resolve().parents[1]
+    assert main(["compile", f"{root}/examples/mlp.py:tiny", "--target", "cpu-host", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["target"] == "cpu-host" and plan["fusion"]["fused_kernels"] >= 1

@@ -32,10 +32,12 @@ def add_targets_parser(subparsers: Any) -> None:
     commands = targets.add_subparsers(dest="targets_command", metavar="COMMAND")
 
     listing = commands.add_parser("list", help="table of the bundled targets")
+    listing.add_argument("--json", action="store_true", help="print every bundled target as JSON (SI units)")
     listing.set_defaults(func=_list)
 
     show = commands.add_parser("show", help="every field of one target, with units")
     show.add_argument("target", metavar="NAME_OR_FILE", help="bundled name or .yaml path")
+    show.add_argument("--json", action="store_true", help="print the target as JSON (SI units)")
     show.set_defaults(func=_show)
 
     validate = commands.add_parser("validate", help="check a target file, report all problems")
@@ -66,7 +68,16 @@ def _peak(target: Target, dtype: str) -> str:
         return "-"
 
 
+def _as_json(target: Target) -> dict:
+    """The validated target as plain data: bytes, bytes/s, FLOP/s and seconds."""
+    return target.model_dump(mode="json")
+
+
 def _list(args: argparse.Namespace) -> int:
+    if getattr(args, "json", False):
+        data = [_as_json(load_target(name)) for name in list_targets()]
+        sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        return 0
     table = Table(title="bundled targets")
     for column in ("name", "kind", "sockets", "peak bf16", "memory (per socket)"):
         table.add_column(column, no_wrap=column != "memory (per socket)")
@@ -84,6 +95,9 @@ def _show(args: argparse.Namespace) -> int:
     except TargetError as exc:
         print(f"codesign: error: {exc}", file=sys.stderr)
         return 1
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(_as_json(target), indent=2, sort_keys=True) + "\n")
+        return 0
     console = _console()
     console.print(f"{target.name}: {target.description}")
 
