@@ -19,6 +19,7 @@ from scipy.optimize import least_squares
 
 from codesign.calibrate.measure import RawData
 from codesign.calibrate.profile import KernelTime
+from codesign.calibrate.validate import percentile
 from codesign.cost.model import calibrated_time
 from codesign.targets import Target
 from codesign.targets.calibration import Calibration, Efficiency, FitQuality
@@ -126,9 +127,8 @@ def quality(kernels: list[KernelTime], target: Target, efficiency: Efficiency) -
     errs = sorted(errors(kernels, target, efficiency))
     if not errs:
         return FitQuality(kernels=0, median_abs_error=0.0, p90_abs_error=0.0)
-    p90 = errs[min(len(errs) - 1, math.ceil(0.9 * len(errs)) - 1)]
     return FitQuality(kernels=len(errs), median_abs_error=_round(statistics.median(errs)),
-                      p90_abs_error=_round(p90))
+                      p90_abs_error=_round(percentile(errs, 0.9)))
 
 
 def host_costs(raw: RawData) -> tuple[float, float, float]:

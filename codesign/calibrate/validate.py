@@ -15,7 +15,7 @@ from pathlib import Path
 
 from codesign.calibrate.measure import RawData
 from codesign.cost.features import KernelFeatures
-from codesign.cost.model import calibrated_time, host_time, peak_flops
+from codesign.cost.model import calibrated_time, combine_host, host_time, peak_flops
 from codesign.ir.types import DType
 from codesign.targets import Target
 
@@ -35,7 +35,8 @@ def predict(features: KernelFeatures, target: Target, vendor: bool = False) -> f
     return calibrated_time(features, target, target.calibration.efficiency, vendor)[0]
 
 
-def _percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile as the ceil(q·n)-th smallest value (what the calibration goals count)."""
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -61,21 +62,21 @@ def validate(raw: RawData, target: Target) -> dict:
         if efficiency is None:
             total = device
         else:
-            host = efficiency.host_per_call + sum(host_time(f, efficiency) for f in
-                                                  [k.features for k in program.kernels] + list(program.extern_features))
-            total = max(device, host) if efficiency.asynchronous_launch else device + host
+            launches = sum(host_time(f, efficiency) for f in
+                           [k.features for k in program.kernels] + list(program.extern_features))
+            total = combine_host(device, launches, efficiency)
         program_err = abs(total / program.wall_seconds - 1.0) if program.wall_seconds > 0 else float("inf")
         all_errors += errs
         program_errors.append(program_err)
         programs.append({"case": program.case, "kernels": len(errs), "median_abs_error": statistics.median(errs) if errs else 0.0,
-                         "p90_abs_error": _percentile(errs, 0.9), "predicted_seconds": total,
+                         "p90_abs_error": percentile(errs, 0.9), "predicted_seconds": total,
                          "wall_seconds": program.wall_seconds, "program_abs_error": program_err,
                          "measured_kernel_seconds": sum(k.seconds for k in program.kernels),
                          "measured_other_device_seconds": program.other_device_seconds,
                          "predicted_extern_seconds": extern_device, "externs": len(program.extern_features)})
     summary = {"kernels": len(all_errors), "programs": len(programs),
                "median_abs_error": statistics.median(all_errors) if all_errors else 0.0,
-               "p90_abs_error": _percentile(all_errors, 0.9),
+               "p90_abs_error": percentile(all_errors, 0.9),
                "program_median_abs_error": statistics.median(program_errors) if program_errors else 0.0,
                "model": "calibrated" if efficiency else "ideal (datasheet peaks)"}
     return {"summary": summary, "programs": programs, "kernels": kernels}

@@ -292,7 +292,13 @@ def program_time(costs: Sequence[KernelCost], efficiency: Efficiency | None) -> 
     device = sum(c.time for c in costs)
     if efficiency is None:
         return device
-    host = efficiency.host_per_call + sum(c.host for c in costs)
+    return combine_host(device, sum(c.host for c in costs), efficiency)
+
+
+def combine_host(device: float, launches: float, efficiency: Efficiency) -> float:
+    """Device time and the host's launch time (plus its cost per call) as one program time:
+    the larger when the host launches asynchronously (a GPU stream), else their sum."""
+    host = efficiency.host_per_call + launches
     return max(device, host) if efficiency.asynchronous_launch else device + host
 
 
