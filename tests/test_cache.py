@@ -369,6 +369,40 @@ def test_a_triton_kernel_failing_at_launch_falls_back_for_that_kernel(mlp, monke
         matches_eager(model, cm, inputs, seed=2)
 
 
+def test_a_kernel_out_of_shared_memory_is_retried_with_one_stage(mlp, monkeypatch):
+    """A kernel that fits only without software pipelining runs with num_stages=1 and stays
+    Triton (a KernelRetileWarning names it); nothing falls back."""
+    pytest.importorskip("triton")
+    from triton.runtime.errors import OutOfResources
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from codesign.codegen.triton.fallback import KernelFallbackWarning, KernelRetileWarning
+    model, inputs = mlp
+    cm = codesign.compile(model, inputs, target="h200", backend="triton")
+    program = cm.program("triton")
+    staged = [k["name"] for k in program.meta["kernels"] if f"{k['name']}[" in program.source
+              and "num_stages=1)" not in program.source.split(f"{k['name']}[", 1)[1].split("\n", 1)[0]]
+    assert staged, program.report()
+    victim = staged[0]
+    real = InterpretedFunction.run
+    stages: list[int] = []
+
+    def run(self, *args, **kwargs):
+        if self.fn.__name__ == victim:
+            stages.append(kwargs.get("num_stages"))
+            if kwargs.get("num_stages", 1) > 1:
+                raise OutOfResources(300_000, 232_448, "shared memory")
+        return real(self, *args, **kwargs)
+    monkeypatch.setattr(InterpretedFunction, "run", run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", KernelFallbackWarning)
+        with pytest.warns(KernelRetileWarning, match=rf"Triton kernel {victim} did not fit .* num_stages=1"):
+            matches_eager(model, cm, inputs, seed=1)
+        matches_eager(model, cm, inputs, seed=2)
+    assert program.guards[victim].failure is None and program.guards[victim].overrides == {"num_stages": 1}
+    assert stages[0] > 1 and set(stages[1:]) == {1}
+
+
 def test_entries_built_under_a_permissive_umask_are_trusted():
     old = os.umask(0o002)
     try:

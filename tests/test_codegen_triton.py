@@ -434,3 +434,59 @@ def test_the_compiler_partitions_for_triton_and_falls_back_on_an_unrunnable_plan
     with pytest.warns(UserWarning, match=r"triton backend cannot compile @ln_linear \(group 0 .*interpreter"):
         got = edited(*inputs)
     assert rel_err(got, want) <= F32_TOL and edited.graph_for("triton") is graph
+
+
+# -- identical kernels defined once; CUDA graphs ------------------------------------------------------
+TWO_LAYERS = """
+graph @two(%x: f32[4,16], %w1: f32[16,16] param, %w2: f32[16,16] param) -> (f32[4,16]) {
+  group 0 {kind = "gemm"}
+  group 1 {kind = "gemm"}
+  %h = linear(%x, %w1) : f32[4,16] group(0)
+  %g = gelu(%h) {approximate = "none"} : f32[4,16] group(0)
+  %r = add(%g, %x) : f32[4,16] group(0)
+  %h2 = linear(%r, %w2) : f32[4,16] group(1)
+  %g2 = gelu(%h2) {approximate = "none"} : f32[4,16] group(1)
+  %r2 = add(%g2, %r) : f32[4,16] group(1)
+  return %r2
+}
+"""
+
+
+def test_a_layer_repeated_is_one_kernel_defined_once():
+    """Two layers computing the same function on other buffers share one @triton.jit kernel
+    (Triton compiles it once); the second kernel is bound to the first by name, and both run."""
+    mod = check(TWO_LAYERS, kernels=1)
+    assert len(mod.meta["kernels"]) == 2
+    second = mod.meta["kernels"][1]["name"]
+    assert f"{second} = {mod.meta['kernels'][0]['name']}" in mod.source
+
+
+def test_kernels_that_differ_are_not_shared():
+    """A changed constant (gelu's approximation) keeps the kernels apart."""
+    check(TWO_LAYERS.replace('%g2 = gelu(%h2) {approximate = "none"}', '%g2 = gelu(%h2) {approximate = "tanh"}'),
+          kernels=2)
+
+
+def test_cuda_graphs_are_off_for_host_routed_externs_and_on_request():
+    from codesign.codegen.triton.module import _why_no_graphs
+    assert _why_no_graphs({"externs": []}, True) is None
+    assert _why_no_graphs({"externs": []}, False) == "cuda_graphs=False"
+    assert "routes on the host" in _why_no_graphs({"externs": [{"node": "m", "op": "moe"}]}, True)
+    mod = check(TWO_LAYERS)
+    assert "CUDA graphs: captured per input signature" in mod.report()
+    assert not mod.graphs.usable([torch.zeros(1)])  # CPU tensors run under the interpreter
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_replays_match_eager_and_outputs_are_not_overwritten():
+    graph = parse_graph(TWO_LAYERS)
+    _, state = random_inputs(graph)
+    state = {k: v.cuda() for k, v in state.items()}
+    mod = TritonModule(graph, state, "h200")
+    xs = [torch.randn(4, 16, device="cuda") for _ in range(3)]
+    outs = [mod(x) for x in xs]
+    assert len(mod.graphs.captured) == 1 and mod.graphs.why_not is None
+    for x, y in zip(xs, outs):  # each output kept its own values after later replays
+        assert rel_err(y, run_graph(graph, [x], state)[0]) <= F32_TOL
+    state["w1"].mul_(2)  # in place: the replay reads the same memory
+    assert rel_err(mod(xs[0]), run_graph(graph, [xs[0]], state)[0]) <= F32_TOL

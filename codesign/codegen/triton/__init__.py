@@ -25,7 +25,9 @@ from codesign.codegen.triton.wrapper import Program, generate, wrapper_source
 class TritonBackend(Backend):
     """`TritonModule`: picked for CUDA tensors; pinned (`backend="triton"`) it also runs CPU
     tensors under TRITON_INTERPRET=1. Imports triton only when built. Options `cache`, and
-    `check_indices` (default True; False leaves gathered indices unchecked: `safety`)."""
+    `check_indices` (default True; False leaves gathered indices unchecked: `safety`), and
+    `cuda_graphs` (default True: on CUDA the program is captured once per input signature
+    and replayed, `graphs`)."""
 
     name: ClassVar[str] = "triton"
     summary: ClassVar[str] = "one @triton.jit kernel per fusion group and a generated host wrapper"
@@ -33,7 +35,7 @@ class TritonBackend(Backend):
     default_for: ClassVar[tuple[str, ...]] = ("cuda",)
     requires: ClassVar[tuple[str, ...]] = ("triton",)
     source_suffix: ClassVar[str] = "py"
-    options: ClassVar[tuple[str, ...]] = ("cache", "check_indices")
+    options: ClassVar[tuple[str, ...]] = ("cache", "check_indices", "cuda_graphs")
 
     def failures(self):
         from codesign.codegen.triton.kernels import Unfusable
@@ -54,7 +56,8 @@ class TritonBackend(Backend):
 
     def build(self, graph, state, target, options) -> TritonModule:
         return TritonModule(graph, state, target, cache=bool(options.get("cache", True)),
-                            check_indices=bool(options.get("check_indices", True)))
+                            check_indices=bool(options.get("check_indices", True)),
+                            cuda_graphs=bool(options.get("cuda_graphs", True)))
 
 
 __all__ = ["Program", "TritonBackend", "TritonModule", "cache_dir", "cache_key", "fuse_all_pointwise",

@@ -9,6 +9,11 @@ the first time it raises, a `KernelFallbackWarning` names the kernel, the nodes 
 and the error, and from then on that kernel's nodes run through their reference semantics
 (each op's torch definition, as the interpreter and the externs run them), writing the
 kernel's output buffers. The rest of the model keeps its Triton kernels.
+
+One failure is first retried smaller: a kernel out of shared memory (`OutOfResources`)
+launched with software pipelining (`num_stages > 1`) keeps one stage's buffers instead of
+several; when that launch succeeds it is kept (a `KernelRetileWarning` says so) and the
+kernel stays Triton.
 """
 
 from __future__ import annotations
@@ -25,6 +30,14 @@ from codesign.ir.ops import Call, get_op
 
 class KernelFallbackWarning(UserWarning):
     """A generated kernel failed at launch; its nodes run through the reference semantics."""
+
+
+class KernelRetileWarning(UserWarning):
+    """A generated kernel did not fit the card's resources and runs with fewer pipeline stages."""
+
+
+def _out_of_resources(exc: BaseException) -> bool:
+    return type(exc).__name__ == "OutOfResources"
 
 
 class GuardedKernel:
@@ -44,6 +57,7 @@ class GuardedKernel:
         self.outputs = tuple(outputs)
         self.state = state
         self.failure: BaseException | None = None
+        self.overrides: dict[str, int] = {}  # launch options changed after a resource failure
 
     def __getitem__(self, grid):
         if self.failure is not None:
@@ -51,8 +65,19 @@ class GuardedKernel:
 
         def launch(*args, **kwargs):
             try:
-                return self.kernel[grid](*args, **kwargs)
+                return self.kernel[grid](*args, **{**kwargs, **self.overrides})
             except Exception as exc:  # noqa: BLE001 - any launch failure: this kernel falls back
+                if _out_of_resources(exc) and kwargs.get("num_stages", 1) > 1 and not self.overrides:
+                    try:
+                        result = self.kernel[grid](*args, **{**kwargs, "num_stages": 1})
+                    except Exception:  # noqa: BLE001 - still does not fit: fall back below
+                        pass
+                    else:
+                        self.overrides = {"num_stages": 1}
+                        warnings.warn(f"Triton kernel {self.name} did not fit the card's resources with "
+                                      f"num_stages={kwargs['num_stages']} ({exc}); it runs with num_stages=1",
+                                      KernelRetileWarning, stacklevel=3)
+                        return result
                 self.failure = exc
                 nodes = ", ".join("%" + n for n in self.nodes[:6]) + (", ..." if len(self.nodes) > 6 else "")
                 warnings.warn(f"Triton kernel {self.name} ({nodes}) failed at launch "
@@ -115,4 +140,4 @@ def guard_kernels(module, graph: Graph, kernels: Sequence[Mapping], state: Calla
     return guards
 
 
-__all__ = ["GuardedKernel", "KernelFallbackWarning", "guard_kernels", "run_node"]
+__all__ = ["GuardedKernel", "KernelFallbackWarning", "KernelRetileWarning", "guard_kernels", "run_node"]

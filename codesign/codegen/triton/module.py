@@ -9,6 +9,8 @@ files match the sha256 its manifest records (else it is regenerated, with a warn
 wrapper that does not import is a `CodegenError` naming it. Every kernel is launched through
 a `GuardedKernel` (`fallback`): a kernel that fails at launch (`OutOfResources`, ...) runs
 its nodes through torch from then on, with a warning naming it, and the others stay Triton.
+On CUDA the program is captured as a CUDA graph per input signature and replayed
+(`graphs`; option `cuda_graphs=False` launches kernel by kernel).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import torch
 
 from codesign.codegen import CodegenError
 from codesign.codegen.cache import Cache, CacheWarning
+from codesign.codegen.checks import check_buffer
 from codesign.codegen.triton.fallback import guard_kernels, run_node
+from codesign.codegen.triton.graphs import CudaGraphs
 from codesign.codegen.triton.wrapper import Program, generate, wrapper_source
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
@@ -85,7 +89,8 @@ class TritonModule:
     """
 
     def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None,
-                 target: object = None, *, cache: bool = True, check_indices: bool = True):
+                 target: object = None, *, cache: bool = True, check_indices: bool = True,
+                 cuda_graphs: bool = True):
         start = time.perf_counter()
         self.graph = graph
         self.state = dict(state or {})
@@ -126,6 +131,7 @@ class TritonModule:
                 self.cache_hit, entry = False, None
         nodes = graph.node_map()
         self.externs = {e["node"]: _extern(graph, nodes[e["node"]]) for e in self.meta["externs"]}
+        self.graphs = CudaGraphs(f"@{graph.name}", why_not=_why_no_graphs(self.meta, cuda_graphs))
         self.compile_seconds = time.perf_counter() - start
 
     def bind_state(self, state: Mapping[str, torch.Tensor]) -> None:
@@ -133,6 +139,7 @@ class TritonModule:
         (no copy for weights already there, contiguous)."""
         self.state = dict(state)
         self._device_state.clear()
+        self.graphs.clear()  # they read the old weights' memory
 
     def _state_on(self, device: torch.device) -> dict[str, torch.Tensor]:
         key = str(device)
@@ -150,8 +157,16 @@ class TritonModule:
         else:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         state = self._current_state = self._state_on(device)
+        inputs = [x.contiguous() for x in inputs]
         with torch.no_grad():
-            outs = self.module.run([x.contiguous() for x in inputs], state, self.externs)
+            replayed = self.graphs.run(lambda xs: self.module.launch(xs, state, self.externs), inputs) \
+                if self.graphs.usable(inputs) else None
+            if replayed is None:
+                outs = self.module.run(inputs, state, self.externs)
+            else:
+                outs, err = replayed
+                if err is not None:
+                    check_buffer(err, self.module.CHECKS)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     @property
@@ -171,7 +186,28 @@ class TritonModule:
             lines.append(f"  extern %{e['node']} ({e['op']}): {e['reason']}")
         for n in self.meta["notes"]:
             lines.append(f"  note: {n}")
+        lines.append("  CUDA graphs: " + ("captured per input signature, replayed" if self.graphs.why_not is None
+                                          else f"off ({self.graphs.why_not})"))
         return "\n".join(lines)
+
+
+def _routes_on_host(op: str) -> bool:
+    """An extern whose torch reference routes on the host (data-dependent sizes, so it
+    synchronises): such a program is not capturable."""
+    from codesign.ir.ops import get_op
+    from codesign.ir.ops.registry import Template
+    return get_op(op).template is Template.moe
+
+
+def _why_no_graphs(meta: Mapping, enabled: bool) -> str | None:
+    """Why this program is not run as a CUDA graph, or None: the option is off, or an extern
+    synchronises with the host."""
+    if not enabled:
+        return "cuda_graphs=False"
+    routed = [e for e in meta["externs"] if _routes_on_host(e["op"])]
+    if routed:
+        return f"%{routed[0]['node']} ({routed[0]['op']}) routes on the host"
+    return None
 
 
 def _meta(program: Program) -> dict:

@@ -14,6 +14,7 @@ buffer after its last use, and returns the graph's outputs.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -217,12 +218,38 @@ def _conv_text(node: Node, args: Sequence[str]) -> str:
             f"padding={tuple(a['padding'])}, dilation={tuple(a['dilation'])}, groups={a.get('groups', 1)})")
 
 
+def canonical_source(kernel: KernelCode) -> str:
+    """`kernel`'s source with what differs between layers taken out — its name, its pointer
+    parameters (named after IR values) renamed by position, comments dropped — so two kernels
+    with equal canonical sources compute the same function of their arguments."""
+    head = re.search(r"def (\w+)\((.*?)\):", kernel.source, re.S)
+    params = [p.split(":")[0].strip() for p in head.group(2).split(",") if p.strip()] if head else []
+    rename = {kernel.name: "KERNEL", **{p: f"arg{i}" for i, p in enumerate(params) if p not in kernel.constexprs}}
+    word = re.compile(r"\b(" + "|".join(map(re.escape, sorted(rename, key=len, reverse=True))) + r")\b")
+    return word.sub(lambda m: rename[m.group(1)], re.sub(r"#[^\n]*", "", kernel.source))
+
+
+def shared_kernels(program: Program) -> dict[str, str]:
+    """Kernel name -> the name of the first kernel with the same canonical source (itself when
+    first): the wrapper defines each distinct kernel once, so Triton compiles a decoder
+    layer's kernels once for all layers rather than once per layer."""
+    first: dict[str, str] = {}
+    return {k.name: first.setdefault(canonical_source(k), k.name) for k in program.kernels}
+
+
 def wrapper_source(program: Program) -> str:
+    """The wrapper module: each distinct kernel once (the others bound to it by name),
+    `launch` (every kernel, extern and view; returns the outputs and the check buffer),
+    `CHECKS` (what each slot of that buffer reports) and `run` (launch, then the checks)."""
     graph = program.graph
     lines = [HEADER.format(name=graph.name)]
+    shared = shared_kernels(program)
     for k in program.kernels:
         lines.append(f"# {k.kind} kernel fusing: {', '.join('%' + n for n in k.nodes)}")
-        lines.append(k.source)
+        if shared[k.name] == k.name:
+            lines.append(k.source)
+        else:
+            lines.append(f"{k.name} = {shared[k.name]}  # the same kernel as {shared[k.name]}, on other buffers")
         lines.append("")
     names: dict[str, str] = {}
     taken: set[str] = set()
@@ -237,8 +264,9 @@ def wrapper_source(program: Program) -> str:
             names[value] = text
         return names[value]
 
-    body = ["def run(inputs, state, externs):",
-            '    """Runs the graph: `inputs` positionally, `state` by input name, `externs` by node."""']
+    body = ["def launch(inputs, state, externs):",
+            '    """Launches the graph\'s kernels: `inputs` positionally, `state` by input name, `externs` by',
+            '    node; returns the outputs and the run-time check buffer (None without checks)."""']
     for i, inp in enumerate(graph.runtime_inputs):
         body.append(f"    {var(inp.name, 'in_')} = inputs[{i}]")
     for inp in graph.state_inputs:
@@ -287,9 +315,14 @@ def wrapper_source(program: Program) -> str:
         dead = [v for v, last in reads.items() if last == i and v not in keep and v in names]
         if dead:
             body.append(f"    del {', '.join(names[v] for v in dead)}")
-    if checked:
-        table = ", ".join(f"({off}, ({', '.join(repr(s) for s in k.sites)},), {k.name!r})" for off, k in checked)
-        body.append(f"    check_buffer(err, [{table}])  # raises eager's IndexError / ZeroDivisionError")
     outs = ", ".join(var(o, "buf_") for o in graph.outputs)
-    body.append(f"    return ({outs},)")
+    body.append(f"    return ({outs},), {'err' if checked else 'None'}")
+    table = ", ".join(f"({off}, ({', '.join(repr(s) for s in k.sites)},), {k.name!r})" for off, k in checked)
+    body += ["", "", f"CHECKS = [{table}]  # (offset, sites, kernel) per kernel with run-time checks", "", "",
+             "def run(inputs, state, externs):",
+             '    """Runs the graph and raises eager\'s IndexError / ZeroDivisionError on a failed check."""',
+             "    outs, err = launch(inputs, state, externs)",
+             "    if err is not None:",
+             "        check_buffer(err, CHECKS)",
+             "    return outs"]
     return "\n".join(lines) + "\n".join(body) + "\n"
