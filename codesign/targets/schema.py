@@ -40,7 +40,18 @@ Conventions every consumer may rely on:
   ``sockets``                     1 to 65536           the largest nodes have thousands
   ``compute.units``               1 to 16777216        a wafer-scale chip has ~900 000 cores
   ``compute.tile_multiple``       1 to 4096            tensor cores and MXUs align to <= 256
+  ``energy_per_flop``,            0 J to 1 uJ          a FLOP costs ~0.1-1 pJ, a DRAM byte ~10-100 pJ
+  ``energy_per_byte``
+  ``area_mm2``,                   0 to 1e6             a reticle is ~850 mm2; a wafer ~70 000 mm2
+  ``area_mm2_per_mib``
+  ``cost_usd_per_mm2``,           0 to 1e6             US$; HBM costs ~10-20 $/GB
+  ``cost_usd_per_gb``
   ==============================  ===================  =========================================
+
+* Energy, area and cost figures are optional (co-design exploration reads them:
+  ``codesign sweep`` reports energy when every tier the model touches has an
+  ``energy_per_byte`` and its dtype an ``energy_per_flop``, area and cost when the target
+  gives them; :meth:`Target.area_mm2`, :meth:`Target.cost_usd`). No pass reads them.
 
   Across the tiers of one target, the fastest bandwidth may be at most
   :data:`MAX_BANDWIDTH_SPREAD` (1e9) times the slowest.
@@ -72,10 +83,12 @@ from .units import (
     UnitRangeError,
     format_bandwidth,
     format_bytes,
+    format_energy,
     format_flops,
     format_time,
     parse_bandwidth,
     parse_bytes,
+    parse_energy,
     parse_flops,
     parse_time,
 )
@@ -136,6 +149,9 @@ RANGES: dict[str, Range] = {
     "sockets": Range(1, 65536, "a whole number"),
     "units": Range(1, 2**24, "a whole number"),
     "tile_multiple": Range(1, 4096, "a whole number"),
+    "energy": Range(0.0, 1e-6, "an energy per operation", format_energy),  # 0 J .. 1 uJ
+    "area": Range(0.0, 1e6, "an area in mm2"),
+    "price": Range(0.0, 1e6, "a price in US$"),
 }
 """Plausible range of each kind of figure (the table in this module's docstring)."""
 
@@ -212,6 +228,18 @@ Seconds = _quantity(
     float, parse_time, RANGES["duration"], "duration in seconds", ["2 us", "1.5 ms"]
 )
 
+Energy = _quantity(float, parse_energy, RANGES["energy"], "energy in joules", ["0.5 pJ", "20 pJ"])
+
+
+def _number(limits: Range, what: str) -> Any:
+    """A plain number (its unit in the field's name, e.g. ``area_mm2``) held to ``limits``."""
+    return Annotated[float, AfterValidator(limits.check),
+                     Field(ge=limits.low, le=limits.high, description=what)]
+
+
+_Area = _number(RANGES["area"], "area in mm2")
+_Price = _number(RANGES["price"], "price in US$")
+
 _Sockets = _count(RANGES["sockets"])
 _Units = _count(RANGES["units"])
 _TileMultiple = _count(RANGES["tile_multiple"])
@@ -267,6 +295,16 @@ class Compute(_Frozen):
         "accumulator resident in the register file, pipelined operand tiles in one unit's "
         "share of the fast tier.",
     )
+    energy_per_flop: dict[Dtype, Energy] | None = Field(
+        default=None,
+        description="Energy of one FLOP per dtype, e.g. {bf16: 0.3 pJ} (optional; exploration "
+        "reports energy with it). Cite it or label it an assumption in a comment.",
+    )
+    area_mm2: _Area | None = Field(
+        default=None,
+        description="Die area of everything but the tiers that give area_mm2_per_mib (logic, "
+        "I/O), mm2 (optional; exploration reports area with it).",
+    )
 
     @model_validator(mode="after")
     def _power_of_two_alignment(self) -> Compute:
@@ -306,6 +344,18 @@ class MemoryTier(_Frozen):
         default=HOLDS, description="What the placement pass may put in this tier."
     )
     latency: Seconds | None = Field(default=None, description="Access latency, if known.")
+    energy_per_byte: Energy | None = Field(
+        default=None, description="Energy of moving one byte at this tier (optional)."
+    )
+    area_mm2_per_mib: _Area | None = Field(
+        default=None,
+        description="Die area per MiB of capacity, mm2/MiB, for an on-chip tier (optional): "
+        "the target's area grows with this tier's capacity.",
+    )
+    cost_usd_per_gb: _Price | None = Field(
+        default=None,
+        description="Price per GB (1e9 bytes) of capacity, US$, for a packaged memory (optional).",
+    )
     scope: Scope = Field(
         default="socket",
         description="per_unit: split evenly across compute units (GPU shared memory); "
@@ -379,6 +429,10 @@ class Target(_Frozen):
     launch_overhead: Seconds = Field(
         default=0.0,
         description="Fixed cost of launching one kernel (or one fused graph), 0 s to 1 s.",
+    )
+    cost_usd_per_mm2: _Price | None = Field(
+        default=None,
+        description="Price of a mm2 of yielded die, US$ (optional): with area it prices the die.",
     )
     calibration: Calibration | None = Field(
         default=None,
@@ -549,6 +603,27 @@ class Target(_Frozen):
     def total_peak_flops(self, dtype: str = "bf16") -> float:
         """Peak rate of the whole node for ``dtype``."""
         return self.peak_flops(dtype) * self.sockets
+
+    # ------------------------------------------------------------------ area, cost
+
+    def area_mm2(self) -> float | None:
+        """Die area of one socket: the compute's ``area_mm2`` plus every tier's capacity in
+        MiB times its ``area_mm2_per_mib``; None when the target gives no ``area_mm2``."""
+        if self.compute.area_mm2 is None:
+            return None
+        return self.compute.area_mm2 + sum(t.capacity / 2**20 * t.area_mm2_per_mib
+                                           for t in self.memory if t.area_mm2_per_mib is not None)
+
+    def cost_usd(self) -> float | None:
+        """Price of the node: each socket's die (area x ``cost_usd_per_mm2``) and memories
+        (capacity x ``cost_usd_per_gb``), host tiers once; None when it gives no price."""
+        area = self.area_mm2()
+        priced = [t for t in self.memory if t.cost_usd_per_gb is not None]
+        if not priced and (area is None or self.cost_usd_per_mm2 is None):
+            return None
+        die = area * self.cost_usd_per_mm2 if area is not None and self.cost_usd_per_mm2 is not None else 0.0
+        memories = sum(self.total_capacity(t.name) / 1e9 * t.cost_usd_per_gb for t in priced)
+        return die * self.sockets + memories
 
     def summary(self) -> dict[str, Any]:
         """The target as plain JSON-ready data (SI units), for plans and reports."""

@@ -37,11 +37,13 @@ __all__ = [
     "parse_flops",
     "parse_time",
     "parse_frequency",
+    "parse_energy",
     "format_bytes",
     "format_bandwidth",
     "format_flops",
     "format_time",
     "format_frequency",
+    "format_energy",
 ]
 
 
@@ -115,6 +117,7 @@ _FLOPS = _Quantity(
 )
 _TIME = _Quantity("a duration", ("2 us", "1.5 ms"), ("s",), _SUBUNIT)
 _FREQUENCY = _Quantity("a frequency", ("1.98 GHz", "800 MHz"), ("Hz",), _DECIMAL)
+_ENERGY = _Quantity("an energy", ("0.5 pJ", "20 pJ"), ("J",), {**_SUBUNIT, "f": Decimal(10) ** -15})
 
 _NUMBER = r"[+-]?(?:\d[\d_]*(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _QUANTITY_RE = re.compile(rf"^\s*(?:(\d+)\s*[x×*]\s*)?({_NUMBER})\s*(\S*)\s*$")
@@ -223,6 +226,11 @@ def parse_frequency(value: str | int | float) -> float:
     return float(_parse(value, _FREQUENCY))
 
 
+def parse_energy(value: str | int | float) -> float:
+    """Joules from ``"0.5 pJ"``, ``"20 pJ"``, ``"1.2 nJ"`` or a number (energy per FLOP or per byte)."""
+    return float(_parse(value, _ENERGY))
+
+
 # ---------------------------------------------------------------------------- formatting
 
 
@@ -292,3 +300,13 @@ def format_time(seconds: float) -> str:
     if seconds == 0:
         return "0 s"
     return f"{sign}{_mantissa(seconds / 1e-12)} ps"
+
+
+def format_energy(joules: float) -> str:
+    """An energy in J, mJ, uJ, nJ, pJ or fJ, whichever keeps the mantissa at least 1: '0.5 pJ' -> '500 fJ'."""
+    sign = "-" if joules < 0 else ""
+    joules = abs(joules)
+    for scale, name in ((1.0, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ")):
+        if joules >= scale:
+            return f"{sign}{_mantissa(joules / scale)} {name}"
+    return "0 J" if joules == 0 else f"{sign}{_mantissa(joules / 1e-15)} fJ"
