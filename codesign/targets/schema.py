@@ -382,6 +382,14 @@ class Interconnect(_Frozen):
     description: str = Field(default="", description="What the link is, with its source.")
 
 
+# The spatial section's models use the quantities above; imported here, after them.
+from .spatial import Spatial  # noqa: E402
+
+_UNIT_SLACK = 0.02
+"""How far `spatial` per-unit figures times their count may stray from the socket's (a
+rounded per-unit figure such as 613.5 GFLOP/s for 638 TFLOP/s over 1040 PCUs)."""
+
+
 class Target(_Frozen):
     """A chip (or node of chips) the compiler plans for, without needing the hardware."""
 
@@ -433,6 +441,12 @@ class Target(_Frozen):
     cost_usd_per_mm2: _Price | None = Field(
         default=None,
         description="Price of a mm2 of yielded die, US$ (optional): with area it prices the die.",
+    )
+    spatial: Spatial | None = Field(
+        default=None,
+        description="The chip's compute and memory units, on-chip network and section "
+        "switch cost (codesign.targets.spatial): the map pass then plans each fused kernel as "
+        "a pipeline of stages over the units; without it kernels are priced as a roofline.",
     )
     calibration: Calibration | None = Field(
         default=None,
@@ -518,6 +532,68 @@ class Target(_Frozen):
                     "write it as '<units> x <size per unit>'"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _spatial_consistent(self) -> Target:
+        """The per-unit figures of `spatial` must add up to the socket's: the mapper and the
+        roofline then price the same chip."""
+        sp = self.spatial
+        if sp is None:
+            return self
+        problems: list[str] = []
+
+        def off(total: float, socket: float) -> bool:
+            return abs(total - socket) > _UNIT_SLACK * socket
+
+        if sp.compute.count != self.compute.units:
+            problems.append(f"spatial.compute.count ({sp.compute.count}) must equal compute.units "
+                            f"({self.compute.units})")
+        for dtype, rate in sorted(sp.compute.peak.items()):
+            socket = self.compute.peak.get(dtype)  # type: ignore[call-overload]
+            if socket is not None and off(rate * sp.compute.count, socket):
+                problems.append(
+                    f"spatial.compute.peak.{dtype} x count is {format_flops(rate * sp.compute.count)}, "
+                    f"but compute.peak.{dtype} is {format_flops(socket)} (expected within "
+                    f"{_UNIT_SLACK:.0%}; write the per-unit rate, {format_flops(socket / sp.compute.count)})")
+        fast = self.memory[0]
+        total = sp.memory.capacity * sp.memory.count
+        if off(total, fast.capacity):
+            problems.append(
+                f"spatial.memory.capacity x count is {format_bytes(total)}, but memory[0] "
+                f"{fast.name!r} holds {format_bytes(fast.capacity)} (expected within {_UNIT_SLACK:.0%}: "
+                f"the memory units are the fast tier, {format_bytes(fast.capacity // sp.memory.count)} each)")
+        if sp.memory.bandwidth * sp.memory.count > fast.bandwidth * (1 + _UNIT_SLACK):
+            problems.append(
+                f"spatial.memory.bandwidth x count is {format_bandwidth(sp.memory.bandwidth * sp.memory.count)}, "
+                f"more than memory[0] {fast.name!r}'s {format_bandwidth(fast.bandwidth)}")
+        switches, c, m = sp.network.switches, sp.compute.count, sp.memory.count
+        if switches == c + m and c != m:
+            problems.append(f"spatial.network.dims {list(sp.network.dims)} lay units out as a checkerboard, "
+                            f"which needs as many compute ({c}) as memory units ({m})")
+        elif switches != c + m and not (switches == c == m):
+            problems.append(
+                f"spatial.network.dims {list(sp.network.dims)} give {switches} switches; expected "
+                f"{c + m} (one unit a switch: compute + memory units) or {c} (a compute and a "
+                "memory unit a switch, when the counts are equal)")
+        reload = sp.section_switch.reload_from
+        if reload is not None:
+            if reload not in self.tier_names:
+                problems.append(f"spatial.section_switch.reload_from names no memory tier {reload!r}; "
+                                f"the tiers are {', '.join(self.tier_names)}")
+            elif reload == fast.name and len(self.memory) > 1:
+                problems.append(f"spatial.section_switch.reload_from is {reload!r}, the fast tier the "
+                                "memory units make up; name a slower tier (the home tier, "
+                                f"{self.home_tier.name!r})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def reload_tier(self) -> MemoryTier:
+        """The tier a section's weights are loaded from: `spatial.section_switch.reload_from`,
+        else the home tier."""
+        name = self.spatial.section_switch.reload_from if self.spatial is not None else None
+        return self.tier(name) if name else self.home_tier
 
     # ------------------------------------------------------------------ lookups
 
