@@ -19,8 +19,9 @@ from typing import Callable, Mapping, Sequence
 
 from codesign.codegen import CodegenError, group_tile
 from codesign.codegen.checks import Site
-from codesign.codegen.epilogue import LayoutEpilogue, layout_epilogues
+from codesign.codegen.epilogue import LayoutEpilogue
 from codesign.codegen.cpp import scalar as S
+from codesign.codegen.cpp.conv import ConvLowering, conv_lowering, conv_pointer_operands, emit_blocked_conv, loop_epilogues
 from codesign.codegen.cpp.exprs import Access, Body, Scope, decompose, is_expression_op, linear_offset, render
 from codesign.codegen.lowering import avg_pool_divisors, node_structure, reads_row_major
 from codesign.ir.affine import AffineMap, Dim, bound
@@ -39,8 +40,11 @@ GEMM_DTYPES = (DType.f32, DType.bf16, DType.f16)
 def pointer_operands(node: Node) -> Sequence[int]:
     """Positions of `node`'s operands read through a raw pointer (so they must be materialized):
     the op's `pointer_operands`, and every operand of an op with a region (moe hands them to
-    the region's program)."""
-    return range(len(node.operands)) if node.regions else get_op(node.op).pointer_operands
+    the region's program), and a conv's weight where it runs as a GEMM or the depthwise kernel."""
+    if node.regions:
+        return range(len(node.operands))
+    op = get_op(node.op)
+    return conv_pointer_operands(node) if op.template is Template.conv else op.pointer_operands
 
 
 def node_line(node: Node, names: Mapping[str, str]) -> str:
@@ -79,7 +83,7 @@ class KernelEmitter:
             if n.name in materialized and n.name not in aliases:
                 self.writes.append(n.name)
         self.emitted: set[str] = set()  # materialized values whose code is already out
-        self.epilogues = layout_epilogues(kernel, types)  # convs stored through their layout readers
+        self.epilogues = loop_epilogues(kernel, types)  # convs stored through their layout readers
         self.params: dict[str, str] = {}
         for i, name in enumerate(self.reads):
             self.params[name] = f"a{i}"
@@ -393,6 +397,17 @@ def emit_contraction_loops(k: KernelEmitter, node: Node, points: LayoutEpilogue 
         return f"{acc} + ({acc_t})({values[0]}) * ({acc_t})({values[1]})"
     return _structured_reduction(k, node, init=init, combine=combine, acc_type=acc_t, simd_plus=True,
                                  reads_upto=2, points=points)
+
+
+def emit_conv(k: KernelEmitter, node: Node) -> list[str]:
+    """conv: im2col blocks + GEMM, 1x1 as a GEMM, depthwise as its own kernel, each with the
+    kernel's pointwise consumers on every output tile (`conv.py`); other dtypes as loops."""
+    lowering = conv_lowering(node, k.types)
+    if lowering is ConvLowering.loops:
+        return emit_contraction_loops(k, node)
+    roots = epilogue_roots(k, node)
+    k.emitted.update(r.name for r in roots)
+    return emit_blocked_conv(k, node, lowering, roots)
 
 
 def emit_pool(k: KernelEmitter, node: Node) -> list[str]:
@@ -974,7 +989,7 @@ Emitter = Callable[[KernelEmitter, Node], list[str]]
 EMITTERS: dict[Template, Emitter] = {
     Template.reduce: emit_reduce, Template.variance: emit_var, Template.argminmax: emit_argminmax,
     Template.scan: emit_cumsum, Template.softmax: emit_softmax, Template.norm: emit_norm,
-    Template.group_norm: emit_norm, Template.gemm: emit_gemm, Template.conv: emit_contraction_loops,
+    Template.group_norm: emit_norm, Template.gemm: emit_gemm, Template.conv: emit_conv,
     Template.attention: emit_attention, Template.pool: emit_pool, Template.moe: emit_moe,
 }
 """Template -> emitter, for the ops that are not elementwise (those are inlined by `exprs`)."""

@@ -153,6 +153,19 @@ CS_INLINE void* cs_alloc(size_t bytes) {
   return p;
 }
 
+// Per-thread scratch that grows on demand and is kept for the thread's life (an im2col
+// block, a padded input plane): reused by every call, so no page faults after the first.
+struct cs_scratch_block { float* data = nullptr; size_t floats = 0; ~cs_scratch_block() { std::free(data); } };
+static float* cs_scratch(size_t floats) {
+  static thread_local cs_scratch_block block;
+  if (block.floats < floats) {
+    std::free(block.data);
+    block.data = (float*)cs_alloc(sizeof(float) * floats);
+    block.floats = floats;
+  }
+  return block.data;
+}
+
 // ---- GEMM: one output tile C[mw,nw] = A[mw,K] B[K,nw] (+ bias[nw]), B(k, n) = B[k*sbk + n*sbn] ---
 // Tiles are single-threaded: the generated kernel runs them in an OpenMP loop and applies
 // the group's epilogue to each tile while it is in cache. Built with -DCODESIGN_BLAS, fp32
@@ -328,5 +341,38 @@ static void cs_gemm_tile(long mw, long nw, long K, const float* A, long lda, con
       CS_PRAGMA(omp simd)
       for (long j = 0; j < nw; ++j) c[j] += bias[j];
     }
+}
+
+// ---- convolution helpers (codegen/cpp/conv.py) ---------------------------------------
+// [*lo, *hi): the outputs o in [0, n) whose input coordinate o * stride + offset lies in
+// [0, size) (a padded conv reads zeros outside it); an empty span has *lo == *hi.
+CS_INLINE void cs_conv_span(long n, long stride, long offset, long size, long* lo, long* hi) {
+  long a = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+  long b = size - offset <= 0 ? 0 : (size - offset - 1) / stride + 1;
+  a = std::min(a, n);
+  *lo = a;
+  *hi = std::min(std::max(b, a), n);
+}
+
+// Blocks of a conv as GEMM: `batch` (images x groups) products of [M, K] weights by [K, P]
+// im2col columns. A K x NB column block is sized to stay in L2 (about 512 KiB) with NB a
+// multiple of 16 in [64, 1024]; columns are split, then rows, until every thread has two
+// blocks (static schedule: a thread's consecutive blocks share their columns).
+static void cs_conv_blocks(long batch, long M, long P, long K, long* MB, long* NB) {
+#ifdef _OPENMP
+  const long threads = omp_get_max_threads();
+#else
+  const long threads = 1;
+#endif
+  long nb = std::min<long>(1024, std::max<long>(64, (128L * 1024) / std::max<long>(K, 1)) / 16 * 16);
+  if (nb >= P) nb = std::max<long>(P, 1);
+  while (nb > 64 && batch * ((P + nb - 1) / nb) < 2 * threads) nb = std::max<long>(64, (nb / 2 + 15) / 16 * 16);
+  const long tasks = batch * ((P + nb - 1) / nb);
+  long split = 1;
+  if (tasks < 2 * threads) split = std::min<long>((2 * threads + tasks - 1) / tasks, std::max<long>(M / 32, 1));
+  long mb = (M + split - 1) / split;
+  if (mb < M) mb = (mb + 7) / 8 * 8;
+  *MB = std::max<long>(mb, 1);
+  *NB = nb;
 }
 '''

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 from codesign.codegen import CodegenError
 from codesign.codegen.checks import Site
-from codesign.codegen.epilogue import layout_epilogues
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op
 from codesign.codegen.lowering import is_view, node_structure
+from codesign.codegen.cpp.conv import loop_epilogues
 from codesign.codegen.cpp.kernels import KernelEmitter, RegionEntry, pointer_operands
 from codesign.codegen.cpp.regions import row_block
 from codesign.codegen.cpp.runtime import PRELUDE
@@ -74,7 +74,7 @@ def plan_buffers(graph: Graph, kernels: list[Kernel]) -> BufferPlan:
                 if pos < len(n.operands) and n.operands[pos] in nodes:
                     materialized.add(n.operands[pos])
     for kernel in kernels:  # a conv stored through its layout readers has no buffer of its own
-        materialized -= set(layout_epilogues(kernel, types))
+        materialized -= set(loop_epilogues(kernel, types))
     inputs = {i.name: pos for pos, i in enumerate(graph.inputs)}
     materialized |= set(inputs)
     aliases: dict[str, str] = {}
@@ -242,12 +242,27 @@ def _lower(graph: Graph, prefix: str = "", check_indices: bool = True,
     return _Lowered(plan, bodies, calls, functions, len(ks))
 
 
-def generate(graph: Graph, check_indices: bool = True) -> CppSource:
+def entry_names(prefix: str | None = None) -> dict[str, str]:
+    """The `extern "C"` symbols of a translation unit. Without `prefix` they are the ones the
+    in-process loader calls (`run`, `codesign_error`, ...: one library a `dlopen`); with one
+    (an export's model name) every symbol and macro starts with it (`mlp_run`,
+    `MLP_NUM_INPUTS`), so two exported models link into one program without colliding."""
+    def sym(suffix: str) -> str:
+        return f"{prefix}_{suffix}" if prefix else ("run" if suffix == "run" else f"codesign_{suffix}")
+    names = {k: sym(k) for k in ("run", "run_arena", "error", "gemm", "arena_bytes", "num_inputs", "num_outputs")}
+    macro = (prefix or "codesign").upper()
+    names.update(NUM_INPUTS=f"{macro}_NUM_INPUTS", NUM_OUTPUTS=f"{macro}_NUM_OUTPUTS")
+    return names
+
+
+def generate(graph: Graph, check_indices: bool = True, prefix: str | None = None) -> CppSource:
     """The whole graph as one standalone C++17 translation unit with an `extern "C"` entry.
 
     `check_indices=False` leaves out the comparison of gathered coordinates with their
     extents (`codesign.codegen.checks`): faster, and an out-of-range index is then unchecked
-    (it reads outside the table). Integer division is checked either way."""
+    (it reads outside the table). Integer division is checked either way. `prefix` names
+    the entry points after a model (`entry_names`); every other function is `static`."""
+    e = entry_names(prefix)
     for n in graph.walk():
         if n.type.dtype.value not in {d.value for d in S.STORAGE}:
             raise CodegenError(f"%{n.name}: element type {n.type.dtype.value} has no C++ type")
@@ -264,21 +279,21 @@ def generate(graph: Graph, check_indices: bool = True) -> CppSource:
              "// Standalone C++17; build: g++ -O3 -march=native -fopenmp -shared -fPIC [-DCODESIGN_BLAS -lscipy_openblas].",
              "// GEMM: OpenBLAS (scipy-openblas32) sgemm per output tile when built with -DCODESIGN_BLAS, else a packed",
              "// hand GEMM; either way OpenMP runs the tiles and each tile's fused epilogue (BLAS kept single-threaded).",
-             "// Entry: run(inputs, outputs) with inputs in graph order (runtime inputs and weights); it returns 0,",
-             "// or 1 (an index out of range) / 2 (integer division by zero): codesign_error() says where."
+             f"// Entry: {e['run']}(inputs, outputs) with inputs in graph order (runtime inputs and weights); it returns 0,",
+             f"// or 1 (an index out of range) / 2 (integer division by zero): {e['error']}() says where."
              + ("" if check_indices else " Indices are NOT checked (check_indices=False)."),
              *sig_lines]
     wrapper = [
         'extern "C" {',
-        f"int64_t codesign_arena_bytes(void) {{ return {plan.arena_bytes}; }}",
-        f"int codesign_num_inputs(void) {{ return {len(graph.inputs)}; }}",
-        f"int codesign_num_outputs(void) {{ return {len(graph.outputs)}; }}",
-        "const char* codesign_gemm(void) { return cs_gemm_backend; }  // which GEMM this build runs",
-        "int codesign_error(int64_t* info) {  // [kernel call, check site, offending value] of the last run",
+        f"int64_t {e['arena_bytes']}(void) {{ return {plan.arena_bytes}; }}",
+        f"int {e['num_inputs']}(void) {{ return {len(graph.inputs)}; }}",
+        f"int {e['num_outputs']}(void) {{ return {len(graph.outputs)}; }}",
+        f"const char* {e['gemm']}(void) {{ return cs_gemm_backend; }}  // which GEMM this build runs",
+        f"int {e['error']}(int64_t* info) {{  // [kernel call, check site, offending value] of the last run",
         "  info[0] = cs_err_call; info[1] = cs_err_site; info[2] = cs_err_value;",
         "  return cs_err_code;",
         "}",
-        "int codesign_run_arena(const void** inputs, void** outputs, void* arena_memory) {",
+        f"int {e['run_arena']}(const void** inputs, void** outputs, void* arena_memory) {{",
         "  char* arena = (char*)arena_memory;",
         "  cs_err_code = 0; cs_err_site = -1; cs_err_call = -1; cs_err_value = 0;",
         "  cs_gemm_init();",
@@ -286,10 +301,10 @@ def generate(graph: Graph, check_indices: bool = True) -> CppSource:
         *calls,
         "  return 0;",
         "}",
-        "int run(const void** inputs, void** outputs) {  // not reentrant: one arena for every call",
+        f"int {e['run']}(const void** inputs, void** outputs) {{  // not reentrant: one arena for every call",
         "  static void* arena = nullptr;",
         f"  if (!arena) arena = cs_alloc({max(plan.arena_bytes, ALIGN)});",
-        "  return codesign_run_arena(inputs, outputs, arena);",
+        f"  return {e['run_arena']}(inputs, outputs, arena);",
         "}",
         '}  // extern "C"',
     ]
@@ -298,14 +313,14 @@ def generate(graph: Graph, check_indices: bool = True) -> CppSource:
     header = "\n".join([
         f"// codesign: graph @{graph.name} compiled to C++ (see {graph.name}.cpp).", *sig_lines,
         "#pragma once", "#include <stdint.h>", '#ifdef __cplusplus', 'extern "C" {', "#endif",
-        f"#define CODESIGN_NUM_INPUTS {len(graph.inputs)}", f"#define CODESIGN_NUM_OUTPUTS {len(graph.outputs)}",
-        "int64_t codesign_arena_bytes(void);", "int codesign_num_inputs(void);", "int codesign_num_outputs(void);",
+        f"#define {e['NUM_INPUTS']} {len(graph.inputs)}", f"#define {e['NUM_OUTPUTS']} {len(graph.outputs)}",
+        f"int64_t {e['arena_bytes']}(void);", f"int {e['num_inputs']}(void);", f"int {e['num_outputs']}(void);",
         "/* inputs: every graph input in order (runtime inputs and weights); outputs: caller-allocated. */",
-        "int codesign_run_arena(const void** inputs, void** outputs, void* arena);",
-        "const char* codesign_gemm(void);",
+        f"int {e['run_arena']}(const void** inputs, void** outputs, void* arena);",
+        f"const char* {e['gemm']}(void);",
         "/* after a run that returned non-zero: info = [kernel call, check site, offending value]; returns the code */",
-        "int codesign_error(int64_t* info);",
-        "int run(const void** inputs, void** outputs);",
+        f"int {e['error']}(int64_t* info);",
+        f"int {e['run']}(const void** inputs, void** outputs);",
         "#ifdef __cplusplus", "}", "#endif", ""])
     return CppSource(graph.name, source, header, plan, tuple(functions.values()), ks, tuple(checks),
                      check_indices)
