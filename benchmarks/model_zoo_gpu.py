@@ -147,7 +147,11 @@ def mixtral_moe(quick: bool):
         def forward(self, x):
             out = self.moe(x)
             return out[0] if isinstance(out, tuple) else out
-    return Block(), lambda g: (torch.randn(1, tokens, config.hidden_size, generator=g),)
+    block = Block()
+    with torch.no_grad():  # a standalone block is not initialised by `post_init` (its experts are empty)
+        for param in block.parameters():
+            param.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(param.numel()))
+    return block, lambda g: (torch.randn(1, tokens, config.hidden_size, generator=g),)
 
 
 def vae_decoder(quick: bool):

@@ -477,16 +477,38 @@ def test_cuda_graphs_are_off_for_host_routed_externs_and_on_request():
     assert not mod.graphs.usable([torch.zeros(1)])  # CPU tensors run under the interpreter
 
 
+CUDA_GRAPH_CHECK = """
+import torch
+from codesign.codegen.triton import TritonModule
+from codesign.ir import parse_graph, run_graph
+graph = parse_graph(TEXT)
+g = torch.Generator().manual_seed(0)
+state = {i.name: torch.randn(i.type.shape, generator=g).cuda() for i in graph.state_inputs}
+mod = TritonModule(graph, state, "h200")
+xs = [torch.randn(4, 16, device="cuda") for _ in range(3)]
+outs = [mod(x) for x in xs]
+assert len(mod.graphs.captured) == 1 and mod.graphs.why_not is None, mod.graphs.why_not
+
+
+def err(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+for x, y in zip(xs, outs):  # each output kept its own values after later replays
+    assert err(y, run_graph(graph, [x], state)[0]) <= 1e-2
+state["w1"].mul_(2)  # in place: the replay reads the same memory
+assert err(mod(xs[0]), run_graph(graph, [xs[0]], state)[0]) <= 1e-2
+print("ok")
+"""
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_cuda_graph_replays_match_eager_and_outputs_are_not_overwritten():
-    graph = parse_graph(TWO_LAYERS)
-    _, state = random_inputs(graph)
-    state = {k: v.cuda() for k, v in state.items()}
-    mod = TritonModule(graph, state, "h200")
-    xs = [torch.randn(4, 16, device="cuda") for _ in range(3)]
-    outs = [mod(x) for x in xs]
-    assert len(mod.graphs.captured) == 1 and mod.graphs.why_not is None
-    for x, y in zip(xs, outs):  # each output kept its own values after later replays
-        assert rel_err(y, run_graph(graph, [x], state)[0]) <= F32_TOL
-    state["w1"].mul_(2)  # in place: the replay reads the same memory
-    assert rel_err(mod(xs[0]), run_graph(graph, [xs[0]], state)[0]) <= F32_TOL
+def test_cuda_graph_replays_match_eager_and_outputs_are_not_overwritten(tmp_path):
+    """On the GPU (a process without TRITON_INTERPRET, which this module sets): captured once,
+    replayed for new inputs, each returned output its own, in-place weight updates seen."""
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = CUDA_GRAPH_CHECK.replace("TEXT", repr(TWO_LAYERS))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]

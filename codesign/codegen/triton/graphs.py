@@ -62,9 +62,11 @@ class CudaGraphs:
     captured: dict[tuple, Captured] = field(default_factory=dict)
 
     def usable(self, inputs: Sequence[torch.Tensor]) -> bool:
-        """Graphs apply: on, CUDA inputs, and not already inside someone else's capture."""
+        """Graphs apply: on, CUDA inputs, kernels compiled for the GPU (under TRITON_INTERPRET
+        they run on the host, copying), and not already inside someone else's capture."""
+        from codesign.codegen.triton.kernels import interpreting
         return (self.why_not is None and bool(inputs) and all(x.is_cuda for x in inputs)
-                and not torch.cuda.is_current_stream_capturing())
+                and not interpreting() and not torch.cuda.is_current_stream_capturing())
 
     def clear(self) -> None:
         """Forget every capture (the weights they read were replaced)."""
