@@ -12,6 +12,10 @@ Mistakes in what the user gave (a file that does not parse, an unknown pass or t
 bad model spec, a pass that cannot do what its options ask: `PassError`) print one
 `codesign: error:` message and exit 1, never a traceback;
 `--traceback` shows it anyway. Argument errors exit 2, as argparse does.
+
+Building the parser imports neither torch nor the solvers: each command imports what it
+needs when it runs, so `codesign --help`, `--version` and `codesign targets ...` start in a
+fraction of a second (`benchmarks/cli_startup.py`).
 """
 
 from __future__ import annotations
@@ -21,42 +25,48 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from codesign.ir import Graph, ParseError, VerifyError, decode_ir, parse_graph, print_graph
 from codesign.calibrate.cli import add_calibrate_parser
+from codesign.cli_options import DEFAULT_PIPELINE, add_instrumentation_args
 from codesign.experts.cli import add_experts_parser
 from codesign.targets.cli import add_targets_parser
-from codesign.passes import (DEFAULT_PIPELINE, PASSES, PassContext, PassError, PassManager,
-                             PipelineError, add_instrumentation_args, instrumentation_from_args)
 
 
 class UserError(Exception):
     """A mistake in the command line's input; printed as one line, no traceback."""
 
 
+# (module, name) of every exception type that means "the user's input is wrong"
+_USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("codesign.calibrate.cli", "CalibrateError"), ("codesign.ir.parser", "ParseError"),
+    ("codesign.ir.verifier", "VerifyError"), ("codesign.passes.registry", "PipelineError"),
+    ("codesign.passes.manager", "PassError"), ("codesign.targets.loader", "TargetError"),
+    ("codesign.targets.schema", "TargetLookupError"), ("codesign.targets.units", "UnitError"),
+    ("codesign.frontend.factory", "ModelSpecError"), ("codesign.frontend.capture", "CaptureError"),
+    ("codesign.frontend.aten", "ConversionError"), ("codesign.frontend.moe", "MoeBlockError"),
+    ("codesign.frontend.signature", "InputMismatchError"), ("codesign.passes.fuse", "FusionError"),
+    ("codesign.placement.planner", "PlacementError"), ("codesign.compiler", "SaveError"),
+    ("codesign.export.mlir_builder", "MlirExportError"),
+    ("codesign.codegen", "CodegenError"),  # reaches the caller only for a pinned backend
+    ("codesign.codegen.registry", "UnknownBackendError"), ("codesign.codegen.outdir", "ExportError"),
+    ("codesign.experts.plan", "PlanError"), ("codesign.experts.trace", "TraceError"),
+    ("codesign.experts.problem", "InfeasibleError"),
+)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the user's input is wrong", not "codesign has a bug": the
     one place that decides what `main` prints as a `codesign: error:` message (exit 1) and
-    what it lets through as a traceback. Each type's message says what is wrong and where;
-    imported here, not at the top, so that `codesign --help` does not import torch."""
-    from codesign.calibrate.cli import CalibrateError
-    from codesign.codegen import CodegenError  # reaches the caller only for a pinned backend
-    from codesign.codegen.registry import UnknownBackendError
-    from codesign.compiler import SaveError
-    from codesign.experts import InfeasibleError, PlanError, TraceError
-    from codesign.export import MlirExportError
-    from codesign.frontend import CaptureError, ModelSpecError
-    from codesign.frontend.aten import ConversionError
-    from codesign.frontend.moe import MoeBlockError
-    from codesign.frontend.signature import InputMismatchError
-    from codesign.passes.fuse import FusionError
-    from codesign.placement import PlacementError
-    from codesign.targets import TargetError
-    from codesign.targets.schema import TargetLookupError
-    from codesign.targets.units import UnitError
-    return (CalibrateError, UserError, ParseError, VerifyError, PipelineError, PassError, OSError, TargetError,
-            TargetLookupError, UnitError, ModelSpecError, CaptureError, ConversionError, MoeBlockError,
-            InputMismatchError, FusionError, PlacementError, SaveError, MlirExportError, CodegenError,
-            UnknownBackendError, PlanError, TraceError, InfeasibleError)
+    what it lets through as a traceback. Each type's message says what is wrong and where.
+
+    Only the types of modules already imported are returned: an exception of a module that
+    was never loaded cannot have been raised, and importing it here would load torch for a
+    mistake in `codesign targets validate`."""
+    found: list[type[BaseException]] = [UserError, OSError]
+    for module, name in _USER_ERRORS:
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(getattr(loaded, name, None), type):
+            found.append(getattr(loaded, name))
+    return tuple(found)
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -71,6 +81,7 @@ def _write_output(text: str, output: Path | None) -> None:
 
 def _read_ir(path: str) -> tuple[str, str]:
     """(text, name for messages) of an IR file, `-` meaning stdin."""
+    from codesign.ir import decode_ir
     if path == "-":
         stdin = getattr(sys.stdin, "buffer", None)  # bytes, decoded as files are
         return (decode_ir(stdin.read(), "<stdin>") if stdin is not None else sys.stdin.read()), "<stdin>"
@@ -115,8 +126,10 @@ def _load_model(spec: str) -> tuple[Any, Any]:
 
 # -- sub-commands --------------------------------------------------------------------------
 def _cmd_opt(args: argparse.Namespace) -> int:
+    from codesign.ir import parse_graph, print_graph
+    from codesign.passes import PassContext, PassManager, instrumentation_from_args
     text, filename = _read_ir(args.file)
-    graph: Graph = parse_graph(text, filename)
+    graph = parse_graph(text, filename)
     pipeline = args.passes
     if pipeline is None:
         recorded = pipeline_of_dump(text) if args.resume else None
@@ -137,16 +150,18 @@ def _cmd_capture(args: argparse.Namespace) -> int:
         from codesign.frontend import capture
     except ImportError as exc:
         raise UserError(f"the PyTorch frontend is not available ({exc})") from None
+    from codesign.ir import print_graph
     model, inputs = _load_model(args.model)
     captured = capture(model, inputs)
     _write_output(print_graph(captured.graph), args.output)
     return 0
 
 
-def _compile(args: argparse.Namespace):
+def _compile(args: argparse.Namespace, progress: Any = None):
     import codesign
+    from codesign.passes import instrumentation_from_args
     model, inputs = _load_model(args.model)
-    options: dict[str, Any] = {"instrumentation": instrumentation_from_args(args)}
+    options: dict[str, Any] = {"instrumentation": instrumentation_from_args(args), "progress": progress}
     if args.passes is not None:
         options["pipeline"] = args.passes
     if args.must_fuse:
@@ -154,18 +169,44 @@ def _compile(args: argparse.Namespace):
     return codesign.compile(model, inputs, target=args.target, **options)
 
 
+def _emit_request(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, Path | None] | None:
+    """`--emit KIND [DIR]` checked: ir and mlir print to stdout without DIR; cpp and triton need one."""
+    if args.emit is None:
+        return None
+    from codesign.emit import KINDS
+    kind, *rest = args.emit
+    if kind not in KINDS or len(rest) > 1:
+        parser.error(f"--emit takes KIND [DIR] with KIND one of {', '.join(KINDS)}; got {' '.join(args.emit)}")
+    if not rest and kind in ("cpp", "triton"):
+        parser.error(f"--emit {kind} writes several files or a module: give a folder, --emit {kind} DIR")
+    return kind, Path(rest[0]) if rest else None
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
-    module = _compile(args)
-    if args.save is not None:
-        module.save(args.save)
-    if args.emit == "ir":
-        sys.stdout.write(print_graph(module.graph))
-    elif args.emit == "mlir":
-        sys.stdout.write(module.to_mlir().rstrip("\n") + "\n")
+    from codesign.progress import terminal_progress
+    emit = _emit_request(args.parser, args)
+    with terminal_progress(args.quiet) as progress:
+        module = _compile(args, progress)
+        if args.save is not None:
+            with progress.step(f"save {args.save}"):
+                module.save(args.save)
+        if emit is not None and emit[1] is not None:
+            from codesign.emit import emit as write_code
+            with progress.step(f"code generation: {emit[0]} into {emit[1]}"):
+                written = write_code(module, emit[0], emit[1], overwrite=args.overwrite)
+        elif emit is not None:
+            with progress.step(f"code generation: {emit[0]}"):
+                from codesign.emit import generated_source
+                text = generated_source(module, emit[0])[0]
+    if emit is not None and emit[1] is not None:
+        names = ", ".join(p.name for p in written)
+        print(f"codesign: wrote {names} to {emit[1]}", file=sys.stderr)
+    elif emit is not None:
+        sys.stdout.write(text)
     if args.json:
         import json
         sys.stdout.write(json.dumps(module.summary(), indent=2, sort_keys=True) + "\n")
-    elif args.report or args.emit is None:
+    elif args.report or emit is None or emit[1] is not None:
         sys.stdout.write(module.report().rstrip("\n") + "\n")
     return 0
 
@@ -177,6 +218,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_passes(args: argparse.Namespace) -> int:
+    from codesign.passes import PASSES
     for name in sorted(PASSES):
         cls = PASSES[name]
         print(f"{name}  {cls.summary}")
@@ -232,14 +274,20 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("model", metavar="MODEL", help="path/to/file.py:factory returning (model, inputs)")
     compile_.add_argument("--target", required=True, metavar="T", help="target name or .yaml path")
     compile_.add_argument("--report", action="store_true", help="print the report (the default output)")
-    compile_.add_argument("--emit", choices=("ir", "mlir"), help="print the compiled IR or its MLIR export")
+    compile_.add_argument("--emit", nargs="+", metavar=("KIND", "DIR"),
+                          help="write the generated code to DIR: cpp (C++ and a CMake project), triton (the "
+                               "kernels' .py), mlir, ir; without DIR, mlir and ir print to stdout")
+    compile_.add_argument("--overwrite", action="store_true",
+                          help="let --emit write into a folder that holds other files (same names are replaced)")
+    compile_.add_argument("-q", "--quiet", action="store_true",
+                          help="no progress display on stderr (it is shown only when stderr is a terminal)")
     compile_.add_argument("--passes", metavar="PIPELINE", help="pass pipeline (default: the compiler's)")
     compile_.add_argument("--save", type=Path, metavar="DIR", help="save dumps, code and plan to DIR")
     compile_.add_argument("--must-fuse", metavar="A,B", help="node names that must end in one kernel")
     compile_.add_argument("--json", action="store_true",
                           help="print the plan as JSON (what plan.json holds) instead of the report")
     add_instrumentation_args(compile_)
-    compile_.set_defaults(func=_cmd_compile)
+    compile_.set_defaults(func=_cmd_compile, parser=compile_)
 
     explain = commands.add_parser("explain", parents=[common],
                                   help="why each fusion was or wasn't made (the decision ledger)")
@@ -260,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_parse_error(exc: BaseException) -> bool:
+    parser = sys.modules.get("codesign.ir.parser")
+    return parser is not None and isinstance(exc, parser.ParseError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `codesign` console script; returns the exit code."""
     parser = build_parser()
@@ -278,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "traceback", False):
             raise
         # a ParseError already reads `file:line:col: error: ...`, as compilers print them
-        message = str(exc) if isinstance(exc, ParseError) else f"codesign: error: {exc}"
+        message = str(exc) if _is_parse_error(exc) else f"codesign: error: {exc}"
         notes = "".join(f"\n  ({note})" for note in getattr(exc, "__notes__", ()))  # the pass it came from
         print(message + notes, file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from collections import OrderedDict
 from typing import Callable, Mapping, Sequence
@@ -32,11 +32,12 @@ from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
 from codesign.cost.report import FusionSummary, cost_model_label, kernel_table, roofline_plot, summarize
 from codesign.passes.manager import Decision, Instrumentation, PassContext, PassManager
+from codesign.progress import Progress
 from codesign.targets import Target, load_target
 from codesign.targets.units import format_bytes, format_flops, format_time
 
 SAVE_MARKER = ".codesign-output"
-COMPILE_PIPELINE = "canonicalize,subpixel-conv,dce,fuse,tile,place{time_limit=2 deterministic=true}"
+COMPILE_PIPELINE = "canonicalize,subpixel-conv,dce,fuse,tile,map,place{time_limit=2 deterministic=true}"
 """What `compile()` runs when no pipeline is given."""
 
 
@@ -191,10 +192,11 @@ class CompiledModule:
                 del self._programs[name]
         self._stamp = stamp
 
-    def export_cpp(self, directory: str | Path) -> Path:
-        """Standalone C++ sources, weights and a CMakeLists.txt that builds without torch."""
+    def export_cpp(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Standalone C++ sources, weights and a CMakeLists.txt that builds without torch;
+        the entry point is `<model>_run` (`codesign.codegen.cpp.module.export_cpp`)."""
         from codesign.codegen.cpp import export_cpp
-        return export_cpp(self.graph, self.state, directory)
+        return export_cpp(self.graph_for("cpp"), self.state, directory, overwrite=overwrite)
 
     def stats(self) -> GraphStats:
         return graph_stats(self.graph)
@@ -243,6 +245,11 @@ class CompiledModule:
             "peak_activation_bytes": s.peak_activation_bytes,
             "expert_bytes": s.expert_bytes,
             "fusion": self.fusion().as_dict(),
+            "pipelines": [{"kernel": k.key, "time_s": k.time, "roofline_time_s": k.roofline_time, "bound": k.bound,
+                           "bottleneck": k.pipeline.why(k.problem), "tiles": k.pipeline.tiles,
+                           "sections": len(k.pipeline.sections),
+                           "stage_times_s": [s.ps / 1e12 for s in k.pipeline.stages]}
+                          for k in self.fusion().fused.kernels if k.pipeline is not None],
             "groups": [{"id": g.id, **dict(g.attrs)} for g in self.graph.groups],
             "placement": _without_timing(plan.to_json()) if plan is not None else None,
             "experts": _expert_summary(self.experts) if self.experts is not None else None,
@@ -282,6 +289,9 @@ class CompiledModule:
                       f"({fusion.unfused.launches} kernels) -> compiled {format_time(fusion.fused.time)} "
                       f"({fusion.fused.launches} kernels): {fusion.speedup:.2f}x")
         console.print(f"cost model: {cost_model_label(self.target)}")
+        from codesign.cost.report import pipeline_tables
+        for table in pipeline_tables(fusion.fused, self.target):
+            console.print(table)
         ops = Table(title="ops")
         ops.add_column("op")
         ops.add_column("count", justify="right")
@@ -327,6 +337,12 @@ class CompiledModule:
             if program is not None and suffix and isinstance(getattr(program, "source", None), str):
                 (out / f"kernels.{suffix}").write_text(program.source)
         roofline_plot(self.fusion().fused, self.target, out / "roofline.png")
+        from codesign.cost.report import mapped_kernels
+        mapped = [(k.key, k.problem, k.pipeline) for k in mapped_kernels(self.fusion().fused)]
+        if mapped:
+            from codesign.mapping.pictures import floor_plan, trace
+            floor_plan(self.target, mapped, out / "floorplan.png")
+            trace(mapped, out / "pipeline_trace.json")
         plan = self.placement()
         if plan is not None:
             from codesign.placement import memory_plot
@@ -364,7 +380,7 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
             must_fuse: Sequence[str] = (), backend: str = "auto",
             backend_options: Mapping[str, Mapping[str, object]] | None = None,
             train_mode: str = "refuse", check_indices: bool = True, shapes: str = "recompile",
-            max_shapes: int = 8) -> CompiledModule:
+            max_shapes: int = 8, progress: Progress | None = None) -> CompiledModule:
     """Capture `model`, lower it for `target` through `pipeline`, return a `CompiledModule`.
 
     `must_fuse`: node names that must end in one kernel; compile fails with the decision
@@ -389,7 +405,9 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     are compiled for ("recompile": the model is captured and compiled again for those shapes,
     with a `RecompileWarning` the first time; the last `max_shapes` variants are kept) or
     refused ("static": `InputMismatchError`). A module compiled from a `CapturedModel` has
-    no model to capture again: its shapes are static.
+    no model to capture again: its shapes are static. `progress` (`codesign.progress`) is
+    told of each step — capture, every pass, the expert schedule's solve — as it runs
+    (`codesign compile` draws them on a terminal); None shows nothing.
     """
     if shapes not in SHAPES:
         raise ValueError(f"shapes={shapes!r} is not one of {', '.join(SHAPES)}")
@@ -398,9 +416,14 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     for name in ([backend] if backend != "auto" else []) + list(backend_options or {}):
         get_backend(name)  # an unknown name fails here, with the closest names
     target = target if isinstance(target, Target) else load_target(target)
-    captured = model if isinstance(model, CapturedModel) else capture(model, example_inputs, train_mode=train_mode)
+    progress = progress or (instrumentation.progress if instrumentation else None) or Progress()
+    if isinstance(model, CapturedModel):
+        captured = model
+    else:
+        with progress.step(f"capture {type(model).__name__} (torch.export)"):
+            captured = capture(model, example_inputs, train_mode=train_mode)
     pipeline = COMPILE_PIPELINE if pipeline is None else pipeline
-    manager = PassManager(pipeline, instrumentation)
+    manager = PassManager(pipeline, replace(instrumentation or Instrumentation(), progress=progress))
     options = dict(options or {})
     if must_fuse:
         if "fuse" not in [p.name for p in manager.passes]:
@@ -408,7 +431,7 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
         options["must_fuse"] = tuple(must_fuse)
     ctx = PassContext(target=target, options=options)
     graph = manager.run(captured.graph, ctx)
-    experts = _schedule_experts(graph, target)
+    experts = _schedule_experts(graph, target, progress)
     recompile = None
     if shapes == "recompile" and not isinstance(model, CapturedModel):
         def recompile(inputs: tuple[torch.Tensor, ...]) -> CompiledModule:
@@ -435,7 +458,7 @@ def _backend_options(given: Mapping[str, Mapping[str, object]] | None,
     return options
 
 
-def _schedule_experts(graph: Graph, target: Target):
+def _schedule_experts(graph: Graph, target: Target, progress: Progress):
     """Where MoE experts overflow the tier they run from, schedule their switching (a
     synthetic mid-locality trace stands in until one is recorded: `codesign experts record`).
     Non-expert weights are reserved in that tier first."""
@@ -446,5 +469,6 @@ def _schedule_experts(graph: Graph, target: Target):
     from codesign.experts.ilp import IlpOptions
     stats = graph_stats(graph)
     reserve = stats.param_bytes + stats.buffer_bytes - stats.expert_bytes
-    return schedule_graph(graph, target, reserve=reserve, steps=64,
-                          options=IlpOptions(time_limit=2.0, deterministic=True))
+    with progress.step("expert schedule (CP-SAT)"):
+        return schedule_graph(graph, target, reserve=reserve, steps=64,
+                              options=IlpOptions(time_limit=2.0, deterministic=True))

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,7 +171,9 @@ def test_export_cmake_finds_blas_or_falls_back(tmp_path):
     assert "CODESIGN_USE_BLAS" in (out / "CMakeLists.txt").read_text()
     for use, want in (("ON", BLAS_NAME if HAVE_BLAS else "packed hand GEMM"), ("OFF", "packed hand GEMM")):
         build = tmp_path / f"build-{use}"
-        subprocess.run(["cmake", "-S", str(out), "-B", str(build), f"-DCODESIGN_USE_BLAS={use}"],
+        # the CMake project asks this Python where its scipy-openblas32 wheel is (no path is baked in)
+        subprocess.run(["cmake", "-S", str(out), "-B", str(build), f"-DCODESIGN_USE_BLAS={use}",
+                        f"-DPython3_EXECUTABLE={sys.executable}"],
                        check=True, capture_output=True, timeout=60)
         subprocess.run(["cmake", "--build", str(build), "-j", "2"], check=True, capture_output=True, timeout=120)
         run = subprocess.run([str(build / "epi_main"), str(out / "epi.weights.bin")], capture_output=True,

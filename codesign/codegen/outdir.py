@@ -13,6 +13,12 @@ link planted in it, and must not leave half an export behind when it fails. So:
 - only when every file is written does the staging folder take the folder's place (a
   rename; a previous export is moved aside first, its `keep` folders carried over, then
   removed). On any error the staging folder is removed and the folder is as it was.
+
+`overwrite=True` (the command line's `--overwrite`) is the user saying that the folder's
+other files may stay and its files of the same names may go: the staged files are then
+renamed one by one into the existing folder, over any file of the same name (never over a
+folder, never through a link: a rename replaces the link itself), and nothing else in it
+is touched.
 """
 
 from __future__ import annotations
@@ -59,9 +65,9 @@ class Stage:
         self.write_bytes(name, text.encode("utf-8"))
 
 
-def check_directory(out: Path, kind: str, keep: tuple[str, ...] = ()) -> bool:
+def check_directory(out: Path, kind: str, keep: tuple[str, ...] = (), overwrite: bool = False) -> bool:
     """Whether `out` exists (as an empty folder or a previous `kind` export); raises
-    `ExportError` when writing there would touch anything else."""
+    `ExportError` when writing there would touch anything else (unless `overwrite`)."""
     if out.is_symlink():
         raise ExportError(f"{out} is a symbolic link; {kind} writes only into a real folder: give the "
                           "folder it points to, or a new path")
@@ -70,12 +76,13 @@ def check_directory(out: Path, kind: str, keep: tuple[str, ...] = ()) -> bool:
     if not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder; give a new or empty folder for {kind}")
     entries = sorted(os.listdir(out))
-    if not entries:
+    if not entries or overwrite:
         return True
     marker = out / MARKER
     if MARKER not in entries or marker.is_symlink() or not marker.is_file():
         raise ExportError(f"{out} is not empty and holds no previous {kind} (no {MARKER} file): writing "
-                          "there would replace files codesign did not write; choose an empty or new folder")
+                          "there would replace files codesign did not write; choose an empty or new folder "
+                          "(or pass --overwrite / overwrite=True to write over files of the same names)")
     try:
         record = json.loads(marker.read_text(encoding="utf-8"))
         written = set(record["files"]) if record.get("kind") == kind else None
@@ -94,11 +101,13 @@ def check_directory(out: Path, kind: str, keep: tuple[str, ...] = ()) -> bool:
 
 
 @contextmanager
-def staged_directory(directory: str | Path, kind: str, keep: tuple[str, ...] = ()) -> Iterator[Stage]:
+def staged_directory(directory: str | Path, kind: str, keep: tuple[str, ...] = (),
+                     overwrite: bool = False) -> Iterator[Stage]:
     """Write files into a `Stage`; on success they replace `directory` as a whole (see the
-    module docstring); on an exception nothing in `directory` changes."""
+    module docstring), or with `overwrite` join it file by file; on an exception nothing in
+    `directory` changes."""
     out = Path(directory)
-    existed = check_directory(out, kind, keep)
+    existed = check_directory(out, kind, keep, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -110,6 +119,9 @@ def staged_directory(directory: str | Path, kind: str, keep: tuple[str, ...] = (
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700, as a folder the user made would be
+        if overwrite and existed:
+            _merge(staging, out, stage.files + [MARKER])
+            return
         check_directory(out, kind, keep)  # again: nothing appeared there while we wrote
         if not existed or not any(os.scandir(out)):
             os.replace(staging, out)  # onto nothing, or onto an empty folder: one rename
@@ -124,3 +136,14 @@ def staged_directory(directory: str | Path, kind: str, keep: tuple[str, ...] = (
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _merge(staging: Path, out: Path, names: list[str]) -> None:
+    """Rename each staged file into `out`, over a file (or link) of the same name; refuses,
+    before moving any, when one of those names is a folder there."""
+    folders = [n for n in names if (out / n).is_dir() and not (out / n).is_symlink()]
+    if folders:
+        raise ExportError(f"{out} holds folders named as files the export writes ({', '.join(folders)}); "
+                          "move them away or choose an empty or new folder")
+    for name in names:
+        os.replace(staging / name, out / name)

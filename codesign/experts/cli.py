@@ -24,17 +24,16 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from codesign.targets import load_target
 from codesign.targets.units import UnitError, format_bytes, parse_bytes
 
 from .baselines import BASELINES
-from .bounds import lower_bound
-from .ilp import IlpOptions
 from .problem import InfeasibleError, expert_link, problem_for_target
-from .report import plot_residency, results_table
 from .schedule import HORIZON_WINDOWS, schedule
-from .simulate import write_chrome_trace
 from .trace import LOCALITY_LEVELS, MAX_EXPERT_BYTES, MAX_EXPERTS, TraceError, read_trace, write_trace, zipf_trace
+
+# The parser needs only the constants above (pure Python); what runs a command (the target
+# loader, the bounds' min-cost flow, the report's plots, CP-SAT) is imported by the command,
+# so `codesign --help` and `codesign targets list` do not load it.
 
 __all__ = ["add_experts_parser"]
 
@@ -161,6 +160,7 @@ def _console() -> Console:
 
 
 def _problem(args: argparse.Namespace):
+    from codesign.targets import load_target
     trace = read_trace(args.trace)
     if args.steps:
         trace = trace.head(args.steps)
@@ -177,6 +177,8 @@ def _problem(args: argparse.Namespace):
 
 
 def _outputs(args: argparse.Namespace, problem, plan, result, data: dict) -> None:
+    from .report import plot_residency
+    from .simulate import write_chrome_trace
     console = _console()
     if args.plot:
         console.print(f"wrote {plot_residency(args.plot, problem, result)}")
@@ -189,6 +191,7 @@ def _outputs(args: argparse.Namespace, problem, plan, result, data: dict) -> Non
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from .report import results_table
     problem = _problem(args)
     sched = schedule(problem, baselines=args.policy, use_ilp=False)
     console = _console()
@@ -198,6 +201,9 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
+    from .bounds import lower_bound
+    from .ilp import IlpOptions
+    from .report import results_table
     problem = _problem(args)
     console = _console()
     options = IlpOptions(time_limit=args.time_limit, workers=args.workers)

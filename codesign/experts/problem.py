@@ -12,11 +12,12 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
-
-from codesign.targets import Target
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from .trace import Trace
+
+if TYPE_CHECKING:
+    from codesign.targets import Target
 
 __all__ = ["Expert", "InfeasibleError", "Problem", "ExpertLink", "expert_link", "next_use", "roofline_time", "problem_from_trace",
            "problem_for_target", "NS"]

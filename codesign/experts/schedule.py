@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from .baselines import BASELINES
-from .bounds import lower_bound
-from .ilp import IlpOptions, resident_after, solve_window
 from .plan import Load, Plan
 from .prefetch import aggressive_min
 from .problem import Problem
 from .simulate import SimResult, simulate
+
+if TYPE_CHECKING:
+    from .ilp import IlpOptions
 
 __all__ = ["Schedule", "WindowReport", "schedule", "earliest_releases", "HORIZON_WINDOWS"]
 
@@ -132,7 +133,7 @@ def _shift(plan: Plan, offset: int, last_use: dict[int, int]) -> tuple[tuple[Loa
     return loads, drops
 
 
-def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpOptions(),  # noqa: C901
+def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions | None = None,  # noqa: C901
              baselines: Sequence[str] | None = None, use_ilp: bool = True,
              progress: Callable[[int, int, float, int, int], None] | None = None, lookahead: int = 0,
              warm_start: bool = True, horizon: int | None = None) -> Schedule:
@@ -182,6 +183,9 @@ def schedule(problem: Problem, *, window: int = 1000, options: IlpOptions = IlpO
     if not use_ilp:
         best_plan, best_result = min(full.values(), key=lambda pr: pr[1].total)
         return Schedule(problem, best_plan, best_result, full, ())
+    from .bounds import lower_bound  # the solvers (CP-SAT, a min-cost flow): imported only to solve
+    from .ilp import IlpOptions, resident_after, solve_window
+    options = IlpOptions() if options is None else options
 
     loads: list[Load] = []
     drops: set[tuple[int, int]] = set()

@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import numpy as np
-
 __all__ = ["Trace", "TraceError", "parse_trace", "read_trace", "write_trace", "zipf_trace", "LOCALITY_LEVELS",
            "MAX_EXPERTS", "MAX_EXPERT_BYTES"]
 
@@ -223,6 +221,7 @@ def zipf_trace(num_experts: int, steps: int, *, num_layers: int = 1, top_k: int 
         raise TraceError(f"locality must be in [0, 1], got {locality}")
     if not 1 <= top_k <= num_experts:
         raise TraceError(f"top_k={top_k} must be in 1..{num_experts}")
+    import numpy as np  # here, not at the top: reading a trace (and the CLI's parser) needs none
     rng = np.random.default_rng(seed)
     ranks = [rng.permutation(num_experts) for _ in range(num_layers)]
     popularity = 1.0 / np.arange(1, num_experts + 1) ** alpha

@@ -12,18 +12,21 @@ import argparse
 import re
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterator, Mapping, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence, TextIO
 
+from codesign.cli_options import DEFAULT_PIPELINE, add_instrumentation_args  # noqa: F401  (re-exported)
+from codesign.cli_options import name_list as _name_list
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
 from codesign.ir.verifier import VerifyError, verify
 from codesign.passes.registry import PASSES, Pass, PipelineError, format_pipeline, parse_pipeline
 
-DEFAULT_PIPELINE = "canonicalize,dce"
-"""The pipeline `codesign opt` and `codesign.compile` run when none is given."""
+if TYPE_CHECKING:
+    from codesign.progress import Progress
 
 
 # -- context -------------------------------------------------------------------------------
@@ -102,7 +105,8 @@ class Instrumentation:
     `print_ir_after` or `print_ir_after_all` it restricts those to passes that changed it.
     `compile_to` stops after the named pass, or after pass #N of the pipeline given as its
     number (an int, or a string of digits as the command line passes it; needed when a pass
-    runs more than once). Output goes to `stream` (stderr when None).
+    runs more than once). Output goes to `stream` (stderr when None). `progress`
+    (`codesign.progress.Progress`) is told when each pass starts and ends.
     """
 
     print_ir_before: frozenset[str] = frozenset()
@@ -114,6 +118,7 @@ class Instrumentation:
     timing: bool = False
     compile_to: str | int | None = None
     stream: TextIO | None = field(default=None, compare=False)
+    progress: Progress | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "print_ir_before", frozenset(self.print_ir_before))
@@ -262,8 +267,11 @@ class PassManager:
             if pass_.name in inst.print_ir_before:
                 _print_ir(out, f"IR Dump Before {pass_.name}", graph)
             start = time.perf_counter()
+            step = (inst.progress.step(f"pass {index}/{last} {pass_.name}: {pass_.summary}")
+                    if inst.progress is not None else nullcontext())
             try:
-                result = pass_.run(graph, ctx)
+                with step:
+                    result = pass_.run(graph, ctx)
             except PassError as exc:
                 if exc.pass_text is not None:  # already named (a pass running a nested pipeline)
                     raise
@@ -342,29 +350,6 @@ def run_pipeline(graph: Graph, pipeline: str | Sequence[Pass] = DEFAULT_PIPELINE
 
 
 # -- command-line flags shared by `codesign opt` and `codesign compile` ----------------------
-def _name_list(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
-
-
-def add_instrumentation_args(parser: argparse.ArgumentParser) -> None:
-    """Add the pass-debugging flags (`--print-ir-after-change`, `--dump-dir`, ...)."""
-    group = parser.add_argument_group("pass instrumentation")
-    group.add_argument("--print-ir-before", metavar="PASS", action="append", default=[],
-                       help="print the IR before PASS (repeatable, or comma-separated)")
-    group.add_argument("--print-ir-after", metavar="PASS", action="append", default=[],
-                       help="print the IR after PASS (repeatable, or comma-separated)")
-    group.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
-    group.add_argument("--print-ir-after-change", action="store_true",
-                       help="print the IR after a pass only when the pass changed it")
-    group.add_argument("--dump-dir", metavar="DIR", type=Path,
-                       help="write the IR before and after every pass as DIR/NN-PASS.csir")
-    group.add_argument("--verify-each", action=argparse.BooleanOptionalAction, default=True,
-                       help="verify the IR after every pass (default: on)")
-    group.add_argument("--timing", action="store_true", help="print a table of per-pass wall times")
-    group.add_argument("--compile-to", metavar="PASS",
-                       help="stop after PASS (its name, or its number in the pipeline: 1 is the first pass)")
-
-
 def instrumentation_from_args(args: argparse.Namespace, stream: TextIO | None = None) -> Instrumentation:
     """The `Instrumentation` the flags of `add_instrumentation_args` ask for."""
     return Instrumentation(

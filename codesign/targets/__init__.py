@@ -1,8 +1,17 @@
-"""Targets: chips described as validated YAML data (see DESIGN.md, "Targets")."""
+"""Targets: chips described as validated YAML data (see DESIGN.md, "Targets").
 
-from .loader import TargetError, list_targets, load_target, target_json_schema
-from .schema import MemoryTier, Target
-from .units import UnitError
+The names load on first use (`codesign.lazy`): `codesign.targets.units` and the command
+line's parser do not pay for pydantic and the schema.
+"""
+
+from typing import TYPE_CHECKING
+
+from codesign.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from .loader import TargetError, list_targets, load_target, target_json_schema
+    from .schema import MemoryTier, Target
+    from .units import UnitError
 
 __all__ = [
     "Target",
@@ -13,3 +22,7 @@ __all__ = [
     "target_json_schema",
     "UnitError",
 ]
+
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), {
+    "TargetError": ".loader", "list_targets": ".loader", "load_target": ".loader",
+    "target_json_schema": ".loader", "MemoryTier": ".schema", "Target": ".schema", "UnitError": ".units"})

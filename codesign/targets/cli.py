@@ -11,14 +11,18 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 
-from .loader import TargetError, list_targets, load_target, target_json_schema
-from .schema import HOLDS, Target, TargetLookupError
 from .units import format_bandwidth, format_bytes, format_flops, format_time
+
+if TYPE_CHECKING:
+    from .schema import Target
+
+# The loader and the schema (pydantic) are imported by the commands that read a target, not
+# by the parser: `codesign --help` builds this parser too.
 
 __all__ = ["add_targets_parser"]
 
@@ -62,6 +66,7 @@ def _print_help(parser: argparse.ArgumentParser) -> Any:
 
 
 def _peak(target: Target, dtype: str) -> str:
+    from .schema import TargetLookupError
     try:
         return format_flops(target.peak_flops(dtype))
     except TargetLookupError:
@@ -74,6 +79,7 @@ def _as_json(target: Target) -> dict:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from .loader import list_targets, load_target
     if getattr(args, "json", False):
         data = [_as_json(load_target(name)) for name in list_targets()]
         sys.stdout.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -90,6 +96,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from .loader import TargetError, load_target
     try:
         target = load_target(args.target)
     except TargetError as exc:
@@ -131,6 +138,7 @@ def _show(args: argparse.Namespace) -> int:
 
 def _tier_table(target: Target) -> Table:
     """Memory tiers, fastest first; columns that would be all '-' are left out."""
+    from .schema import HOLDS
     columns: dict[str, list[str]] = {"tier": [t.name for t in target.memory]}
     columns["capacity"] = [format_bytes(t.capacity) for t in target.memory]
     if any(t.scope == "per_unit" for t in target.memory):
@@ -159,6 +167,7 @@ def _tier_table(target: Target) -> Table:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from .loader import TargetError, load_target
     try:
         # A Path, so that a file named like a bundled target is still read as a file.
         target = load_target(Path(args.file))
@@ -170,5 +179,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _schema(args: argparse.Namespace) -> int:
+    from .loader import target_json_schema
     sys.stdout.write(json.dumps(target_json_schema(), indent=2) + "\n")
     return 0

@@ -17,8 +17,8 @@ from codesign.codegen import CodegenError
 from codesign.codegen.cache import CacheWarning
 from codesign.codegen.checks import DIVISION, INDEX, cpp_failure
 from codesign.codegen.cpp import openmp
-from codesign.codegen.cpp.build import Built, _scipy_openblas32, build, find_blas, load
-from codesign.codegen.cpp.wrapper import CppSource, generate
+from codesign.codegen.cpp.build import Built, build, find_blas, load
+from codesign.codegen.cpp.wrapper import CppSource, entry_names, generate
 from codesign.codegen.outdir import Stage, staged_directory
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
@@ -112,7 +112,7 @@ class CppModule:
         return outs
 
 
-MAIN = r'''// Demo: load the weights, run @{name} on {what} inputs, print output checksums.
+MAIN = r'''// Demo: load the weights, run @{graph} on {what} inputs, print output checksums.
 #include <cstdio>
 #include <cstdint>
 #include <cstdlib>
@@ -125,34 +125,34 @@ MAIN = r'''// Demo: load the weights, run @{name} on {what} inputs, print output
 int main(int argc, char** argv) {{
   const char* weights = argc > 1 ? argv[1] : "{name}.weights.bin";
   std::vector<void*> owned;
-  const void* inputs[CODESIGN_NUM_INPUTS > 0 ? CODESIGN_NUM_INPUTS : 1] = {{}};
-  if (codesign_load_weights(weights, inputs) != 0) {{ std::fprintf(stderr, "cannot read %s\n", weights); return 1; }}
+  const void* inputs[{NUM_INPUTS} > 0 ? {NUM_INPUTS} : 1] = {{}};
+  if ({name}_load_weights(weights, inputs) != 0) {{ std::fprintf(stderr, "cannot read %s\n", weights); return 1; }}
   uint32_t seed = 12345;
 {inputs}
-  void* outputs[CODESIGN_NUM_OUTPUTS > 0 ? CODESIGN_NUM_OUTPUTS : 1];
+  void* outputs[{NUM_OUTPUTS} > 0 ? {NUM_OUTPUTS} : 1];
 {outputs}
   auto t0 = std::chrono::steady_clock::now();
-  int rc = run(inputs, outputs);
+  int rc = {run}(inputs, outputs);
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   if (rc != 0) {{ std::fprintf(stderr, "run failed: %d\n", rc); return 1; }}
 {checks}
-  std::printf("time %.3f ms (GEMM: %s)\n", ms, codesign_gemm());
+  std::printf("time %.3f ms (GEMM: %s)\n", ms, {gemm}());
   for (void* p : owned) std::free(p);
   return 0;
 }}
 '''
 
-LOADER = r'''// Weights of @{name}: one blob, each tensor at a 64-byte aligned offset.
+LOADER = r'''// Weights of @{graph}: one blob, each tensor at a 64-byte aligned offset.
 #pragma once
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
-static const struct {{ int input; int64_t offset, bytes; }} codesign_weight_table[] = {{
+static const struct {{ int input; int64_t offset, bytes; }} {name}_weight_table[] = {{
 {rows}
 }};
 // Fills inputs[i] for every weight input; the blob stays allocated for the program's life.
-static inline int codesign_load_weights(const char* path, const void** inputs) {{
-  const int n = (int)(sizeof(codesign_weight_table) / sizeof(codesign_weight_table[0]));
+static inline int {name}_load_weights(const char* path, const void** inputs) {{
+  const int n = (int)(sizeof({name}_weight_table) / sizeof({name}_weight_table[0]));
   if ({total} == 0) return 0;
   FILE* f = std::fopen(path, "rb");
   if (!f) return -1;
@@ -162,7 +162,7 @@ static inline int codesign_load_weights(const char* path, const void** inputs) {
   std::fclose(f);
   if (got != (size_t){total}) return -3;
   for (int i = 0; i < n; ++i)
-    if (codesign_weight_table[i].input >= 0) inputs[codesign_weight_table[i].input] = (char*)blob + codesign_weight_table[i].offset;
+    if ({name}_weight_table[i].input >= 0) inputs[{name}_weight_table[i].input] = (char*)blob + {name}_weight_table[i].offset;
   return 0;
 }}
 '''
@@ -185,19 +185,41 @@ find_package(OpenMP)
 if(OpenMP_CXX_FOUND)
   target_link_libraries({name} PUBLIC OpenMP::OpenMP_CXX)
 endif()
-# GEMM: OpenBLAS from the scipy-openblas32 wheel (pip install scipy-openblas32; its lib folder:
-# python -c "import scipy_openblas32; print(scipy_openblas32.get_lib_dir())"), else a system
-# OpenBLAS (unprefixed cblas_sgemm), else the packed hand GEMM compiled into {name}.cpp.
+# GEMM, found when this project is configured (nothing here names a folder of the machine
+# that exported it): OpenBLAS from the scipy-openblas32 wheel, in CODESIGN_BLAS_DIR or, when
+# that is empty, where the Python on PATH (or Python3_EXECUTABLE) has it installed; else a
+# system OpenBLAS (unprefixed cblas_sgemm: find_library, then find_package(BLAS)); else the
+# packed hand GEMM compiled into {name}.cpp. -DCODESIGN_USE_BLAS=OFF forces the hand GEMM.
 option(CODESIGN_USE_BLAS "run fp32 GEMMs through OpenBLAS when it is found" ON)
-set(CODESIGN_BLAS_DIR "{blas_dir}" CACHE PATH "folder holding libscipy_openblas (scipy-openblas32 wheel)")
+set(CODESIGN_BLAS_DIR "" CACHE PATH "folder holding libscipy_openblas (scipy-openblas32 wheel); empty: ask Python")
 if(CODESIGN_USE_BLAS)
-  find_library(CODESIGN_SCIPY_OPENBLAS NAMES scipy_openblas HINTS ${{CODESIGN_BLAS_DIR}})
+  if(NOT CODESIGN_BLAS_DIR)
+    find_package(Python3 COMPONENTS Interpreter QUIET)
+    if(Python3_Interpreter_FOUND)
+      execute_process(COMMAND ${{Python3_EXECUTABLE}} -c "import scipy_openblas32; print(scipy_openblas32.get_lib_dir())"
+                      OUTPUT_VARIABLE CODESIGN_WHEEL_BLAS_DIR OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET
+                      RESULT_VARIABLE CODESIGN_WHEEL_BLAS_RC)
+      if(CODESIGN_WHEEL_BLAS_RC EQUAL 0)
+        set(CODESIGN_BLAS_DIR "${{CODESIGN_WHEEL_BLAS_DIR}}")
+      endif()
+    endif()
+  endif()
+  if(CODESIGN_BLAS_DIR)
+    find_library(CODESIGN_SCIPY_OPENBLAS NAMES scipy_openblas HINTS ${{CODESIGN_BLAS_DIR}} NO_DEFAULT_PATH)
+  endif()
   if(CODESIGN_SCIPY_OPENBLAS)
     target_compile_definitions({name} PRIVATE CODESIGN_BLAS=1)
     target_link_libraries({name} PRIVATE ${{CODESIGN_SCIPY_OPENBLAS}})
     message(STATUS "GEMM: OpenBLAS (scipy-openblas32) ${{CODESIGN_SCIPY_OPENBLAS}}")
   else()
     find_library(CODESIGN_OPENBLAS NAMES openblas)
+    if(NOT CODESIGN_OPENBLAS)
+      set(BLA_VENDOR OpenBLAS)
+      find_package(BLAS QUIET)
+      if(BLAS_FOUND)
+        set(CODESIGN_OPENBLAS ${{BLAS_LIBRARIES}})
+      endif()
+    endif()
     if(CODESIGN_OPENBLAS)
       target_compile_definitions({name} PRIVATE CODESIGN_BLAS=1 CODESIGN_BLAS_SYSTEM=1)
       target_link_libraries({name} PRIVATE ${{CODESIGN_OPENBLAS}})
@@ -228,30 +250,41 @@ def _fill(t, name: str, var: str, random: bool) -> list[str]:
     return lines
 
 
+def export_name(graph_name: str) -> str:
+    """The C identifier an export's files and entry points are named after (`mlp` ->
+    `mlp.cpp`, `mlp_run`): the graph's name with other characters as `_`."""
+    name = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in graph_name) or "model"
+    return f"m_{name}" if name[0].isdigit() else name
+
+
 def export_cpp(graph: Graph, state: Mapping[str, torch.Tensor], directory: str | Path,
-               random_inputs: bool = True) -> Path:
+               random_inputs: bool = True, overwrite: bool = False) -> Path:
     """Write `<name>.cpp`, `<name>.h`, the weights blob and its loader, `main.cpp`, `CMakeLists.txt`.
 
     `cmake -S dir -B dir/build && cmake --build dir/build && dir/build/<name>_main dir/<name>.weights.bin`
     builds and runs it on a machine with only cmake and a C++17 compiler (OpenMP if found;
-    OpenBLAS from the scipy-openblas32 wheel or the system if found, `-DCODESIGN_USE_BLAS=OFF`
-    for the hand GEMM).
-    Float runtime inputs are pseudo-random (a fixed LCG), integer ones zero.
+    OpenBLAS found when configured — the scipy-openblas32 wheel of the Python on PATH, or
+    `-DCODESIGN_BLAS_DIR=...`, or the system's —, `-DCODESIGN_USE_BLAS=OFF` for the hand GEMM).
+    Float runtime inputs are pseudo-random (a fixed LCG), integer ones zero. The entry points
+    are named after the model (`<name>_run(inputs, outputs)`, `<name>_error`, `<NAME>_NUM_INPUTS`:
+    `export_name`), so two exported models link into one program.
 
     `directory` must be new, empty or a previous export (its `.codesign-export` marker lists
-    what it wrote; `build/` is kept): anything else is refused with `ExportError`, as is a
+    what it wrote; `build/` is kept): anything else is refused with `ExportError` unless
+    `overwrite` (then the files join the folder, over those of the same names), as is a
     symbolic link. Files are written into a staging folder that replaces `directory` only
     once all are written (`codesign.codegen.outdir`), so a failed export leaves no trace.
     """
-    with staged_directory(directory, "codesign C++ export", keep=("build",)) as stage:
+    with staged_directory(directory, "codesign C++ export", keep=("build",), overwrite=overwrite) as stage:
         _write_export(graph, state, stage, random_inputs)
     return Path(directory)
 
 
 def _write_export(graph: Graph, state: Mapping[str, torch.Tensor], stage: Stage, random_inputs: bool) -> None:
     from codesign.codegen.cpp import scalar as S
-    code = generate(graph)
-    name = "".join(c if c.isalnum() or c == "_" else "_" for c in graph.name) or "model"
+    name = export_name(graph.name)
+    code = generate(graph, prefix=name)
+    entry = entry_names(name)
     stage.write_text(f"{name}.cpp", code.source)
     stage.write_text(f"{name}.h", code.header)
     stage.write_text(f"{name}.csir", print_graph(graph))
@@ -272,7 +305,8 @@ def _write_export(graph: Graph, state: Mapping[str, torch.Tensor], stage: Stage,
             offset += len(data)
     if not rows:
         rows.append("  {-1, 0, 0},")
-    stage.write_text(f"{name}_weights.h", LOADER.format(name=name, rows="\n".join(rows), total=offset))
+    stage.write_text(f"{name}_weights.h", LOADER.format(name=name, graph=graph.name, rows="\n".join(rows),
+                                                     total=offset))
     inputs, outputs, checks = [], [], []
     for i, inp in enumerate(graph.inputs):
         if not inp.kind.is_state:
@@ -290,9 +324,10 @@ def _write_export(graph: Graph, state: Mapping[str, torch.Tensor], stage: Stage,
                "static inline float cs_f16(uint16_t h) { uint32_t s = (h & 0x8000u) << 16, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;"
                " if (e == 0) { float f = (float)m / 1024.0f / 16384.0f; return s ? -f : f; }"
                " u = e == 31 ? (s | 0x7f800000u | (m << 13)) : (s | ((e + 112) << 23) | (m << 13)); float f; std::memcpy(&f, &u, 4); return f; }\n")
-    main = MAIN.format(name=name, what="pseudo-random" if random_inputs else "zero",
-                       inputs="\n".join(inputs), outputs="\n".join(outputs), checks="\n".join(checks))
+    main = MAIN.format(name=name, graph=graph.name, what="pseudo-random" if random_inputs else "zero",
+                       NUM_INPUTS=entry["NUM_INPUTS"], NUM_OUTPUTS=entry["NUM_OUTPUTS"], run=entry["run"],
+                       gemm=entry["gemm"], inputs="\n".join(inputs), outputs="\n".join(outputs),
+                       checks="\n".join(checks))
     main = main.replace('#include "' + name + '_weights.h"\n', '#include "' + name + '_weights.h"\n' + helpers)
     stage.write_text("main.cpp", main)
-    found = _scipy_openblas32()
-    stage.write_text("CMakeLists.txt", CMAKE.format(name=name, blas_dir=found.lib_dir if found else ""))
+    stage.write_text("CMakeLists.txt", CMAKE.format(name=name))

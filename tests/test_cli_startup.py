@@ -1,0 +1,87 @@
+"""The command line starts without torch for commands that do not need it (issue 16).
+
+Each check runs the command in a fresh interpreter and looks at `sys.modules` afterwards:
+what was imported, not how long it took (the timing is `benchmarks/cli_startup.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "ortools.sat.python.cp_model", "pandas", "scipy", "matplotlib", "pydantic")
+"""Modules none of the light commands may import (pydantic only where no target is read)."""
+
+
+def _imported_by(argv: list[str], tmp_path) -> tuple[int, set[str], str]:
+    """(exit code, heavy modules imported, stdout) of `codesign ARGV` in a fresh interpreter."""
+    script = ("import contextlib, io, json, sys\n"
+              "from codesign.cli import main\n"
+              "out = io.StringIO()\n"
+              "with contextlib.redirect_stdout(out):\n"
+              f"    rc = main({argv!r})\n"
+              f"heavy = sorted(m for m in {HEAVY!r} if m in sys.modules)\n"
+              "print(json.dumps([rc, heavy, out.getvalue()]))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    rc, heavy, out = json.loads(run.stdout.splitlines()[-1])
+    return rc, set(heavy), out
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], ["experts", "--help"], ["passes", "--help"]],
+                         ids=" ".join)
+def test_parser_commands_import_nothing_heavy(argv, tmp_path) -> None:
+    rc, heavy, _ = _imported_by(argv, tmp_path)
+    assert rc == 0 and heavy == set()
+
+
+@pytest.mark.parametrize("argv", [["targets", "list"], ["targets", "show", "h200", "--json"], ["targets", "schema"]],
+                         ids=" ".join)
+def test_target_commands_do_not_import_torch(argv, tmp_path) -> None:
+    rc, heavy, out = _imported_by(argv, tmp_path)
+    assert rc == 0 and out.strip()
+    assert heavy <= {"pydantic"}, heavy  # the schema is pydantic; torch and the solvers stay out
+
+
+def test_experts_simulate_on_a_trace_imports_no_torch_and_no_cp_sat(tmp_path) -> None:
+    trace = tmp_path / "t.jsonl"
+    rc, heavy, _ = _imported_by(["experts", "generate", "--experts", "8", "--steps", "50", "-o", str(trace)],
+                                tmp_path)
+    assert rc == 0 and trace.exists() and heavy == set()
+    rc, heavy, out = _imported_by(["experts", "simulate", "--trace", str(trace), "--target", "h100",
+                                   "--expert-bytes", "4GB"], tmp_path)
+    assert rc == 0 and "lru" in out
+    assert heavy <= {"pydantic"}, heavy
+
+
+def test_import_codesign_is_lazy_and_its_names_still_resolve(tmp_path) -> None:
+    script = ("import sys, codesign\n"
+              "before = 'torch' in sys.modules\n"
+              "compile_, target = codesign.compile, codesign.Target\n"
+              "from codesign.compiler import compile as real\n"
+              "from codesign.experts import schedule, IlpOptions\n"
+              "print(before, compile_ is real, callable(schedule), IlpOptions.__name__, 'compile' in dir(codesign))\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True", "True", "IlpOptions", "True"]
+
+
+def test_an_unknown_public_name_is_an_attribute_error() -> None:
+    import codesign
+    with pytest.raises(AttributeError, match="has no attribute 'compiel'"):
+        codesign.compiel  # noqa: B018
+
+
+def test_a_bad_target_file_is_one_error_line_without_torch(tmp_path) -> None:
+    bad = tmp_path / "chip.yaml"
+    bad.write_text("name: chip\nkind: gpu\n")
+    script = ("import sys\nfrom codesign.cli import main\n"
+              f"rc = main(['targets', 'validate', {str(bad)!r}])\n"
+              "print(rc, 'torch' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.stdout.split() == ["1", "False"], run.stderr
+    assert run.stderr.startswith("codesign: error:") and "Traceback" not in run.stderr
