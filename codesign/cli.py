@@ -169,22 +169,23 @@ def _compile(args: argparse.Namespace, progress: Any = None):
     return codesign.compile(model, inputs, target=args.target, **options)
 
 
-def _emit_request(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, Path | None] | None:
-    """`--emit KIND [DIR]` checked: ir and mlir print to stdout without DIR; cpp and triton need one."""
-    if args.emit is None:
-        return None
-    from codesign.emit import KINDS
-    kind, *rest = args.emit
-    if kind not in KINDS or len(rest) > 1:
-        parser.error(f"--emit takes KIND [DIR] with KIND one of {', '.join(KINDS)}; got {' '.join(args.emit)}")
-    if not rest and kind in ("cpp", "triton"):
-        parser.error(f"--emit {kind} writes several files or a module: give a folder, --emit {kind} DIR")
-    return kind, Path(rest[0]) if rest else None
+class _EmitAction(argparse.Action):
+    """`--emit KIND [DIR]`, checked as argparse reads it (exit 2): ir and mlir print to
+    stdout without DIR; cpp and triton need one. Stored as (kind, Path or None)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from codesign.emit import KINDS
+        kind, *rest = values
+        if kind not in KINDS or len(rest) > 1:
+            parser.error(f"--emit takes KIND [DIR] with KIND one of {', '.join(KINDS)}; got {' '.join(values)}")
+        if not rest and kind in ("cpp", "triton"):
+            parser.error(f"--emit {kind} writes several files or a module: give a folder, --emit {kind} DIR")
+        setattr(namespace, self.dest, (kind, Path(rest[0]) if rest else None))
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     from codesign.progress import terminal_progress
-    emit = _emit_request(args.parser, args)
+    emit = args.emit
     with terminal_progress(args.quiet) as progress:
         module = _compile(args, progress)
         if args.save is not None:
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("model", metavar="MODEL", help="path/to/file.py:factory returning (model, inputs)")
     compile_.add_argument("--target", required=True, metavar="T", help="target name or .yaml path")
     compile_.add_argument("--report", action="store_true", help="print the report (the default output)")
-    compile_.add_argument("--emit", nargs="+", metavar=("KIND", "DIR"),
+    compile_.add_argument("--emit", nargs="+", metavar=("KIND", "DIR"), action=_EmitAction,
                           help="write the generated code to DIR: cpp (C++ and a CMake project), triton (the "
                                "kernels' .py), mlir, ir; without DIR, mlir and ir print to stdout")
     compile_.add_argument("--overwrite", action="store_true",
@@ -287,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--json", action="store_true",
                           help="print the plan as JSON (what plan.json holds) instead of the report")
     add_instrumentation_args(compile_)
-    compile_.set_defaults(func=_cmd_compile, parser=compile_)
+    compile_.set_defaults(func=_cmd_compile)
 
     explain = commands.add_parser("explain", parents=[common],
                                   help="why each fusion was or wasn't made (the decision ledger)")

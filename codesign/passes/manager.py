@@ -267,7 +267,7 @@ class PassManager:
             if pass_.name in inst.print_ir_before:
                 _print_ir(out, f"IR Dump Before {pass_.name}", graph)
             start = time.perf_counter()
-            step = (inst.progress.step(f"pass {index}/{last} {pass_.name}: {pass_.summary}")
+            step = (inst.progress.step(f"pass {index}/{last} {pass_.name}: {pass_.summary.split(' (')[0]}")
                     if inst.progress is not None else nullcontext())
             try:
                 with step:
