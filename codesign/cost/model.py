@@ -93,6 +93,9 @@ class KernelCost:
     intensity: float  # FLOPs per home-tier byte
     features: KernelFeatures | None = None
     host: float = 0.0  # host time to launch it (calibrated targets)
+    pipeline: object = None  # the mapped kernel's `mapping.PipelineCost` (spatial targets)
+    problem: object = None  # and its `mapping.Problem`
+    roofline_time: float | None = None  # a mapped kernel's roofline time, for comparison
 
     @property
     def total_flops(self) -> int:
@@ -255,8 +258,24 @@ class CostModel:
         if launch > max(compute, slowest[1]):
             bound = "launch"
         time = max(compute, slowest[1]) + launch
+        mapped = self._pipeline(graph, kernel, types)
+        if mapped is not None:  # a mapped kernel runs as its pipeline; the roofline stays beside it
+            problem, pipe = mapped
+            bound = pipe.bound(problem.resources.reload_tier)
+            if launch > pipe.seconds:
+                bound = "launch"
+            return KernelCost(kernel.key, kernel.name, len(kernel.nodes), flops, tiers, compute, memory_time,
+                              launch, pipe.seconds + launch, bound, intensity, pipeline=pipe, problem=problem,
+                              roofline_time=time)
         return KernelCost(kernel.key, kernel.name, len(kernel.nodes), flops, tiers, compute,
                           memory_time, launch, time, bound, intensity)
+
+    def _pipeline(self, graph: Graph, kernel: Kernel, types: Mapping[str, TensorType]):
+        """(problem, pipeline cost) of a kernel the map pass mapped, else None."""
+        if self.target.spatial is None or kernel.group is None or not kernel.group.plan.is_mapped:
+            return None
+        from codesign.mapping.plan import kernel_pipeline  # the mapper builds on this module
+        return kernel_pipeline(graph, kernel, self.target, types)
 
     def features(self, kernel: Kernel, types: Mapping[str, TensorType], home_bytes: int | None = None,
                  runs: Mapping[str, float] | None = None) -> KernelFeatures:

@@ -123,3 +123,44 @@ def roofline_plot(cost: GraphCost, target: Target, path: str | Path, dtype: DTyp
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def mapped_kernels(cost: GraphCost) -> list:
+    """The kernels a dataflow mapping prices (their `pipeline` is set), in program order."""
+    return [k for k in cost.kernels if k.pipeline is not None]
+
+
+def pipeline_tables(cost: GraphCost, target: Target, limit: int = 40, detail: int = 4) -> list[Table]:
+    """Mapped kernels: a summary row each (the bottleneck and why, pipeline time beside the
+    roofline's), then the stages of each distinct pipeline (up to `detail` of them)."""
+    mapped = mapped_kernels(cost)
+    if not mapped:
+        return []
+    sp = target.spatial
+    summary = Table(title=f"dataflow pipelines on {target.name} ({len(mapped)} mapped kernels"
+                          + (f"; the first {limit} shown" if len(mapped) > limit else "") + ")")
+    for col in ("kernel", "stages", "tiles", "sections", "bound", "bottleneck (why)", "pipeline", "roofline"):
+        summary.add_column(col, justify="left" if col in ("kernel", "bound", "bottleneck (why)") else "right")
+    seen: dict[tuple, str] = {}
+    tables = [summary]
+    for k in mapped[:limit]:
+        p = k.pipeline
+        summary.add_row(f"{k.key} {k.name}"[:32], str(len(p.stages)), str(p.tiles), str(len(p.sections)), k.bound,
+                        p.why(k.problem), format_time(k.time), format_time(k.roofline_time))
+        shape = tuple((s.units, s.memory, s.ps, s.section) for s in p.stages)
+        if shape in seen or len(seen) >= detail:
+            continue
+        seen[shape] = k.key
+        stages = Table(title=f"{k.key}: stages ({p.tiles} tiles; time per tile)")
+        for col in ("#", "stage", "ops", "section", f"{sp.compute.name}s", f"{sp.memory.name}s", "weights",
+                    "compute", "memory", "network", "stage", "cause"):
+            stages.add_column(col, justify="left" if col in ("stage", "cause", "weights") else "right")
+        worst = p.bottleneck
+        for i, (s, problem_stage) in enumerate(zip(p.stages, k.problem.stages)):
+            mark = " *" if s is worst else ""
+            stages.add_row(str(i), s.name + mark, str(len(problem_stage.ops)), str(s.section), str(s.units),
+                           str(s.memory), "-" if not problem_stage.weight_bytes else format_bytes(problem_stage.weight_bytes),
+                           format_time(s.compute_ps / 1e12), format_time(s.memory_ps / 1e12),
+                           format_time(s.network_ps / 1e12), format_time(s.ps / 1e12), s.cause)
+        tables.append(stages)
+    return tables

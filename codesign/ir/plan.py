@@ -20,6 +20,12 @@ group 3 {anchor = "fc", chip_ratio = 1.02, chip_reads = [1.0, 4.0, 1.0], chip_ti
 | `chip_reads`   | `chip_reads` | how many times each anchor operand is read from the home tier at the chip tiles |
 | `chip_ratio`   | `chip_ratio` | achieved / lower bound at the chip tiles |
 | `implementation` | `implementation` | `library`: the backend hands the group's one op to the vendor library (cuBLAS), which the calibrated cost model predicts faster than the generated kernel (`partition`); absent: generated |
+| `map_tiles`    | `map_tiles`  | tiles the kernel streams through its pipeline (`map`, spatial targets) |
+| `map_stages`   | `map_stages` | the pipeline's stages, by anchor node name, in order |
+| `map_units`    | `map_units`  | compute units per stage |
+| `map_memory`   | `map_memory` | memory units per stage |
+| `map_sections` | `map_sections` | section of each stage (runs of stages, from 0; one section: the kernel fits) |
+| `map_weights`  | `map_weights` | per stage `resident` (weights stay in its memory units) or `streamed` (re-read every tile) |
 
 The key set is closed: a key outside this table (a misspelling such as `anchr`, or a
 decision no pass reads) is an error naming the key — a plan that is edited by hand and
@@ -47,9 +53,13 @@ LAYER = "layer"
 
 TILE_PREFIX = "tile_"
 RATIO_PREFIX = "ratio_"
-PLAIN_KEYS = ("anchor", "chip_ratio", "chip_reads", "chip_tile", "implementation", "kind", "scheme")
+MAP_KEYS = ("map_tiles", "map_stages", "map_units", "map_memory", "map_sections", "map_weights")
+"""The dataflow mapping's keys (`codesign.mapping.plan` reads and writes them)."""
+PLAIN_KEYS = ("anchor", "chip_ratio", "chip_reads", "chip_tile", "implementation", "kind", "scheme") + MAP_KEYS
 KEY_FORMS = ("kind", "anchor", "scheme", "tile_<tier>", "ratio_<tier>", "chip_tile", "chip_reads", "chip_ratio",
-             "implementation")
+             "implementation") + MAP_KEYS
+WEIGHTS = ("resident", "streamed")
+"""`map_weights` entries."""
 LIBRARY = "library"
 """`implementation` of a group whose one op runs in the vendor library."""
 _TIER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")  # as `MemoryTier.name` in the target schema
@@ -133,6 +143,12 @@ class GroupPlan:
     chip_reads: tuple[float, ...] | None = None
     chip_ratio: float | None = None
     implementation: str | None = None
+    map_tiles: int | None = None
+    map_stages: tuple[str, ...] | None = None
+    map_units: tuple[int, ...] | None = None
+    map_memory: tuple[int, ...] | None = None
+    map_sections: tuple[int, ...] | None = None
+    map_weights: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for key in ("kind", "anchor", "scheme", "implementation"):
@@ -150,14 +166,52 @@ class GroupPlan:
             object.__setattr__(self, "chip_reads", _numbers("chip_reads", tuple(self.chip_reads)))
         if self.chip_ratio is not None:
             _number("chip_ratio", self.chip_ratio)
+        self._check_mapping()
+
+    def _check_mapping(self) -> None:
+        given = [k for k in MAP_KEYS if getattr(self, k) is not None]
+        if not given:
+            return
+        missing = [k for k in MAP_KEYS if getattr(self, k) is None]
+        if missing:
+            raise PlanError(missing[0], f"a mapped group needs every one of {', '.join(MAP_KEYS)}; "
+                                        f"it lacks {', '.join(missing)}")
+        if not isinstance(self.map_tiles, int) or isinstance(self.map_tiles, bool) or self.map_tiles < 1:
+            raise PlanError("map_tiles", f"group key 'map_tiles' must be a positive integer, got "
+                                         f"{_show(self.map_tiles)}", True)
+        for key in ("map_stages", "map_units", "map_memory", "map_sections", "map_weights"):
+            value = getattr(self, key)
+            if isinstance(value, list):
+                value = tuple(value)
+                object.__setattr__(self, key, value)
+            if not isinstance(value, tuple) or not value:
+                raise PlanError(key, f"group key {key!r} must be a non-empty list, got {_show(value)}", True)
+        for key in ("map_units", "map_memory"):
+            _ints(key, getattr(self, key))
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.map_sections):
+            raise PlanError("map_sections", "group key 'map_sections' must be a list of section numbers "
+                                            f"(0, 1, ...), got {_show(self.map_sections)}", True)
+        if not all(isinstance(v, str) for v in self.map_stages):
+            raise PlanError("map_stages", f"group key 'map_stages' must be a list of node names, got "
+                                          f"{_show(self.map_stages)}", True)
+        if not all(v in WEIGHTS for v in self.map_weights):
+            raise PlanError("map_weights", f"group key 'map_weights' entries must be one of "
+                                           f"{', '.join(map(repr, WEIGHTS))}, got {_show(self.map_weights)}", True)
+        lengths = {k: len(getattr(self, k)) for k in MAP_KEYS[1:]}
+        if len(set(lengths.values())) != 1:
+            raise PlanError("map_units", "group keys map_stages, map_units, map_memory, map_sections and "
+                                         "map_weights need one entry per stage, but have "
+                                         + ", ".join(f"{k} {n}" for k, n in lengths.items()), True)
 
     def __hash__(self) -> int:
         return hash((self.kind, self.anchor, self.scheme, tuple(self.tiles.items()), tuple(self.ratios.items()),
-                     self.chip_tile, self.chip_reads, self.chip_ratio, self.implementation))
+                     self.chip_tile, self.chip_reads, self.chip_ratio, self.implementation,
+                     *(getattr(self, k) for k in MAP_KEYS)))
 
     def __reduce__(self):  # read-only mappings do not pickle; plain dicts do
         return (type(self), (self.kind, self.anchor, self.scheme, dict(self.tiles), dict(self.ratios),
-                             self.chip_tile, self.chip_reads, self.chip_ratio, self.implementation))
+                             self.chip_tile, self.chip_reads, self.chip_ratio, self.implementation,
+                             *(getattr(self, k) for k in MAP_KEYS)))
 
     # -- text form ------------------------------------------------------------------------
     @classmethod
@@ -192,10 +246,18 @@ class GroupPlan:
         out.update((TILE_PREFIX + t, v) for t, v in self.tiles.items())
         out.update(plain("scheme"))
         out.update((RATIO_PREFIX + t, v) for t, v in self.ratios.items())
-        out.update(plain("chip_tile", "chip_reads", "chip_ratio", "implementation"))
+        out.update(plain("chip_tile", "chip_reads", "chip_ratio", "implementation", *MAP_KEYS))
         return MappingProxyType(out)
 
     # -- accessors ------------------------------------------------------------------------
+    @property
+    def is_mapped(self) -> bool:
+        """Whether the `map` pass (or a hand edit) gave the group a dataflow mapping."""
+        return self.map_tiles is not None
+
+    def without_mapping(self) -> "GroupPlan":
+        return replace(self, **{k: None for k in MAP_KEYS})
+
     @property
     def uses_library(self) -> bool:
         """Whether the backend runs the group's one op in the vendor library."""
@@ -240,4 +302,4 @@ def chip_rereads(graph: "Graph") -> dict[str, tuple[float, ...]]:
             if g.plan.chip_reads is not None and g.plan.anchor is not None}
 
 
-__all__ = ["GroupPlan", "LAYER", "PlanError", "chip_rereads"]
+__all__ = ["GroupPlan", "LAYER", "MAP_KEYS", "PlanError", "WEIGHTS", "chip_rereads"]
