@@ -41,8 +41,8 @@ def test_sn40l_spatial_figures_from_the_paper() -> None:
     assert load_target("cpu-host").spatial is None
 
 
-def _bad(tmp_path: Path, old: str, new: str) -> str:
-    text = bundled_target_path("sn40l").read_text()
+def _bad(tmp_path: Path, old: str, new: str, name: str = "sn40l") -> str:
+    text = bundled_target_path(name).read_text()
     assert old in text
     path = tmp_path / "chip.yaml"
     path.write_text(text.replace(old, new, 1))
@@ -55,9 +55,6 @@ def _bad(tmp_path: Path, old: str, new: str) -> str:
 
 @pytest.mark.parametrize("old,new,expected", [
     ("count: 1040             # 1040 PCUs", "count: 1000             #", "spatial.compute.count (1000) must equal compute.units (1040)"),
-    ("bf16: 613.5 GFLOP/s", "bf16: 1 TFLOP/s", "spatial.compute.peak.bf16 x count"),
-    ("capacity: 512 KiB", "capacity: 1 MiB", "spatial.memory.capacity x count"),
-    ("bandwidth: 96 GB/s", "bandwidth: 200 GB/s", "spatial.memory.bandwidth x count"),
     ("dims: [52, 40]", "dims: [52, 41]", "spatial.network.dims [52, 41] give 2132 switches"),
     ("reload_from: hbm", "reload_from: hmb", "names no memory tier 'hmb'"),
     ("reload_from: hbm", "reload_from: sram", "the fast tier the memory units make up"),
@@ -66,3 +63,19 @@ def _bad(tmp_path: Path, old: str, new: str) -> str:
 ])
 def test_inconsistent_spatial_sections_are_refused(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert expected in _bad(tmp_path, old, new)
+
+
+@pytest.mark.parametrize("old,new,expected", [
+    ("int8: 250 GOPS", "int8: 1 TOPS", "spatial.compute.peak.int8 x count is 16 TFLOP/s"),
+    ("capacity: 43 KiB", "capacity: 64 KiB", "spatial.memory.capacity x count"),
+    ("bandwidth: 128 GB/s", "bandwidth: 1 TB/s", "spatial.memory.bandwidth x count"),
+])
+def test_per_unit_figures_must_add_up(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    assert expected in _bad(tmp_path, old, new, "edge-simba")
+
+
+def test_left_out_unit_figures_follow_a_what_if_socket(tmp_path: Path) -> None:
+    """sn40l leaves the PMU capacity derived, so a smaller SRAM shrinks every PMU."""
+    path = tmp_path / "small.yaml"
+    path.write_text(bundled_target_path("sn40l").read_text().replace("capacity: 520 MiB", "capacity: 52 MiB"))
+    assert load_target(path).spatial.memory.capacity == 52 * MiB // 1040

@@ -540,6 +540,18 @@ class Target(_Frozen):
         sp = self.spatial
         if sp is None:
             return self
+        fast = self.memory[0]
+        derived: dict[str, dict] = {"compute": {}, "memory": {}}  # left-out figures: the socket's over the count
+        if sp.compute.peak is None:
+            derived["compute"]["peak"] = {d: r / sp.compute.count for d, r in self.compute.peak.items()}
+        if sp.memory.capacity is None:
+            derived["memory"]["capacity"] = max(1, fast.capacity // sp.memory.count)
+        if sp.memory.bandwidth is None:
+            derived["memory"]["bandwidth"] = fast.bandwidth / sp.memory.count
+        if derived["compute"] or derived["memory"]:
+            sp = sp.model_copy(update={"compute": sp.compute.model_copy(update=derived["compute"]),
+                                       "memory": sp.memory.model_copy(update=derived["memory"])})
+            object.__setattr__(self, "spatial", sp)
         problems: list[str] = []
 
         def off(total: float, socket: float) -> bool:
@@ -555,7 +567,6 @@ class Target(_Frozen):
                     f"spatial.compute.peak.{dtype} x count is {format_flops(rate * sp.compute.count)}, "
                     f"but compute.peak.{dtype} is {format_flops(socket)} (expected within "
                     f"{_UNIT_SLACK:.0%}; write the per-unit rate, {format_flops(socket / sp.compute.count)})")
-        fast = self.memory[0]
         total = sp.memory.capacity * sp.memory.count
         if off(total, fast.capacity):
             problems.append(

@@ -16,7 +16,10 @@ spatial:
 
 Every figure is one unit's (one PCU, one PMU, one link); the consistency checks that tie
 them to the socket's figures (`count` x per-unit peak = the socket's peak, `count` x
-capacity = the fast tier's capacity, ...) live on `Target`, which knows both.
+capacity = the fast tier's capacity, ...) live on `Target`, which knows both. A unit's
+peak, capacity and bandwidth may be left out: they are then the socket's figure over the
+count (`Target` fills them in), so a what-if edit of the socket (a smaller SRAM) carries
+through to the units.
 """
 
 from __future__ import annotations
@@ -44,9 +47,11 @@ class ComputeUnits(_Frozen):
     name: str = Field(default="cu", pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
                       description="What the chip calls them: pcu, pe.")
     count: _Count = Field(description="Units on one socket; must equal compute.units.")
-    peak: dict[Dtype, Flops] = Field(
+    peak: dict[Dtype, Flops] | None = Field(
+        default=None,
         description="Peak rate of ONE unit per dtype, e.g. {bf16: 613.5 GFLOP/s}; count x "
-        "this must match compute.peak for every dtype both list.")
+        "this must match compute.peak for every dtype both list. Left out: compute.peak over "
+        "count (so a what-if edit of the socket's peak carries through).")
     vector_width: _Width = Field(
         default=16, description="Output elements one unit computes at once (SIMD lanes, "
         "systolic columns); a stage whose tile has fewer outputs than units x lanes leaves "
@@ -54,13 +59,13 @@ class ComputeUnits(_Frozen):
 
     @field_validator("peak")
     @classmethod
-    def _peak_valid(cls, peak: dict[str, float]) -> dict[str, float]:
-        if not peak:
+    def _peak_valid(cls, peak: dict[str, float] | None) -> dict[str, float] | None:
+        if peak is not None and not peak:
             raise ValueError(f"peak needs at least one dtype, one of {', '.join(DTYPES)}")
         return peak
 
     def __hash__(self) -> int:
-        return hash((self.name, self.count, tuple(sorted(self.peak.items())), self.vector_width))
+        return hash((self.name, self.count, tuple(sorted((self.peak or {}).items())), self.vector_width))
 
 
 class MemoryUnits(_Frozen):
@@ -69,12 +74,13 @@ class MemoryUnits(_Frozen):
     name: str = Field(default="mu", pattern=r"^[A-Za-z][A-Za-z0-9_]*$",
                       description="What the chip calls them: pmu, buffer.")
     count: _Count = Field(description="Units on one socket.")
-    capacity: Bytes = Field(description="Bytes ONE unit holds; count x this must match the "
-                                        "fast tier's (memory[0]) capacity.")
+    capacity: Bytes | None = Field(default=None, description="Bytes ONE unit holds; count x this must "
+                                   "match the fast tier's (memory[0]) capacity. Left out: that capacity over count.")
     banks: _Banks = Field(description="Independently addressed banks of one unit: a stage "
                                       "needs a bank for every buffer it reads or writes at once.")
-    bandwidth: Bandwidth = Field(description="Read+write bandwidth of ONE unit; count x this "
-                                             "may not exceed the fast tier's bandwidth.")
+    bandwidth: Bandwidth | None = Field(default=None, description="Read+write bandwidth of ONE unit; "
+                                        "count x this may not exceed the fast tier's bandwidth. Left out: that "
+                                        "bandwidth over count.")
 
 
 class Network(_Frozen):
