@@ -69,6 +69,83 @@ def converts(*names: str, keep: Sequence[str] = ()):
     return deco
 
 
+class ConverterRegistrationError(ValueError):
+    """`register_converter` was given an op torch does not have, or one codesign converts already."""
+
+
+_USER_CONVERTERS: set[str] = set()  # packets registered from user code (only those may be unregistered)
+
+
+def _packet_and_overload(aten_op: Any) -> tuple[str, str | None]:
+    """("expm1", None) for "aten.expm1" / "expm1" / torch.ops.aten.expm1; ("expm1", "default")
+    for "aten.expm1.default" / torch.ops.aten.expm1.default. Checks that torch has the op."""
+    if isinstance(aten_op, torch._ops.OpOverload):
+        if aten_op.namespace != "aten":
+            raise ConverterRegistrationError(f"{aten_op} is not an ATen op; register ATen ops (torch.ops.aten.*)")
+        return aten_op._overloadpacket.__name__, aten_op._overloadname
+    if isinstance(aten_op, torch._ops.OpOverloadPacket):
+        return aten_op.__name__, None
+    if not isinstance(aten_op, str) or not aten_op:
+        raise ConverterRegistrationError(f"expected an ATen op name such as 'aten.expm1' or torch.ops.aten.expm1, "
+                                         f"got {aten_op!r}")
+    parts = aten_op.split(".")
+    if parts[0] == "aten":
+        parts = parts[1:]
+    if not 1 <= len(parts) <= 2:
+        raise ConverterRegistrationError(f"{aten_op!r} is not an ATen op name: write 'aten.expm1' or "
+                                         "'aten.expm1.default'")
+    packet = getattr(torch.ops.aten, parts[0], None)
+    if not isinstance(packet, torch._ops.OpOverloadPacket):
+        import difflib
+        close = difflib.get_close_matches(parts[0], [n for n in dir(torch.ops.aten) if not n.startswith("__")], 3)
+        hint = f" (closest: {', '.join('aten.' + c for c in close)})" if close else ""
+        raise ConverterRegistrationError(f"torch has no ATen op {aten_op!r}{hint}")
+    if len(parts) == 2 and parts[1] not in packet.overloads():
+        raise ConverterRegistrationError(f"aten.{parts[0]} has no overload {parts[1]!r} "
+                                         f"(overloads: {', '.join(packet.overloads())})")
+    return parts[0], parts[1] if len(parts) == 2 else None
+
+
+def register_converter(aten_op: Any, fn: Converter | None = None, *, keep: bool = False,
+                       replace: bool = False):
+    """Teach capture an ATen op from user code, without editing codesign (also a decorator).
+
+    `fn(ctx, *args, **kwargs)` receives the fx node's arguments, tensors as IR value names
+    (`Val`), and builds IR ops with `ctx.add(op, operands, attrs)` (`tensor_operand(ctx, 1.0,
+    dtype)` for a scalar; `ctx.t(v)` an operand's type, `ctx.out` the result's), returning the
+    result's value (a tuple for an op with several outputs). It converts every overload of
+    the op (`aten.expm1`, `torch.ops.aten.expm1`); `keep=True` (with an overload named, e.g.
+    "aten.hardswish.default", or its `.default`) keeps a composite op that torch.export
+    would decompose whole, so it reaches `fn`. An op codesign converts already is refused
+    unless `replace=True`. A converter registered here can be removed with
+    `unregister_converter`."""
+    packet, overload = _packet_and_overload(aten_op)
+
+    def deco(f: Converter) -> Converter:
+        if not callable(f):
+            raise ConverterRegistrationError(f"the converter for aten.{packet} must be callable, got {f!r}")
+        if packet in CONVERTERS and packet not in _USER_CONVERTERS and not replace:
+            raise ConverterRegistrationError(f"codesign already converts aten.{packet}; pass replace=True to "
+                                             "use yours instead")
+        CONVERTERS[packet] = f
+        _USER_CONVERTERS.add(packet)
+        if keep:
+            KEPT_WHOLE.add(f"{packet}.{overload or 'default'}")
+        return f
+
+    return deco if fn is None else deco(fn)
+
+
+def unregister_converter(aten_op: Any) -> None:
+    """Remove a converter `register_converter` added (built-in ones cannot be removed)."""
+    packet, _ = _packet_and_overload(aten_op)
+    if packet not in _USER_CONVERTERS:
+        raise ConverterRegistrationError(f"aten.{packet} has no converter registered from user code")
+    _USER_CONVERTERS.discard(packet)
+    del CONVERTERS[packet]
+    KEPT_WHOLE.difference_update({k for k in KEPT_WHOLE if k.split(".")[0] == packet})
+
+
 def norm_dim(d: int, rank: int) -> int:
     return d + rank if d < 0 else d
 

@@ -9,9 +9,11 @@ tracing with fake tensors (make_fx) is tried instead.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -79,9 +81,11 @@ class UnsupportedOpsError(CaptureError):
         self.unsupported = list(unsupported)
         ops = sorted({u.op for u in unsupported})
         lines = "\n".join(f"  - {u}" for u in unsupported)
+        first = ".".join(ops[0].split(".")[:2])  # aten.i0.default -> aten.i0
         super().__init__(f"{len(ops)} unsupported ATen op(s) ({', '.join(ops)}), "
                          f"{len(unsupported)} use(s):\n{lines}\n"
-                         "Add a converter in codesign/frontend/aten.py, or rewrite the model code.")
+                         f"Teach codesign an op from your own code: codesign.frontend.register_converter(\"{first}\", "
+                         "fn) (see its docstring), or rewrite the model code.")
 
 
 # Composite ops we keep whole: each maps to one named IR op.
@@ -116,11 +120,18 @@ def _module_path(node: torch.fx.Node) -> str:
     return re.sub(r"^L\['self'\]\.?", "", str(path))
 
 
+_LIBRARY_DIRS = tuple(str(p) + os.sep for p in (Path(torch.__file__).resolve().parent, Path(__file__).resolve().parents[1]))
+"""Frames in these packages are torch's or codesign's, never the user's line."""
+
+
 def _source_line(node: torch.fx.Node) -> str:
+    """`file:line` of the innermost frame of the user's code that led to `node`: the line
+    of their model, not `torch/nn/modules/...` (frames inside torch's and codesign's own
+    packages are skipped, by where the package is installed, not by a name in the path)."""
     trace = node.meta.get("stack_trace") or ""
     frames = re.findall(r'File "([^"]+)", line (\d+)', trace)
     for path, line in reversed(frames):
-        if "/torch/" not in path:
+        if not os.path.realpath(path).startswith(_LIBRARY_DIRS):
             return f"{path}:{line}"
     return f"{frames[-1][0]}:{frames[-1][1]}" if frames else ""
 
