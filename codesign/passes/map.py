@@ -9,12 +9,11 @@ independent checker, and writes it into the group's plan (`map_*` keys), so a du
 `map` can be edited and resumed. A group that already carries a mapping (a resumed, edited
 plan) is checked and kept. Equal kernels (the decoder layers of one model) are solved once.
 The ledger has, per kernel, the heuristic's and CP-SAT's predicted times, the gap, the
-solve time and the bottleneck.
+solver's status and the bottleneck (no wall-clock times: the ledger is byte-identical run to run).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -98,14 +97,13 @@ class Map(Pass):
                      tuple(sorted(groups.values(), key=lambda g: g.id)))
 
     def _solve(self, profile):
-        start = time.perf_counter()
         problem, baseline, base_cost = best_tiles(profile)
-        heuristic_seconds = time.perf_counter() - start
-        data = dict(solver=self.solver, heuristic_s=base_cost.seconds, heuristic_solve_s=heuristic_seconds,
-                    cpsat_s=None, gap=None, status=None, cpsat_solve_s=None, tiles=problem.tiles)
+        # predicted times only: wall-clock solve times would make the ledger differ run to run
+        # (benchmarks/dataflow_mapping.py times the solvers)
+        data = dict(solver=self.solver, heuristic_s=base_cost.seconds, cpsat_s=None, gap=None, status=None,
+                    tiles=problem.tiles)
         if self.solver == "heuristic":
             return problem, baseline, data
         solution = solve(problem, baseline, self.time_limit, self.deterministic)
-        data.update(cpsat_s=solution.ps / 1e12, gap=round(solution.gap, 6), status=solution.status,
-                    cpsat_solve_s=solution.seconds)
+        data.update(cpsat_s=solution.ps / 1e12, gap=round(solution.gap, 6), status=solution.status)
         return problem, solution.mapping, data
