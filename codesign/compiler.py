@@ -320,7 +320,9 @@ class CompiledModule:
         return buf.getvalue()
 
     def save(self, directory: str | Path) -> Path:
-        """Write IR dumps, plan.json and the report; refuses to overwrite a user's folder."""
+        """Write IR dumps, plan.json, the report (report.txt, and report.html: one self-contained
+        page with the tables, the ledger and the plots) and the plots; refuses to overwrite a
+        user's folder."""
         out = Path(directory)
         if out.exists() and any(out.iterdir()) and not (out / SAVE_MARKER).exists():
             raise SaveError(f"{out} exists and holds files codesign did not write; "
@@ -336,17 +338,21 @@ class CompiledModule:
             suffix = get_backend(name).source_suffix
             if program is not None and suffix and isinstance(getattr(program, "source", None), str):
                 (out / f"kernels.{suffix}").write_text(program.source)
-        roofline_plot(self.fusion().fused, self.target, out / "roofline.png")
+        plots = {"roofline: predicted FLOP/s of each kernel under the target's roofs":
+                 roofline_plot(self.fusion().fused, self.target, out / "roofline.png")}
         from codesign.cost.report import mapped_kernels
         mapped = [(k.key, k.problem, k.pipeline) for k in mapped_kernels(self.fusion().fused)]
         if mapped:
             from codesign.mapping.pictures import floor_plan, trace
-            floor_plan(self.target, mapped, out / "floorplan.png")
+            plots["floor plan: the mapped kernels' stages on the chip"] = floor_plan(self.target, mapped,
+                                                                                      out / "floorplan.png")
             trace(mapped, out / "pipeline_trace.json")
         plan = self.placement()
         if plan is not None:
             from codesign.placement import memory_plot
-            memory_plot(plan, out / "memory.png")
+            plots["memory: live bytes per tier over the program"] = memory_plot(plan, out / "memory.png")
+        from codesign.html_report import render_html
+        (out / "report.html").write_text(render_html(self, plots), encoding="utf-8")
         return out
 
 
