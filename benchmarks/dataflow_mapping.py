@@ -79,8 +79,8 @@ def run_case(which: str, target_name: str, tokens: int, layers: int | None, time
         if kernel.group is None or not kernel.group.plan.is_layer:
             continue
         profile = profile_kernel(mapped, kernel, target, types)
-        if profile in distinct:
-            distinct[profile]["layers"].append(kernel.key)
+        if profile.signature() in distinct:
+            distinct[profile.signature()]["layers"].append(kernel.key)
             continue
         t1 = time.perf_counter()
         problem, baseline, base_cost = best_tiles(profile)
@@ -88,7 +88,7 @@ def run_case(which: str, target_name: str, tokens: int, layers: int | None, time
         solution = solve(problem, baseline, time_limit)
         k = by_key[kernel.key]
         p = k.pipeline
-        distinct[profile] = {
+        distinct[profile.signature()] = {
             "layers": [kernel.key], "stages": [s.name for s in p.stages], "tiles": p.tiles,
             "sections": len(p.sections), "units": [s.units for s in p.stages], "memory_units": [s.memory for s in p.stages],
             "stage_times_s": [s.ps / 1e12 for s in p.stages], "mapped_time_s": k.time, "roofline_time_s": k.roofline_time,

@@ -164,6 +164,12 @@ class KernelProfile:
     reload_bandwidth: float
     vector_width: int
 
+    def signature(self) -> "KernelProfile":
+        """This profile without node names: equal for equal layers (layer 3 and layer 7 of a
+        model), so the map pass solves one and reuses its mapping, which is positional."""
+        from dataclasses import replace
+        return replace(self, kernel="", stages=tuple(replace(w, name=str(i), ops=()) for i, w in enumerate(self.stages)))
+
     def tile_counts(self) -> tuple[int, ...]:
         """Tile counts worth trying: 1 (no pipelining) and powers of two up to a row a tile."""
         counts, t = [1], 2

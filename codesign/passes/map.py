@@ -71,14 +71,16 @@ class Map(Pass):
                                       rule="map", time=cost.seconds, bound=cost.bound(problem.resources.reload_tier))
                     continue
                 profile = profile_kernel(graph, kernel, target, types)
-                if profile not in solved:
-                    solved[profile] = self._solve(profile)
+                key = profile.signature()
+                if key not in solved:
+                    solved[key] = self._solve(profile)
             except MappingError as exc:
                 if kernel.group.plan.is_mapped:
                     raise PassError(str(exc)) from None
                 ctx.ledger.record(self.name, subject, "unmapped", f"{exc}; priced as a roofline", rule="map")
                 continue
-            problem, mapping, data = solved[profile]
+            first, mapping, data = solved[key]
+            problem = profile.problem(first.tiles)  # this kernel's own stage names
             found = violations(problem, mapping)
             if found:  # the checker disagrees with a solver: a bug, never a silent over-allocation
                 raise PassError(f"{subject}: the {data['solver']} mapping over-allocates: "
