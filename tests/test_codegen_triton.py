@@ -512,3 +512,67 @@ def test_cuda_graph_replays_match_eager_and_outputs_are_not_overwritten(tmp_path
     script = CUDA_GRAPH_CHECK.replace("TEXT", repr(TWO_LAYERS))
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+
+
+def test_measured_choices_are_keyed_recorded_and_read_back(tmp_path):
+    """A choice is data in the verified cache: read back as written, keyed by shapes and
+    launch, and anything but a known implementation is not a choice."""
+    from codesign.codegen.triton import choice as choices
+    a, b = torch.zeros(4, 8), torch.zeros(8, 4)
+    key = choices.choice_key("d" * 64, (1, 1), [a, b], {"num_warps": 4})
+    assert key != choices.choice_key("d" * 64, (1, 1), [a, torch.zeros(8, 5)], {"num_warps": 4})
+    assert key != choices.choice_key("d" * 64, (1, 1), [a, b], {"num_warps": 8})
+    assert key != choices.choice_key("e" * 64, (1, 1), [a, b], {"num_warps": 4})
+    assert choices.load(key, tmp_path) is None
+    made = choices.Choice("library", 1.39, 0.7)
+    choices.store(key, made, tmp_path)
+    assert choices.load(key, tmp_path) == made
+    bad = choices.choice_key("f" * 64, (1, 1), [a], {})
+    choices.store(bad, choices.Choice("rm -rf", 1.0, 2.0), tmp_path)
+    assert choices.load(bad, tmp_path) is None
+    assert "library (1.39 ms generated, 0.7 ms library form)" in made.line("k")
+
+
+def test_gemm_and_attention_kernels_are_marked_for_measurement():
+    mod = check(TWO_LAYERS)
+    kinds = {k["kind"] for k in mod.meta["kernels"]}
+    assert kinds == {"matmul"} and all(k["digest"] for k in mod.meta["kernels"])
+    assert len({k["digest"] for k in mod.meta["kernels"]}) == 1  # the two layers: one kernel
+    assert all(g.digest is not None for g in mod.guards.values())
+    assert all(g.choice is None for g in mod.guards.values())  # nothing measured off the GPU
+
+
+CHOICE_CHECK = """
+import torch
+from codesign.codegen.triton import TritonModule
+from codesign.ir import parse_graph, run_graph
+graph = parse_graph(TEXT)
+g = torch.Generator().manual_seed(0)
+state = {i.name: torch.randn(i.type.shape, generator=g).cuda() for i in graph.state_inputs}
+x = torch.randn(4, 16, device="cuda")
+first = TritonModule(graph, state, "h200", cuda_graphs=False)
+y = first(x)
+chosen = {n: g.choice for n, g in first.guards.items()}
+assert all(c is not None for c in chosen.values()), chosen
+second = TritonModule(graph, state, "h200", cuda_graphs=False)
+import codesign.codegen.triton.choice as choices
+choices.median_ms = None  # a second module reads the recorded choices: it measures nothing
+y2 = second(x)
+assert {n: g.choice for n, g in second.guards.items()} == chosen
+want = run_graph(graph, [x], state)[0]
+for out in (y, y2):
+    assert ((out - want).norm() / want.norm()).item() <= 1e-2
+print("ok", first.report())
+"""
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="measuring kernels needs a GPU")
+def test_choices_measured_on_the_gpu_and_reused_by_the_next_module(tmp_path):
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["CODESIGN_CACHE_DIR"] = str(tmp_path / "cache")
+    done = subprocess.run([sys.executable, "-c", CHOICE_CHECK.replace("TEXT", repr(TWO_LAYERS))], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
+    assert "measured " in done.stdout

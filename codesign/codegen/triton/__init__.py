@@ -27,7 +27,8 @@ class TritonBackend(Backend):
     tensors under TRITON_INTERPRET=1. Imports triton only when built. Options `cache`, and
     `check_indices` (default True; False leaves gathered indices unchecked: `safety`), and
     `cuda_graphs` (default True: on CUDA the program is captured once per input signature
-    and replayed, `graphs`)."""
+    and replayed, `graphs`), `choose` (default True: GEMM and attention kernels measured
+    against their library form at their first CUDA launch, the faster kept: `choice`)."""
 
     name: ClassVar[str] = "triton"
     summary: ClassVar[str] = "one @triton.jit kernel per fusion group and a generated host wrapper"
@@ -35,7 +36,7 @@ class TritonBackend(Backend):
     default_for: ClassVar[tuple[str, ...]] = ("cuda",)
     requires: ClassVar[tuple[str, ...]] = ("triton",)
     source_suffix: ClassVar[str] = "py"
-    options: ClassVar[tuple[str, ...]] = ("cache", "check_indices", "cuda_graphs")
+    options: ClassVar[tuple[str, ...]] = ("cache", "check_indices", "cuda_graphs", "choose")
 
     def failures(self):
         from codesign.codegen.triton.kernels import Unfusable
@@ -57,7 +58,8 @@ class TritonBackend(Backend):
     def build(self, graph, state, target, options) -> TritonModule:
         return TritonModule(graph, state, target, cache=bool(options.get("cache", True)),
                             check_indices=bool(options.get("check_indices", True)),
-                            cuda_graphs=bool(options.get("cuda_graphs", True)))
+                            cuda_graphs=bool(options.get("cuda_graphs", True)),
+                            choose=bool(options.get("choose", True)))
 
 
 __all__ = ["Program", "TritonBackend", "TritonModule", "cache_dir", "cache_key", "fuse_all_pointwise",

@@ -48,8 +48,12 @@ class GuardedKernel:
     `state()` gives the weights on the current device (for a value no argument carries)."""
 
     def __init__(self, kernel, name: str, graph: Graph, nodes: Sequence[str], args: Sequence[str],
-                 outputs: Sequence[str], state: Callable[[], Mapping[str, torch.Tensor]] = dict):
+                 outputs: Sequence[str], state: Callable[[], Mapping[str, torch.Tensor]] = dict, *,
+                 digest: str | None = None, directory=None):
         self.kernel = kernel
+        self.digest = digest  # set: measure this kernel against its library form (`choice`)
+        self.directory = directory  # the cache folder choices are recorded in
+        self.choice = None  # `choice.Choice` once measured (or read from the cache)
         self.name = name
         self.graph = graph
         self.nodes = tuple(nodes)
@@ -64,6 +68,10 @@ class GuardedKernel:
             return self.reference
 
         def launch(*args, **kwargs):
+            if self.digest is not None and self.choice is None and _measurable(args):
+                self._choose(grid, args, kwargs)
+            if self.choice is not None and self.choice.implementation == "library":
+                return self.reference(*args, **kwargs)
             try:
                 return self.kernel[grid](*args, **{**kwargs, **self.overrides})
             except Exception as exc:  # noqa: BLE001 - any launch failure: this kernel falls back
@@ -86,6 +94,22 @@ class GuardedKernel:
                               stacklevel=3)
                 return self.reference(*args, **kwargs)
         return launch
+
+    def _choose(self, grid, args, kwargs) -> None:
+        """Measure the generated kernel against its library form (or read the recorded
+        choice); a generated kernel that fails here is left to the launch path above."""
+        from codesign.codegen.triton import choice as choices
+        options = {**kwargs, **self.overrides}
+        key = choices.choice_key(self.digest, grid, args, options)
+        found = choices.load(key, self.directory)
+        if found is None:
+            try:
+                found = choices.measure(lambda: self.kernel[grid](*args, **options), lambda: self.reference(*args))
+            except Exception:  # noqa: BLE001 - the launch path reports and falls back
+                self.digest = None
+                return
+            choices.store(key, found, self.directory)
+        self.choice = found
 
     def __getattr__(self, name):  # the kernel's own attributes (fn, src, ...)
         if name == "kernel":
@@ -129,13 +153,26 @@ def run_node(node, operands: Sequence[torch.Tensor], state: Mapping[str, torch.T
     return op.run(Call(list(operands), op.attr_values(node.attrs), node.type, regions)).to(node.type.dtype.torch)
 
 
-def guard_kernels(module, graph: Graph, kernels: Sequence[Mapping], state: Callable[[], Mapping]) -> dict:
+def _measurable(args) -> bool:
+    """A launch whose forms can be timed: CUDA buffers, real kernels, no graph being captured."""
+    from codesign.codegen.triton.kernels import interpreting
+    return (not interpreting() and any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
+            and not torch.cuda.is_current_stream_capturing())
+
+
+def guard_kernels(module, graph: Graph, kernels: Sequence[Mapping], state: Callable[[], Mapping], *,
+                  choose: bool = False, directory=None) -> dict:
     """Replace each kernel global of the imported wrapper `module` (by `kernels`' meta: name,
-    nodes, args, outputs) with a `GuardedKernel`; returns them by name."""
+    nodes, args, outputs) with a `GuardedKernel`; returns them by name. `choose`: kernels of
+    the kinds `choice.TUNED_KINDS` without run-time checks are measured against their
+    library form at their first launch on CUDA (choices recorded under `directory`)."""
+    from codesign.codegen.triton.choice import TUNED_KINDS
     guards = {}
     for k in kernels:
+        tuned = choose and k.get("kind") in TUNED_KINDS and not k.get("checked") and k.get("digest")
         guards[k["name"]] = GuardedKernel(getattr(module, k["name"]), k["name"], graph, k["nodes"], k["args"],
-                                          k["outputs"], state)
+                                          k["outputs"], state, digest=k["digest"] if tuned else None,
+                                          directory=directory)
         setattr(module, k["name"], guards[k["name"]])
     return guards
 

@@ -10,7 +10,9 @@ wrapper that does not import is a `CodegenError` naming it. Every kernel is laun
 a `GuardedKernel` (`fallback`): a kernel that fails at launch (`OutOfResources`, ...) runs
 its nodes through torch from then on, with a warning naming it, and the others stay Triton.
 On CUDA the program is captured as a CUDA graph per input signature and replayed
-(`graphs`; option `cuda_graphs=False` launches kernel by kernel).
+(`graphs`; option `cuda_graphs=False` launches kernel by kernel). GEMM and attention
+kernels are measured against their library form at their first launch on CUDA and the
+faster kept (`choice`; option `choose=False` keeps the generated kernels).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from codesign.codegen.cache import Cache, CacheWarning
 from codesign.codegen.checks import check_buffer
 from codesign.codegen.triton.fallback import guard_kernels, run_node
 from codesign.codegen.triton.graphs import CudaGraphs
-from codesign.codegen.triton.wrapper import Program, generate, wrapper_source
+from codesign.codegen.triton.wrapper import Program, canonical_source, generate, wrapper_source
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
 
@@ -90,7 +92,7 @@ class TritonModule:
 
     def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None,
                  target: object = None, *, cache: bool = True, check_indices: bool = True,
-                 cuda_graphs: bool = True):
+                 cuda_graphs: bool = True, choose: bool = True):
         start = time.perf_counter()
         self.graph = graph
         self.state = dict(state or {})
@@ -120,7 +122,8 @@ class TritonModule:
                 self.source = self.path.read_text()
                 self.meta = json.loads(entry.file(names[1]).read_text())
                 self.module = _import(self.path, f"codesign_triton_{stem}")
-                self.guards = guard_kernels(self.module, graph, self.meta["kernels"], lambda: self._current_state)
+                self.guards = guard_kernels(self.module, graph, self.meta["kernels"], lambda: self._current_state,
+                                            choose=choose, directory=directory)
                 break
             except Exception as exc:  # noqa: BLE001 - the generated wrapper does not load
                 if not entry.cached:
@@ -186,6 +189,9 @@ class TritonModule:
             lines.append(f"  extern %{e['node']} ({e['op']}): {e['reason']}")
         for n in self.meta["notes"]:
             lines.append(f"  note: {n}")
+        for name, guard in self.guards.items():
+            if guard.choice is not None:
+                lines.append("  measured " + guard.choice.line(name))
         lines.append("  CUDA graphs: " + ("captured per input signature, replayed" if self.graphs.why_not is None
                                           else f"off ({self.graphs.why_not})"))
         return "\n".join(lines)
@@ -214,7 +220,9 @@ def _meta(program: Program) -> dict:
     from codesign.codegen.triton.wrapper import View
     return {
         "kernels": [{"name": k.name, "kind": k.kind, "nodes": list(k.nodes), "grid": k.grid,
-                     "constexprs": k.constexprs, "args": list(k.args), "outputs": list(k.outputs)}
+                     "constexprs": k.constexprs, "args": list(k.args), "outputs": list(k.outputs),
+                     "checked": bool(k.sites),
+                     "digest": hashlib.sha256(canonical_source(k).encode()).hexdigest()}
                     for k in program.kernels],
         "externs": [{"node": e.node.name, "op": e.node.op, "reason": e.reason} for e in program.externs],
         "views": sum(isinstance(u, View) for u in program.units),
