@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import codesign
-from codesign.codegen.cpp.build import find_blas
+from codesign.codegen.cpp.build import BLAS_NAME, blas_fits_cpu, find_blas, openblas_core
 from codesign.codegen.cpp.conv import ConvLowering, conv_lowering
 
 HAVE_BLAS = find_blas() is not None
@@ -143,6 +143,8 @@ def test_conv_blocks_match_eager_on_fresh_inputs(name, blas):
             assert rel_err(g, r) <= TOL, f"{name} block {i} ({want[i].value}): relative error {rel_err(g, r):.2e}"
     program = cm.program("cpp")
     assert (program.blas is not None) == blas
+    if blas:  # blas=True runs BLAS whatever its kernels
+        assert program.gemm == BLAS_NAME
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -206,3 +208,9 @@ def test_subpixel_conv_through_its_pixel_shuffle(dtype):
         assert "\n  // conv as GEMM:" in source and "stored through" not in source
     else:
         assert "stored through" in source and "\n  // conv as GEMM:" not in source
+
+
+def test_blas_runs_where_its_kernels_fit_the_cpu():
+    """AVX2 OpenBLAS kernels on an AVX-512 CPU lose to the -march=native hand GEMM."""
+    assert blas_fits_cpu("SkylakeX") and blas_fits_cpu(None)
+    assert blas_fits_cpu("Haswell") == (openblas_core() is None)

@@ -22,6 +22,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,75 @@ def _scipy_openblas32() -> Blas | None:
     return Blas(BLAS_NAME, lib_dir, library, Path(wheel.get_include_dir()))
 
 
+OPENBLAS_CORETYPE = "OPENBLAS_CORETYPE"
+AVX512_FLAGS = frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl"})
+_BLAS_LOCK = threading.Lock()  # os.environ is process-wide: one BLAS load at a time changes it
+
+
+@functools.lru_cache(maxsize=None)
+def openblas_core() -> str | None:
+    """The OpenBLAS kernels to ask for on this CPU, or None to leave the choice to OpenBLAS.
+
+    A DYNAMIC_ARCH OpenBLAS (the scipy-openblas32 wheel) picks its kernels from the CPU
+    models it knows and falls back to Haswell's (AVX2) on others: on this box's AVX-512 AMD
+    EPYC its sgemm then runs at 80-100 GFLOP/s a core instead of 150-170 with its SkylakeX
+    (AVX-512) kernels. So where the CPU has AVX-512 F/BW/DQ/VL, ask for SkylakeX, as the
+    generated code itself is built with -march=native."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    flags = next((set(line.split(":", 1)[1].split()) for line in text.splitlines() if line.startswith("flags")), set())
+    return "SkylakeX" if AVX512_FLAGS <= flags else None
+
+
+def preload_blas(blas: Blas) -> None:
+    """Load `blas` into the process before a generated library that links it, with
+    `OPENBLAS_CORETYPE` set to `openblas_core()` for the load only (OpenBLAS reads it once,
+    when it is first loaded), unless the user set it or the library is already loaded (by
+    scipy, say: then its kernels stay as they are)."""
+    files = sorted(blas.lib_dir.glob(f"lib{blas.library}.so*"))
+    if not files:
+        return
+    path = str(files[0])
+    try:
+        ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_GLOBAL)
+        return  # already loaded
+    except OSError:
+        pass
+    core = openblas_core()
+    with _BLAS_LOCK:
+        if core is None or OPENBLAS_CORETYPE in os.environ:
+            ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+            return
+        os.environ[OPENBLAS_CORETYPE] = core
+        try:
+            ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+        finally:
+            del os.environ[OPENBLAS_CORETYPE]
+
+
+def blas_kernels(lib: ctypes.CDLL) -> str | None:
+    """The kernels a loaded scipy-openblas32 runs ("SkylakeX", "Haswell"), or None."""
+    corename = getattr(lib, "scipy_openblas_get_corename", None)
+    if corename is None:
+        return None
+    corename.restype = ctypes.c_char_p
+    return corename().decode()
+
+
+AVX512_KERNELS = ("SkylakeX", "Cooperlake", "SapphireRapids")
+"""OpenBLAS kernel sets (corenames) that use AVX-512."""
+
+
+def blas_fits_cpu(kernels: str | None) -> bool:
+    """Are the loaded BLAS's kernels as wide as this CPU's vectors? Not when OpenBLAS runs
+    AVX2 kernels on an AVX-512 CPU (its detection did not know the CPU, or the environment
+    says `OPENBLAS_CORETYPE=Haswell`): the hand GEMM, built with -march=native, is faster
+    there (benchmarks/results/cpu_conv.json, `gemm_choice`)."""
+    return kernels is None or openblas_core() is None or kernels in AVX512_KERNELS
+
+
 def find_blas() -> Blas | None:
     """The BLAS that fp32 GEMMs go through, or None (hand GEMM): scipy-openblas32 if installed."""
     return _scipy_openblas32() if blas_enabled() else None
@@ -164,10 +234,13 @@ def build(name: str, source: str, ir_text: str, target: str = "host", blas: Blas
     return Built(entry.file(names[0]), entry.file(names[1]), key, False, time.perf_counter() - start, blas)
 
 
-def load(path: Path) -> ctypes.CDLL:
-    """dlopen the library at `path` (OpenMP waiting passively: `openmp.load`); a file that
-    cannot be loaded (or lacks the entry points) is a `CodegenError` naming it."""
+def load(path: Path, blas: Blas | None = None) -> ctypes.CDLL:
+    """dlopen the library at `path` (OpenMP waiting passively: `openmp.load`; the BLAS it
+    links loaded first with this CPU's kernels: `preload_blas`); a file that cannot be
+    loaded (or lacks the entry points) is a `CodegenError` naming it."""
     try:
+        if blas is not None:
+            preload_blas(blas)
         lib = openmp.load(path)
         lib.run.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_void_p)]
         lib.run.restype = ctypes.c_int

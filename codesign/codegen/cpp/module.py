@@ -17,7 +17,7 @@ from codesign.codegen import CodegenError
 from codesign.codegen.cache import CacheWarning
 from codesign.codegen.checks import DIVISION, INDEX, cpp_failure
 from codesign.codegen.cpp import openmp
-from codesign.codegen.cpp.build import Built, build, find_blas, load
+from codesign.codegen.cpp.build import Built, blas_fits_cpu, blas_kernels, build, find_blas, load
 from codesign.codegen.cpp.wrapper import CppSource, entry_names, generate
 from codesign.codegen.outdir import Stage, staged_directory
 from codesign.ir.graph import Graph
@@ -32,7 +32,9 @@ class CppModule:
     names the BLAS the fp32 GEMMs run on ("OpenBLAS (scipy-openblas32)"), or is None when
     they run on the generated hand GEMM (`gemm` says which, as the library reports it).
     `blas=False` forces the hand GEMM; None (default) links scipy-openblas32 when installed
-    (and `CODESIGN_BLAS` is not 0).
+    (and `CODESIGN_BLAS` is not 0) and runs fp32 tiles on it where its kernels are as wide
+    as the CPU's vectors (`build.blas_fits_cpu`; else on the hand GEMM, and `gemm` says so);
+    True links it and runs it whatever its kernels.
     """
 
     def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None, target: str = "host",
@@ -46,7 +48,7 @@ class CppModule:
         ir_text = print_graph(graph)
         self.built: Built = build(graph.name, self.code.source, ir_text, target, found)
         try:
-            self._lib = load(self.built.library)
+            self._lib = load(self.built.library, self.built.blas)
         except CodegenError as exc:
             if not self.built.cached:
                 raise
@@ -54,8 +56,13 @@ class CppModule:
             warnings.warn(f"{exc}; rebuilding the cache entry {self.built.library.parent}", CacheWarning,
                           stacklevel=2)
             self.built = build(graph.name, self.code.source, ir_text, target, found, use_cache=False)
-            self._lib = load(self.built.library)
+            self._lib = load(self.built.library, self.built.blas)
         self.blas: str | None = found.name if found else None
+        self.blas_kernels: str | None = blas_kernels(self._lib) if found else None  # "SkylakeX", "Haswell"
+        # blas=True: BLAS whatever its kernels; None: where they fit the CPU. Set before each run too:
+        # modules of one graph share one loaded library
+        self._use_blas = ctypes.c_int(int(found is not None and (bool(blas) or blas_fits_cpu(self.blas_kernels))))
+        self._lib.codesign_use_blas(self._use_blas)
         self.gemm: str = self._lib.codesign_gemm().decode()
         self._inputs = graph.inputs
         self._runtime = [i for i, inp in enumerate(graph.inputs) if not inp.kind.is_state]
@@ -104,6 +111,7 @@ class CppModule:
         outs = [torch.empty(t.shape, dtype=t.dtype.torch) for t in self._out_types]
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[o.data_ptr() for o in outs])
         openmp.set_threads(self._lib, torch.get_num_threads())  # torch's pool size (`openmp`)
+        self._lib.codesign_use_blas(self._use_blas)
         rc = self._lib.run(self._pointers, out_ptrs)
         if rc in (INDEX, DIVISION):  # a run-time check failed: eager's IndexError / ZeroDivisionError
             raise cpp_failure(self._lib, rc, self.code.checks, f"@{self.graph.name}")

@@ -190,7 +190,11 @@ extern "C" void CODESIGN_SGEMM(int order, int trans_a, int trans_b, int m, int n
 #ifdef CODESIGN_BLAS_SET_THREADS
 extern "C" void CODESIGN_BLAS_SET_THREADS(int);
 #endif
-static const char* const cs_gemm_backend = CODESIGN_BLAS_NAME;
+// 1: fp32 tiles through BLAS; 0: through the hand GEMM (CppModule turns BLAS off where its
+// kernels are narrower than the CPU's vectors: `build.blas_fits_cpu`)
+static int cs_blas_on = 1;
+static void cs_gemm_use_blas(int on) { cs_blas_on = on != 0; }
+static const char* cs_gemm_backend() { return cs_blas_on ? CODESIGN_BLAS_NAME : "packed hand GEMM (BLAS linked, off)"; }
 static void cs_gemm_init() {
 #ifdef CODESIGN_BLAS_SET_THREADS
   static bool done = false;
@@ -198,7 +202,9 @@ static void cs_gemm_init() {
 #endif
 }
 #else
-static const char* const cs_gemm_backend = "packed hand GEMM (no BLAS)";
+static const int cs_blas_on = 0;
+static void cs_gemm_use_blas(int) {}
+static const char* cs_gemm_backend() { return "packed hand GEMM (no BLAS)"; }
 static void cs_gemm_init() {}
 #endif
 
@@ -308,7 +314,7 @@ static void cs_gemm_blocks(long batch, long M, long N, long* MB, long* NB) {
 template <int KIND>
 static float* cs_gemm_pack(long NB) {
 #if defined(CODESIGN_BLAS)
-  if (KIND == 0) return nullptr;
+  if (KIND == 0 && cs_blas_on) return nullptr;
 #endif
   return (float*)cs_alloc(sizeof(float) * CS_KC * ((NB + CS_NR - 1) / CS_NR) * CS_NR);
 }
@@ -319,7 +325,7 @@ static void cs_gemm_tile(long mw, long nw, long K, const float* A, long lda, con
   if (mw <= 0 || nw <= 0) return;
   bool done = false;
 #if defined(CODESIGN_BLAS)
-  if (KIND == 0 && K > 0 && lda >= K && ldc >= nw) {
+  if (KIND == 0 && cs_blas_on && K > 0 && lda >= K && ldc >= nw) {
     const float* Bf = (const float*)(const void*)B;
     if (sbn == 1 && sbk >= nw) {  // B row-major [K, N]
       CODESIGN_SGEMM(101, 111, 111, (int)mw, (int)nw, (int)K, 1.0f, A, (int)lda, Bf, (int)sbk, 0.0f, C, (int)ldc);

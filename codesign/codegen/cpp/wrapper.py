@@ -249,7 +249,8 @@ def entry_names(prefix: str | None = None) -> dict[str, str]:
     `MLP_NUM_INPUTS`), so two exported models link into one program without colliding."""
     def sym(suffix: str) -> str:
         return f"{prefix}_{suffix}" if prefix else ("run" if suffix == "run" else f"codesign_{suffix}")
-    names = {k: sym(k) for k in ("run", "run_arena", "error", "gemm", "arena_bytes", "num_inputs", "num_outputs")}
+    names = {k: sym(k) for k in ("run", "run_arena", "error", "gemm", "use_blas", "arena_bytes", "num_inputs",
+                                    "num_outputs")}
     macro = (prefix or "codesign").upper()
     names.update(NUM_INPUTS=f"{macro}_NUM_INPUTS", NUM_OUTPUTS=f"{macro}_NUM_OUTPUTS")
     return names
@@ -288,7 +289,8 @@ def generate(graph: Graph, check_indices: bool = True, prefix: str | None = None
         f"int64_t {e['arena_bytes']}(void) {{ return {plan.arena_bytes}; }}",
         f"int {e['num_inputs']}(void) {{ return {len(graph.inputs)}; }}",
         f"int {e['num_outputs']}(void) {{ return {len(graph.outputs)}; }}",
-        f"const char* {e['gemm']}(void) {{ return cs_gemm_backend; }}  // which GEMM this build runs",
+        f"const char* {e['gemm']}(void) {{ return cs_gemm_backend(); }}  // which GEMM fp32 tiles run on",
+        f"void {e['use_blas']}(int on) {{ cs_gemm_use_blas(on); }}  // 0: the hand GEMM even where BLAS is linked",
         f"int {e['error']}(int64_t* info) {{  // [kernel call, check site, offending value] of the last run",
         "  info[0] = cs_err_call; info[1] = cs_err_site; info[2] = cs_err_value;",
         "  return cs_err_code;",
@@ -318,6 +320,7 @@ def generate(graph: Graph, check_indices: bool = True, prefix: str | None = None
         "/* inputs: every graph input in order (runtime inputs and weights); outputs: caller-allocated. */",
         f"int {e['run_arena']}(const void** inputs, void** outputs, void* arena);",
         f"const char* {e['gemm']}(void);",
+        f"void {e['use_blas']}(int on);",
         "/* after a run that returned non-zero: info = [kernel call, check site, offending value]; returns the code */",
         f"int {e['error']}(int64_t* info);",
         f"int {e['run']}(const void** inputs, void** outputs);",
