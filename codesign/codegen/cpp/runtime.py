@@ -11,6 +11,11 @@ that OpenMP alone owns the cores; `CODESIGN_SGEMM` / `CODESIGN_BLAS_SET_THREADS`
 another CBLAS. Otherwise, and for bf16 / f16 weights, a packed, register-blocked hand GEMM
 runs (a micro-kernel of MR x 2 vectors in GCC/Clang vector extensions, so `-march=native`
 picks AVX-512, AVX2 or SSE): the translation unit still builds with a bare C++17 compiler.
+Where BLAS is linked, `cs_gemm_use_blas(0)` sends fp32 tiles to the hand GEMM too (CppModule
+does where the BLAS's kernels are narrower than the CPU's vectors). Convolutions
+(`conv.py`) add per-thread scratch that grows and is kept (`cs_scratch`: im2col blocks,
+padded planes), the padding spans of a row (`cs_conv_span`) and their block sizes
+(`cs_conv_blocks`).
 """
 
 PRELUDE = r'''
