@@ -386,7 +386,7 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
             must_fuse: Sequence[str] = (), backend: str = "auto",
             backend_options: Mapping[str, Mapping[str, object]] | None = None,
             train_mode: str = "refuse", check_indices: bool = True, shapes: str = "recompile",
-            max_shapes: int = 8, progress: Progress | None = None) -> CompiledModule:
+            max_shapes: int = 8, progress: Progress | None = None, reuse: bool = True) -> CompiledModule:
     """Capture `model`, lower it for `target` through `pipeline`, return a `CompiledModule`.
 
     `must_fuse`: node names that must end in one kernel; compile fails with the decision
@@ -413,7 +413,9 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     refused ("static": `InputMismatchError`). A module compiled from a `CapturedModel` has
     no model to capture again: its shapes are static. `progress` (`codesign.progress`) is
     told of each step — capture, every pass, the expert schedule's solve — as it runs
-    (`codesign compile` draws them on a terminal); None shows nothing.
+    (`codesign compile` draws them on a terminal); None shows nothing. `reuse`: trace a
+    model's repeated layers once and stamp out the rest (`capture(..., reuse=)`: the same
+    graph, so the same plan, in a fraction of the time); False traces every layer.
     """
     if shapes not in SHAPES:
         raise ValueError(f"shapes={shapes!r} is not one of {', '.join(SHAPES)}")
@@ -427,7 +429,7 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
         captured = model
     else:
         with progress.step(f"capture {type(model).__name__} (torch.export)"):
-            captured = capture(model, example_inputs, train_mode=train_mode)
+            captured = capture(model, example_inputs, train_mode=train_mode, reuse=reuse)
     pipeline = COMPILE_PIPELINE if pipeline is None else pipeline
     manager = PassManager(pipeline, replace(instrumentation or Instrumentation(), progress=progress))
     options = dict(options or {})
@@ -443,7 +445,7 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
         def recompile(inputs: tuple[torch.Tensor, ...]) -> CompiledModule:
             return compile(model, inputs, target, pipeline=pipeline, options=options, must_fuse=must_fuse,
                            backend=backend, backend_options=backend_options, train_mode=train_mode,
-                           check_indices=check_indices, shapes="static")
+                           check_indices=check_indices, shapes="static", reuse=reuse)
     return CompiledModule(graph, target, captured.state, captured.graph, manager.pipeline_text,
                           captured.method, tuple(ctx.ledger), backend, experts,
                           _backend_options(backend_options, check_indices),

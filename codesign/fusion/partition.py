@@ -59,6 +59,7 @@ class Partition:
         self._key: dict[str, str] = {}  # root -> the group's key (its earliest node)
         self._root_of: dict[str, str] = {}  # key -> root
         self.members: dict[str, list[str]] = {}  # key -> member names in graph order
+        self._successors: dict[str, list[str]] = {}  # key -> successors earliest first, until a merge
         self.users: dict[str, list[str]] = {}
         for node in self.graph.nodes:
             for o in node.operands:
@@ -105,27 +106,36 @@ class Partition:
         return self.order[self.members[key][-1]]
 
     def successors(self, key: str) -> list[str]:
-        """The groups reading a value of group `key`, earliest first."""
-        return sorted(self.succ[key], key=self.first)
+        """The groups reading a value of group `key`, earliest first (kept until a merge
+        changes them: merging keeps the earlier key, so no other group's rank moves)."""
+        ranked = self._successors.get(key)
+        if ranked is None:
+            ranked = self._successors[key] = sorted(self.succ[key], key=self.first)
+        return ranked
 
     def would_cycle(self, a: str, b: str) -> list[str] | None:
         """A path between a and b through a third group (merging would make a cycle): the
-        first such path a depth-first walk meets, visiting successors earliest first."""
+        first such path a depth-first walk meets, visiting successors earliest first.
+
+        The walk keeps each visited group's parent rather than a path per stack entry, so a
+        path thousands of groups long (a value read in every layer) costs its length once."""
         for src, dst in ((a, b), (b, a)):
             limit = self.last(dst)
-            stack = [(s, [src, s]) for s in reversed(self.successors(src)) if s != dst]
-            seen: set[str] = set()
+            stack = [(s, src) for s in reversed(self.successors(src)) if s != dst]
+            parent: dict[str, str] = {}
             while stack:
-                g, path = stack.pop()
-                if g in seen:
+                g, via = stack.pop()
+                if g in parent:
                     continue
-                seen.add(g)
-                nexts = self.successors(g)
+                parent[g] = via
                 if dst in self.succ[g]:
-                    return path + [dst]
-                for nxt in reversed(nexts):
-                    if nxt not in seen and self.first(nxt) <= limit:
-                        stack.append((nxt, path + [nxt]))
+                    path = [dst, g]
+                    while path[-1] != src:
+                        path.append(parent[path[-1]])
+                    return path[::-1]
+                for nxt in reversed(self.successors(g)):
+                    if nxt not in parent and self.first(nxt) <= limit:
+                        stack.append((nxt, g))
         return None
 
     def merged_members(self, a: str, b: str) -> list[str]:
@@ -156,6 +166,8 @@ class Partition:
         if self.first(b) < self.first(a):
             a, b = b, a
         crossing = [*self.succ[a].get(b, ()), *self.succ[b].get(a, ())]  # values one reads of the other
+        for g in (a, b, *self.pred[a], *self.pred[b]):  # their successor lists change
+            self._successors.pop(g, None)
         ra, rb = self._root_of.pop(a), self._root_of.pop(b)
         ma, mb = self.members[a], self.members.pop(b)
         big, small, moved = (ra, rb, mb) if len(ma) >= len(mb) else (rb, ra, ma)
