@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from codesign.calibrate.cli import add_calibrate_parser
 from codesign.cli_options import DEFAULT_PIPELINE, add_instrumentation_args
 from codesign.experts.cli import add_experts_parser
+from codesign.explore.cli import add_explore_parser
 from codesign.targets.cli import add_targets_parser
 
 
@@ -49,7 +50,7 @@ _USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("codesign.codegen", "CodegenError"),  # reaches the caller only for a pinned backend
     ("codesign.codegen.registry", "UnknownBackendError"), ("codesign.codegen.outdir", "ExportError"),
     ("codesign.experts.plan", "PlanError"), ("codesign.experts.trace", "TraceError"),
-    ("codesign.experts.problem", "InfeasibleError"),
+    ("codesign.experts.problem", "InfeasibleError"), ("codesign.explore.fields", "FieldPathError"),
 )
 
 
@@ -303,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_targets_parser(commands)
     add_experts_parser(commands)
     add_calibrate_parser(commands)
+    add_explore_parser(commands)
 
     passes = commands.add_parser("passes", parents=[common], help="list the registered passes and their options")
     passes.set_defaults(func=_cmd_passes)
