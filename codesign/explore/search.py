@@ -72,11 +72,18 @@ def run_search(evaluator: Evaluator, space: Space, objectives: Sequence[Objectiv
         row = _with_fields(run_sweep(evaluator, space, store=store, variants=[variant])[0], variant, space, named)
         rows.setdefault(hash(row["key"]), row)
         excess = [c.excess(row) for c in constraints] + [0.0 if row.get("valid") else 1.0]
-        trial.set_user_attr("constraints", [e if e != float("inf") else 1e300 for e in excess])
+        excess = [e if e != float("inf") else 1e300 for e in excess]
+        if modern:
+            for i, e in enumerate(excess):
+                trial.set_constraint(f"c{i}", e)
+        else:
+            trial.set_user_attr("constraints", excess)
         values = [o.value(row) for o in objectives]  # a missing figure is as bad as it gets
         return tuple((1e300 if o.sense == "min" else -1e300) if v is None else v for o, v in zip(objectives, values))
 
-    sampler = optuna.samplers.NSGAIISampler(seed=seed, constraints_func=lambda t: t.user_attrs["constraints"])
+    modern = hasattr(optuna.trial.Trial, "set_constraint")  # Optuna 5; constraints_func before
+    sampler = optuna.samplers.NSGAIISampler(seed=seed, **({} if modern else {
+        "constraints_func": lambda t: t.user_attrs["constraints"]}))
     study = optuna.create_study(directions=["minimize" if o.sense == "min" else "maximize" for o in objectives],
                                 sampler=sampler)
     from rich.progress import Progress
