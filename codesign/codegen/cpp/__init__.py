@@ -29,7 +29,8 @@ class CppBackend(Backend):
     """`CppModule` on CPU tensors; the generator refuses a graph with a `CodegenError` naming
     the node. Option `blas`: True / False / None (link scipy-openblas32 when installed);
     `check_indices` (default True): gathered indices are checked (an out-of-range one raises
-    `IndexError`); False leaves them unchecked (`codesign.codegen.checks`).
+    `IndexError`); False leaves them unchecked (`codesign.codegen.checks`); `profile` (default
+    False): per-kernel timers built in (`CppModule.kernel_seconds`, `codesign.codegen.cpp.profiling`).
 
     No `partition_rules`: every convex group is one C++ function (its loops inlined, GEMM,
     attention and the norms emitted in place, a streamed layer's anchors one after the
@@ -40,11 +41,12 @@ class CppBackend(Backend):
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     default_for: ClassVar[tuple[str, ...]] = ("cpu",)
     source_suffix: ClassVar[str] = "cpp"
-    options: ClassVar[tuple[str, ...]] = ("blas", "check_indices")
+    options: ClassVar[tuple[str, ...]] = ("blas", "check_indices", "profile")
 
     def build(self, graph, state, target, options) -> CppModule:
         return CppModule(graph, state, target=target.name, blas=options.get("blas"),
-                         check_indices=bool(options.get("check_indices", True)))
+                         check_indices=bool(options.get("check_indices", True)),
+                         profile=bool(options.get("profile", False)))
 
 
 __all__ = ["CodegenError", "CppBackend", "CppModule", "CppSource", "cache_dir", "export_cpp", "generate"]

@@ -35,13 +35,17 @@ class CppModule:
     (and `CODESIGN_BLAS` is not 0) and runs fp32 tiles on it where its kernels are as wide
     as the CPU's vectors (`build.blas_fits_cpu`; else on the hand GEMM, and `gemm` says so);
     True links it and runs it whatever its kernels.
+
+    `profile=True` builds the per-kernel timers in (`codesign.codegen.cpp.profiling`; another
+    source, so another cache entry): `kernel_seconds()` reads what the runs so far spent in
+    each kernel call, `reset_profile()` clears it. The default build has no timers.
     """
 
     def __init__(self, graph: Graph, state: Mapping[str, torch.Tensor] | None = None, target: str = "host",
-                 blas: bool | None = None, check_indices: bool = True):
+                 blas: bool | None = None, check_indices: bool = True, profile: bool = False):
         self.graph = graph
         self.target = target
-        self.code: CppSource = generate(graph, check_indices)  # check_indices: codesign.codegen.checks
+        self.code: CppSource = generate(graph, check_indices, profile=profile)  # codesign.codegen.checks
         found = find_blas() if blas is None or blas else None
         if blas and found is None:
             raise CodegenError("blas=True but no BLAS found: pip install scipy-openblas32")
@@ -70,6 +74,25 @@ class CppModule:
         self._keep: dict[int, torch.Tensor] = {}
         self.bind_state(state or {})
         self._out_types = graph.output_types()
+        self.profile = profile
+        if profile:
+            self._lib.codesign_profile_read.argtypes = [ctypes.POINTER(ctypes.c_double)]
+            self._lib.codesign_profile_read.restype = ctypes.c_int64
+
+    def kernel_seconds(self) -> tuple[dict[str, float], float, float, int]:
+        """(seconds per timed kernel call by graph kernel key, the output copies' seconds, the
+        whole runs' seconds, runs), accumulated since the last `reset_profile()`."""
+        if not self.profile:
+            raise CodegenError(f"@{self.graph.name} was built without timers (CppModule(..., profile=True))")
+        slots = len(self.code.timers) + 2
+        out = (ctypes.c_double * slots)()
+        runs = int(self._lib.codesign_profile_read(out))
+        kernels = {t.key: out[i] for i, t in enumerate(self.code.timers)}
+        return kernels, out[slots - 2], out[slots - 1], runs
+
+    def reset_profile(self) -> None:
+        if self.profile:
+            self._lib.codesign_profile_reset()
 
     def bind_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Point the library at these weights (by input name). A contiguous tensor of the

@@ -20,6 +20,7 @@ from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op
 from codesign.codegen.lowering import is_view, node_structure
 from codesign.codegen.cpp.conv import loop_epilogues
+from codesign.codegen.cpp import profiling
 from codesign.codegen.cpp.kernels import KernelEmitter, RegionEntry, pointer_operands
 from codesign.codegen.cpp.regions import row_block
 from codesign.codegen.cpp.runtime import PRELUDE
@@ -140,6 +141,7 @@ class CppSource:
     kernel_count: int  # kernels in the graph (calls in run)
     checks: tuple[tuple[Site, ...], ...] = ()  # per checked kernel call: its run-time check sites
     check_indices: bool = True  # gathered coordinates compared with their extents
+    timers: tuple[profiling.Timer, ...] = ()  # a profiling build's timed kernel calls, in slot order
 
     @property
     def digest(self) -> str:
@@ -173,13 +175,14 @@ class _Lowered:
 
 
 def _lower(graph: Graph, prefix: str = "", check_indices: bool = True,
-           checks: list[tuple[Site, ...]] | None = None) -> _Lowered:
+           checks: list[tuple[Site, ...]] | None = None, timers: list[profiling.Timer] | None = None) -> _Lowered:
     """Kernel functions and calls for `graph`; a node with a region (moe) first gets its
     region lowered the same way, as a program `<prefix>m<i>_run(inputs, outputs, arena)`.
 
     A kernel with run-time checks (`codesign.codegen.checks`) is followed by a test of the
     error flag that returns its code; `checks` collects each such call's sites (call ids
-    are positions in it, shared with the region programs)."""
+    are positions in it, shared with the region programs). With `timers` (a profiling build,
+    top level only) each kernel call is followed by its timer (`profiling`), recorded there."""
     checks = [] if checks is None else checks
     ks = graph_kernels(graph)
     plan = plan_buffers(graph, ks)
@@ -230,6 +233,9 @@ def _lower(graph: Graph, prefix: str = "", check_indices: bool = True,
         calls.append(f"  // kernel {i} ({kernel.key}):")
         calls += header
         calls.append(f"  {fname}({', '.join(args)});")
+        if timers is not None:
+            calls.append(profiling.tick(len(timers)))
+            timers.append(profiling.Timer(fname, kernel.key, tuple(n.name for n in kernel.nodes)))
         if em.sites or any(n.regions for n in kernel.nodes):
             calls.append(f"  if (__builtin_expect(cs_err_code != 0, 0)) return cs_failed({len(checks)});"
                          f"  // {len(em.sites)} run-time checks")
@@ -256,19 +262,22 @@ def entry_names(prefix: str | None = None) -> dict[str, str]:
     return names
 
 
-def generate(graph: Graph, check_indices: bool = True, prefix: str | None = None) -> CppSource:
+def generate(graph: Graph, check_indices: bool = True, prefix: str | None = None,
+             profile: bool = False) -> CppSource:
     """The whole graph as one standalone C++17 translation unit with an `extern "C"` entry.
 
     `check_indices=False` leaves out the comparison of gathered coordinates with their
     extents (`codesign.codegen.checks`): faster, and an out-of-range index is then unchecked
     (it reads outside the table). Integer division is checked either way. `prefix` names
-    the entry points after a model (`entry_names`); every other function is `static`."""
+    the entry points after a model (`entry_names`); every other function is `static`.
+    `profile=True` adds per-kernel timers (`codesign.codegen.cpp.profiling`) and nothing else."""
     e = entry_names(prefix)
     for n in graph.walk():
         if n.type.dtype.value not in {d.value for d in S.STORAGE}:
             raise CodegenError(f"%{n.name}: element type {n.type.dtype.value} has no C++ type")
     checks: list[tuple[Site, ...]] = []
-    lowered = _lower(graph, "", check_indices, checks)
+    timers: list[profiling.Timer] | None = [] if profile else None
+    lowered = _lower(graph, "", check_indices, checks, timers)
     plan, bodies, calls, functions, ks = (lowered.plan, lowered.bodies, lowered.calls, lowered.functions,
                                           lowered.kernel_count)
     types = graph.types()
@@ -284,8 +293,11 @@ def generate(graph: Graph, check_indices: bool = True, prefix: str | None = None
              f"// or 1 (an index out of range) / 2 (integer division by zero): {e['error']}() says where."
              + ("" if check_indices else " Indices are NOT checked (check_indices=False)."),
              *sig_lines]
+    timed = len(timers) if timers is not None else 0
     wrapper = [
+        *(profiling.storage(timed) if profile else []),
         'extern "C" {',
+        *(profiling.entries(timed, prefix) if profile else []),
         f"int64_t {e['arena_bytes']}(void) {{ return {plan.arena_bytes}; }}",
         f"int {e['num_inputs']}(void) {{ return {len(graph.inputs)}; }}",
         f"int {e['num_outputs']}(void) {{ return {len(graph.outputs)}; }}",
@@ -299,8 +311,10 @@ def generate(graph: Graph, check_indices: bool = True, prefix: str | None = None
         "  char* arena = (char*)arena_memory;",
         "  cs_err_code = 0; cs_err_site = -1; cs_err_call = -1; cs_err_value = 0;",
         "  cs_gemm_init();",
+        *(profiling.start() if profile else []),
         "  (void)arena;",
         *calls,
+        *(profiling.finish(timed) if profile else []),
         "  return 0;",
         "}",
         f"int {e['run']}(const void** inputs, void** outputs) {{  // not reentrant: one arena for every call",
@@ -324,6 +338,7 @@ def generate(graph: Graph, check_indices: bool = True, prefix: str | None = None
         "/* after a run that returned non-zero: info = [kernel call, check site, offending value]; returns the code */",
         f"int {e['error']}(int64_t* info);",
         f"int {e['run']}(const void** inputs, void** outputs);",
+        *(profiling.declarations(prefix) if profile else []),
         "#ifdef __cplusplus", "}", "#endif", ""])
     return CppSource(graph.name, source, header, plan, tuple(functions.values()), ks, tuple(checks),
-                     check_indices)
+                     check_indices, tuple(timers or ()))
