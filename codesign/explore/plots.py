@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from codesign.explore.pareto import Objective
 from codesign.explore.space import Space
-from codesign.explore.summary import experts_threshold, layer_fit, marginals, returns_stop
+from codesign.explore.summary import STOP, experts_threshold, layer_fit, marginals, returns_stop
 
 __all__ = ["sensitivity_plot", "pareto_plot"]
 
@@ -46,7 +46,8 @@ def sensitivity_plot(space: Space, rows: Sequence[dict[str, Any]], path: str | P
         ax.set_xlabel(m.axis.name)
         ax.set_ylabel(column.replace("_s", " (ms)") if column.endswith("_s") else column, color="tab:blue")
         stop = returns_stop(m, maximise=column == "tokens_per_s")
-        if stop is not None and stop in m.values and stop != m.values[-1]:
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        if stop is not None and stop in m.values and stop != m.values[-1] and m.span >= 1 + STOP:
             i = m.values.index(stop)
             ax.plot([stop], [m.figure[i] * scale], "s", color="tab:red", ms=9, fillstyle="none",
                     label=f"returns stop: {field.format(stop)}")
