@@ -78,6 +78,24 @@ class CompiledModule:
     _variants: OrderedDict = field(default_factory=OrderedDict, repr=False)  # input shapes -> CompiledModule
     _warned: bool = field(default=False, repr=False)
 
+    def __repr__(self) -> str:
+        """A one-line summary — model, target, backend(s), kernels, inputs — rather than the
+        dataclass's field dump, which prints every weight tensor and the whole graph."""
+        from codesign.ir.kernels import kernel_key
+        inputs = ", ".join(f"{a.name}: {a.type}" for a in self.calling.args)
+        if self.backend != "auto":
+            backend = self.backend
+        else:
+            backend = f"auto (host: {self.target.host_backend})"
+        built = sorted(name for name, program in self._programs.items() if program is not None)
+        refused = sorted(name for name, program in self._programs.items() if program is None)
+        extra = "".join([f", built=[{', '.join(built)}]" if built else "",
+                         f", refused=[{', '.join(refused)}]" if refused else "",
+                         ", meta" if self.is_meta else ""])
+        kernel_count = len({kernel_key(n) for n in self.graph.nodes})
+        return (f"CompiledModule(@{self.graph.name}, target={self.target.name}, backend={backend}{extra}, "
+                f"kernels={kernel_count}, inputs=({inputs}), state={len(self.graph.state_inputs)} tensors)")
+
     @property
     def calling(self) -> Signature:
         """The calling convention: inputs checked (never cast), buffers the model updates in

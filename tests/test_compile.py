@@ -27,6 +27,22 @@ def test_compiled_module_runs_and_matches_eager(cnn):
         assert rel_err(cm(*fresh), model(*fresh)) <= 1e-5
 
 
+def test_repr_is_a_short_summary_without_tensors(cnn):
+    """repr(cm) names the model, target, backend, kernel count and input shapes in one line;
+    it prints no tensor and no IR (the dataclass default printed every weight)."""
+    model, inputs, cm = cnn
+    fresh = codesign.compile(model, inputs, target="h100")
+    text = repr(fresh)
+    assert "\n" not in text and "tensor(" not in text and "Parameter" not in text and "graph @" not in text
+    kernels = len({n.group if n.group is not None else n.name for n in fresh.graph.nodes})
+    shape = ",".join(str(s) for s in inputs[0].shape)
+    assert text.startswith(f"CompiledModule(@{fresh.graph.name}, target=h100, backend=auto (host: ")
+    assert f"kernels={kernels}," in text and f"f32[{shape}]" in text and "built=" not in text
+    fresh(*inputs)
+    assert "built=[cpp]" in repr(fresh)
+    assert len(repr(fresh)) < 300
+
+
 def test_report_lists_ops_flops_and_bytes(cnn):
     model, inputs, cm = cnn
     text = cm.report()
