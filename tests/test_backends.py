@@ -98,6 +98,74 @@ def test_registering_imports_neither_triton_nor_iree():
     assert set(result.stdout.strip().split(",")) == BUILTIN
 
 
+TINY_GRAPH = """graph @tiny(%x: f32[4,8]) -> (f32[4,8]) {
+  %y = relu(%x) : f32[4,8]
+  return %y
+}"""
+
+
+def run_script(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_missing_triton_is_one_codegen_error_saying_what_to_install(tmp_path):
+    """Without triton (a `sys.modules` shim makes it unimportable), the pinned backend and
+    `TritonModule` itself both raise one CodegenError naming the extra and the alternative,
+    not a bare ModuleNotFoundError."""
+    import os
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "import torch\n"
+            "from codesign.codegen import CodegenError\n"
+            "from codesign.codegen.registry import build_program, get_backend\n"
+            "from codesign.ir import parse_graph\n"
+            "from codesign.targets import load_target\n"
+            f"graph = parse_graph({TINY_GRAPH!r})\n"
+            "assert get_backend('triton').missing() == ['triton']\n"
+            "for make in (lambda: build_program('triton', graph, {}, load_target('h100')),\n"
+            "             lambda: __import__('codesign.codegen.triton', fromlist=['TritonModule'])"
+            ".TritonModule(graph, {}, 'h100')):\n"
+            "    try:\n"
+            "        make()\n"
+            "    except CodegenError as exc:\n"
+            "        print('ERROR', exc)\n")
+    env = {**os.environ, "CODESIGN_CACHE_DIR": str(tmp_path)}
+    result = run_script(code, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = [line for line in result.stdout.splitlines() if line.startswith("ERROR")]
+    assert len(errors) == 2, result.stdout
+    for line in errors:
+        assert "triton is not installed" in line and "pip install 'codesign[gpu]'" in line
+        assert 'backend="cpp"' in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where Triton finds no GPU driver")
+def test_triton_on_cpu_tensors_without_the_interpreter_says_what_to_do(tmp_path):
+    """CPU tensors through the Triton backend in a process without TRITON_INTERPRET (Triton
+    has no driver here): one CodegenError naming CUDA, the interpreter and the C++ backend,
+    instead of Triton's "0 active drivers" once per kernel."""
+    import os
+    code = ("import torch, warnings\n"
+            "warnings.simplefilter('error')\n"
+            "from codesign.codegen import CodegenError\n"
+            "from codesign.codegen.registry import build_program\n"
+            "from codesign.ir import parse_graph\n"
+            "from codesign.targets import load_target\n"
+            f"program = build_program('triton', parse_graph({TINY_GRAPH!r}), {{}}, load_target('h100'))\n"
+            "try:\n"
+            "    program(torch.randn(4, 8))\n"
+            "except CodegenError as exc:\n"
+            "    print('ERROR', exc)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["CODESIGN_CACHE_DIR"] = str(tmp_path)
+    result = run_script(code, env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ERROR @tiny: the Triton backend runs CUDA tensors"), result.stdout
+    assert "0 active drivers" not in result.stdout + result.stderr
+    for hint in ("CUDA device", "TRITON_INTERPRET=1", 'backend="cpp"'):
+        assert hint in result.stdout
+
+
 def test_a_backend_class_needs_a_name_and_a_free_one():
     with pytest.raises(ValueError, match="needs a `name`"):
         @register_backend

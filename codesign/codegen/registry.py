@@ -112,6 +112,9 @@ class Backend:
     devices: ClassVar[tuple[str, ...]] = ("cpu",)
     default_for: ClassVar[tuple[str, ...]] = ()
     requires: ClassVar[tuple[str, ...]] = ()
+    install: ClassVar[str] = ""
+    """What to do when a module of `requires` is missing (how to install it, what to use
+    instead); appended to the "is not installed" reason so the error says what to do."""
     source_suffix: ClassVar[str | None] = None
     options: ClassVar[tuple[str, ...]] = ()
     """Names of the keys `build` reads from its `options`; others are refused."""
@@ -132,7 +135,8 @@ class Backend:
         """Why this backend cannot run `graph` (one reason per problem), or None when it can.
         Cheap and conservative: `build` may still refuse with a `CodegenError`."""
         absent = self.missing()
-        return [f"{m} is not installed" for m in absent] or None
+        hint = f": {self.install}" if self.install else ""
+        return [f"{m} is not installed{hint}" for m in absent] or None
 
     def failures(self) -> tuple[type[BaseException], ...]:
         """This backend's own exception types for "cannot compile this graph"; the registry

@@ -16,7 +16,7 @@ from typing import ClassVar
 
 from codesign.codegen.registry import Backend, PartitionRules, register_backend
 from codesign.codegen.triton.fuse import fuse_all_pointwise, fuse_simple
-from codesign.codegen.triton.module import TritonModule, cache_dir, cache_key
+from codesign.codegen.triton.module import INSTALL, TritonModule, cache_dir, cache_key
 from codesign.codegen.triton.wrapper import Program, generate, wrapper_source
 
 
@@ -35,6 +35,7 @@ class TritonBackend(Backend):
     devices: ClassVar[tuple[str, ...]] = ("cuda",)
     default_for: ClassVar[tuple[str, ...]] = ("cuda",)
     requires: ClassVar[tuple[str, ...]] = ("triton",)
+    install: ClassVar[str] = INSTALL
     source_suffix: ClassVar[str] = "py"
     options: ClassVar[tuple[str, ...]] = ("cache", "check_indices", "cuda_graphs", "choose")
 

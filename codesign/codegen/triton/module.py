@@ -42,6 +42,20 @@ _PACKAGE = Path(__file__).resolve().parent
 
 CACHE = Cache("triton")
 
+INSTALL = ("install the GPU extra (pip install 'codesign[gpu]') to run the Triton backend, "
+           "or use backend=\"cpp\" for CPU tensors")
+"""What to do when triton is missing: the backend's `install` hint and `import_triton`'s error."""
+
+
+def import_triton():
+    """`import triton`, or one `CodegenError` saying what to do when it is not installed
+    (rather than a bare ModuleNotFoundError from deep inside the backend)."""
+    try:
+        import triton
+    except ImportError as exc:
+        raise CodegenError(f"triton is not installed: {INSTALL}") from exc
+    return triton
+
 
 def cache_dir() -> Path:
     """Where Triton entries live: `$CODESIGN_CACHE_DIR/triton` or `~/.cache/codesign/triton`
@@ -57,7 +71,7 @@ def _backend_digest() -> str:
 
 
 def cache_key(graph: Graph, target_name: str, check_indices: bool = True) -> str:
-    import triton
+    triton = import_triton()
 
     from codesign import __version__
     from codesign.codegen.triton.kernels import interpreting
@@ -99,6 +113,8 @@ class TritonModule:
         self.target_name = getattr(target, "name", None) or (str(target) if target else "gpu")
         self.check_indices = check_indices  # gathered indices checked at run time (`safety`)
         self.key = cache_key(graph, self.target_name, check_indices)
+        from codesign.codegen.triton.kernels import interpreting
+        self.interpreted = interpreting()  # the kernels were defined under TRITON_INTERPRET=1
         stem = f"{''.join(c if c.isalnum() else '_' for c in graph.name)[:40]}_{self.key[:20]}"
         names = (f"{stem}.py", f"{stem}.json")
         tiers = tuple(getattr(target, "tier_names", ()) or ())
@@ -159,6 +175,12 @@ class TritonModule:
             device = next(iter(self.state.values())).device
         else:
             device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if device.type != "cuda" and not self.interpreted:
+            raise CodegenError(
+                f"@{self.graph.name}: the Triton backend runs CUDA tensors, and these are on {device.type} with "
+                "TRITON_INTERPRET unset (Triton finds no GPU driver for them); move the model and inputs to a "
+                "CUDA device, or set TRITON_INTERPRET=1 before triton is first imported to run the kernels in "
+                "Triton's CPU interpreter (slow: for tests), or use backend=\"cpp\" for CPU tensors")
         state = self._current_state = self._state_on(device)
         inputs = [x.contiguous() for x in inputs]
         with torch.no_grad():
