@@ -38,7 +38,7 @@ from codesign.explore.evaluate import Evaluator  # noqa: E402
 from codesign.explore.plots import sensitivity_plot  # noqa: E402
 from codesign.explore.space import Space  # noqa: E402
 from codesign.explore.summary import summarize_sweep  # noqa: E402
-from codesign.explore.sweep import run_sweep  # noqa: E402
+from codesign.explore.runner import run_sweep  # noqa: E402
 from codesign.targets import load_target  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

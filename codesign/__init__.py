@@ -14,14 +14,15 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # for type checkers; at run time __getattr__ imports them
     from codesign.compiler import CompiledModule, compile
+    from codesign.explore import sweep
     from codesign.frontend import CapturedModel, capture, load_factory
     from codesign.targets import Target, load_target
 
 __all__ = ["CapturedModel", "CompiledModule", "Target", "__version__", "capture", "compile",
-           "load_factory", "load_target"]
+           "load_factory", "load_target", "sweep"]
 
 __getattr__, __dir__ = lazy_attributes(__name__, globals(), {
     "CapturedModel": "codesign.frontend", "capture": "codesign.frontend", "load_factory": "codesign.frontend",
     "CompiledModule": "codesign.compiler", "compile": "codesign.compiler",
-    "Target": "codesign.targets", "load_target": "codesign.targets",
+    "Target": "codesign.targets", "load_target": "codesign.targets", "sweep": "codesign.explore",
 })

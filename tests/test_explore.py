@@ -16,7 +16,7 @@ from codesign.explore.reads import Reads, recording
 from codesign.explore.space import Space
 from codesign.explore.store import ROWS_FILE, RowStore
 from codesign.explore.summary import layer_fit, summarize_sweep
-from codesign.explore.sweep import SweepInterrupted, run_sweep, table
+from codesign.explore.runner import SweepInterrupted, run_sweep, table
 from codesign.targets import load_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,3 +264,12 @@ def test_cli_sweep_writes_rows_summary_and_plot(tmp_path: Path, capsys: pytest.C
     assert main(["sweep", f"{factory}:make", "--target", "sn40l", "--vary", "sram.capacity=1GiB..1MiB:x2"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("codesign: error: sram.capacity") and err.count("\n") == 1
+
+
+def test_python_api_returns_a_table(mlp_graph) -> None:
+    import codesign
+    model, inputs = _mlp()
+    frame = codesign.sweep(model, inputs, "sn40l", {"sram.capacity": ["64KiB", "1MiB"]}, time_limit=0.5)
+    rows = frame.to_dict("records") if hasattr(frame, "to_dict") else frame
+    assert [r["sram.capacity"] for r in rows] == [64 * 1024, 2**20]
+    assert rows[1]["time_s"] <= rows[0]["time_s"]

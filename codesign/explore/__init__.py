@@ -11,7 +11,7 @@ variants that agree on every field the pass read (`reuse`); rows are stored as t
 
 Modules: `fields` (paths into the schema, units), `space` (--vary specs, variants),
 `reads` (the access-recording target view), `reuse` (pass results keyed by what each pass
-read), `evaluate` (one variant's figures), `store` (resumable rows), `sweep` (the driver,
+read), `evaluate` (one variant's figures), `store` (resumable rows), `runner` (the driver,
 tables), `ray_runner`, `pareto` (objectives, constraints, fronts), `search` (Optuna),
 `summary` (sensitivity, where returns stop, thresholds), `plots`, `cli`.
 This package imports neither torch nor the solvers until a sweep runs.
@@ -38,7 +38,7 @@ def sweep(model: Any, inputs: Sequence[Any] | Any, base_target: Any, space: Sequ
     from codesign.explore.evaluate import DEFAULT_TIME_LIMIT, Evaluator
     from codesign.explore.space import Space
     from codesign.explore.store import RowStore
-    from codesign.explore.sweep import run_sweep, table, write_outputs
+    from codesign.explore.runner import run_sweep, table, write_outputs
     from codesign.targets import Target, load_target
 
     base = base_target if isinstance(base_target, Target) else load_target(base_target)

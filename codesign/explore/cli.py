@@ -148,7 +148,7 @@ def _print_rows(rows: list[dict[str, Any]], space: Any, extra: list[str]) -> Non
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from codesign.explore.ray_runner import RayUnavailable
     from codesign.explore.summary import summarize_sweep
-    from codesign.explore.sweep import run_sweep, write_outputs
+    from codesign.explore.runner import run_sweep, write_outputs
     evaluator, space, store = _setup(args, args.vary)
     try:
         rows = run_sweep(evaluator, space, store=store, progress=not args.quiet and not args.json,
@@ -173,7 +173,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from codesign.explore.fields import FieldPathError
     from codesign.explore.pareto import parse_constraint, parse_objectives
     from codesign.explore.search import OptunaUnavailable, run_search
-    from codesign.explore.sweep import write_outputs
+    from codesign.explore.runner import write_outputs
     from codesign.targets import load_target
     base = load_target(args.target)
     from codesign.explore.evaluate import figures  # noqa: F401  (the columns objectives may name)

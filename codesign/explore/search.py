@@ -18,7 +18,7 @@ from codesign.explore.evaluate import Evaluator
 from codesign.explore.pareto import Constraint, Objective, pareto_front
 from codesign.explore.space import Space, Variant
 from codesign.explore.store import RowStore
-from codesign.explore.sweep import run_sweep
+from codesign.explore.runner import run_sweep
 
 __all__ = ["SearchResult", "run_search", "OptunaUnavailable"]
 
