@@ -11,7 +11,14 @@ Two steps, so the device is needed only for the first:
         anywhere: fits the calibration from the suite's raw data (or reads FILE), predicts
         every validation kernel and program, and writes
         benchmarks/results/cost_validation_<target>.json, a log-log scatter plot
-        (benchmarks/results/cost_validation_<target>.png) and a table.
+        (benchmarks/results/cost_validation_<target>.png) and a table; measured on a CPU,
+        cost_validation_cpu.json / .png.
+
+On a CPU (target cpu-host, fp32, torch's thread count) the families are built at a quarter
+of their width and at small batch and sequence, so each runs in well under a second, and the
+kernels are timed by the C++ backend's per-kernel timers (`codesign.calibrate.profile_cpu`:
+the median of each kernel's fastest quarter of samples, since a shared machine's other
+processes slow the rest; the load average is recorded).
 
 The families (random weights from configs, no downloads; eval mode): a Llama-style decoder
 (GQA, RMSNorm, SwiGLU), a BERT encoder, ViT-B/16, a ResNet, a Mixtral sparse-MoE block,
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -165,6 +173,7 @@ def measure(args) -> None:
             (out / "calibration_raw.json").write_text(raw.to_json())
         print(f"suite: {time.perf_counter() - start:.0f} s", flush=True)
     programs, failures = [], {}
+    load_before = round(os.getloadavg()[0], 2)
     names = list(FAMILIES) if args.families == "all" else [n for n in args.families.split(",") if n]
     for name in names:
         start = time.perf_counter()
@@ -181,7 +190,7 @@ def measure(args) -> None:
                     program = profile_cuda(name, cm, inputs, repeat=10)
                 else:
                     from codesign.calibrate.profile_cpu import profile_cpu
-                    program = profile_cpu(name, cm, inputs, repeat=5)
+                    program = profile_cpu(name, cm, inputs, repeat=12)
             programs.append(program)
             print(f"[family] {name}: {len(program.kernels)} kernels, wall {program.wall_seconds * 1e3:.2f} ms, "
                   f"{time.perf_counter() - start:.0f} s", flush=True)
@@ -189,7 +198,10 @@ def measure(args) -> None:
             failures[name] = f"{type(exc).__name__}: {str(exc)[:400]}"
             traceback.print_exc()
         if not args.compile_only:
-            raw = RawData({**device_meta(device), "target": target, "failures": failures}, tuple(programs))
+            meta = {**device_meta(device), "target": target, "failures": failures}
+            if not cuda:
+                meta["load_average"] = [load_before, round(os.getloadavg()[0], 2)]
+            raw = RawData(meta, tuple(programs))
             (out / "validation_raw.json").write_text(raw.to_json())
 
 
@@ -240,8 +252,8 @@ def analyse(args) -> None:
     uncalibrated = validate(validation, target.model_copy(update={"calibration": None}))
     results = {"target": target.name, "device": validation.meta.get("device"), "meta": validation.meta,
                "calibration": calibration.model_dump(mode="json"), "calibrated": report,
-               "ideal (datasheet peaks)": {k: uncalibrated[k] for k in ("summary",)}}
-    stem = f"cost_validation_{target.name}"
+               "ideal (datasheet peaks)": {k: uncalibrated[k] for k in ("summary", "programs")}}
+    stem = f"cost_validation_{'cpu' if validation.meta.get('device_type') == 'cpu' else target.name}"
     path = ROOT / "benchmarks" / "results" / f"{stem}.json"
     path.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     scatter_plot(report, ROOT / "benchmarks" / "results" / f"{stem}.png",

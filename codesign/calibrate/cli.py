@@ -3,6 +3,9 @@
     codesign calibrate --target h200 --out h200.calibration.yaml     # on the device: measure, fit
     codesign calibrate --target h200 --from-data RAW.json --out F    # refit without the device
     codesign profile path/model.py:factory --target h200 [--json F] [--plot F.png]
+
+The device is the target's: a CPU target (cpu-host) is measured on this CPU (the C++
+backend's per-kernel timers, torch's thread count), a GPU target on CUDA.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def add_calibrate_parser(commands) -> None:
     cal.set_defaults(func=_cmd_calibrate)
 
     prof = commands.add_parser("profile", parents=[common], help="run a compiled model and print predicted "
-                               "beside measured time per kernel (CUDA)")
+                               "beside measured time per kernel (CUDA, or the C++ backend on the CPU)")
     prof.add_argument("model", metavar="MODEL", help="path/to/file.py:factory returning (model, inputs)")
     prof.add_argument("--target", required=True, metavar="T", help="target name or .yaml path")
     prof.add_argument("--json", type=Path, metavar="FILE", help="write the comparison as JSON")
@@ -86,15 +89,26 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure(target, budget: float):
+def _device(target):
+    """Where `target` is measured: this CPU for a CPU target (its kernels run as the C++
+    backend's), a CUDA device for a GPU target; other kinds of chip cannot be measured here."""
     import torch
+    if target.kind == "cpu":
+        return torch.device("cpu")
+    if target.kind != "gpu":
+        raise CalibrateError(f"target {target.name} ({target.kind}) cannot be measured on this machine: give it "
+                             "a calibration from published figures (source: cited, with its citations)")
+    if not torch.cuda.is_available():
+        raise CalibrateError(f"target {target.name} is a GPU: measuring it needs a CUDA device, and none is "
+                             "present (refit with --from-data, or measure a CPU target such as cpu-host)")
+    return torch.device("cuda")
+
+
+def _measure(target, budget: float):
     from rich.progress import Progress
 
     from codesign.calibrate.measure import measure
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        raise CalibrateError("measuring on the CPU is not implemented yet (the C++ backend has no per-kernel "
-                             "timers); run on a CUDA device, or refit with --from-data")
+    device = _device(target)
     with Progress(transient=True) as progress:
         task = progress.add_task("calibrating", total=None)
 
@@ -109,21 +123,21 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     import codesign
     from codesign.calibrate.measure import RawData, device_meta
     from codesign.calibrate.profile import profile_cuda
+    from codesign.calibrate.profile_cpu import profile_cpu
     from codesign.calibrate.validate import scatter_plot, validate
+    from codesign.targets import load_target
     from codesign.targets.units import format_time
 
-    if not torch.cuda.is_available():
-        raise CalibrateError("profile needs a CUDA device (per-kernel timing of the C++ backend is not "
-                             "implemented yet)")
     if not 1 <= args.repeat <= 10000:
         raise CalibrateError(f"--repeat {args.repeat} must be in 1..10000")
+    device = _device(load_target(args.target))
     model, inputs = codesign.load_factory(args.model)
-    device = torch.device("cuda")
     model = model.to(device).eval()
     inputs = tuple(x.to(device) for x in inputs)
     with torch.no_grad():
         cm = codesign.compile(model, inputs, target=args.target)
-        program = profile_cuda(cm.graph.name, cm, inputs, repeat=args.repeat)
+        time_kernels = profile_cuda if device.type == "cuda" else profile_cpu
+        program = time_kernels(cm.graph.name, cm, inputs, repeat=args.repeat)
     report = validate(RawData(device_meta(device), (program,)), cm.target)
     print(f"{'kernel':<40}{'measured':>12}{'predicted':>12}{'error':>8}")
     for k in sorted(report["kernels"], key=lambda k: -k["measured_seconds"]):

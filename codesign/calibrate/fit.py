@@ -88,12 +88,15 @@ class _Layout:
         return np.log([p.low for p in self.params]), np.log([p.high for p in self.params])
 
     def efficiency(self, values: list[float], tile: tuple[int, int], host: tuple[float, float, float],
-                   asynchronous: bool, validate: bool = False, cache: float = 0.0) -> Efficiency:
+                   asynchronous: bool, validate: bool = False, cache: float = 0.0,
+                   units: int | None = None) -> Efficiency:
         v = dict(zip((p.name for p in self.params), values))
         prefixed = lambda prefix: {k.split(":", 1)[1]: x for k, x in v.items() if k.startswith(prefix + ":")}  # noqa: E731
         fields = dict(matrix=prefixed("matrix"), memory=prefixed("memory") or {"vector": 1.0},
                       fixed=prefixed("fixed"), tile=tile, host_per_call=host[0], host_per_launch=host[1],
                       host_per_argument=host[2], asynchronous_launch=asynchronous, cache_capacity=cache)
+        if units is not None:
+            fields["units"] = units
         for name in ("tile_overhead", "vendor_k_half", "unit_bandwidth", "vector", "prologue", "epilogue",
                      "strided", "cached", "special_rate", "overlap"):
             if name in v:
@@ -132,9 +135,16 @@ def quality(kernels: list[KernelTime], target: Target, efficiency: Efficiency) -
 
 
 def host_costs(raw: RawData) -> tuple[float, float, float]:
-    """(per call, per launch, per argument) host seconds, fitted to the launch cases: programs
-    of tiny kernels whose wall time is the host's (least squares; without enough cases, the
-    per-launch cost alone)."""
+    """(per call, per launch, per argument) host seconds, fitted by least squares (without
+    enough cases, the per-launch cost alone). On a GPU, to the launch cases: programs of tiny
+    kernels whose wall time is the host's. On a CPU the host runs the kernels itself, each
+    timed back to back, so the host's share is per call only: the median over the launch
+    cases of wall time less kernel and output-copy time (in larger programs that difference
+    drowns in the kernels' own spread)."""
+    if raw.meta.get("device_type") == "cpu":
+        shares = [max(p.wall_seconds - sum(k.seconds for k in p.kernels) - p.other_device_seconds, 0.0)
+                  for p in raw.programs if p.case.startswith("launch") and p.kernels]
+        return (statistics.median(shares) if shares else 0.0), 0.0, 0.0
     rows, walls = [], []
     for program in raw.programs:
         if program.case.startswith("launch") and program.kernels:
@@ -158,13 +168,15 @@ def fit(raw: RawData, target: Target) -> Calibration:
     layout = _Layout.of(kernels, target)
     call, launch, argument = (_round(v) for v in host_costs(raw))
     asynchronous = raw.meta.get("device_type") == "cuda"  # a GPU's host launches ahead of it
+    units = measured_units(raw, target)
     measured = np.log(np.array([k.seconds for k in kernels]))
     weights = _case_weights(kernels)
     lo, hi = layout.bounds()
     best = None
     for tile, cache in ((t, c) for t in TILES for c in CACHES):
         def residuals(theta: np.ndarray, tile=tile, cache=cache) -> np.ndarray:
-            eff = layout.efficiency(np.exp(theta).tolist(), tile, (call, launch, argument), asynchronous, cache=cache)
+            eff = layout.efficiency(np.exp(theta).tolist(), tile, (call, launch, argument), asynchronous, cache=cache,
+                                    units=units)
             predicted = [calibrated_time(k.features, target, eff, vendor=k.implementation == "vendor")[0]
                          for k in kernels]
             return weights * (np.log(np.maximum(predicted, 1e-12)) - measured)
@@ -176,7 +188,8 @@ def fit(raw: RawData, target: Target) -> Calibration:
             best = (cost, tile, cache, result.x)
     _, tile, cache, theta = best
     values = [_round(v) for v in np.exp(theta).tolist()]
-    efficiency = layout.efficiency(values, tile, (call, launch, argument), asynchronous, validate=True, cache=cache)
+    efficiency = layout.efficiency(values, tile, (call, launch, argument), asynchronous, validate=True, cache=cache,
+                                   units=units)
     meta = raw.meta
     software = {k: str(meta[k]) for k in ("driver", "cuda", "torch", "triton", "compiler", "blas", "python")
                 if meta.get(k)}
@@ -186,6 +199,14 @@ def fit(raw: RawData, target: Target) -> Calibration:
         notes=(f"fitted by codesign calibrate to {len(kernels)} kernels of {len(raw.programs)} programs "
                f"({', '.join(sorted({p.case for p in raw.programs}))})",),
         raw=str(meta.get("raw", "")), efficiency=efficiency, fit=quality(kernels, target, efficiency))
+
+
+def measured_units(raw: RawData, target: Target) -> int | None:
+    """The compute units the programs ran on, when fewer than the target's: a CPU's threads."""
+    threads = raw.meta.get("threads")
+    if raw.meta.get("device_type") != "cpu" or not threads:
+        return None
+    return int(threads) if int(threads) < target.compute.units * target.sockets else None
 
 
 def _case_weights(kernels: list[KernelTime]) -> np.ndarray:

@@ -55,7 +55,21 @@ def device_meta(device: torch.device) -> dict:
         meta.update(device=props.name, sms=props.multi_processor_count, cuda=torch.version.cuda or "",
                     triton=triton.__version__, driver=_driver_version())
     else:
-        meta.update(device=_cpu_name(), threads=torch.get_num_threads())
+        meta.update(device=_cpu_name(), threads=torch.get_num_threads(), **_cpp_toolchain())
+    return meta
+
+
+def _cpp_toolchain() -> dict:
+    """The C++ backend's compiler and BLAS (with the kernels it loads on this CPU)."""
+    from codesign.codegen import CodegenError
+    from codesign.codegen.cpp.build import compiler, compiler_version, find_blas, openblas_core
+    try:
+        meta = {"compiler": compiler_version(compiler())}
+    except CodegenError:  # no compiler: the first case says so
+        meta = {}
+    blas = find_blas()
+    if blas is not None:
+        meta["blas"] = blas.name + (f", {openblas_core()} kernels requested" if openblas_core() else "")
     return meta
 
 
@@ -77,6 +91,11 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _load() -> float:
+    import os
+    return round(os.getloadavg()[0], 2)
 
 
 def measure_case(case: Case, target, device: torch.device, repeat: int,
@@ -133,6 +152,7 @@ def measure(target, device: torch.device, *, budget_s: float = 300.0, repeat: in
     if axes:
         cases = [c for c in cases if c.axis in axes]
     start = time.perf_counter()
+    load_before = _load()
     programs: list[ProgramTime] = []
     skipped: list[str] = []
     for i, case in enumerate(cases):
@@ -145,6 +165,8 @@ def measure(target, device: torch.device, *, budget_s: float = 300.0, repeat: in
     meta = device_meta(device)
     meta["target"] = getattr(target, "name", str(target))
     meta["seconds"] = round(time.perf_counter() - start, 1)
+    if device.type == "cpu":  # other processes share the cores: say how busy they kept them
+        meta["load_average"] = [load_before, _load()]
     if skipped:
         meta["skipped"] = skipped
     return RawData(meta, tuple(programs))

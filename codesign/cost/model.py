@@ -339,13 +339,19 @@ def matrix_efficiency(features: KernelFeatures, target: Target, efficiency: Effi
     return max(e * depth / (depth + efficiency.vendor_k_half), 1e-6) if depth else e
 
 
+def compute_units(target: Target, efficiency: Efficiency) -> int:
+    """The units a kernel's tiles spread over: those the calibration was measured on (a CPU's
+    threads), else all of the target's."""
+    return efficiency.units or target.compute.units * target.sockets
+
+
 def wave_quantisation(features: KernelFeatures, target: Target, efficiency: Efficiency) -> tuple[float, float]:
     """(useful fraction of the waves of output tiles, fraction of the units busy) of a
     generated GEMM or attention kernel; (1, 1) for other kernels."""
     if features.gemm is None:
         return 1.0, 1.0
     batch, m, n, _ = features.gemm
-    units = target.compute.units * target.sockets
+    units = compute_units(target, efficiency)
     bm, bn = efficiency.tile
     if features.template == "attention":  # a program per block of query rows, all keys each
         tiles, useful, per_tile = batch * ceil(m / bm), batch * m, bm
@@ -373,7 +379,7 @@ def waves(features: KernelFeatures, target: Target, efficiency: Efficiency) -> i
     batch, m, n, _ = features.gemm
     bm, bn = efficiency.tile
     tiles = batch * ceil(m / bm) * (1 if features.template == "attention" else ceil(n / bn))
-    return max(1, ceil(tiles / (target.compute.units * target.sockets)))
+    return max(1, ceil(tiles / compute_units(target, efficiency)))
 
 
 def prologue_reruns(features: KernelFeatures, efficiency: Efficiency) -> float:
@@ -418,7 +424,7 @@ def calibrated_time(features: KernelFeatures, target: Target, efficiency: Effici
     parts[home] = (contiguous / (bandwidth * memory) + features.strided_bytes / (bandwidth * efficiency.strided)
                    + cached / (bandwidth * memory * efficiency.cached))
     if efficiency.unit_bandwidth and features.gemm is not None and not vendor:
-        busy_units = wave_quantisation(features, target, efficiency)[1] * target.compute.units * sockets
+        busy_units = wave_quantisation(features, target, efficiency)[1] * compute_units(target, efficiency)
         parts[home] = max(parts[home], features.home_bytes / (busy_units * efficiency.unit_bandwidth))
     p = efficiency.overlap
     busy = sum(t ** p for t in parts.values()) ** (1.0 / p) if any(parts.values()) else 0.0

@@ -48,6 +48,10 @@ class Efficiency(_Frozen):
     tile: tuple[int, int] = Field(default=(128, 128), description=(
         "Output tile (rows, columns) per compute unit of a generated GEMM, for wave "
         "quantisation: its tiles fill the units in whole waves."))
+    units: int | None = Field(default=None, ge=1, description=(
+        "Compute units the measured programs ran on, when fewer than the target's (a CPU's "
+        "threads): a generated GEMM's tiles fill these in waves. Rates stay fractions of the "
+        "target's peaks. None: the target's units."))
     unit_bandwidth: float = Field(default=0.0, ge=0.0, description=(
         "Home-tier bytes per second one compute unit can pull (0: no limit): a generated "
         "GEMM with fewer tiles than units cannot reach the chip's bandwidth."))
