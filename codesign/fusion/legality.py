@@ -110,11 +110,18 @@ def _check_sizes(heavy: Sequence[Node], sizes: dict[tuple[OpKind, int], Node], t
     return LEGAL
 
 
-def check_merge(part: Partition, a: str, b: str) -> Verdict:
+def cycle_verdict(path: Sequence[str]) -> Verdict:
+    return Verdict(False, "cycle", "merging would close the path " + " -> ".join(
+        f"%{c}" for c in path) + " through another kernel")
+
+
+def check_merge(part: Partition, a: str, b: str, *, path: bool = True) -> Verdict:
     """Whether groups `a` and `b` of the partition may become one kernel.
 
     Reads the groups' kept facts (heavy members, kinds and sizes, edges), so its cost does
-    not grow with the groups."""
+    not grow with the groups. `path=False`: a cycle is refused without the path it would
+    close (its detail left empty), which may run through every layer between the two
+    groups; the fusion pass finds the paths of the refusals it records afterwards."""
     fa, fb = part.facts[a], part.facts[b]
     order, nodes, types = part.order, part.nodes, part.types
     heavy = [nodes[n] for n in sorted(fa.heavy + fb.heavy, key=order.__getitem__)]
@@ -128,10 +135,13 @@ def check_merge(part: Partition, a: str, b: str) -> Verdict:
     space = _check_sizes(heavy, sizes, types, order)
     if not space.legal:
         return space
-    cycle = part.would_cycle(a, b)
-    if cycle:
-        return Verdict(False, "cycle", "merging would close the path " + " -> ".join(
-            f"%{c}" for c in cycle) + " through another kernel")
+    if not path:
+        if part.closes_cycle(a, b):
+            return Verdict(False, "cycle")
+    else:
+        cycle = part.would_cycle(a, b)
+        if cycle:
+            return cycle_verdict(cycle)
     return verdict if verdict.rule != "legal" else LEGAL
 
 

@@ -12,6 +12,12 @@ edges between groups with the values they carry (`succ` / `pred`), the values it
 from outside and the members it writes out (`GroupFacts`). Iteration orders are graph
 orders or insertion orders, never a set's, so every answer (a cycle's path included) is
 the same under any `PYTHONHASHSEED`.
+
+Whether a merge closes a cycle is asked far more often than the path it would close is
+shown, and between an early group and a late one (a value every decoder layer reads) the
+path walks every layer between: `closes_cycle` answers the question from each node's
+descendants (a bitset, computed once) and each group's members, and walks only when
+those leave it open; `would_cycle` finds the path itself.
 """
 
 from __future__ import annotations
@@ -90,6 +96,17 @@ class Partition:
                 facts.heavy.append(node.name)
             else:
                 facts.sizes.setdefault((get_op(node.op).kind, node.type.numel), node.name)
+        # node -> bitset (bit i: the i-th node in graph order) of the nodes it reaches; a group's
+        # `_bits` are its members, its `_reach` what they reach (both or'ed on a merge)
+        bit = {n.name: 1 << i for i, n in enumerate(self.graph.nodes)}
+        below: dict[str, int] = {}
+        for node in reversed(self.graph.nodes):
+            reach = 0
+            for u in self.users.get(node.name, ()):
+                reach |= bit[u] | below[u]
+            below[node.name] = reach
+        self._bits = {k: bit[k] for k in self.members}
+        self._reach = {k: below[k] for k in self.members}
 
     # -- queries ---------------------------------------------------------------------------
     def group_of(self, node_name: str) -> str | None:
@@ -113,6 +130,20 @@ class Partition:
             ranked = self._successors[key] = sorted(self.succ[key], key=self.first)
         return ranked
 
+    def closes_cycle(self, a: str, b: str) -> bool:
+        """Whether merging a and b would make a cycle: `would_cycle(a, b) is not None`.
+
+        A path from src through a third group into dst ends at a group p feeding dst; when
+        some member of src reaches a member of p node by node, that path exists (the nodes
+        between lie in groups other than dst: the groups form no cycle). Only when no such p
+        is found is the path sought group by group, as `would_cycle` does, where a path may
+        enter a group at one member and leave it from another that the first does not reach."""
+        for src, dst in ((a, b), (b, a)):
+            reach = self._reach[src]
+            if any(p != src and reach & self._bits[p] for p in self.pred[dst]):
+                return True
+        return self.would_cycle(a, b) is not None
+
     def would_cycle(self, a: str, b: str) -> list[str] | None:
         """A path between a and b through a third group (merging would make a cycle): the
         first such path a depth-first walk meets, visiting successors earliest first.
@@ -120,6 +151,8 @@ class Partition:
         The walk keeps each visited group's parent rather than a path per stack entry, so a
         path thousands of groups long (a value read in every layer) costs its length once."""
         for src, dst in ((a, b), (b, a)):
+            if all(p == src for p in self.pred[dst]):
+                continue  # dst reads only src: no path through a third group ends in it
             limit = self.last(dst)
             stack = [(s, src) for s in reversed(self.successors(src)) if s != dst]
             parent: dict[str, str] = {}
@@ -181,6 +214,8 @@ class Partition:
             self.members[a] = sorted(ma + mb, key=self.order.__getitem__)
         self._merge_edges(a, b)
         self._merge_facts(a, b, crossing)
+        self._bits[a] |= self._bits.pop(b)
+        self._reach[a] |= self._reach.pop(b)
         return a
 
     def _merge_edges(self, a: str, b: str) -> None:

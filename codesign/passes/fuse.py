@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from codesign.cost.model import CostModel
 from codesign.fusion.capacity import chip_capacity, fast_capacity, working_set
-from codesign.fusion.legality import Verdict, check_layer, check_merge
+from codesign.fusion.legality import Verdict, check_layer, check_merge, cycle_verdict
 from codesign.fusion.partition import Partition
 from codesign.fusion.pointwise import Figures, PointwiseCosts, Sums
 from codesign.fusion.policy import FusionPolicy, Score
@@ -109,7 +109,7 @@ def _evaluate(part: Partition, costs: _Costs, policy: FusionPolicy, capacity: in
     if a == b:
         return Evaluation(subject, producer, consumer, Verdict(True, "legal"), None, capacity, None,
                           None, None, "already-fused"), 0.0
-    verdict = check_merge(part, a, b)
+    verdict = check_merge(part, a, b, path=False)
     if not verdict.legal:
         return Evaluation(subject, producer, consumer, verdict, None, capacity, None, None, None,
                           "refused"), 0.0
@@ -151,7 +151,9 @@ def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Pa
 
     A merge re-scores only the edges still between two groups that touch the merged one;
     each score costs time in the smaller or later of the two groups (kept facts and sums,
-    `fusion.partition` and `fusion.pointwise`), so a long chain fuses in about n log n."""
+    `fusion.partition` and `fusion.pointwise`), so a long chain fuses in about n log n.
+    A cycle is refused without its path (`check_merge(path=False)`); the paths of the
+    refusals that stay final are found afterwards (`_cycle_paths`)."""
     part = Partition(graph)
     costs = _Costs(part, cost)
     block_of = policy.blocks(graph)
@@ -165,13 +167,19 @@ def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Pa
     version = {k: 0 for k in part.members}
     final: dict[str, Evaluation] = {}
     heap: list[tuple[float, int, int, str, str, tuple]] = []
+    merges: list[tuple[str, str]] = []  # every merge, in order
+    cycles: dict[str, tuple[int, str, str]] = {}  # subject refused as a cycle -> (merges made, groups)
 
     def push(index: int) -> None:
         producer, consumer = edges[index]
         ev, saving = _evaluate(part, costs, policy, capacity, producer, consumer, blocks)
         final[ev.subject] = ev
+        a, b = part.group_of(producer), part.group_of(consumer)
+        if ev.verdict.rule == "cycle":
+            cycles[ev.subject] = (len(merges), a, b)
+        else:
+            cycles.pop(ev.subject, None)
         if ev.decision == "fuse":
-            a, b = part.group_of(producer), part.group_of(consumer)
             heapq.heappush(heap, (-saving, index, 0, producer, consumer, (a, version[a], b, version[b])))
 
     for i in range(len(edges)):
@@ -186,11 +194,13 @@ def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Pa
         if part.group_of(producer) != a or part.group_of(consumer) != b or version.get(a) != va or version.get(b) != vb:
             continue  # stale: re-scored when its groups changed
         subject = f"%{producer} -> %{consumer}"
-        verdict = check_merge(part, a, b)  # other merges may have opened a path between a and b
+        verdict = check_merge(part, a, b, path=False)  # other merges may have opened a path between a and b
         if not verdict.legal:
             final[subject] = replace(final[subject], verdict=verdict, decision="refused")
+            cycles[subject] = (len(merges), a, b)  # the only rule another merge can break
             continue
         sums = costs.candidate(a, b)[2] if costs.pointwise.has(a) and costs.pointwise.has(b) else None
+        merges.append((a, b))
         survivor = part.merge(a, b)
         gone = b if survivor == a else a
         costs.merged(survivor, gone, sums)
@@ -210,7 +220,33 @@ def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Pa
     for subject, ev in final.items():  # ends joined through other merges
         if ev.decision != "fused" and part.group_of(ev.producer) == part.group_of(ev.consumer):
             final[subject] = replace(ev, decision="already-fused")
+    kept = {s: cycles[s] for s, ev in final.items() if ev.decision == "refused" and ev.verdict.rule == "cycle"}
+    for subject, verdict in _cycle_paths(graph, merges, kept).items():
+        final[subject] = replace(final[subject], verdict=verdict)
     return part, final
+
+
+def _cycle_paths(graph: Graph, merges: list[tuple[str, str]],
+                 refusals: dict[str, tuple[int, str, str]]) -> dict[str, Verdict]:
+    """The cycle refusals' verdicts with the paths they would close: the greedy loop's merges
+    replayed on a fresh partition up to the moment each refusal was made (`refusals`:
+    subject -> merges made before it, its two groups), and the path found there.
+
+    The partition is a function of its merges, so each path is the one the refusal would
+    have named when it was made; only the refusals the ledger keeps pay for their paths."""
+    if not refusals:
+        return {}
+    made: dict[int, list[tuple[str, str, str]]] = {}
+    for subject, (count, a, b) in refusals.items():
+        made.setdefault(count, []).append((subject, a, b))
+    part = Partition(graph)
+    verdicts = {}
+    for count in range(max(made) + 1):
+        for subject, a, b in made.get(count, ()):
+            verdicts[subject] = cycle_verdict(part.would_cycle(a, b))
+        if count < max(made):
+            part.merge(*merges[count])
+    return verdicts
 
 
 def stream_layers(part: Partition, cost: CostModel, policy: FusionPolicy, ctx: PassContext,
