@@ -5,7 +5,7 @@ Cases (meta device for the large models, bf16, compile()'s analytic pipeline per
              DDR bandwidth x HBM energy per byte): serial time, the same sweep on a 2-worker
              local Ray cluster (rows compared byte for byte), and 20 variants without reuse
              (same rows; the time reuse saves);
-  * llama7b — Llama-2-7B on sn40l, SRAM 64 MiB .. 1 GiB in steps of sqrt(2): where a whole
+  * llama7b — Llama-2-7B on sn40l, SRAM 64 MiB .. 1 GiB (x1.5 and x1.33 steps: 64, 96, 128, 192 ... MiB): where a whole
              decoder layer starts to fit on chip (the fuse pass's own decisions);
   * moe    — a Mixtral-8x7B-shaped model (4 layers, 8 experts of 352 MB, top-2) on sn40l, HBM
              capacity 2 .. 16 GB: where expert switching stops dominating (the expert
@@ -45,7 +45,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 TINY_SPACE = ["sram.capacity=64KiB..1MiB:x2", "hbm.bandwidth=1TB/s,1.8TB/s,2.4TB/s,3.2TB/s",
               "ddr.bandwidth=100GB/s..300GB/s:+50GB/s", "hbm.energy_per_byte=20pJ,31pJ"]
-LLAMA_SPACE = ["sram.capacity=64MiB..1GiB:x1.4142135623730951"]
+LLAMA_SPACE = ["sram.capacity=64MiB,96MiB,128MiB,192MiB,256MiB,384MiB,512MiB,768MiB,1GiB"]
 MOE_SPACE = ["hbm.capacity=2GB..16GB:+2GB"]
 
 
