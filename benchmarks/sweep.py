@@ -60,7 +60,7 @@ def _machine() -> dict:
             pass
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"),
             "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                        "cpus": os.cpu_count(), "load_average_at_start": list(os.getloadavg())},
+                        "cpus": os.cpu_count()},
             "versions": versions}
 
 

@@ -33,12 +33,13 @@ def sensitivity_plot(space: Space, rows: Sequence[dict[str, Any]], path: str | P
     ms = marginals(space, rows, column)
     fit = layer_fit(space, rows)
     experts = experts_threshold(space, rows)
-    fig, axes = plt.subplots(1, max(1, len(ms)), figsize=(4.2 * max(1, len(ms)), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(ms)), figsize=(max(5.5, 4.2 * len(ms)), 3.8), squeeze=False)
     for ax, m in zip(axes[0], ms):
         field = m.axis.field
         scale = 1e3 if column.endswith("_s") else 1.0
         ax.plot(m.values, [f * scale for f in m.figure], "o-", color="tab:blue")
-        if m.axis.scale == "log" and min(m.values) > 0:
+        spread = field.numeric and min(m.values) > 0 and max(m.values) / min(m.values) >= 8
+        if m.axis.scale == "log" or (m.axis.scale == "list" and spread):
             ax.set_xscale("log", base=2 if field.kind == "bytes" else 10)
         ticks = list(m.values) if len(m.values) <= 8 else list(m.values)[:: max(1, len(m.values) // 6)]
         if field.numeric:
