@@ -7,6 +7,8 @@ Cases (meta device for the large models, bf16, compile()'s analytic pipeline per
              (same rows; the time reuse saves);
   * llama7b — Llama-2-7B on sn40l, SRAM 64 MiB .. 1 GiB (x1.5 and x1.33 steps: 64, 96, 128, 192 ... MiB): where a whole
              decoder layer starts to fit on chip (the fuse pass's own decisions);
+  * search — Optuna over SRAM x HBM bandwidth x peak for tiny LLaMA (time, SRAM, cost; area
+             <= 450 mm2): the Pareto front, each point evaluated again from scratch;
   * moe    — a Mixtral-8x7B-shaped model (4 layers, 8 experts of 352 MB, top-2) on sn40l, HBM
              capacity 2 .. 16 GB: where expert switching stops dominating (the expert
              scheduler's simulated stall).
@@ -14,7 +16,7 @@ Cases (meta device for the large models, bf16, compile()'s analytic pipeline per
 Writes benchmarks/results/sweep_<case>.json (rows, findings, timings, machine, versions, load)
 and the sensitivity PNGs beside them.
 
-    .venv/bin/python benchmarks/sweep.py [--case tiny|llama7b|moe|all] [--time-limit 2]
+    .venv/bin/python benchmarks/sweep.py [--case tiny|llama7b|moe|search|all] [--time-limit 2]
 """
 
 from __future__ import annotations
@@ -148,13 +150,49 @@ def moe(time_limit: float) -> None:
     _finish("moe", space, rows, evaluator, extra, "Mixtral-8x7B-shaped (4 layers) on sn40l: HBM capacity")
 
 
+SEARCH_SPACE = ["sram.capacity=64KiB..4MiB:x2", "hbm.bandwidth=1TB/s,1.8TB/s,2.4TB/s,3.2TB/s",
+                "compute.peak.bf16=300TFLOP/s..900TFLOP/s:+150TFLOP/s"]
+
+
+def search(time_limit: float) -> None:
+    """Optuna NSGA-II over three fields (time, SRAM, cost; area <= 450 mm2); every front point
+    evaluated again from scratch (no reuse) must give the same figures."""
+    from llama import tiny as factory
+    from codesign.explore.pareto import parse_constraint, parse_objectives
+    from codesign.explore.plots import pareto_plot
+    from codesign.explore.search import run_search
+    model, inputs = factory()
+    evaluator = Evaluator.from_model(model.to(torch.bfloat16), inputs, time_limit=time_limit)
+    base = load_target("sn40l")
+    space = Space.parse(base, SEARCH_SPACE)
+    columns = ["time_s", "area_mm2", "cost_usd"]
+    objectives = parse_objectives("time,sram.capacity,cost", base, columns)
+    constraints = [parse_constraint("area<=450", base, columns)]
+    t0 = time.perf_counter()
+    result = run_search(evaluator, space, objectives, constraints, trials=60, seed=0, progress=True)
+    search_s = time.perf_counter() - t0
+    fresh = Evaluator(evaluator.graph, time_limit=time_limit, reuse=False)
+    same = all({k: row[k] for k in again} == again for row in result.front
+               for again in [fresh.evaluate(space.variant({a.name: row[a.name] for a in space.axes}).target(base))])
+    png = pareto_plot(result.rows, result.front, objectives, RESULTS / "sweep_search.png",
+                      title="tiny LLaMA on sn40l: time vs SRAM vs cost (area <= 450 mm2)")
+    data = {"benchmark": "sweep", "case": "search", **_machine(), "load_average_at_end": list(os.getloadavg()),
+            "space": space.describe(), "space_size": len(space), "objectives": "time,sram.capacity,cost",
+            "constraints": ["area<=450"], "trials": 60, "distinct_variants": len(result.rows),
+            "search_s": round(search_s, 2), "front_size": len(result.front), "front_reevaluates_identically": same,
+            "front": result.front, "plot": str(png.relative_to(ROOT)), "rows": result.rows}
+    (RESULTS / "sweep_search.json").write_text(json.dumps(data, indent=1) + "\n")
+    print(json.dumps({k: data[k] for k in ("distinct_variants", "search_s", "front_size",
+                                           "front_reevaluates_identically")}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--case", choices=("tiny", "llama7b", "moe", "all"), default="all")
+    parser.add_argument("--case", choices=("tiny", "llama7b", "moe", "search", "all"), default="all")
     parser.add_argument("--time-limit", type=float, default=2.0, help="CP-SAT deterministic seconds per solve")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for case, run in (("tiny", tiny), ("llama7b", llama7b), ("moe", moe)):
+    for case, run in (("tiny", tiny), ("llama7b", llama7b), ("moe", moe), ("search", search)):
         if args.case in (case, "all"):
             run(args.time_limit)
 

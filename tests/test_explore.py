@@ -273,3 +273,21 @@ def test_python_api_returns_a_table(mlp_graph) -> None:
     rows = frame.to_dict("records") if hasattr(frame, "to_dict") else frame
     assert [r["sram.capacity"] for r in rows] == [64 * 1024, 2**20]
     assert rows[1]["time_s"] <= rows[0]["time_s"]
+
+
+def test_cli_search_prints_the_front_and_refuses_bad_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("optuna")
+    from codesign.cli import main
+    factory = tmp_path / "mlp.py"
+    factory.write_text("import torch\n\ndef make():\n    torch.manual_seed(0)\n"
+                       "    m = torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.GELU(), torch.nn.Linear(64, 32))\n"
+                       "    return m.eval(), (torch.randn(4, 32),)\n")
+    base = ["search", f"{factory}:make", "--target", "sn40l", "--space", "sram.capacity=64KiB..1MiB:x4",
+            "--space", "hbm.bandwidth=1TB/s,2TB/s", "--space", "launch_overhead=1us,2us", "--time-limit", "0.5"]
+    assert main(base + ["--objectives", "time,sram.capacity", "--trials", "6", "--json",
+                        "--out", str(tmp_path / "out")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["front"] and all(r["valid"] for r in printed["front"])
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 1000
+    assert main(base + ["--objectives", "tme"]) == 1
+    assert "did you mean 'time'?" in capsys.readouterr().err

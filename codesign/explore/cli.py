@@ -176,7 +176,6 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from codesign.explore.runner import write_outputs
     from codesign.targets import load_target
     base = load_target(args.target)
-    from codesign.explore.evaluate import figures  # noqa: F401  (the columns objectives may name)
     columns = ["time_s", "tokens_per_s", "energy_j", "area_mm2", "cost_usd", "eager_time_s", "placement_time_s",
                "experts_time_s", "experts_stall_s", "kernels"] + [f"bytes_{t}" for t in base.tier_names]
     try:

@@ -55,8 +55,12 @@ def _column(name: str, base: Target, columns: Sequence[str]) -> tuple[str, str, 
     try:
         field = resolve(name, base)
     except FieldPathError as exc:
-        raise FieldPathError(f"{name!r} is neither a result ({', '.join(sorted(ALIASES))}, or a column such as "
-                             f"{', '.join(c for c in columns if c.endswith('_s'))[:80]}) nor a target field: {exc}") from None
+        import difflib
+        close = difflib.get_close_matches(name, list(ALIASES) + list(columns), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise FieldPathError(f"{name!r} is neither a result nor a target field: {hint}results are "
+                             f"{', '.join(sorted(ALIASES))} or a row column ({', '.join(columns[:6])}, ...); "
+                             f"as a field: {exc}") from None
     return name, "min", field
 
 

@@ -93,8 +93,9 @@ def pareto_plot(rows: Sequence[dict[str, Any]], front: Sequence[dict[str, Any]],
     ax.scatter([x.value(r) for r in every], [y.value(r) for r in every], s=10, color="0.75", label="evaluated")
     pts = sorted(front, key=lambda r: x.value(r))
     color = objectives[2] if len(objectives) > 2 else None
-    sc = ax.scatter([x.value(r) for r in pts], [y.value(r) for r in pts], s=36, zorder=3,
-                    c=[color.value(r) for r in pts] if color else "tab:red", cmap="viridis", label="Pareto front")
+    shade = {"c": [color.value(r) for r in pts], "cmap": "viridis"} if color else {"color": "tab:red"}
+    sc = ax.scatter([x.value(r) for r in pts], [y.value(r) for r in pts], s=36, zorder=3, label="Pareto front",
+                    **shade)
     if color:
         fig.colorbar(sc, ax=ax, label=color.name)
     for o, axis_set in ((x, ax.set_xlabel), (y, ax.set_ylabel)):

@@ -17,7 +17,7 @@ correctness.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import BaseModel, PrivateAttr
 
@@ -217,11 +217,3 @@ class _RecordingDict(dict):
                   "__or__", "__ror__", "__reversed__"):
         locals()[_name] = _whole(_name)
     del _name, _whole
-
-
-def read_fields(reads: Iterable[Reads]) -> list[str]:
-    """The union of several records' fields, as text."""
-    out: set[str] = set()
-    for r in reads:
-        out.update(r.paths())
-    return sorted(out)

@@ -16,7 +16,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from codesign.explore.evaluate import Evaluator
 from codesign.explore.fields import VariantError
@@ -24,7 +24,7 @@ from codesign.explore.space import Space, Variant, target_key
 from codesign.explore.store import RowStore
 from codesign.targets.schema import Target
 
-__all__ = ["Task", "run_sweep", "tasks_for", "table", "to_csv", "SweepInterrupted"]
+__all__ = ["Task", "run_sweep", "tasks_for", "table", "to_csv", "write_outputs", "SweepInterrupted"]
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -143,5 +143,3 @@ def write_outputs(folder: str | Path, rows: Sequence[dict[str, Any]], meta: dict
     json_path.write_text(json.dumps({**meta, "rows": list(rows)}, indent=1, sort_keys=False) + "\n")
     return [csv_path, json_path]
 
-
-Finished = Callable[[Task, dict[str, Any] | None], None]

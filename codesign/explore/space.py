@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
-from codesign.explore.fields import FieldPath, FieldPathError, VariantError, resolve, with_values
+from codesign.explore.fields import FieldPath, FieldPathError, resolve, with_values
 from codesign.targets.schema import Target
 
 __all__ = ["Axis", "Space", "Variant", "MAX_VALUES", "parse_axis", "target_key"]
