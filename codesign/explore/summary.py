@@ -145,8 +145,9 @@ def summarize_sweep(space: Space, rows: Sequence[dict[str, Any]], column: str = 
                      f"{f.format(m.values[-1])}{where}")
     if ms:
         top = max(ms, key=lambda m: m.span)
-        findings["most_sensitive"] = top.axis.name
-        lines.insert(1, f"most sensitive to {top.axis.name} ({column} varies {top.span:.3g}x over its range)")
+        findings["most_sensitive"] = top.axis.name if top.span >= 1 + STOP else None
+        lines.insert(1, f"most sensitive to {top.axis.name} ({column} varies {top.span:.3g}x over its range)"
+                     if top.span >= 1 + STOP else f"no field moves {column} by {STOP:.0%} over its range")
     fit = layer_fit(space, rows)
     if fit is not None:
         findings["layer_fit"] = fit
