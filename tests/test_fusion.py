@@ -435,3 +435,35 @@ def test_deferred_cycle_paths_equal_the_paths_found_at_once(captured, monkeypatc
     assert deferred == at_once
     kept = [ev for evs in deferred for ev in evs.values() if ev.decision == "refused" and ev.verdict.rule == "cycle"]
     assert len(kept) >= 3 and all(ev.verdict.detail.startswith("merging would close the path %") for ev in kept)
+
+
+@pytest.mark.parametrize("target", ["sn40l", "h100"])
+def test_kernels_priced_once_per_structure_decide_as_priced_each(target, captured, monkeypatch):
+    """The fusion pass remembers priced kernels by structure (`kernel_signature`): on a
+    model with equal layers its IR and ledger equal those of pricing every kernel, with
+    fewer calls to the cost model."""
+    from codesign.cost.model import CostModel
+    from codesign.passes import fuse as fuse_module
+    calls = []
+    price = CostModel.kernel_cost
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return price(self, *args, **kwargs)
+    monkeypatch.setattr(CostModel, "kernel_cost", counted)
+    graph = captured("llama.py:tiny")[2].graph
+
+    def run():
+        calls.clear()
+        fused, ledger = fuse(graph, target)
+        return print_graph(fused), [(d.subject, d.choice, d.reason, dict(d.data)) for d in ledger], len(calls)
+    remembered = run()
+    init = fuse_module._Costs.__init__
+
+    def forgetful(self, *args):
+        init(self, *args)
+        self.by_structure = None
+    monkeypatch.setattr(fuse_module._Costs, "__init__", forgetful)
+    each = run()
+    assert remembered[:2] == each[:2]
+    assert remembered[2] < each[2]

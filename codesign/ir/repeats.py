@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from codesign.ir.graph import Graph, Input, Node
+from codesign.ir.types import TensorType
 
 _INDEXED = re.compile(r"^(.*?)\.(\d+)(?:\.|$)")
 
@@ -180,3 +181,19 @@ def distinct_blocks(graph: Graph) -> dict[tuple, list[Block]]:
 
 def nodes_of(graph: Graph, block: Block) -> Iterable[Node]:
     return graph.nodes[block.start:block.stop]
+
+
+def kernel_signature(kernel, types: Mapping[str, TensorType], producers: Mapping[str, Node]) -> tuple:
+    """A kernel's structure modulo value names: per node its op, attributes, result type
+    (tier included), regions (by identity) and operands as a member's position or an input's;
+    per input its type and the op of the node producing it (None: a graph input); the members
+    it writes out. Everything a kernel's roofline cost or working set reads of it, so two
+    kernels of equal signature (one in each decoder layer) cost the same. `types`, `producers`:
+    the graph's value types and nodes by name."""
+    local = {n.name: i for i, n in enumerate(kernel.nodes)}
+    outside = {v: i for i, v in enumerate(kernel.inputs)}
+    rows = tuple((n.op, tuple(sorted(n.attrs.items())), n.type, tuple(map(id, n.regions)),
+                  tuple(("n", local[o]) if o in local else ("i", outside[o]) for o in n.operands))
+                 for n in kernel.nodes)
+    reads = tuple((types[v], producers[v].op if v in producers else None) for v in kernel.inputs)
+    return rows, reads, tuple(local[o] for o in kernel.outputs)

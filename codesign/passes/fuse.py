@@ -17,14 +17,16 @@ from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from codesign.cost.model import CostModel
-from codesign.fusion.capacity import chip_capacity, fast_capacity, working_set
+from codesign.cost.traffic import TiledReread
+from codesign.fusion.capacity import WorkingSet, chip_capacity, fast_capacity, working_set
 from codesign.fusion.legality import Verdict, check_layer, check_merge, cycle_verdict
 from codesign.fusion.partition import Partition
 from codesign.fusion.pointwise import Figures, PointwiseCosts, Sums
 from codesign.fusion.policy import FusionPolicy, Score
 from codesign.ir.graph import Graph, Group
-from codesign.ir.kernels import group_kind, kernels
+from codesign.ir.kernels import Kernel, group_kind, kernels
 from codesign.ir.plan import GroupPlan
+from codesign.ir.repeats import kernel_signature
 from codesign.passes.manager import PassContext
 from codesign.passes.registry import Pass, PipelineError, register_pass
 
@@ -63,12 +65,19 @@ class Evaluation:
 class _Costs:
     """Kernel figures for the greedy loop: pointwise groups from their kept sums
     (`fusion.pointwise`, exact), other kernels from the cost model, each group's cached
-    until it changes."""
+    until it changes. Kernels the cost model prices are remembered by their structure
+    (`ir.repeats.kernel_signature`), so each decoder layer's candidates after the first are
+    looked up, not priced: the stock roofline model reads nothing else of a kernel (not with
+    a calibration, tiling re-reads by node name, or another model, which price every one)."""
 
     def __init__(self, part: Partition, cost: CostModel) -> None:
         self.part, self.cost = part, cost
         self.pointwise = PointwiseCosts(part, cost)
         self.cached: dict[str, Figures] = {}
+        self.by_structure: dict[tuple, tuple[Figures, int]] | None = None
+        if type(cost) is CostModel and not cost.rereads and type(cost.reread) is TiledReread \
+                and cost.target.calibration is None:
+            self.by_structure = {}
 
     def group(self, key: str) -> Figures:
         figures = self.cached.get(key)
@@ -77,9 +86,37 @@ class _Costs:
             self.cached[key] = figures
         return figures
 
+    def _priced(self, kernel: Kernel, working: bool) -> tuple[Figures, int]:
+        """The kernel's figures and (when `working`) its working set, from the memo or priced."""
+        part, memo = self.part, self.by_structure
+        signature = None
+        if memo is not None:
+            signature = (working, kernel_signature(kernel, part.types, part.nodes))
+            known = memo.get(signature)
+            if known is not None:
+                return known
+        ws = working_set(part.graph, kernel, self.cost.target, types=part.types, nodes=part.nodes).bytes \
+            if working else 0
+        k = self.cost.kernel_cost(part.graph, kernel, part.types)
+        priced = Figures(k.time, k.bytes.get(self.cost.home, 0), k.total_flops), ws
+        if memo is not None:
+            memo[signature] = priced
+        return priced
+
     def exact_group(self, key: str) -> Figures:
-        k = self.cost.kernel_cost(self.part.graph, self.part.kernel(key), self.part.types)
-        return Figures(k.time, k.bytes.get(self.cost.home, 0), k.total_flops)
+        return self._priced(self.part.kernel(key), False)[0]
+
+    def streamed(self, kernel: Kernel) -> tuple[float, WorkingSet]:
+        """A layer kernel's streamed time and stage buffers, from the memo or priced."""
+        part, memo = self.part, self.by_structure
+        signature = ("layer", kernel_signature(kernel, part.types, part.nodes)) if memo is not None else None
+        known = memo.get(signature) if memo is not None else None
+        if known is None:
+            known = (self.cost.kernel_cost(part.graph, kernel, part.types, streamed=True).time,
+                     working_set(part.graph, kernel, self.cost.target, layer=True, types=part.types))
+            if memo is not None:
+                memo[signature] = known
+        return known
 
     def candidate(self, a: str, b: str) -> tuple[Figures, int, Sums | None]:
         """The merged kernel's figures, its working set, and its sums when pointwise."""
@@ -90,11 +127,7 @@ class _Costs:
 
     def exact(self, a: str, b: str) -> tuple[Figures, int]:
         """The merged kernel's figures and working set from the cost model (any kernel)."""
-        part = self.part
-        merged = part.kernel_of(part.merged_members(a, b))
-        ws = working_set(part.graph, merged, self.cost.target, types=part.types, nodes=part.nodes).bytes
-        k = self.cost.kernel_cost(part.graph, merged, part.types)
-        return Figures(k.time, k.bytes.get(self.cost.home, 0), k.total_flops), ws
+        return self._priced(self.part.kernel_of(self.part.merged_members(a, b)), True)
 
     def merged(self, survivor: str, gone: str, sums: Sums | None) -> None:
         self.cached.pop(survivor, None)
@@ -146,16 +179,18 @@ def _edges(graph: Graph, part: Partition) -> list[tuple[str, str]]:
     return edges
 
 
-def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy) -> tuple[Partition, dict[str, Evaluation]]:
+def greedy_fuse(graph: Graph, cost: CostModel, policy: FusionPolicy,
+                costs: _Costs | None = None) -> tuple[Partition, dict[str, Evaluation]]:
     """Merge the best profitable legal candidate first; re-score candidates as groups change.
 
     A merge re-scores only the edges still between two groups that touch the merged one;
     each score costs time in the smaller or later of the two groups (kept facts and sums,
     `fusion.partition` and `fusion.pointwise`), so a long chain fuses in about n log n.
     A cycle is refused without its path (`check_merge(path=False)`); the paths of the
-    refusals that stay final are found afterwards (`_cycle_paths`)."""
-    part = Partition(graph)
-    costs = _Costs(part, cost)
+    refusals that stay final are found afterwards (`_cycle_paths`). `costs`: the figures
+    of a fresh partition of `graph` (kept by the caller, with what they remember)."""
+    costs = costs if costs is not None else _Costs(Partition(graph), cost)
+    part = costs.part
     block_of = policy.blocks(graph)
     blocks: dict[str, frozenset[str]] = {}  # group -> the repeated blocks its members belong to
     for n, block in block_of.items():
@@ -249,7 +284,7 @@ def _cycle_paths(graph: Graph, merges: list[tuple[str, str]],
     return verdicts
 
 
-def stream_layers(part: Partition, cost: CostModel, policy: FusionPolicy, ctx: PassContext,
+def stream_layers(part: Partition, costs: _Costs, policy: FusionPolicy, ctx: PassContext,
                   pass_name: str) -> set[str]:
     """Dataflow step: each repeated block becomes one kernel when legal, fits, and pays.
 
@@ -265,8 +300,7 @@ def stream_layers(part: Partition, cost: CostModel, policy: FusionPolicy, ctx: P
         keys = blocks.setdefault(block, [])
         if key not in keys:
             keys.append(key)
-    types = part.types
-    capacity = chip_capacity(cost.target)
+    capacity = chip_capacity(costs.cost.target)
     for block, keys in blocks.items():
         keys = [k for k in keys if k in part.members]
         if len(keys) < 2:
@@ -278,9 +312,8 @@ def stream_layers(part: Partition, cost: CostModel, policy: FusionPolicy, ctx: P
                               rule=verdict.rule, groups=len(keys))
             continue
         merged = part.kernel_of([n for k in keys for n in part.members[k]])
-        ws = working_set(part.graph, merged, cost.target, layer=True, types=types)
-        separate = sum(cost.kernel_cost(part.graph, part.kernel(k), types).time for k in keys)
-        fused = cost.kernel_cost(part.graph, merged, types, streamed=True).time
+        fused, ws = costs.streamed(merged)
+        separate = sum(costs.exact_group(k).time for k in keys)
         data = dict(rule="stream-layer", groups=len(keys), nodes=len(merged.nodes), working_set=ws.bytes,
                     capacity=capacity, separate_time=separate, fused_time=fused)
         if ws.bytes > capacity:
@@ -353,7 +386,8 @@ class Fuse(Pass):
         policy = FusionPolicy(self.min_saving, streaming)
         target = ctx.target if self.model == "calibrated" else ctx.target.model_copy(update={"calibration": None})
         cost = CostModel(target)
-        part, evaluations = greedy_fuse(graph, cost, policy)
+        costs = _Costs(Partition(graph), cost)
+        part, evaluations = greedy_fuse(graph, cost, policy, costs)
         for subject in sorted(evaluations, key=lambda s: _edge_order(part, evaluations[s])):
             ev = evaluations[subject]
             if ev.decision == "already-fused":
@@ -365,7 +399,7 @@ class Fuse(Pass):
                               fused_time=ev.fused_time, score=ev.score)
         layer_keys: set[str] = set()
         if streaming:
-            layer_keys = stream_layers(part, cost, policy, ctx, self.name)
+            layer_keys = stream_layers(part, costs, policy, ctx, self.name)
         result = apply_partition(graph, part, layer_keys)
         must_fuse = self.must_fuse or tuple(ctx.options.get("must_fuse", ()))
         if must_fuse:
