@@ -118,6 +118,8 @@ def figures(captured: Graph, graph: Graph, decisions: Sequence[Decision], target
     plan = placement_of(decisions)
     row.update({"placement_time_s": plan.time if plan else None, "placement_status": plan.status if plan else None,
                 "placement_gap": plan.gap if plan else None, "greedy_time_s": plan.greedy_time if plan else None})
+    gaps = [d.data["gap"] for d in decisions if d.pass_name == "map" and d.data.get("gap") is not None]
+    row["mapping_gap"] = max(gaps) if gaps else None  # the worst CP-SAT gap of the dataflow mapping
     row.update(_layers(decisions))
     row.update(_experts(graph, target, time_limit))
     return row
