@@ -50,8 +50,32 @@ def commands(codesign: str, work: Path) -> dict[str, list[str]]:
         "codesign experts simulate (200-step trace)": [codesign, "experts", "simulate", "--trace",
                                                        str(work / "trace.jsonl"), "--target", "h100",
                                                        "--expert-bytes", "2GB"],
-        "codesign opt FILE.csir (imports torch)": [codesign, "opt", str(work / "g.csir")],
+        "codesign opt FILE.csir --passes canonicalize,dce": [codesign, "opt", str(work / "g.csir"),
+                                                            "--passes", "canonicalize,dce"],
+        "codesign opt FILE.csir --target sn40l (fuse,tile,map,place)": [
+            codesign, "opt", str(work / "g.csir"), "--target", "sn40l", "--passes",
+            "canonicalize,dce,fuse,tile,map,place{time_limit=2 deterministic=true}"],
     }
+
+
+def import_times(work: Path, argv: list[str], top: int = 8) -> dict:
+    """`python -X importtime` of `codesign ARGV` once: whether torch was imported, and the
+    `top` heaviest imports made directly by the command (cumulative microseconds)."""
+    code = f"from codesign.cli import main; main({argv!r})"
+    run = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
+                         cwd=work, check=True)
+    rows = []
+    for line in run.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = line.split("|")
+        if cumulative.strip().isdigit():
+            rows.append((name, int(cumulative)))
+    direct = [(name.strip(), us) for name, us in rows if len(name) - len(name.lstrip()) <= 3]  # depth 0-1
+    heaviest = sorted(direct, key=lambda r: -r[1])[:top]
+    return {"argv": argv, "torch_imported": any(name.strip() == "torch" for name, _ in rows),
+            "total_us": sum(us for name, us in rows if len(name) - len(name.lstrip()) == 1),
+            "heaviest_us": dict(heaviest)}
 
 
 def main() -> None:
@@ -68,6 +92,7 @@ def main() -> None:
         subprocess.run([codesign, "experts", "generate", "--experts", "16", "--steps", "200", "-o",
                         str(work / "trace.jsonl")], check=True, capture_output=True)
         cmds = commands(codesign, work)
+        imports = import_times(work, ["opt", "g.csir", "--passes", "canonicalize,dce"])
         times: dict[str, list[float]] = {label: [] for label in cmds}
         load_start = os.getloadavg()
         for _ in range(args.runs):
@@ -92,6 +117,7 @@ def main() -> None:
         "loadavg_end": [round(x, 2) for x in load_end],
         "note": "wall time of a fresh process, stdout to a pipe; a shared machine: see the load averages",
         "results": rows,
+        "opt_imports": imports,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=2) + "\n")
@@ -99,6 +125,9 @@ def main() -> None:
     print(f"{'command':<{width}}  median     min     max")
     for r in rows:
         print(f"{r['command']:<{width}}  {r['median_s']:6.3f}  {r['min_s']:6.3f}  {r['max_s']:6.3f}")
+    print(f"opt imports torch: {imports['torch_imported']}; top-level imports "
+          f"{imports['total_us'] / 1e6:.2f} s: " + ", ".join(f"{n} {us / 1e6:.2f}" for n, us in
+                                                           list(imports['heaviest_us'].items())[:5]))
     print(f"load average {load_start[0]:.2f} -> {load_end[0]:.2f}; wrote {args.out}")
 
 

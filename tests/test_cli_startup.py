@@ -58,6 +58,39 @@ def test_experts_simulate_on_a_trace_imports_no_torch_and_no_cp_sat(tmp_path) ->
     assert heavy <= {"pydantic"}, heavy
 
 
+BLOCK_IR = """graph @block(%x: f32[8,64], %w1: f32[128,64] param, %w2: f32[64,128] param) -> (f32[8,64]) {
+  %h = linear(%x, %w1) : f32[8,128]
+  %one = full() {value = 1.0} : f32[]
+  %hs = mul(%h, %one) : f32[8,128]
+  %g = gelu(%hs) {approximate = "none"} : f32[8,128]
+  %dead = relu(%g) : f32[8,128]
+  %y = linear(%g, %w2) : f32[8,64]
+  return %y
+}
+"""
+
+
+def test_opt_on_ir_text_imports_no_torch(tmp_path) -> None:
+    """`codesign opt x.csir --passes canonicalize,dce`: parse, verify, rewrite and print
+    without torch (op definitions name their torch references lazily, `codesign.lazy`)."""
+    (tmp_path / "x.csir").write_text(BLOCK_IR)
+    rc, heavy, out = _imported_by(["opt", "x.csir", "--passes", "canonicalize,dce"], tmp_path)
+    assert rc == 0 and "torch" not in heavy, heavy
+    assert "%dead" not in out and "%hs" not in out and "gelu(%h)" in out  # dce and the x*1 fold ran
+
+
+@pytest.mark.parametrize("target", ["sn40l", "h100"])
+def test_the_planning_passes_on_ir_text_import_no_torch(target, tmp_path) -> None:
+    """compile()'s pipeline up to placement (fuse, tile, the dataflow map, the placement
+    ILP) on IR text needs the target and the solvers, not torch."""
+    (tmp_path / "x.csir").write_text(BLOCK_IR)
+    argv = ["opt", "x.csir", "--target", target, "--passes",
+            "canonicalize,subpixel-conv,dce,fuse,tile,map,place{time_limit=2 deterministic=true}"]
+    rc, heavy, out = _imported_by(argv, tmp_path)
+    assert rc == 0 and "torch" not in heavy, heavy
+    assert "group 0 {" in out and "group(0)" in out
+
+
 def test_import_codesign_is_lazy_and_its_names_still_resolve(tmp_path) -> None:
     script = ("import sys, codesign\n"
               "before = 'torch' in sys.modules\n"

@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from codesign.frontend.builder import GraphBuilder
+from codesign.ir.builder import GraphBuilder
 from codesign.ir import (OPS, DType, Graph, Input, InputKind, Node, TensorType, parse_graph,
                          print_graph, run_graph, structure_of, verify)
 

@@ -83,8 +83,8 @@ def combine(c: Combiner, value: torch.Tensor, dims: tuple[int, ...], dtype: torc
     for d in sorted(dims, reverse=True):
         x = fold(x, d)
     # the identity must be neutral: combining it once more changes nothing
-    from codesign.ir.scalar import _TORCH
-    return _TORCH[c.op](x, torch.full_like(x, c.identity))
+    from codesign.ir.scalar import torch_function
+    return torch_function(c.op)(x, torch.full_like(x, c.identity))
 
 
 SAMPLES = [s for s in OP_SAMPLES]

@@ -18,7 +18,7 @@ from torch import nn  # noqa: E402
 
 import codesign  # noqa: E402
 from codesign.analysis import node_flops  # noqa: E402
-from codesign.frontend.builder import GraphBuilder  # noqa: E402
+from codesign.ir.builder import GraphBuilder  # noqa: E402
 from codesign.ir import run_graph  # noqa: E402
 from codesign.ir.graph import Graph, Input, InputKind  # noqa: E402
 from codesign.ir.types import DType, TensorType  # noqa: E402

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from codesign.frontend.builder import GraphBuilder
+from codesign.ir.builder import GraphBuilder
 from codesign.ir.types import DType, TensorType
 
 

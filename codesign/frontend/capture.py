@@ -24,7 +24,7 @@ from torch.export.graph_signature import OutputKind as ExportOutputKind
 
 from codesign.frontend import aten
 from codesign.frontend.attention import recognize_attention
-from codesign.frontend.builder import GraphBuilder, sanitize
+from codesign.ir.builder import GraphBuilder, sanitize
 from codesign.frontend.repeat import PREFIX, check_state, expand, repeated_layers, truncated
 from codesign.frontend.moe import MoeBlockError, check_moe_blocks, moe_leaf_modules
 from codesign.frontend.signature import Arg, Signature, WriteBack

@@ -20,7 +20,7 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from codesign.frontend.builder import GraphBuilder
+from codesign.ir.builder import GraphBuilder
 from codesign.ir.graph import Graph, Input
 from codesign.ir.ops.moe import route
 from codesign.ir.types import TensorType

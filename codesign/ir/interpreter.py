@@ -7,12 +7,16 @@ input name (`state`); runtime inputs positionally.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.ir.graph import Graph
 from codesign.ir.ops import Call, get_op
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = LazyModule("torch")
 
 
 class InterpreterError(RuntimeError):

@@ -20,12 +20,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Callable, Mapping, Sequence, Union
-
-import torch
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence, Union
 
 from codesign.ir.affine import AffineExpr
 from codesign.ir.types import DType, TensorType
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = LazyModule("torch")  # `evaluate` only: bodies are built and read without torch
 
 
 class Prim(str, Enum):
@@ -215,14 +219,14 @@ def lowest(dtype: DType) -> float | int | bool:
     """The identity of max in `dtype`: -inf, the type's smallest integer, or false."""
     if dtype.is_float:
         return -math.inf
-    return False if dtype is DType.i1 else torch.iinfo(dtype.torch).min
+    return False if dtype is DType.i1 else dtype.int_range[0]
 
 
 def highest(dtype: DType) -> float | int | bool:
     """The identity of min in `dtype`: inf, the type's largest integer, or true."""
     if dtype.is_float:
         return math.inf
-    return True if dtype is DType.i1 else torch.iinfo(dtype.torch).max
+    return True if dtype is DType.i1 else dtype.int_range[1]
 
 
 def loads(node_dtypes: Sequence[DType]) -> tuple[Load, ...]:
@@ -292,17 +296,22 @@ def format_expr(e: Expr) -> str:
 
 
 # -- evaluating with torch -----------------------------------------------------------------
-_TORCH: dict[Prim, Callable[..., torch.Tensor]] = {
-    Prim.add: torch.add, Prim.sub: torch.sub, Prim.mul: torch.mul, Prim.neg: torch.neg,
-    Prim.abs: torch.abs, Prim.maximum: torch.maximum, Prim.minimum: torch.minimum,
-    Prim.floor: torch.floor, Prim.trunc: torch.trunc, Prim.fmod: torch.fmod,
-    Prim.exp: torch.exp, Prim.log: torch.log, Prim.sqrt: torch.sqrt, Prim.rsqrt: torch.rsqrt,
-    Prim.tanh: torch.tanh, Prim.erf: torch.erf, Prim.sin: torch.sin, Prim.cos: torch.cos,
-    Prim.sigmoid: torch.sigmoid,
-    Prim.eq: torch.eq, Prim.ne: torch.ne, Prim.lt: torch.lt, Prim.le: torch.le, Prim.gt: torch.gt,
-    Prim.ge: torch.ge, Prim.logical_and: torch.logical_and, Prim.logical_or: torch.logical_or,
-    Prim.logical_not: torch.logical_not, Prim.select: torch.where,
+_TORCH: dict[Prim, str] = {  # the torch function (by name) that computes each primitive
+    Prim.add: "add", Prim.sub: "sub", Prim.mul: "mul", Prim.neg: "neg",
+    Prim.abs: "abs", Prim.maximum: "maximum", Prim.minimum: "minimum",
+    Prim.floor: "floor", Prim.trunc: "trunc", Prim.fmod: "fmod",
+    Prim.exp: "exp", Prim.log: "log", Prim.sqrt: "sqrt", Prim.rsqrt: "rsqrt",
+    Prim.tanh: "tanh", Prim.erf: "erf", Prim.sin: "sin", Prim.cos: "cos",
+    Prim.sigmoid: "sigmoid",
+    Prim.eq: "eq", Prim.ne: "ne", Prim.lt: "lt", Prim.le: "le", Prim.gt: "gt",
+    Prim.ge: "ge", Prim.logical_and: "logical_and", Prim.logical_or: "logical_or",
+    Prim.logical_not: "logical_not", Prim.select: "where",
 }
+
+
+def torch_function(prim: Prim) -> Callable[..., torch.Tensor]:
+    """The torch function that computes `prim` elementwise (`div`, `pow` and `cast` aside)."""
+    return getattr(torch, _TORCH[prim])
 
 
 def _torch_compute(dtype: DType) -> torch.dtype:
@@ -354,7 +363,7 @@ def evaluate(e: Expr, grid: Sequence[torch.Tensor], shape: Sequence[int],
             a, b = (ev(y) for y in x.args)
             out = torch.pow(a, b)
         else:
-            out = _TORCH[x.prim](*(ev(y) for y in x.args))
+            out = torch_function(x.prim)(*(ev(y) for y in x.args))
         if x.dtype is not DType.i1 and out.dtype is not _torch_compute(x.dtype):
             out = out.to(_torch_compute(x.dtype))
         memo[key] = out

@@ -2,7 +2,8 @@
 
 A `TensorType` is the static type of every SSA value: shape, element type and, once the
 placement pass has run, the memory tier the value lives in. Types are frozen values so that
-passes can share them freely.
+passes can share them freely. torch is imported on first use (`codesign.lazy`): the
+text form, the verifier and the passes never need it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import Enum
 from math import prod
+from typing import TYPE_CHECKING
 
-import torch
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = LazyModule("torch")
 
 
 class DType(str, Enum):
@@ -42,25 +49,34 @@ class DType(str, Enum):
         return not self.is_float and self is not DType.i1
 
     @property
+    def int_range(self) -> tuple[int, int]:
+        """The smallest and largest value of an integer type (as `torch.iinfo`, without torch)."""
+        if not self.is_int:
+            raise TypeError(f"{self.value} is not an integer type")
+        bits = self.itemsize * 8
+        return (0, 2 ** bits - 1) if self is DType.u8 else (-2 ** (bits - 1), 2 ** (bits - 1) - 1)
+
+    @property
     def torch(self) -> torch.dtype:
-        return _TO_TORCH[self]
+        return getattr(torch, _TORCH_NAMES[self])
 
     @staticmethod
     def from_torch(dtype: torch.dtype) -> "DType":
-        try:
-            return _FROM_TORCH[dtype]
-        except KeyError:
+        found = _FROM_TORCH.get(str(dtype)) if isinstance(dtype, torch.dtype) else None
+        if found is None:
             raise TypeError(f"torch dtype {dtype} has no codesign element type; "
-                            f"supported: {', '.join(str(d) for d in _FROM_TORCH)}") from None
+                            f"supported: {', '.join(_FROM_TORCH)}")
+        return found
 
 
 _ITEMSIZE = {DType.f64: 8, DType.f32: 4, DType.f16: 2, DType.bf16: 2, DType.i64: 8,
              DType.i32: 4, DType.i16: 2, DType.i8: 1, DType.u8: 1, DType.i1: 1}
-_TO_TORCH = {DType.f64: torch.float64, DType.f32: torch.float32, DType.f16: torch.float16,
-             DType.bf16: torch.bfloat16, DType.i64: torch.int64, DType.i32: torch.int32,
-             DType.i16: torch.int16, DType.i8: torch.int8, DType.u8: torch.uint8,
-             DType.i1: torch.bool}
-_FROM_TORCH = {v: k for k, v in _TO_TORCH.items()}
+_TORCH_NAMES = {DType.f64: "float64", DType.f32: "float32", DType.f16: "float16", DType.bf16: "bfloat16",
+                DType.i64: "int64", DType.i32: "int32", DType.i16: "int16", DType.i8: "int8",
+                DType.u8: "uint8", DType.i1: "bool"}
+"""Each element type's torch dtype, by its attribute name (`torch.float32`), so that the
+table needs no torch until a dtype is asked for."""
+_FROM_TORCH = {f"torch.{name}": d for d, name in _TORCH_NAMES.items()}  # str(torch.float32) -> f32
 
 
 MAX_TENSOR_BYTES = 2 ** 50

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import ClassVar, Sequence
 
-from codesign.frontend.builder import GraphBuilder
+from codesign.ir.builder import GraphBuilder
 from codesign.ir.graph import Graph, Input, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops import get_op

@@ -8,16 +8,21 @@ d, PV over j), which is what FlashAttention tiles.
 from __future__ import annotations
 
 from math import prod
-from typing import Mapping, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.pointwise import broadcast_map, broadcast_shapes, same_dtype
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
                                       ShapeError, Structure, register, Template, Trait)
 from codesign.ir.types import DType, TensorType
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = LazyModule("torch")
+    F = LazyModule("torch.nn.functional")
 
 
 # -- matmul: a[..., m, k] @ b[..., k, n], batch dims broadcast ------------------------------

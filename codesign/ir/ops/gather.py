@@ -6,16 +6,21 @@ values. Everything else about them (the index operand, the result) is affine.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.registry import (AttrSpec, IterDim, OpDef, OpKind, ShapeError,
                                       Structure, Template, register)
 from codesign.ir.scalar import Expr, Load, Loop, Prim, apply, cast, lit, select
 from codesign.ir.types import DType, TensorType
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = LazyModule("torch")
+    F = LazyModule("torch.nn.functional")
 
 
 def _picked(ops: Sequence[TensorType], i: int) -> Expr:

@@ -8,16 +8,21 @@ shuffle and an upsample-nearest are floordiv / mod maps, a slice is `start + ste
 from __future__ import annotations
 
 from math import prod
-from typing import Mapping, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.ir.affine import AffineExpr, AffineMap, Const, Dim, bound
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, OpDef, OpKind, ShapeError,
                                       Structure, Template, Trait, no_flops, register)
 from codesign.ir.scalar import Affine, BodyFn, Expr, Load, Loop, Prim, all_of, apply, lit, select
 from codesign.ir.types import DType, TensorType
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = LazyModule("torch")
+    F = LazyModule("torch.nn.functional")
 
 
 def _read_operand(ops: Sequence[TensorType], res: TensorType, attrs, maps) -> Expr:

@@ -10,14 +10,18 @@ scheduler moves between memory tiers. Routing is softmax → top-k (→ renormal
 from __future__ import annotations
 
 from math import prod
-from typing import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.ir.affine import AffineMap
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, OpDef, OpKind, ShapeError,
                                       Structure, register, Template)
 from codesign.ir.types import TensorType
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = LazyModule("torch")
 
 
 def _moe_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:

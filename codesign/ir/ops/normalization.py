@@ -7,16 +7,21 @@ Their domain is the operand's shape with the normalised dims as reduction loops.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
                                       ShapeError, Structure, Template, Trait, register)
 from codesign.ir.scalar import Expr, Load, Prim, apply, lit
 from codesign.ir.types import TensorType
+from codesign.lazy import LazyModule, torch_fn
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = LazyModule("torch")
+    F = LazyModule("torch.nn.functional")
 
 EPS = AttrSpec((float,), default=1e-5)
 
@@ -43,8 +48,8 @@ def _softmax_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) 
     return x
 
 
-for _name, _fn, _traits in (("softmax", torch.softmax, {Trait.anchor}),
-                             ("log_softmax", torch.log_softmax, {Trait.anchor, Trait.log_result})):
+for _name, _fn, _traits in (("softmax", torch_fn("softmax"), {Trait.anchor}),
+                             ("log_softmax", torch_fn("log_softmax"), {Trait.anchor, Trait.log_result})):
     register(OpDef(
         name=_name, kind=OpKind.normalization, template=Template.softmax, traits=frozenset(_traits), min_operands=1, max_operands=1,
         infer=_softmax_infer,

@@ -7,10 +7,7 @@ or pins to 0 the dims it lacks, so broadcasting costs nothing but index arithmet
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from codesign.ir import scalar as S
 from codesign.ir.affine import AffineMap, Const, Dim
@@ -18,6 +15,14 @@ from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, OpDef, OpKind, Sh
                                       Structure, Template, Trait, elementwise_flops, register)
 from codesign.ir.scalar import BodyFn, Expr, Load, Loop, Prim, apply, cast, lit, select
 from codesign.ir.types import DType, TensorType
+from codesign.lazy import LazyModule, torch_fn
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = LazyModule("torch")
+    F = LazyModule("torch.nn.functional")
 
 
 def broadcast_shapes(*shapes: Sequence[int]) -> tuple[int, ...]:
@@ -260,29 +265,29 @@ def _bool_arith(prim: Prim, logical: Prim) -> BodyFn:
 
 
 # -- unary -------------------------------------------------------------------------------
-_define("neg", 1, torch.neg, _neg)
-_define("abs", 1, torch.abs, _unary(Prim.abs))
-_define("exp", 1, torch.exp, _unary(Prim.exp), float_only=True)
-_define("log", 1, torch.log, _unary(Prim.log), float_only=True)
-_define("sqrt", 1, torch.sqrt, _unary(Prim.sqrt), float_only=True)
-_define("rsqrt", 1, torch.rsqrt, _unary(Prim.rsqrt), float_only=True)
-_define("reciprocal", 1, torch.reciprocal,
+_define("neg", 1, torch_fn("neg"), _neg)
+_define("abs", 1, torch_fn("abs"), _unary(Prim.abs))
+_define("exp", 1, torch_fn("exp"), _unary(Prim.exp), float_only=True)
+_define("log", 1, torch_fn("log"), _unary(Prim.log), float_only=True)
+_define("sqrt", 1, torch_fn("sqrt"), _unary(Prim.sqrt), float_only=True)
+_define("rsqrt", 1, torch_fn("rsqrt"), _unary(Prim.rsqrt), float_only=True)
+_define("reciprocal", 1, torch_fn("reciprocal"),
         lambda ops, result, attrs: apply(Prim.div, lit(1.0, ops[0].dtype), Load(0, ops[0].dtype)), float_only=True)
-_define("tanh", 1, torch.tanh, _unary(Prim.tanh), float_only=True)
-_define("sigmoid", 1, torch.sigmoid, _unary(Prim.sigmoid), float_only=True)
-_define("erf", 1, torch.erf, _unary(Prim.erf), float_only=True)
-_define("sin", 1, torch.sin, _unary(Prim.sin), float_only=True)
-_define("cos", 1, torch.cos, _unary(Prim.cos), float_only=True)
-_define("floor", 1, torch.floor, _floor)
-_define("ceil", 1, torch.ceil, _ceil)
-_define("sign", 1, torch.sign, _sign, flops=3)
-_define("relu", 1, torch.relu, _relu)
-_define("silu", 1, F.silu, _silu, float_only=True, flops=4)
+_define("tanh", 1, torch_fn("tanh"), _unary(Prim.tanh), float_only=True)
+_define("sigmoid", 1, torch_fn("sigmoid"), _unary(Prim.sigmoid), float_only=True)
+_define("erf", 1, torch_fn("erf"), _unary(Prim.erf), float_only=True)
+_define("sin", 1, torch_fn("sin"), _unary(Prim.sin), float_only=True)
+_define("cos", 1, torch_fn("cos"), _unary(Prim.cos), float_only=True)
+_define("floor", 1, torch_fn("floor"), _floor)
+_define("ceil", 1, torch_fn("ceil"), _ceil)
+_define("sign", 1, torch_fn("sign"), _sign, flops=3)
+_define("relu", 1, torch_fn("relu"), _relu)
+_define("silu", 1, torch_fn("nn.functional.silu"), _silu, float_only=True, flops=4)
 _define("gelu", 1, lambda x, approximate="none": F.gelu(x, approximate=approximate), _gelu,
         float_only=True, flops=8,
         attrs={"approximate": AttrSpec((str,), default="none", doc="'none' (erf) or 'tanh'")})
-_define("hardswish", 1, F.hardswish, _hardswish, float_only=True, flops=5)
-_define("logical_not", 1, torch.logical_not, lambda ops, result, attrs:
+_define("hardswish", 1, torch_fn("nn.functional.hardswish"), _hardswish, float_only=True, flops=5)
+_define("logical_not", 1, torch_fn("logical_not"), lambda ops, result, attrs:
         apply(Prim.logical_not, S.truthy(Load(0, ops[0].dtype))), result_dtype=DType.i1)
 _define("clamp", 1, lambda x, min=None, max=None: torch.clamp(x, min=min, max=max), _clamp, flops=2,
         attrs={"min": AttrSpec((int, float, type(None))), "max": AttrSpec((int, float, type(None)))})
@@ -313,26 +318,26 @@ CAST = register(OpDef(
 
 # -- binary ------------------------------------------------------------------------------
 _COMMUTATIVE = frozenset({Trait.commutative})
-_define("add", 2, torch.add, _bool_arith(Prim.add, Prim.logical_or), traits=_COMMUTATIVE, identity=0)
-_define("sub", 2, torch.sub, _binary(Prim.sub))
-_define("mul", 2, torch.mul, _bool_arith(Prim.mul, Prim.logical_and), traits=_COMMUTATIVE, identity=1)
+_define("add", 2, torch_fn("add"), _bool_arith(Prim.add, Prim.logical_or), traits=_COMMUTATIVE, identity=0)
+_define("sub", 2, torch_fn("sub"), _binary(Prim.sub))
+_define("mul", 2, torch_fn("mul"), _bool_arith(Prim.mul, Prim.logical_and), traits=_COMMUTATIVE, identity=1)
 _define("div", 2, lambda a, b, rounding_mode="none":
         torch.div(a, b, rounding_mode=None if rounding_mode == "none" else rounding_mode), _div,
         attrs={"rounding_mode": AttrSpec((str,), default="none", doc="'none', 'floor' or 'trunc'")})
-_define("remainder", 2, torch.remainder, _remainder)
-_define("pow", 2, torch.pow, _binary(Prim.pow), flops=2)
-_define("maximum", 2, torch.maximum, _minmax(Prim.maximum), traits=_COMMUTATIVE)
-_define("minimum", 2, torch.minimum, _minmax(Prim.minimum), traits=_COMMUTATIVE)
-_define("logaddexp", 2, torch.logaddexp, _logaddexp, float_only=True, flops=6, traits=_COMMUTATIVE)
-_define("eq", 2, torch.eq, _binary(Prim.eq), result_dtype=DType.i1, traits=_COMMUTATIVE)
-_define("ne", 2, torch.ne, _binary(Prim.ne), result_dtype=DType.i1, traits=_COMMUTATIVE)
-_define("lt", 2, torch.lt, _binary(Prim.lt), result_dtype=DType.i1)
-_define("le", 2, torch.le, _binary(Prim.le), result_dtype=DType.i1)
-_define("gt", 2, torch.gt, _binary(Prim.gt), result_dtype=DType.i1)
-_define("ge", 2, torch.ge, _binary(Prim.ge), result_dtype=DType.i1)
-_define("logical_and", 2, torch.logical_and, _logical(Prim.logical_and), result_dtype=DType.i1,
+_define("remainder", 2, torch_fn("remainder"), _remainder)
+_define("pow", 2, torch_fn("pow"), _binary(Prim.pow), flops=2)
+_define("maximum", 2, torch_fn("maximum"), _minmax(Prim.maximum), traits=_COMMUTATIVE)
+_define("minimum", 2, torch_fn("minimum"), _minmax(Prim.minimum), traits=_COMMUTATIVE)
+_define("logaddexp", 2, torch_fn("logaddexp"), _logaddexp, float_only=True, flops=6, traits=_COMMUTATIVE)
+_define("eq", 2, torch_fn("eq"), _binary(Prim.eq), result_dtype=DType.i1, traits=_COMMUTATIVE)
+_define("ne", 2, torch_fn("ne"), _binary(Prim.ne), result_dtype=DType.i1, traits=_COMMUTATIVE)
+_define("lt", 2, torch_fn("lt"), _binary(Prim.lt), result_dtype=DType.i1)
+_define("le", 2, torch_fn("le"), _binary(Prim.le), result_dtype=DType.i1)
+_define("gt", 2, torch_fn("gt"), _binary(Prim.gt), result_dtype=DType.i1)
+_define("ge", 2, torch_fn("ge"), _binary(Prim.ge), result_dtype=DType.i1)
+_define("logical_and", 2, torch_fn("logical_and"), _logical(Prim.logical_and), result_dtype=DType.i1,
         traits=_COMMUTATIVE)
-_define("logical_or", 2, torch.logical_or, _logical(Prim.logical_or), result_dtype=DType.i1,
+_define("logical_or", 2, torch_fn("logical_or"), _logical(Prim.logical_or), result_dtype=DType.i1,
         traits=_COMMUTATIVE)
 
 

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import math
 from math import prod
-from typing import Callable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from codesign.ir.affine import AffineMap, Const, Dim
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
                                       ShapeError, Structure, Template, Trait, register)
 from codesign.ir.scalar import Acc, Combiner, Load, Prim, apply, lit
 from codesign.ir.types import DType, TensorType
+from codesign.lazy import LazyModule, torch_fn
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = LazyModule("torch")
 
 DIMS = AttrSpec((tuple,), required=True, doc="reduced dims, non-negative, ascending")
 KEEPDIM = AttrSpec((bool,), default=False)
@@ -96,8 +100,8 @@ def _extreme(prim: Prim, identity: float) -> Callable[[TensorType, Mapping[str, 
             return Combiner(prim, identity)
         if x.dtype is DType.i1:
             return Combiner(Prim.logical_or if prim is Prim.maximum else Prim.logical_and, identity > 0)
-        info = torch.iinfo(x.dtype.torch)
-        return Combiner(prim, info.min if identity < 0 else info.max)
+        low, high = x.dtype.int_range
+        return Combiner(prim, low if identity < 0 else high)
     return combiner
 
 
@@ -127,7 +131,7 @@ def _arg_infer(name: str):
     return infer
 
 
-for _name, _fn, _traits in (("argmax", torch.argmax, {Trait.maximizing}), ("argmin", torch.argmin, set())):
+for _name, _fn, _traits in (("argmax", torch_fn("argmax"), {Trait.maximizing}), ("argmin", torch_fn("argmin"), set())):
     register(OpDef(
         name=_name, kind=OpKind.reduction, min_operands=1, max_operands=1,
         infer=_arg_infer(_name), template=Template.argminmax, traits=frozenset(_traits),

@@ -13,13 +13,17 @@ import difflib
 from dataclasses import dataclass, field
 from enum import Enum
 from math import prod
-from typing import Callable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 from codesign.ir.affine import AffineMap
 from codesign.ir.scalar import Combiner, Expr
 from codesign.ir.types import TensorType
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = LazyModule("torch")
 
 
 class OpKind(str, Enum):
@@ -130,7 +134,7 @@ class Call:
 
 
 Infer = Callable[[Sequence[TensorType], Mapping[str, object]], TensorType | None]  # None: source op
-Run = Callable[[Call], torch.Tensor]
+Run = Callable[[Call], "torch.Tensor"]
 StructureFn = Callable[[Sequence[TensorType], TensorType, Mapping[str, object]], Structure]
 FlopsFn = Callable[[Sequence[TensorType], TensorType, Mapping[str, object]], int]
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.ir.affine import AffineMap
 from codesign.ir.ops.registry import (AttrSpec, IterDim, OpDef, OpKind, Structure, Template,
                                       Trait, no_flops, register)
 from codesign.ir.scalar import BodyFn, Expr, Loop, Prim, apply, cast, lit
 from codesign.ir.types import DType, TensorType
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = LazyModule("torch")
 
 
 def _source_structure(name: str, body: BodyFn):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from math import prod
-from typing import Mapping, Sequence
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.ir.affine import AffineMap, Dim
 from codesign.ir.ops.contraction import conv_out_size
 from codesign.ir.ops.registry import (AttrSpec, Call, IterDim, IterKind, OpDef, OpKind,
                                       ShapeError, Structure, register, Template, Trait)
 from codesign.ir.types import TensorType
+from codesign.lazy import LazyModule
+
+if TYPE_CHECKING:
+    import torch
+    import torch.nn.functional as F
+else:
+    torch = LazyModule("torch")
+    F = LazyModule("torch.nn.functional")
 
 POOL_ATTRS = {
     "kernel": AttrSpec((tuple,), required=True),

@@ -2,7 +2,8 @@
 
 Converters from ATen call it instead of building `Node`s by hand: it picks unique SSA
 names, infers result types from the op definitions, and materialises Python scalars as
-rank-0 `full` constants of the right element type.
+rank-0 `full` constants of the right element type. Passes that build nodes (`subpixel-conv`)
+use it too; it lives with the IR, not the frontend, so that they run without torch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 
 from codesign.ir.graph import AttrValue, Graph, Input, Node
 from codesign.ir.ops import get_op
+from codesign.ir.ops.source import FULL
 from codesign.ir.types import DType, TensorType
 
 _NAME_OK = re.compile(r"[^A-Za-z0-9_.$]")
@@ -56,7 +58,7 @@ class GraphBuilder:
         if type is None:
             type = opdef.infer([self.types[o] for o in operands], opdef.attr_values(attrs))
             assert type is not None, f"{op} needs an explicit type"
-        if 0 in type.shape and op != "full":  # an empty result has no element to compute (and the
+        if 0 in type.shape and opdef is not FULL:  # an empty result has no element to compute (and the
             return self.constant(0, type.dtype, type.shape)  # index maps of layout ops divide by sizes)
         name = self.fresh(hint or op)
         self.nodes.append(Node(name, op, tuple(operands), type, attrs, regions, self.loc))
