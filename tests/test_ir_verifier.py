@@ -262,3 +262,18 @@ def test_group_anchor_must_be_a_member():
 }""")
     with pytest.raises(VerifyError, match="anchor %b is not a node of this group"):
         verify(graph)
+
+
+def test_nodes_checked_once_per_description_keep_their_own_errors():
+    """diagnose() answers a node equal to one already checked (op, attributes, types) by
+    lookup: two equal bad nodes are both reported, each by name, and an attribute that
+    equals a checked one but for its type (True for 1) is still refused."""
+    g = graph("""  %a = slice(%x) {dim = 1, start = 0, end = 4, step = 1} : f32[4,4]
+  %b = slice(%x) {dim = true, start = 0, end = 4, step = 1} : f32[4,4]
+  %c = slice(%x) {dim = 1, start = 0, end = 4, step = 1} : f32[4,5]
+  %d = slice(%x) {dim = 1, start = 0, end = 4, step = 1} : f32[4,5]
+  return %x""")
+    diags = [str(d) for d in diagnose(g)]
+    assert len(diags) == 3, diags
+    assert "%b" in diags[0] and "dim=True should be int" in diags[0]
+    assert "%c" in diags[1] and "%d" in diags[2] and diags[1].split(": ", 1)[1] == diags[2].split(": ", 1)[1]

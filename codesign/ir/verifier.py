@@ -101,9 +101,15 @@ def check_node(node: Node, operand_types: list[TensorType]) -> list[str]:
 
 
 def diagnose(graph: Graph, outer: dict[str, TensorType] | None = None) -> list[Diagnostic]:
-    """All verification problems of `graph` (and of its regions)."""
+    """All verification problems of `graph` (and of its regions).
+
+    `check_node` reads a node's op, attributes, region count, type and operand types, never
+    its name, so its answer is kept per such description: each decoder layer after the
+    first is checked by lookup (the attributes are described by their `repr`, which tells
+    1 from 1.0 and True)."""
     diags: list[Diagnostic] = []
     types: dict[str, TensorType] = {}
+    checked: dict[tuple, list[str]] = {}
     for inp in graph.inputs:
         if inp.name in types:
             diags.append(Diagnostic(f"@{graph.name} input %{inp.name}", "defined twice"))
@@ -125,7 +131,12 @@ def diagnose(graph: Graph, outer: dict[str, TensorType] | None = None) -> list[D
             diags.append(Diagnostic(where, "uses " + ", ".join(f"%{o}" for o in missing)
                                     + " before any definition"))
         else:
-            for problem in check_node(node, [types[o] for o in node.operands]):
+            operand_types = [types[o] for o in node.operands]
+            described = (node.op, repr(sorted(node.attrs.items())), len(node.regions), node.type, *operand_types)
+            problems = checked.get(described)
+            if problems is None:
+                problems = checked[described] = check_node(node, operand_types)
+            for problem in problems:
                 diags.append(Diagnostic(where, problem))
             try:
                 op = get_op(node.op)

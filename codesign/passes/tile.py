@@ -18,12 +18,12 @@ from typing import ClassVar
 
 from codesign.cost.traffic import gemm_view, per_batch_rows
 from codesign.fusion.capacity import chip_capacity
-from codesign.ir import structure_of
 from codesign.ir.graph import Graph, Group, Node
 from codesign.ir.kernels import group_kind, is_heavy, kernel_anchor, kernels
 from codesign.ir.ops import Template, get_op
 from codesign.ir.ops.contraction import MATMUL
 from codesign.ir.plan import GroupPlan, chip_rereads  # noqa: F401  (chip_rereads: re-exported)
+from codesign.ir.types import TensorType
 from codesign.passes.manager import PassContext
 from codesign.passes.registry import Pass, PipelineError, register_pass
 from codesign.tiling import choose_attention_tiles, choose_matmul_tiles, choose_tiles
@@ -32,11 +32,12 @@ from codesign.tiling.generic import TileChoice
 from codesign.tiling.matmul import choose_gpu_matmul_tiles, matmul_reads
 
 
-def chip_tile(graph: Graph, node: Node, capacity_bytes: int,
-              align: int) -> tuple[tuple[int, ...], tuple[float, ...], float] | None:
+def chip_tile(graph: Graph, node: Node, capacity_bytes: int, align: int,
+              types: dict[str, TensorType] | None = None) -> tuple[tuple[int, ...], tuple[float, ...], float] | None:
     """Tiles at the whole chip's fast tier for a contraction or attention, how many times
-    each operand is then read from the home tier, and achieved / lower-bound traffic."""
-    types = graph.types()
+    each operand is then read from the home tier, and achieved / lower-bound traffic
+    (`types`: the graph's, when the caller has them)."""
+    types = types if types is not None else graph.types()
     elem = node.type.dtype.itemsize
     words = max(capacity_bytes // elem, 4)
     if get_op(node.op).template is Template.attention:
@@ -67,12 +68,12 @@ def chip_tile(graph: Graph, node: Node, capacity_bytes: int,
 
 
 def gpu_tile_choice(graph: Graph, node: Node, structure, capacity: int, level: str,
-                    target=None) -> TileChoice | None:
+                    target=None, types: dict[str, TensorType] | None = None) -> TileChoice | None:
     """For a GPU matmul/linear: the kernel-shaped tile (`choose_gpu_matmul_tiles`) laid over
     the anchor's domain loops (leading output dims share BLOCK_M, innermost first)."""
     if get_op(node.op).template is not Template.gemm:
         return None
-    types = graph.types()
+    types = types if types is not None else graph.types()
     m, n, k = gemm_view(node, types)
     rates = {}
     if target is not None:
@@ -115,6 +116,7 @@ class Tile(Pass):
         groups = dict(graph.group_map())
         assignment: dict[str, int] = {}
         next_id = max(groups, default=-1) + 1
+        types = graph.types()  # once: every kernel reads it
         for kernel in kernels(graph):
             anchor = kernel_anchor(kernel)
             if anchor is None or (kernel.group is None and not is_heavy(anchor)):
@@ -127,9 +129,9 @@ class Tile(Pass):
                 for n in kernel.nodes:
                     assignment[n.name] = group.id
             plan = group.plan
-            structure = structure_of(graph, anchor)
-            types = graph.types()
+            op = get_op(anchor.op)
             operands = [types[o] for o in anchor.operands]
+            structure = op.structure(operands, anchor.type, op.attr_values(anchor.attrs))  # = structure_of
             subject = f"g{group.id} {kernel.name}"
             if 0 in structure.loop_sizes or any(t.numel == 0 for t in (*operands, anchor.type)):
                 # a zero-size tensor: nothing to tile and no traffic; unit tiles keep plans valid
@@ -140,7 +142,7 @@ class Tile(Pass):
                 continue
             try:
                 power_of_two = target.compute.tile_shape == "power_of_two"  # GPU kernel-shaped tiles
-                choice = (gpu_tile_choice(graph, anchor, structure, unit, fast, target) if power_of_two else None) \
+                choice = (gpu_tile_choice(graph, anchor, structure, unit, fast, target, types) if power_of_two else None) \
                     or choose_tiles(structure, operands, anchor.type, unit, align,
                                     causal=bool(anchor.attrs.get("causal", False)),
                                     double_buffer=self.double_buffer, level=fast)
@@ -150,7 +152,7 @@ class Tile(Pass):
                 groups[group.id] = group
                 continue
             plan = plan.with_tile(fast, choice.tiles, ratio=round(choice.ratio, 4), scheme=choice.scheme)
-            on_chip = chip_tile(graph, anchor, chip, align) if chip != unit or get_op(anchor.op).template is Template.attention \
+            on_chip = chip_tile(graph, anchor, chip, align, types) if chip != unit or get_op(anchor.op).template is Template.attention \
                 or gemm_view(anchor, types) else None
             if on_chip is not None:
                 tiles, reads, ratio = on_chip
