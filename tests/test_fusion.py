@@ -467,3 +467,30 @@ def test_kernels_priced_once_per_structure_decide_as_priced_each(target, capture
     each = run()
     assert remembered[:2] == each[:2]
     assert remembered[2] < each[2]
+
+
+def test_plans_equal_those_of_the_unshortened_fusion(captured, monkeypatch):
+    """compile() end to end (fuse, tile, map, place) on models with equal layers and cycles
+    it refuses: the IR, the ledger and the placement plan equal those of a fusion pass that
+    prices every kernel and finds every cycle's path at once (the old behaviour)."""
+    from codesign.fusion import legality
+    from codesign.passes import fuse as fuse_module
+
+    def plan(spec, target):
+        cm = codesign.compile(captured(spec)[2], target=target)
+        ledger = [(d.pass_name, d.subject, d.choice, d.reason, {k: v for k, v in d.data.items() if k != "plan"})
+                  for d in cm.ledger]
+        return print_graph(cm.graph), ledger, cm.summary()["placement"]
+    cases = [("llama.py:tiny", "sn40l-node"), ("mixtral_moe.py:tiny_model", "sn40l")]
+    shortened = [plan(*case) for case in cases]
+    eager = legality.check_merge
+    monkeypatch.setattr(fuse_module, "check_merge", lambda part, a, b, path=True: eager(part, a, b))
+    monkeypatch.setattr(fuse_module, "_cycle_paths", lambda *args: {})
+    init = fuse_module._Costs.__init__
+
+    def forgetful(self, *args):
+        init(self, *args)
+        self.by_structure = None
+    monkeypatch.setattr(fuse_module._Costs, "__init__", forgetful)
+    assert [plan(*case) for case in cases] == shortened
+    assert all(s[2]["tensors"] for s in shortened)
