@@ -64,6 +64,22 @@ def test_cpsat_equals_brute_force_on_small_kernels(seed: int) -> None:
         assert solution.ps <= evaluate(problem, hint).ps
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_domains_cut_by_the_hint_keep_the_optimum(seed: int) -> None:
+    """The heuristic's time bounds every stage's period and so each stage's fewest units;
+    CP-SAT with those cuts (a hint) finds the optimum it finds with none (no hint), on
+    problems with more units than brute force can enumerate."""
+    problem = replace(_problem(100 + seed, stages=4, units=12), tiles=(1, 5, 64)[seed % 3])
+    hint = heuristic_mapping(problem)
+    if violations(problem, hint):
+        pytest.skip("the heuristic over-allocates this random problem: no cut to check")
+    cut = solve(problem, hint, time_limit=5.0)
+    free = solve(problem, None, time_limit=5.0)
+    assert cut.status == free.status == "OPTIMAL"
+    assert cut.ps == free.ps <= evaluate(problem, hint).ps
+    assert violations(problem, cut.mapping) == []
+
+
 def test_checker_names_every_over_allocation() -> None:
     problem = _problem(3, stages=3)
     good = solve(problem, heuristic_mapping(problem)).mapping
