@@ -29,7 +29,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ortools.sat.python import cp_model
 
 from codesign.mapping.pipeline import evaluate
 from codesign.mapping.problem import Mapping, Problem
@@ -59,6 +58,7 @@ def solve(problem: Problem, hint: Mapping | None = None, time_limit: float = 1.0
     hint_ps = evaluate(problem, hint).ps if hint is not None and hint.section_count <= K else None
     if hint_ps is not None and r.reconfigure_ps > 0:
         K = min(K, hint_ps // r.reconfigure_ps + 1)  # more switches alone cost more than the hint
+    from ortools.sat.python import cp_model  # imported when a solve runs (start-up)
     model = cp_model.CpModel()
     sec = [model.NewIntVar(0, K - 1, f"sec{s}") for s in range(n)]
     model.Add(sec[0] == 0)

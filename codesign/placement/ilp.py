@@ -23,14 +23,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from ortools.sat.python import cp_model
-
 from codesign.placement.problem import Problem, contribution, evaluate
 
 RATE = 1e4  # the slowest tier moves this many bytes per time unit: rates exact to 1e-4
 
-_STATUS = {cp_model.OPTIMAL: "optimal", cp_model.FEASIBLE: "feasible", cp_model.INFEASIBLE: "infeasible",
-           cp_model.MODEL_INVALID: "invalid", cp_model.UNKNOWN: "unknown"}
+STATUS_NAMES = {"OPTIMAL": "optimal", "FEASIBLE": "feasible", "INFEASIBLE": "infeasible",
+                "MODEL_INVALID": "invalid", "UNKNOWN": "unknown"}
+"""CP-SAT's status names as this module reports them (the solver is imported when a solve
+runs: OR-Tools, and the pandas it loads, cost a second of start-up to commands that never solve)."""
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,20 @@ class Solved:
     solutions: int
 
 
-class _Watch(cp_model.CpSolverSolutionCallback):
-    def __init__(self, on_solution: Callable[[float, float, float], None] | None, tau: float):
-        super().__init__()
-        self.count, self.on_solution, self.tau = 0, on_solution, tau
+def _watch(on_solution: Callable[[float, float, float], None] | None, tau: float):
+    """A solution callback counting solutions and reporting each (objective, bound, wall time)."""
+    from ortools.sat.python import cp_model
 
-    def on_solution_callback(self) -> None:
-        self.count += 1
-        if self.on_solution is not None:
-            self.on_solution(self.ObjectiveValue() * self.tau, self.BestObjectiveBound() * self.tau,
-                             self.WallTime())
+    class Watch(cp_model.CpSolverSolutionCallback):
+        def __init__(self):
+            super().__init__()
+            self.count = 0
+
+        def on_solution_callback(self) -> None:
+            self.count += 1
+            if on_solution is not None:
+                on_solution(self.ObjectiveValue() * tau, self.BestObjectiveBound() * tau, self.WallTime())
+    return Watch()
 
 
 def solve(problem: Problem, hint: Mapping[str, Mapping[str, int]] | None = None, *,
@@ -65,6 +69,7 @@ def solve(problem: Problem, hint: Mapping[str, Mapping[str, int]] | None = None,
     """
     started = time.perf_counter()
     n = len(problem.steps)
+    from ortools.sat.python import cp_model
     m = cp_model.CpModel()
     tau = RATE / min(t.bandwidth for t in problem.tiers)  # seconds per time unit
     rate = {t.name: max(1, round(t.bandwidth * tau)) for t in problem.tiers}
@@ -157,9 +162,9 @@ def solve(problem: Problem, hint: Mapping[str, Mapping[str, int]] | None = None,
         p.num_workers = max(1, workers)
         p.max_time_in_seconds = time_limit
     p.random_seed = 0
-    watch = _Watch(on_solution, tau / weight)
+    watch = _watch(on_solution, tau / weight)
     status = solver.Solve(m, watch)
-    name = _STATUS.get(status, str(status))
+    name = STATUS_NAMES.get(solver.StatusName(status), str(status))
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return Solved(None, name, None, math.floor(solver.BestObjectiveBound() / weight) * tau
                       if status != cp_model.INFEASIBLE else math.inf, None, time.perf_counter() - started,

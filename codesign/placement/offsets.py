@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from ortools.sat.python import cp_model
 
 
 @dataclass(frozen=True)
@@ -80,6 +79,7 @@ def exact(buffers: Sequence[Buffer], time_limit: float = 5.0, align: int = 1) ->
     unit = max(align, 1)
     sizes = {b.name: -(-b.size // unit) for b in buffers}
     horizon = sum(sizes.values())
+    from ortools.sat.python import cp_model  # imported when a solve runs (start-up)
     m = cp_model.CpModel()
     peak = m.NewIntVar(max(sizes.values()), horizon, "peak")
     xs, ys, offs = [], [], {}
