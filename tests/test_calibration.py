@@ -106,6 +106,21 @@ def _cost_stub():
     return KernelCost("k", "k", 1, {}, {}, 0.0, {}, 0.0, 0.0, "launch", 0.0)
 
 
+def test_a_copied_bundled_target_keeps_its_bundled_calibration(tmp_path):
+    """A bundled target copied elsewhere (to edit) finds its calibration by name among the
+    bundled ones; a calibration file beside the copy takes precedence."""
+    for name in ("cpu-host", "h200"):
+        copy = tmp_path / f"my-{name}.yaml"
+        copy.write_text((BUNDLED / f"{name}.yaml").read_text())
+        assert load_target(copy).calibration == load_target(name).calibration
+    beside = tmp_path / "beside"
+    beside.mkdir()
+    (beside / "chip.yaml").write_text((BUNDLED / "h200.yaml").read_text())
+    mine = (BUNDLED / "h200.calibration.yaml").read_text().replace("device: NVIDIA H200", "device: my card", 1)
+    (beside / "h200.calibration.yaml").write_text(mine)
+    assert load_target(beside / "chip.yaml").calibration.device == "my card"
+
+
 def test_calibration_file_errors_name_the_files(tmp_path):
     target_text = (BUNDLED / "h200.yaml").read_text()
     target = tmp_path / "chip.yaml"

@@ -205,10 +205,15 @@ def parse_target(text: str, *, source: str = "<string>") -> Target:
 
 def _calibration_data(reference: str, source: str) -> dict:
     """The mapping of a calibration file a target refers to, by a path relative to the
-    target file; errors name both files."""
+    target file — or, for a bare file name not found there, the bundled calibration of that
+    name (a bundled target copied elsewhere to edit keeps its measured calibration);
+    errors name both files."""
     base = Path(source).parent if source and not source.startswith("<") else Path.cwd()
     path = (base / reference).resolve()
     where = f"{source}: calibration: {reference}"
+    bundled = BUNDLED_DIR / reference
+    if not path.is_file() and Path(reference).name == reference and bundled.is_file():
+        path = bundled
     if not path.is_file():
         raise TargetError(f"{where}: file not found ({path}); give a path relative to the target "
                           f"file, or run `codesign calibrate` to make one", source=source)
