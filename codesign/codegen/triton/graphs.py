@@ -59,14 +59,14 @@ class CudaGraphs:
 
     name: str
     why_not: str | None = None
+    interpreted: bool = False  # the kernels were defined under TRITON_INTERPRET: they run on the host
     captured: dict[tuple, Captured] = field(default_factory=dict)
 
     def usable(self, inputs: Sequence[torch.Tensor]) -> bool:
-        """Graphs apply: on, CUDA inputs, kernels compiled for the GPU (under TRITON_INTERPRET
-        they run on the host, copying), and not already inside someone else's capture."""
-        from codesign.codegen.triton.kernels import interpreting
-        return (self.why_not is None and bool(inputs) and all(x.is_cuda for x in inputs)
-                and not interpreting() and not torch.cuda.is_current_stream_capturing())
+        """Graphs apply: on, CUDA inputs, kernels compiled for the GPU (interpreted ones run on
+        the host, copying), and not already inside someone else's capture."""
+        return (self.why_not is None and not self.interpreted and bool(inputs) and all(x.is_cuda for x in inputs)
+                and not torch.cuda.is_current_stream_capturing())
 
     def clear(self) -> None:
         """Forget every capture (the weights they read were replaced)."""

@@ -150,7 +150,8 @@ class TritonModule:
                 self.cache_hit, entry = False, None
         nodes = graph.node_map()
         self.externs = {e["node"]: _extern(graph, nodes[e["node"]]) for e in self.meta["externs"]}
-        self.graphs = CudaGraphs(f"@{graph.name}", why_not=_why_no_graphs(self.meta, cuda_graphs))
+        self.graphs = CudaGraphs(f"@{graph.name}", why_not=_why_no_graphs(self.meta, cuda_graphs),
+                                 interpreted=self.interpreted)
         self.compile_seconds = time.perf_counter() - start
 
     def bind_state(self, state: Mapping[str, torch.Tensor]) -> None:
