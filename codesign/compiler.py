@@ -31,13 +31,14 @@ from codesign.frontend.state import LiveState, stamp_of
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
 from codesign.cost.report import FusionSummary, cost_model_label, kernel_table, roofline_plot, summarize
+from codesign.passes.layout import nchw_convs
 from codesign.passes.manager import Decision, Instrumentation, PassContext, PassManager
 from codesign.progress import Progress
 from codesign.targets import Target, load_target
 from codesign.targets.units import format_bytes, format_flops, format_time
 
 SAVE_MARKER = ".codesign-output"
-COMPILE_PIPELINE = "canonicalize,subpixel-conv,dce,fuse,tile,map,place{time_limit=2 deterministic=true}"
+COMPILE_PIPELINE = "canonicalize,subpixel-conv,channels-last,dce,fuse,tile,map,place{time_limit=2 deterministic=true}"
 """What `compile()` runs when no pipeline is given."""
 
 
@@ -133,10 +134,10 @@ class CompiledModule:
             from codesign.passes.registry import parse_pipeline
             ran = {self.target.host_backend if p.backend == "auto" else p.backend
                    for p in parse_pipeline(self.pipeline or "") if p.name == "partition"}
-            graph = self.graph
+            graph = self.graph if get_backend(backend).nhwc_conv else nchw_convs(self.graph)
             if backend not in ran and get_backend(backend).partition_rules(self.target) is not None:
                 ctx = PassContext(target=self.target)
-                graph = PassManager(f"partition{{backend={backend}}}").run(self.graph, ctx)
+                graph = PassManager(f"partition{{backend={backend}}}").run(graph, ctx)
                 self.ledger = tuple(self.ledger) + tuple(ctx.ledger)
             self._graphs[backend] = graph
         return self._graphs[backend]
@@ -239,7 +240,7 @@ class CompiledModule:
 
     def to_mlir(self) -> str:
         from codesign.export import mlir_text
-        return mlir_text(self.graph)
+        return mlir_text(nchw_convs(self.graph))  # the export pads a conv input as NCHW
 
     def summary(self) -> dict:
         """The report as data (also written to plan.json)."""

@@ -118,6 +118,9 @@ class Backend:
     source_suffix: ClassVar[str | None] = None
     options: ClassVar[tuple[str, ...]] = ()
     """Names of the keys `build` reads from its `options`; others are refused."""
+    nhwc_conv: ClassVar[bool] = False
+    """Whether `build` runs `conv_nhwc` (the channels-last pass's conv) itself; otherwise the
+    compiler gives it the graph with those convs written back as NCHW (`passes.layout.nchw_convs`)."""
 
     def missing(self) -> list[str]:
         """The required Python modules that are not installed (found without importing them)."""

@@ -90,7 +90,7 @@ def partition(graph: Graph, rules, record: Record | None = None, backend: str = 
     fresh = _Ids(max((g.id for g in graph.groups), default=-1) + 1)
     graph = _split_anchors(graph, rules, record, fresh, backend)
     if rules.sink_layout:
-        graph = _sink_layout_ops(graph, record)
+        graph = _sink_layout_ops(graph, rules, record)
     graph = _split_unrunnable(graph, rules, record, fresh, backend)
     if rules.inline_literals:
         graph = _dissolve_constant_groups(graph, record)
@@ -257,11 +257,12 @@ def _split_anchors(graph: Graph, rules, record: Record, fresh: _Ids, backend: st
 
 
 # -- 2. trailing layout ops into their reader --------------------------------------------------------
-def _sink_layout_ops(graph: Graph, record: Record) -> Graph:
+def _sink_layout_ops(graph: Graph, rules, record: Record) -> Graph:
     """Move a group's trailing layout ops (slice, reshape, permute of its result) into the one
     group that reads them. A layout op is an index map: in the consumer it folds into the
     loads for free, while in the producer it would be an extra output of another shape
-    (the q/k/v split after a fused QKV projection) that a matmul template cannot store."""
+    (the q/k/v split after a fused QKV projection) that a matmul template cannot store.
+    One read by a node without a template (an extern conv) stays: no load folds it there."""
     users = graph.users()
     group_of = {n.name: n.group for n in graph.nodes}
     outputs = set(graph.outputs)
@@ -274,6 +275,8 @@ def _sink_layout_ops(graph: Graph, record: Record) -> Graph:
             if g is None or n.name in outputs or get_op(n.op).kind is not OpKind.layout:
                 continue
             readers = {group_of[u.name] for u in users.get(n.name, [])}
+            if any(rules.template_of(u) is None for u in users.get(n.name, [])):
+                continue
             if len(readers) == 1 and None not in readers and readers != {g}:
                 group_of[n.name] = readers.pop()
                 moves[n.name] = (moves.get(n.name, (g,))[0], group_of[n.name])

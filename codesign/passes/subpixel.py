@@ -40,11 +40,11 @@ from math import prod
 from typing import ClassVar, Sequence
 
 from codesign.ir.builder import GraphBuilder
-from codesign.ir.graph import Graph, Input, Node
-from codesign.ir.kernels import Kernel
+from codesign.ir.graph import Graph, Node
 from codesign.ir.ops import get_op
 from codesign.ir.types import DType, TensorType
 from codesign.passes.manager import PassContext
+from codesign.passes.pricing import price_kernels
 from codesign.passes.registry import Pass, register_pass
 
 WHEN = ("auto", "always")
@@ -303,22 +303,8 @@ def _predicted(target, before: Sequence[Sequence[Node]], after: Sequence[Sequenc
     """Predicted times and FLOPs of the original and the rewritten nodes, each kernel as
     fusion would at best form it (the upsample inlined into the conv; the weight transform
     one kernel, the depth-to-space and slices the conv's epilogue)."""
-    from codesign.cost.model import CostModel
-    model = CostModel(target)
-
-    def price(groups: Sequence[Sequence[Node]]) -> tuple[float, int]:
-        total, flops = 0.0, 0
-        for i, nodes in enumerate(groups):
-            defined = {n.name for n in nodes}
-            inputs = tuple(dict.fromkeys(o for n in nodes for o in n.operands if o not in defined))
-            kernel = Kernel(f"k{i}", None, tuple(nodes), inputs, (nodes[-1].name,))
-            alone = Graph(f"k{i}", tuple(Input(v, types[v]) for v in inputs), tuple(nodes), kernel.outputs)
-            cost = model.kernel_cost(alone, kernel)
-            total += cost.time
-            flops += cost.total_flops
-        return total, flops
-    t0, f0 = price(before)
-    t1, f1 = price(after)
+    t0, f0 = price_kernels(target, before, types)
+    t1, f1 = price_kernels(target, after, types)
     return t0, t1, f0, f1
 
 

@@ -15,7 +15,8 @@ Conventions every consumer may rely on:
   ``memory[-1]`` the backing store (:attr:`Target.slow_tier`).
 * Behaviour is read from capabilities, not from ``kind`` (which only describes the chip):
   ``streams_layers`` (dataflow layer streaming), ``compute.tile_shape`` (GPU-shaped
-  power-of-two tiles) and ``subpixel_conv`` (the upsample + conv rewrite).
+  power-of-two tiles), ``subpixel_conv`` (the upsample + conv rewrite) and
+  ``channels_last_conv`` (convs on NHWC data).
 * Figures describe ONE socket. ``MemoryTier.capacity`` and ``bandwidth`` are the
   aggregate over the whole socket, even for a tier split across compute units
   (``scope="per_unit"``, e.g. GPU shared memory: write ``132 x 228 KiB``); use
@@ -434,6 +435,14 @@ class Target(_Frozen):
         "subpixel-conv pass; exact). On by default for gpu and mobile targets, whose "
         "decoders are bound by the upsampled convolutions.",
     )
+    channels_last_conv: bool = Field(
+        default=False,
+        strict=True,
+        description="Whether the compile pipeline runs 2-D convolutions on channels-last (NHWC) "
+        "data (the channels-last pass): the convolution library's fast kernels read NHWC "
+        "(cuDNN's tensor-core kernels), and the layout then stays NHWC between convs. On by "
+        "default for gpu targets.",
+    )
     launch_overhead: Seconds = Field(
         default=0.0,
         description="Fixed cost of launching one kernel (or one fused graph), 0 s to 1 s.",
@@ -472,6 +481,8 @@ class Target(_Frozen):
             data.setdefault("streams_layers", True)
         if kind in ("gpu", "mobile"):
             data.setdefault("subpixel_conv", True)
+        if kind == "gpu":
+            data.setdefault("channels_last_conv", True)
         compute = data.get("compute")
         if kind == "gpu" and isinstance(compute, dict) and "tile_shape" not in compute:
             data["compute"] = {**compute, "tile_shape": "power_of_two"}

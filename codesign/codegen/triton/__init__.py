@@ -38,6 +38,7 @@ class TritonBackend(Backend):
     install: ClassVar[str] = INSTALL
     source_suffix: ClassVar[str] = "py"
     options: ClassVar[tuple[str, ...]] = ("cache", "check_indices", "cuda_graphs", "choose")
+    nhwc_conv: ClassVar[bool] = True  # an extern cuDNN call on channels-last tensors (`wrapper`)
 
     def failures(self):
         from codesign.codegen.triton.kernels import Unfusable

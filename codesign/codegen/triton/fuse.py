@@ -26,7 +26,9 @@ def _anchor_kind(node: Node) -> str | None:
     return ANCHOR_KINDS.get(template_of(node), "reduction") if is_anchor(node) else None
 
 
-def _regroup(graph: Graph, owner: dict[str, int], kinds: dict[int, object], anchors: dict[int, str]) -> Graph:
+def _regroup(graph: Graph, owner: dict[str, int], kinds: dict[int, object], anchors: dict[int, str],
+             check: bool = True) -> Graph:
+    """`graph` with these groups; `graph` itself when they would not be convex (`check`)."""
     ids = sorted({g for g in owner.values()})
     renumber = {g: i for i, g in enumerate(ids)}
     nodes = [n.with_(group=renumber[owner[n.name]]) if n.name in owner else n.with_(group=None)
@@ -38,12 +40,36 @@ def _regroup(graph: Graph, owner: dict[str, int], kinds: dict[int, object], anch
         return {"kind": kinds[g], **({"anchor": anchors[g]} if g in anchors else {})}
     groups = tuple(Group(renumber[g], attrs(g)) for g in ids)
     out = Graph(graph.name, graph.inputs, tuple(nodes), graph.outputs, groups)
-    return graph if group_cycle(out) else out
+    return graph if check and group_cycle(out) else out
 
 
-def fuse_all_pointwise(graph: Graph) -> Graph:
-    """Every connected set of pointwise / layout / source nodes becomes one group."""
-    parent: dict[str, str] = {}
+def stages(graph: Graph, barrier) -> dict[str, int]:
+    """Per node, how many `barrier` nodes (kernels of their own: externs, anchors) the longest
+    path from the inputs to it passes. Cheap nodes of one stage joined along their edges form
+    a convex group: a path that left the group and came back would pass a barrier, and so
+    end at a later stage."""
+    stage: dict[str, int] = {}
+    nodes = graph.node_map()
+    for n in graph.nodes:
+        stage[n.name] = max((stage[o] + (1 if barrier(nodes[o]) else 0) for o in n.operands if o in stage),
+                            default=0)
+    return stage
+
+
+def fuse_all_pointwise(graph: Graph, stage: dict[str, int] | None = None) -> Graph:
+    """Every connected set of pointwise / layout / source nodes becomes one group. Where that
+    closes a cycle through a kernel of its own (a layout op read by an extern conv and by
+    later pointwise nodes), only nodes of one stage are joined (`stage`, by default
+    `stages` with every other node a barrier), which keeps every group convex."""
+    cheap = {n.name for n in graph.nodes if get_op(n.op).kind in CHEAP}
+    out = _join(graph, cheap, None)
+    if out is graph and group_cycle(_join(graph, cheap, None, check=False)):
+        out = _join(graph, cheap, stage if stage is not None else stages(graph, lambda n: n.name not in cheap))
+    return out
+
+
+def _join(graph: Graph, cheap: set[str], stage: dict[str, int] | None, check: bool = True) -> Graph:
+    parent = {name: name for name in cheap}
 
     def find(x: str) -> str:
         while parent[x] != x:
@@ -51,23 +77,20 @@ def fuse_all_pointwise(graph: Graph) -> Graph:
             x = parent[x]
         return x
     for n in graph.nodes:
-        if get_op(n.op).kind in CHEAP:
-            parent[n.name] = n.name
-    for n in graph.nodes:
         if n.name in parent:
             for o in n.operands:
-                if o in parent:
+                if o in parent and (stage is None or stage.get(o) == stage.get(n.name)):
                     parent[find(o)] = find(n.name)
     roots: dict[str, int] = {}
     owner = {}
     for n in graph.nodes:
         if n.name in parent:
             owner[n.name] = roots.setdefault(find(n.name), len(roots))
-    sizes = {}
+    sizes: dict[int, int] = {}
     for g in owner.values():
         sizes[g] = sizes.get(g, 0) + 1
     owner = {k: g for k, g in owner.items() if sizes[g] > 1}
-    return _regroup(graph, owner, {g: "pointwise" for g in owner.values()}, {})
+    return _regroup(graph, owner, {g: "pointwise" for g in owner.values()}, {}, check)
 
 
 def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
@@ -134,9 +157,11 @@ def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
         if p is not None and p.name not in owner and get_op(p.op).kind is OpKind.pointwise \
                 and p.type.shape == n.type.shape:
             owner[p.name] = g
-    # the rest: pointwise islands
-    rest = fuse_all_pointwise(Graph(graph.name, graph.inputs, tuple(n.with_(group=None) for n in graph.nodes
-                                                                    if n.name not in owner), graph.outputs))
+    # the rest: pointwise islands (stages counted with this function's groups as barriers)
+    free = Graph(graph.name, graph.inputs, tuple(n.with_(group=None) for n in graph.nodes if n.name not in owner),
+                 graph.outputs)
+    grouped = set(owner)
+    rest = fuse_all_pointwise(free, stages(graph, lambda n: n.name in grouped or get_op(n.op).kind not in CHEAP))
     for n in rest.nodes:
         if n.name not in owner and n.group is not None:
             g = next_id + n.group

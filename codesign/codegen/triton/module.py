@@ -33,7 +33,7 @@ from codesign.codegen.cache import Cache, CacheWarning
 from codesign.codegen.checks import check_buffer
 from codesign.codegen.triton.fallback import guard_kernels, run_node
 from codesign.codegen.triton.graphs import CudaGraphs
-from codesign.codegen.triton.wrapper import Program, canonical_source, generate, wrapper_source
+from codesign.codegen.triton.wrapper import Program, canonical_source, generate, nhwc_weights, wrapper_source
 from codesign.ir.graph import Graph
 from codesign.ir.printer import print_graph
 
@@ -148,6 +148,7 @@ class TritonModule:
                 warnings.warn(f"the cached Triton wrapper {self.path} does not load ({type(exc).__name__}: "
                               f"{exc}); regenerating it", CacheWarning, stacklevel=2)
                 self.cache_hit, entry = False, None
+        self.nhwc_weights = nhwc_weights(graph)  # stored channels-last for cuDNN, once per binding
         nodes = graph.node_map()
         self.externs = {e["node"]: _extern(graph, nodes[e["node"]]) for e in self.meta["externs"]}
         self.graphs = CudaGraphs(f"@{graph.name}", why_not=_why_no_graphs(self.meta, cuda_graphs),
@@ -164,7 +165,10 @@ class TritonModule:
     def _state_on(self, device: torch.device) -> dict[str, torch.Tensor]:
         key = str(device)
         if key not in self._device_state:
-            self._device_state[key] = {k: v.detach().to(device).contiguous() for k, v in self.state.items()}
+            self._device_state[key] = {
+                k: v.detach().to(device).contiguous(memory_format=torch.channels_last if k in self.nhwc_weights
+                                                    else torch.contiguous_format)
+                for k, v in self.state.items()}
             for fn in self.externs.values():
                 fn.state = self._device_state[key]
         return self._device_state[key]

@@ -29,6 +29,8 @@ from codesign.ir.kernels import Kernel, kernels
 from codesign.ir.ops import get_op
 from codesign.ir.ops.registry import Template, Trait
 
+CONV_NHWC = get_op("conv_nhwc")
+
 # why an op without a Triton template runs as an extern (a torch call), for the report
 EXTERN_REASONS = {
     Template.conv: "convolution runs as an extern call to torch.nn.functional.conv{n}d (cuDNN)",
@@ -210,12 +212,41 @@ def _torch_dtype(node_type) -> str:
     return f"torch.{str(node_type.dtype.torch).split('.')[-1]}"
 
 
+MEMORY_FORMATS = {2: "torch.channels_last", 3: "torch.channels_last_3d"}
+"""torch's channels-last memory format for a conv of that many spatial dims."""
+
+
 def _conv_text(node: Node, args: Sequence[str]) -> str:
+    """The torch call of a conv extern. A `conv_nhwc` hands cuDNN its contiguous NHWC input
+    as a channels-last view (`permute`, no copy) and its weight channels-last (stored so once
+    per weight binding when only convs read it: `nhwc_weights`); cuDNN then returns
+    channels-last storage, whose permute back is the contiguous NHWC result (`.contiguous()`
+    copies only where a backend did not keep the format)."""
     n = node.type.rank - 2
+    x, w = args[0], args[1]
     bias = args[2] if len(args) > 2 else "None"
+    nhwc = get_op(node.op) is CONV_NHWC
+    if nhwc:
+        x = f"{x}.permute{(0, n + 1) + tuple(range(1, n + 1))}"
+        w = f"{w}.contiguous(memory_format={MEMORY_FORMATS[n]})" if n in MEMORY_FORMATS else w
     a = node.attrs
-    return (f"torch.nn.functional.conv{n}d({args[0]}, {args[1]}, {bias}, stride={tuple(a['stride'])}, "
+    call = (f"torch.nn.functional.conv{n}d({x}, {w}, {bias}, stride={tuple(a['stride'])}, "
             f"padding={tuple(a['padding'])}, dilation={tuple(a['dilation'])}, groups={a.get('groups', 1)})")
+    return f"{call}.permute{(0,) + tuple(range(2, n + 2)) + (1,)}.contiguous()" if nhwc else call
+
+
+def nhwc_weights(graph: Graph) -> frozenset[str]:
+    """State inputs read only as the weight of a `conv_nhwc` with a channels-last memory
+    format: the module stores them so when it takes the weights, not at every call."""
+    readers: dict[str, list[tuple[Node, int]]] = {}
+    for node in graph.nodes:
+        for i, o in enumerate(node.operands):
+            readers.setdefault(o, []).append((node, i))
+    return frozenset(
+        s.name for s in graph.state_inputs
+        if s.name not in graph.outputs and readers.get(s.name)
+        and all(get_op(n.op) is CONV_NHWC and i == 1 and n.type.rank - 2 in MEMORY_FORMATS
+                for n, i in readers[s.name]))
 
 
 def canonical_source(kernel: KernelCode) -> str:

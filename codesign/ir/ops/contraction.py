@@ -167,6 +167,57 @@ register(OpDef(
     attrs=CONV_ATTRS, doc="N-d convolution (1-3 spatial dims), NC* layout, zero padding"))
 
 
+# -- conv_nhwc: x[N, *spatial, C] ⊛ w[F, C/groups, *kernel] → y[N, *spatial, F] ---------------
+def _nhwc_to_nchw(t: TensorType) -> TensorType:
+    return TensorType((t.shape[0], t.shape[-1]) + t.shape[1:-1], t.dtype)
+
+
+def _conv_nhwc_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
+    """conv's shapes with the channel dim last on the input and the output; the weight keeps
+    conv's [F, C/groups, *kernel] (the parameter as the model holds it)."""
+    x, *rest = operands
+    y = _conv_infer([_nhwc_to_nchw(x), *rest], attrs)
+    return TensorType((y.shape[0],) + y.shape[2:] + (y.shape[1],), y.dtype)
+
+
+def _conv_nhwc_structure(ops: Sequence[TensorType], res: TensorType, attrs) -> Structure:
+    """Domain (n, *out, f, c, *kernel): conv's, with the output channel after the spatial dims."""
+    x, w = ops[0], ops[1]
+    nsp = x.rank - 2
+    cin = w.shape[1]
+    n = 2 + nsp + 1 + nsp
+    nd, outs, fd = Dim(0), [Dim(1 + i) for i in range(nsp)], Dim(1 + nsp)
+    cd = Dim(2 + nsp)
+    ks = [Dim(3 + nsp + i) for i in range(nsp)]
+    per_group = w.shape[0] // attrs["groups"]
+    channel = cd if attrs["groups"] == 1 else (fd // per_group) * cin + cd
+    x_map = AffineMap(n, (nd, *(outs[i] * attrs["stride"][i] + ks[i] * attrs["dilation"][i]
+                               - attrs["padding"][i] for i in range(nsp)), channel))
+    maps = [x_map, AffineMap(n, (fd, cd, *ks))]
+    if len(ops) == 3:
+        maps.append(AffineMap(n, (fd,)))
+    domain = (tuple(IterDim(s) for s in res.shape) + (IterDim(cin, IterKind.reduction),)
+              + tuple(IterDim(k, IterKind.reduction) for k in w.shape[2:]))
+    return Structure(domain, tuple(maps), AffineMap(n, (nd, *outs, fd)), "mul-add")
+
+
+def _conv_nhwc_run(call: Call) -> torch.Tensor:
+    x, *rest = call.args
+    to_first = (0, x.dim() - 1) + tuple(range(1, x.dim() - 1))
+    to_last = (0,) + tuple(range(2, x.dim())) + (1,)
+    y = _conv_run(Call([x.permute(to_first), *rest], call.attrs, _nhwc_to_nchw(call.type)))
+    return y.permute(to_last).contiguous()
+
+
+register(OpDef(
+    name="conv_nhwc", kind=OpKind.contraction, template=Template.conv,
+    traits=frozenset({Trait.anchor, Trait.may_read_outside}), min_operands=2, max_operands=3,
+    infer=_conv_nhwc_infer, run=_conv_nhwc_run, structure=_conv_nhwc_structure,
+    flops=lambda ops, res, at: 2 * res.numel * prod(ops[1].shape[1:]),
+    attrs=CONV_ATTRS, doc="conv with the channel dim last on input and output (NHWC; the weight stays "
+                          "[F, C/groups, *kernel]): what the channels-last pass runs on GPU targets"))
+
+
 # -- attention: softmax(q kᵀ · scale + mask) v ----------------------------------------------
 def _attention_infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
     q, k, v, *mask = operands
