@@ -434,7 +434,9 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     told of each step — capture, every pass, the expert schedule's solve — as it runs
     (`codesign compile` draws them on a terminal); None shows nothing. `reuse`: trace a
     model's repeated layers once and stamp out the rest (`capture(..., reuse=)`: the same
-    graph, so the same plan, in a fraction of the time); False traces every layer.
+    graph, so the same plan, in a fraction of the time) and fuse a few of them, applying the
+    decisions to every copy (`codesign.fusion.repeated`: the same groups and ledger); False
+    traces and fuses every layer.
     """
     if shapes not in SHAPES:
         raise ValueError(f"shapes={shapes!r} is not one of {', '.join(SHAPES)}")
@@ -452,6 +454,8 @@ def compile(model: torch.nn.Module | CapturedModel, example_inputs: Sequence[tor
     pipeline = COMPILE_PIPELINE if pipeline is None else pipeline
     manager = PassManager(pipeline, replace(instrumentation or Instrumentation(), progress=progress))
     options = dict(options or {})
+    if not reuse:
+        options.setdefault("reuse", False)  # the passes that reuse a layer's decisions (fuse) decide every layer
     if must_fuse:
         if "fuse" not in [p.name for p in manager.passes]:
             raise ValueError(f"must_fuse needs the fuse pass, which pipeline {manager.pipeline_text!r} lacks")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field, replace
-from typing import ClassVar
+from typing import ClassVar, Iterable, Sequence
 
 from codesign.cost.model import CostModel
 from codesign.cost.traffic import TiledReread
@@ -23,11 +23,12 @@ from codesign.fusion.legality import Verdict, check_layer, check_merge, cycle_ve
 from codesign.fusion.partition import Partition
 from codesign.fusion.pointwise import Figures, PointwiseCosts, Sums
 from codesign.fusion.policy import FusionPolicy, Score
+from codesign.fusion.repeated import Decisions, Record, shorten
 from codesign.ir.graph import Graph, Group
 from codesign.ir.kernels import Kernel, group_kind, kernels
 from codesign.ir.plan import GroupPlan
 from codesign.ir.repeats import kernel_signature
-from codesign.passes.manager import PassContext
+from codesign.passes.manager import Ledger, PassContext
 from codesign.passes.registry import Pass, PipelineError, register_pass
 
 
@@ -284,7 +285,7 @@ def _cycle_paths(graph: Graph, merges: list[tuple[str, str]],
     return verdicts
 
 
-def stream_layers(part: Partition, costs: _Costs, policy: FusionPolicy, ctx: PassContext,
+def stream_layers(part: Partition, costs: _Costs, policy: FusionPolicy, ledger: Ledger,
                   pass_name: str) -> set[str]:
     """Dataflow step: each repeated block becomes one kernel when legal, fits, and pays.
 
@@ -308,7 +309,7 @@ def stream_layers(part: Partition, costs: _Costs, policy: FusionPolicy, ctx: Pas
         subject = f"layer {block}"
         verdict = check_layer(part, keys)
         if not verdict.legal:
-            ctx.ledger.record(pass_name, subject, "refused", f"rule '{verdict.rule}': {verdict.detail}",
+            ledger.record(pass_name, subject, "refused", f"rule '{verdict.rule}': {verdict.detail}",
                               rule=verdict.rule, groups=len(keys))
             continue
         merged = part.kernel_of([n for k in keys for n in part.members[k]])
@@ -317,12 +318,12 @@ def stream_layers(part: Partition, costs: _Costs, policy: FusionPolicy, ctx: Pas
         data = dict(rule="stream-layer", groups=len(keys), nodes=len(merged.nodes), working_set=ws.bytes,
                     capacity=capacity, separate_time=separate, fused_time=fused)
         if ws.bytes > capacity:
-            ctx.ledger.record(pass_name, subject, "refused",
+            ledger.record(pass_name, subject, "refused",
                               f"rule 'capacity': stage buffers need {ws.bytes} B, SRAM holds {capacity} B",
                               **{**data, "rule": "capacity"})
             continue
         if fused >= separate - policy.min_saving:
-            ctx.ledger.record(pass_name, subject, "refused",
+            ledger.record(pass_name, subject, "refused",
                               f"rule 'slowdown': fused {fused * 1e6:.3f} us vs separate {separate * 1e6:.3f} us",
                               **{**data, "rule": "slowdown"})
             continue
@@ -330,28 +331,54 @@ def stream_layers(part: Partition, costs: _Costs, policy: FusionPolicy, ctx: Pas
         for k in keys[1:]:
             survivor = part.merge(survivor, k)
         layers.add(survivor)
-        ctx.ledger.record(pass_name, subject, "fused",
+        ledger.record(pass_name, subject, "fused",
                           f"{len(merged.nodes)} ops stream as one kernel; {separate / fused:.2f}x faster predicted",
                           **data)
     return layers
 
 
-def apply_partition(graph: Graph, part: Partition, layer_keys: set[str]) -> Graph:
-    """The graph with every multi-node group declared and nodes in kernel order."""
-    groups, assignment = [], {}
-    for members in part.groups():
+def apply_groups(graph: Graph, groups: Iterable[tuple[Sequence[str], bool]]) -> Graph:
+    """The graph with every multi-node group declared and nodes in kernel order. `groups`:
+    (member names in graph order, whether it streams as a layer kernel), in graph order of
+    their first members."""
+    declared, assignment = [], {}
+    nodes = graph.node_map()
+    for members, layer in groups:
         if len(members) < 2:
             continue
-        gid = len(groups)
-        nodes = [part.nodes[n] for n in members]
-        kind, anchor = group_kind(nodes, part.group_of(members[0]) in layer_keys)
-        groups.append(Group(gid, GroupPlan(kind=kind, anchor=anchor)))
+        gid = len(declared)
+        kind, anchor = group_kind([nodes[n] for n in members], layer)
+        declared.append(Group(gid, GroupPlan(kind=kind, anchor=anchor)))
         for n in members:
             assignment[n] = gid
     grouped = graph.with_nodes([n.with_(group=assignment.get(n.name)) for n in graph.nodes])
-    grouped = Graph(grouped.name, grouped.inputs, grouped.nodes, grouped.outputs, tuple(groups))
+    grouped = Graph(grouped.name, grouped.inputs, grouped.nodes, grouped.outputs, tuple(declared))
     ordered = [n for k in kernels(grouped) for n in k.nodes]
-    return Graph(grouped.name, grouped.inputs, tuple(ordered), grouped.outputs, tuple(groups))
+    return Graph(grouped.name, grouped.inputs, tuple(ordered), grouped.outputs, tuple(declared))
+
+
+def decide(graph: Graph, cost: CostModel, policy: FusionPolicy, pass_name: str) -> Decisions:
+    """What fusing `graph` decides: the greedy merges, then (where the policy streams
+    layers) each repeated block as one kernel; the ledger records in the order written."""
+    costs = _Costs(Partition(graph), cost)
+    part, evaluations = greedy_fuse(graph, cost, policy, costs)
+    edges = []
+    for subject in sorted(evaluations, key=lambda s: _edge_order(part, evaluations[s])):
+        ev = evaluations[subject]
+        if ev.decision == "already-fused":
+            continue
+        edges.append(Record(subject, "fused" if ev.decision in ("fused", "fuse") else "refused",
+                            ev.reason() if ev.decision not in ("fused", "fuse") else ev.verdict.rule,
+                            dict(rule=_rule_of(ev), legal=ev.verdict.legal, working_set=ev.capacity_bytes,
+                                 capacity=ev.capacity_limit, separate_time=ev.separate_time,
+                                 fused_time=ev.fused_time, score=ev.score)))
+    layer_keys: set[str] = set()
+    streamed = Ledger()
+    if policy.keep_blocks_apart:
+        layer_keys = stream_layers(part, costs, policy, streamed, pass_name)
+    layers = tuple(Record(d.subject, d.choice, d.reason, dict(d.data)) for d in streamed)
+    groups = tuple((tuple(m), part.group_of(m[0]) in layer_keys) for m in part.groups())
+    return Decisions(groups, tuple(edges), layers)
 
 
 @register_pass
@@ -365,6 +392,9 @@ class Fuse(Pass):
     min_saving: float = 0.0
     stream_layers: bool = True
     must_fuse: tuple[str, ...] = ()
+    reuse: bool = field(default=True, metadata={
+        "doc": "decide fusion once for a few of a model's repeated layers and apply it to every copy "
+               "(codesign.fusion.repeated; the same groups and ledger as fusing every layer)"})
     model: str = field(default="ideal", metadata={
         "doc": "the cost model profitability asks: ideal (peaks) or calibrated (the target's calibration). "
                "Ideal by default: on the H200 the calibrated decisions ran GPT-2 3% and an MLP block 6% "
@@ -386,21 +416,16 @@ class Fuse(Pass):
         policy = FusionPolicy(self.min_saving, streaming)
         target = ctx.target if self.model == "calibrated" else ctx.target.model_copy(update={"calibration": None})
         cost = CostModel(target)
-        costs = _Costs(Partition(graph), cost)
-        part, evaluations = greedy_fuse(graph, cost, policy, costs)
-        for subject in sorted(evaluations, key=lambda s: _edge_order(part, evaluations[s])):
-            ev = evaluations[subject]
-            if ev.decision == "already-fused":
-                continue
-            ctx.ledger.record(self.name, subject, "fused" if ev.decision in ("fused", "fuse") else "refused",
-                              ev.reason() if ev.decision not in ("fused", "fuse") else ev.verdict.rule,
-                              rule=_rule_of(ev), legal=ev.verdict.legal, working_set=ev.capacity_bytes,
-                              capacity=ev.capacity_limit, separate_time=ev.separate_time,
-                              fused_time=ev.fused_time, score=ev.score)
-        layer_keys: set[str] = set()
-        if streaming:
-            layer_keys = stream_layers(part, costs, policy, ctx, self.name)
-        result = apply_partition(graph, part, layer_keys)
+        decided = None
+        if self.reuse and ctx.options.get("reuse", True):
+            short = shorten(graph)  # decide for a few of the repeated layers, apply to all
+            if short is not None:
+                decided = short.expand(decide(short.graph, cost, policy, self.name))
+        if decided is None:
+            decided = decide(graph, cost, policy, self.name)
+        for r in decided.edges + decided.layers:
+            ctx.ledger.record(self.name, r.subject, r.choice, r.reason, **r.data)
+        result = apply_groups(graph, decided.groups)
         must_fuse = self.must_fuse or tuple(ctx.options.get("must_fuse", ()))
         if must_fuse:
             _check_must_fuse(result, must_fuse, ctx, self.name)
