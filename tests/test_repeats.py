@@ -112,3 +112,46 @@ def _timeless(ledger) -> list:
             data["plan"] = replace(data["plan"], solve_seconds=0.0)
         out.append((d.pass_name, d.subject, d.choice, d.reason, data))
     return out
+
+
+# -- the printed IR marks the repetition ------------------------------------------------------
+def _marks(text: str) -> list[tuple[str, str]]:
+    """(mark, the line after it) for every `// repeat` comment of a printed graph."""
+    lines = text.splitlines()
+    return [(line.strip(), lines[i + 1].strip()) for i, line in enumerate(lines) if line.strip().startswith("// repeat")]
+
+
+@pytest.mark.parametrize("stage", ["captured", "compiled"])
+def test_printed_ir_marks_the_repeated_layers_and_round_trips(llama4, stage):
+    """Captured, and after every pass (groups, tiles, the dataflow mapping naming its stages,
+    tiers): one mark before the first node of the run, naming its blocks; the text parses back
+    to the same graph and prints to the same bytes; without the marks (an old file) it parses
+    to the same graph too."""
+    from codesign.ir.parser import parse_graph
+    model, inputs, captured, _ = llama4
+    graph = captured.graph if stage == "captured" else codesign.compile(model, inputs, target="sn40l").graph
+    text = print_graph(graph)
+    (run,) = repetitions(graph)
+    first, last = run.blocks[0], run.blocks[-1]
+    ((mark, after),) = _marks(text)
+    assert mark == (f"// repeat {first.path}..{last.index}: {run.count} blocks of {len(first)} nodes, "
+                    f"each the structure of {first.path}")
+    assert after.startswith(f"%{graph.nodes[first.start].name} = ")
+    assert run.count >= 3
+    assert parse_graph(text) == graph
+    assert print_graph(parse_graph(text)) == text
+    old = "\n".join(line for line in text.splitlines() if not line.strip().startswith("//")) + "\n"
+    assert parse_graph(old) == graph
+
+
+def test_a_changed_layer_ends_the_marked_run(llama4):
+    from dataclasses import replace
+    graph = llama4[3].graph
+    b = repetitions(graph)[0].blocks
+    i = next(i for i in range(b[2].start, b[2].stop) if graph.nodes[i].op == "attention")
+    node = graph.nodes[i]
+    changed = replace(graph, nodes=graph.nodes[:i] + (node.with_(attrs={**node.attrs, "causal": False}),)
+                      + graph.nodes[i + 1:])
+    marks = [m for m, _ in _marks(print_graph(changed))]
+    assert marks == [f"// repeat {b[0].path}..{b[1].index}: 2 blocks of {len(b[0])} nodes, each the structure of "
+                     f"{b[0].path}"]

@@ -8,7 +8,13 @@ graph @mlp(%x: f32[4,16], %fc1.weight: f32[32,16] param) -> (f32[4,32]) {
 }
 ```
 Attributes print sorted by key, floats with `repr` (which round-trips), so the same
-graph always prints to the same bytes.
+graph always prints to the same bytes. A run of repeated layers (`ir.repeats.repetitions`)
+is marked by a comment line before its first node, which the parser skips as it skips any
+`//` comment:
+
+```
+  // repeat model.layers.0..79: 80 blocks of 56 nodes, each the structure of model.layers.0
+```
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import math
 
 from codesign.ir.graph import AttrValue, Graph, Input, InputKind, Node
+from codesign.ir.repeats import Repetition, repetitions
 
 INDENT = "  "
 
@@ -74,13 +81,23 @@ def format_node(node: Node, indent: str) -> list[str]:
     return lines
 
 
+def repeat_comment(repetition: Repetition) -> str:
+    """The comment line marking a run of repeated layers (see the module docstring)."""
+    first, last = repetition.blocks[0], repetition.blocks[-1]
+    return (f"// repeat {first.path}..{last.index}: {repetition.count} blocks of {len(first)} nodes, "
+            f"each the structure of {first.path}")
+
+
 def format_graph_lines(graph: Graph, indent: str = "") -> list[str]:
     inputs = ", ".join(format_input(i) for i in graph.inputs)
     results = ", ".join(str(t) for t in graph.output_types())
     lines = [f"{indent}graph @{graph.name}({inputs}) -> ({results}) {{"]
     for group in graph.groups:
         lines.append(f"{indent}{INDENT}group {group.id}{format_attrs(group.attrs)}")
-    for node in graph.nodes:
+    marks = {r.blocks[0].start: repeat_comment(r) for r in repetitions(graph)}
+    for i, node in enumerate(graph.nodes):
+        if i in marks:
+            lines.append(f"{indent}{INDENT}{marks[i]}")
         lines += format_node(node, indent + INDENT)
     lines.append(f"{indent}{INDENT}return " + ", ".join(f"%{o}" for o in graph.outputs))
     lines.append(f"{indent}}}")

@@ -17,10 +17,11 @@ first indexed prefix (`model.layers.7`), as `codesign.fusion.policy` reads layer
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 from codesign.ir.graph import Graph, Input, Node
+from codesign.ir.plan import GroupPlan
 from codesign.ir.types import TensorType
 
 _INDEXED = re.compile(r"^(.*?)\.(\d+)(?:\.|$)")
@@ -102,11 +103,20 @@ def signature(graph: Graph, block: Block, previous: Block | None = None,
                 refs.append(("state", inp.kind.value, inp.type, relative(o, path), relative(inp.source, path)))
             else:
                 refs.append(("outer", o))
-        group = groups[node.group].plan if node.group is not None else None
+        group = _plan_modulo_names(groups[node.group].plan, local) if node.group is not None else None
         rows.append((node.op, tuple(sorted(node.attrs.items())), node.type, tuple(refs),
                      tuple(_region_text(r) for r in node.regions), relative(node.loc, path),
                      node.group is not None, group))
     return tuple(rows)
+
+
+def _plan_modulo_names(plan: GroupPlan, local: Mapping[str, int]) -> GroupPlan:
+    """A group plan with the node names it holds (its anchor, the mapping's stages) written
+    as positions in the block, so that two layers' equal plans compare equal."""
+    def position(name: str | None) -> str | None:
+        return f"#{local[name]}" if name in local else name  # "#" starts no value name
+    stages = tuple(position(n) for n in plan.map_stages) if plan.map_stages is not None else None
+    return replace(plan, anchor=position(plan.anchor), map_stages=stages)
 
 
 def _region_text(region: Graph) -> str:
