@@ -12,6 +12,7 @@ results are written after every case, so a run cut short keeps what it finished.
     python benchmarks/model_zoo_gpu.py --out benchmarks/results/model_zoo_h200.json
     python benchmarks/model_zoo_gpu.py --only llama_b1,gpt2 --no-compile
     python benchmarks/model_zoo_gpu.py --quick --only bert     # small shapes (CPU: C++ backend)
+    python benchmarks/model_zoo_gpu.py --only convnext,vae_decoder --ab-channels-last   # NHWC vs NCHW convs
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="small shapes (a smoke test)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
     p.add_argument("--no-graphs", action="store_true", help="codesign without CUDA graphs")
+    p.add_argument("--ab-channels-last", action="store_true",
+                   help="also time codesign with the channels-last pass off (channels-last{when=never}), same run")
     p.add_argument("--out", default=None, help="results JSON (merged with an existing file: cases replaced)")
     return p.parse_args()
 
@@ -257,6 +260,16 @@ def run_case(name: str, args) -> dict:
         row["rel_err_ours"] = rel_err(cm(*fresh16), ref)
         row["eager_ms"] = bench(lambda: model16(*fresh16))
         row["ours_ms"] = bench(lambda: cm(*fresh16))
+        row["channels_last_convs"] = sum(d.pass_name == "channels-last" and d.choice == "nhwc" for d in cm.ledger)
+        if args.ab_channels_last and row["channels_last_convs"]:
+            from codesign.compiler import COMPILE_PIPELINE
+            off = codesign.compile(model16, x16, target="h200" if CUDA else "cpu-host",
+                                   pipeline=COMPILE_PIPELINE.replace("channels-last", "channels-last{when=never}"),
+                                   backend_options={"triton": {"cuda_graphs": not args.no_graphs}})
+            row["rel_err_ours_nchw"] = rel_err(off(*fresh16), ref)
+            row["ours_nchw_ms"] = bench(lambda: off(*fresh16))
+            row["channels_last_gain"] = row["ours_nchw_ms"] / row["ours_ms"]  # > 1: NHWC is faster
+            del off
         if not args.no_compile:
             for key, mode in (("compile", "default"), ("compile_ro", "reduce-overhead")):
                 try:
