@@ -36,6 +36,7 @@ class Place(Pass):
     workers: int = 2
     deterministic: bool = False
     progress: bool = False
+    repeat: bool = True  # a repetition's middle layers rest as one layer does (placement.repeated)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -59,7 +60,7 @@ class Place(Pass):
             raise PipelineError("the place pass needs a target (pass --target, or compile(..., target=...))")
         plan = place(graph, target, method=self.method, split=self.split, reserve=self.reserve, stage=self.stage,
                      time_limit=self.time_limit, workers=self.workers, deterministic=self.deterministic,
-                     progress=self.progress)
+                     progress=self.progress, repeat=self.repeat and ctx.options.get("reuse", True))
         home = home_tier(target)
         for t in plan.tensors:
             if t.shares and (t.split or t.tier != home):

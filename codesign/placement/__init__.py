@@ -8,6 +8,7 @@ the home tier or a slower one — and at which address, jointly for all tiers:
   (the cost model's roofline with per-tensor tiers, DMA staging, tensor-parallel sockets);
 * :mod:`.greedy` — the SN40L spill rule (the baseline and the ILP's warm start);
 * :mod:`.ilp` — the CP-SAT model (and brute force, for tests);
+* :mod:`.repeated` — a repetition's middle layers tied to one steady-state layer's tiers;
 * :mod:`.offsets` — buffer offsets per tier (best-fit; exact NoOverlap2D for small tiers);
 * :mod:`.planner` — `place()`, `apply_tiers()`, infeasibility diagnosis;
 * :mod:`.plan`, :mod:`.report` — the plan as data, the tables and the memory plot.

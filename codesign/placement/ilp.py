@@ -62,10 +62,12 @@ def _watch(on_solution: Callable[[float, float, float], None] | None, tau: float
 
 def solve(problem: Problem, hint: Mapping[str, Mapping[str, int]] | None = None, *,
           time_limit: float = 20.0, workers: int = 2, deterministic: bool = False,
-          on_solution: Callable[[float, float, float], None] | None = None) -> Solved:
+          on_solution: Callable[[float, float, float], None] | None = None,
+          tie: Mapping[str, str] | None = None) -> Solved:
     """Solve the placement ILP; `hint` (an assignment, usually the greedy one) warm-starts it.
 
     `deterministic`: one worker and a deterministic-time limit, so reruns give the same plan.
+    `tie`: tensor -> tensor whose tiers it takes (`x[copy, t] == x[template, t]`; equal tiers).
     """
     started = time.perf_counter()
     n = len(problem.steps)
@@ -89,6 +91,10 @@ def solve(problem: Problem, hint: Mapping[str, Mapping[str, int]] | None = None,
             ub[id(var)] = kv
             vars_.append(var)
         m.Add(sum(vars_) == kv)
+    tiers_of = {v.name: v.tiers for v in problem.tensors}
+    for copy, template in (tie or {}).items():  # a repeated layer's tensor rests where its template's does
+        for t in tiers_of[copy]:
+            m.Add(x[copy, t] == x[template, t])
     # gather contributions, in units of 1/K of a tensor
     always: dict[str, list] = {t: [] for t in problem.tier_names}
     intervals: dict[str, list] = {t: [] for t in problem.tier_names}

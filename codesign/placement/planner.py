@@ -16,6 +16,7 @@ from codesign.placement.ilp import exhaustive, solve
 from codesign.placement.offsets import Buffer, assign_offsets, peak_live
 from codesign.placement.plan import PlacementPlan, StepTime, TensorPlacement, TierUse
 from codesign.placement.problem import Evaluation, Problem, build_problem, contribution, evaluate
+from codesign.placement.repeated import ties
 from codesign.targets.units import format_bytes
 
 METHODS = ("ilp", "greedy", "exhaustive")
@@ -120,8 +121,9 @@ def finish(problem: Problem, assignment, *, method: str, status: str, greedy_tim
 
 def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 20.0, workers: int = 2,
                   deterministic: bool = False, exact_limit: int = 24, progress: bool = False,
-                  target=None) -> PlacementPlan:
-    """Place a `Problem` (built from a graph, or synthetic).
+                  target=None, tie: Mapping[str, str] | None = None) -> PlacementPlan:
+    """Place a `Problem` (built from a graph, or synthetic). `tie`: tensors the ILP rests
+    where another does (`placement.repeated.ties`: a repeated layer's copies).
 
     When the live bytes fit but the address layout does not (fragmentation), place again
     with those tiers shrunk (by twice the overshoot, at least 1%, 2%, 4% ...), up to
@@ -130,7 +132,8 @@ def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 
     seconds = 0.0  # all attempts count
     for attempt in range(LAYOUT_RETRIES + 1):
         plan = _place_once(problem, method=method, time_limit=time_limit, workers=workers,
-                           deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target)
+                           deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target,
+                           tie=tie)
         seconds += plan.solve_seconds
         over = {u.tier: u.peak_address - capacity[u.tier] for u in plan.tiers if u.peak_address > capacity[u.tier]}
         if not over:
@@ -149,7 +152,7 @@ def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 
 
 
 def _place_once(problem: Problem, *, method: str, time_limit: float, workers: int, deterministic: bool,
-                exact_limit: int, progress: bool, target) -> PlacementPlan:
+                exact_limit: int, progress: bool, target, tie: Mapping[str, str] | None = None) -> PlacementPlan:
     if method not in METHODS:
         raise ValueError(f"placement method {method!r} is not one of {', '.join(METHODS)}")
     import time as _time
@@ -173,7 +176,7 @@ def _place_once(problem: Problem, *, method: str, time_limit: float, workers: in
                       bound=best_time, gap=0.0, seconds=_time.perf_counter() - started, exact_limit=exact_limit)
     with _Progress(progress, problem, time_limit) as watch:
         solved = solve(problem, base, time_limit=time_limit, workers=workers, deterministic=deterministic,
-                       on_solution=watch.update)
+                       on_solution=watch.update, tie=tie)
     if solved.assignment is None:
         if base is None:
             raise diagnose(problem, failure.evaluation, failure.assignment, target)
@@ -194,13 +197,16 @@ LAYOUT_RETRIES = 5  # re-placements with a tier shrunk by its layout's overshoot
 
 def place(graph: Graph, target, *, method: str = "ilp", split: int = 4, reserve: float = 0.5,
           stage: float = 1 / 16, time_limit: float = 20.0, workers: int = 2, deterministic: bool = False, exact_limit: int = 24,
-          progress: bool = False, cost_model=None) -> PlacementPlan:
-    """Place every tensor of a (tiled) graph in the target's tiers; see `codesign.placement`."""
+          progress: bool = False, cost_model=None, repeat: bool = True) -> PlacementPlan:
+    """Place every tensor of a (tiled) graph in the target's tiers; see `codesign.placement`.
+    `repeat`: the middle layers of a repetition rest as one steady-state layer does
+    (`placement.repeated`); False searches every layer's tiers apart."""
     from codesign.targets import Target, load_target
     target = target if isinstance(target, Target) else load_target(target)
     problem = build_problem(graph, target, cost_model=cost_model, split=split, reserve=reserve, stage=stage)
     return place_problem(problem, method=method, time_limit=time_limit, workers=workers,
-                         deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target)
+                         deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target,
+                         tie=ties(graph, problem) if repeat else None)
 
 
 def apply_tiers(graph: Graph, plan: PlacementPlan, target) -> Graph:
