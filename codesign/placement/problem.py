@@ -35,6 +35,7 @@ floating point; the greedy, the ILP and brute force all report through it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Mapping, Sequence
 
 from codesign.ir.graph import Graph, InputKind
@@ -115,9 +116,9 @@ class Problem:
             if not t.tiers:
                 raise ValueError(f"tensor {t.name!r} ({t.kind}) has no tier that holds {t.kind}")
 
-    @property
+    @cached_property
     def tier_names(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.tiers)
+        return tuple(t.name for t in self.tiers)  # asked for every contribution: computed once
 
     def tier(self, name: str) -> TierSpec:
         return next(t for t in self.tiers if t.name == name)
