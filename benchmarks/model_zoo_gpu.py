@@ -47,7 +47,8 @@ def parse_args():
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baselines")
     p.add_argument("--no-graphs", action="store_true", help="codesign without CUDA graphs")
     p.add_argument("--ab-channels-last", action="store_true",
-                   help="also time codesign with the channels-last pass off (channels-last{when=never}), same run")
+                   help="also time codesign with the channels-last pass off (channels-last{when=never}) and, "
+                        "where it kept convs, on every conv (when=always), same run")
     p.add_argument("--out", default=None, help="results JSON (merged with an existing file: cases replaced)")
     return p.parse_args()
 
@@ -261,7 +262,7 @@ def run_case(name: str, args) -> dict:
         row["eager_ms"] = bench(lambda: model16(*fresh16))
         row["ours_ms"] = bench(lambda: cm(*fresh16))
         row["channels_last_convs"] = sum(d.pass_name == "channels-last" and d.choice == "nhwc" for d in cm.ledger)
-        if args.ab_channels_last and row["channels_last_convs"]:
+        if args.ab_channels_last and any(d.pass_name == "channels-last" for d in cm.ledger):
             from codesign.compiler import COMPILE_PIPELINE
             off = codesign.compile(model16, x16, target="h200" if CUDA else "cpu-host",
                                    pipeline=COMPILE_PIPELINE.replace("channels-last", "channels-last{when=never}"),
@@ -270,6 +271,13 @@ def run_case(name: str, args) -> dict:
             row["ours_nchw_ms"] = bench(lambda: off(*fresh16))
             row["channels_last_gain"] = row["ours_nchw_ms"] / row["ours_ms"]  # > 1: NHWC is faster
             del off
+            if any(d.pass_name == "channels-last" and d.choice == "kept" for d in cm.ledger):
+                every = codesign.compile(model16, x16, target="h200" if CUDA else "cpu-host",
+                                         pipeline=COMPILE_PIPELINE.replace("channels-last", "channels-last{when=always}"),
+                                         backend_options={"triton": {"cuda_graphs": not args.no_graphs}})
+                row["rel_err_ours_nhwc_all"] = rel_err(every(*fresh16), ref)
+                row["ours_nhwc_all_ms"] = bench(lambda: every(*fresh16))  # every conv NHWC (when=always)
+                del every
         if not args.no_compile:
             for key, mode in (("compile", "default"), ("compile_ro", "reduce-overhead")):
                 try:

@@ -106,7 +106,10 @@ def test_blocks_match_eager_on_the_triton_backend(name):
     model, x = _model(name)
     cm = codesign.compile(model, (x,), target="h200", backend="triton")
     convs = _ops(cm.graph, "conv_nhwc")
-    assert convs and not _ops(cm.graph, "conv")
+    kept = [d for d in cm.ledger if d.pass_name == "channels-last" and d.choice == "kept"]
+    assert convs and len(_ops(cm.graph, "conv")) == len(kept)
+    assert all("alone in its NHWC region" in d.reason for d in kept)
+    assert len(kept) == (1 if name == "vae" else 0)  # the first conv sits between two group norms
     for seed in (1, 2):  # fresh inputs, not the example
         fresh = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
@@ -208,6 +211,36 @@ def test_conv_nhwc_reference_is_conv_on_permuted_data():
         verify(parse_graph(text.replace("f32[6,2,3,3]", "f32[6,3,3,3]")))
 
 
+def test_rewrite_is_exact_through_pad_batch_norm_broadcasts_and_permutes():
+    """Every rule at once, in the interpreter: a zero pad and an eval batch norm between the
+    convs run on NHWC rows, a broadcast scale, a residual, the model's own permutes."""
+    graph = parse_graph("""graph @g(%x: f32[2,4,5,5], %w1: f32[6,4,3,3] param, %w2: f32[6,6,3,3] param, %m: f32[6], %v: f32[6], %s: f32[6,1,1], %k: f32[1,5,5,6]) -> (f32[2,6,3,3], f32[2,6,5,5]) {
+  %c1 = conv(%x, %w1) {dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]} : f32[2,6,5,5]
+  %n = batch_norm(%c1, %m, %v) {eps = 1e-05} : f32[2,6,5,5]
+  %t = permute(%n) {perm = [0, 2, 3, 1]} : f32[2,5,5,6]
+  %u = mul(%t, %k) : f32[2,5,5,6]
+  %b = permute(%u) {perm = [0, 3, 1, 2]} : f32[2,6,5,5]
+  %a = add(%b, %c1) : f32[2,6,5,5]
+  %q = mul(%a, %s) : f32[2,6,5,5]
+  %p = pad(%q) {pads = [0, 0, 0, 0, 1, 0, 0, 1], value = 0.0} : f32[2,6,6,6]
+  %c2 = conv(%p, %w2) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [2, 2]} : f32[2,6,2,2]
+  %r = relu(%c2) : f32[2,6,2,2]
+  %o = pad(%r) {pads = [0, 0, 0, 0, 0, 1, 1, 0], value = 0.0} : f32[2,6,3,3]
+  return %o, %a
+}""")
+    ctx = PassContext(target=load_target("h200"))
+    out = PassManager("channels-last").run(graph, ctx)
+    assert len(_ops(out, "conv_nhwc")) == 2 and not _ops(out, "conv")
+    assert [tuple(p.attrs["perm"]) for p in _ops(out, "permute")].count((0, 3, 1, 2)) == 2  # the outputs only
+    gen = torch.Generator().manual_seed(5)
+    inputs = [torch.randn(i.type.shape, generator=gen) for i in graph.runtime_inputs]
+    state = {i.name: torch.randn(i.type.shape, generator=gen) for i in graph.state_inputs}
+    index = [i.name for i in graph.runtime_inputs].index("v")
+    inputs[index] = inputs[index].abs() + 0.5  # a variance
+    for got, want in zip(run_graph(out, inputs, state), run_graph(graph, inputs, state)):
+        assert rel_err(got, want) <= TOL
+
+
 def test_layout_free_ops_are_read_off_their_structure():
     graph = parse_graph("""graph @g(%x: f32[2,4,3,3], %m: f32[4], %v: f32[4], %s: f32[4,1,1]) -> (f32[2,4,3,3], f32[2,4,3,3]) {
   %a = mul(%x, %s) : f32[2,4,3,3]
@@ -232,5 +265,7 @@ def test_pass_options_are_checked():
     assert print_graph(out) == print_graph(graph)
     assert "no target" in list(ctx.ledger)[0].reason
     ctx = PassContext(target=load_target("h200"))
-    out = PassManager("channels-last").run(graph, ctx)
+    out = PassManager("channels-last").run(graph, ctx)  # a lone conv: only conversions around it
+    assert print_graph(out) == print_graph(graph) and "alone in its NHWC region" in list(ctx.ledger)[0].reason
+    out = PassManager("channels-last{when=always}").run(graph, ctx)
     assert [n.op for n in out.nodes] == ["permute", "conv_nhwc", "permute"]

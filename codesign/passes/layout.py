@@ -15,7 +15,9 @@ between two convs the data stays NHWC and no permute is left there:
   operand such as a `[C, 1, 1]` scale is reshaped and permuted, a tiny tensor);
 - a permute of an NHWC value composes with it (a model's own `permute(0, 2, 3, 1)`, as
   ConvNeXt does before its LayerNorm, cancels: it reads the NHWC value itself);
-- every other op (GroupNorm, BatchNorm, pooling, upsampling, reductions) reads the NCHW form,
+- an eval BatchNorm is per channel: on NHWC data it is the same op on the rows
+  `[N·H·W, C]` (two reshapes, free index maps); a constant pad reorders its pads;
+- every other op (GroupNorm, pooling, upsampling, reductions) reads the NCHW form,
   `permute(v_nhwc, NHWC→NCHW)`, a layout op that fusion folds into that op's kernel as an
   index map; it is made only where some reader needs it.
 
@@ -26,7 +28,10 @@ a backend stores it channels-last when it binds the weights (the Triton backend,
 binding), and a live weight update is seen as in eager.
 
 With `when=auto` (the compile pipeline) the rewrite is made where the target enables it
-(`Target.channels_last_conv`: on for gpu targets); `always` rewrites every 2-D conv;
+(`Target.channels_last_conv`: on for gpu targets), for the convs that share an NHWC region
+with another conv (a region: what stays connected once the conversions are taken out); a
+conv alone in its region (between two GroupNorms, which read NCHW) would only get
+conversions around it, so it is kept. `always` rewrites every 2-D conv;
 `never` is the off switch (for A/B measurements). Every conv is in the ledger (rewritten or
 kept, why, its predicted time: the roofline prices both layouts alike, so the gain is the
 library's, not the model's), and the graph's summary counts the layout conversions left.
@@ -51,7 +56,8 @@ from codesign.passes.registry import Pass, register_pass
 WHEN = ("auto", "always", "never")
 TO_LAST = (0, 2, 3, 1)  # NCHW -> NHWC
 TO_FIRST = (0, 3, 1, 2)  # NHWC -> NCHW
-CONV, CONV_NHWC, PERMUTE = (get_op(name) for name in ("conv", "conv_nhwc", "permute"))
+CONV, CONV_NHWC, PERMUTE, PAD, BATCH_NORM = (get_op(name) for name in
+                                            ("conv", "conv_nhwc", "permute", "pad", "batch_norm"))
 
 
 def why_not_nhwc(node: Node, types: Mapping[str, TensorType]) -> str | None:
@@ -99,6 +105,7 @@ class _Layouts:
         self.rename: dict[str, str] = {}  # a permute that cancels reads the NHWC value itself
         self.graph = graph  # the result, once built
         self.to_last = self.to_first = 0  # layout conversions made
+        self.conversions: set[str] = set()  # the permutes this pass made between the layouts
 
     def resolve(self, value: str) -> str:
         return self.rename.get(value, value)
@@ -108,6 +115,7 @@ class _Layouts:
         node = self.pending.pop(value, None)
         if node is not None:
             self.b.nodes.append(node)
+            self.conversions.add(node.name)
             self.to_first += 1
         return value
 
@@ -115,6 +123,7 @@ class _Layouts:
         """The twin of 4-D `value`: the NHWC value itself when known, else a permute of it."""
         if value not in self.twin:
             self.twin[value] = self.b.add("permute", [self.nchw(value)], {"perm": TO_LAST}, hint=f"{value}.nhwc")
+            self.conversions.add(self.twin[value])
             self.to_last += 1
         return self.twin[value]
 
@@ -130,6 +139,7 @@ class _Layouts:
             if t.rank < rank:
                 v = self.b.reshape(v, (1,) * (rank - t.rank) + t.shape)
             self.converted[value] = self.b.add("permute", [v], {"perm": TO_LAST}, hint=f"{value}.nhwc")
+            self.conversions.add(self.converted[value])
         return self.converted[value]
 
     def defer_nchw(self, original: Node, nhwc: str) -> None:
@@ -183,16 +193,32 @@ class ChannelsLast(Pass):
         if not chosen:
             return graph
         out = _rewrite(graph, chosen)
-        self._ledger(graph, out, chosen, ctx)
+        regions = _regions(out, chosen)
+        if self.when == "auto":
+            alone = {c for c in chosen if regions[c][1] == 1}
+            for n in convs:
+                if n.name in alone:
+                    ctx.ledger.record(self.name, f"%{n.name}", "kept",
+                                      "alone in its NHWC region: its input and output would be converted around "
+                                      "it and nothing cancels (channels-last{when=always} rewrites it)")
+            if alone:
+                chosen -= alone
+                if not chosen:
+                    return graph
+                out = _rewrite(graph, chosen)
+                regions = _regions(out, chosen)
+        self._ledger(graph, out, chosen, regions, ctx)
         return out.graph
 
-    def _ledger(self, before: Graph, out: "_Layouts", chosen: set[str], ctx: PassContext) -> None:
+    def _ledger(self, before: Graph, out: "_Layouts", chosen: set[str], regions: Mapping[str, tuple[int, int]],
+                ctx: PassContext) -> None:
         """One entry per rewritten conv (its predicted time in both layouts), one for the graph
         (conversions left, their predicted time)."""
         target, types = ctx.target, out.b.types
         nodes = {n.name: n for n in out.b.nodes}
         for conv in (n for n in before.nodes if n.name in chosen):
-            data: dict = {"nhwc": out.twin[conv.name]}
+            data: dict = {"nhwc": out.twin[conv.name], "region": regions[conv.name][0],
+                          "region_convs": regions[conv.name][1]}
             if target is not None:
                 nhwc = nodes[out.twin[conv.name]]
                 data["time_nchw"], data["flops"] = price_kernels(target, [[conv]], types)
@@ -218,10 +244,22 @@ def _rewrite(graph: Graph, chosen: set[str]) -> _Layouts:
         b.loc = node.loc
         op = get_op(node.op)
         node = node.with_(operands=tuple(at.resolve(o) for o in node.operands))
+        has_twin = node.type.rank == 4 and bool(node.operands) and node.operands[0] in at.twin and node.group is None
         if node.name in chosen:
             x = at.nhwc(node.operands[0])
             rest = [at.nchw(o) for o in node.operands[1:]]
             at.defer_nchw(node, b.add(CONV_NHWC.name, [x, *rest], dict(node.attrs), hint=f"{node.name}.nhwc"))
+        elif op is BATCH_NORM and has_twin:  # per channel: on NHWC rows [N·H·W, C] it is the same op
+            n, c, h, w = node.type.shape
+            stats = [at.nchw(o) for o in node.operands[1:]]
+            flat = b.reshape(at.twin[node.operands[0]], (n * h * w, c))
+            y = b.add(BATCH_NORM.name, [flat, *stats], dict(node.attrs), hint=f"{node.name}.nhwc_rows")
+            at.defer_nchw(node, b.reshape(y, (n, h, w, c)))
+        elif op is PAD and has_twin:  # (before, after) per dim, reordered with the dims
+            pads = tuple(node.attrs["pads"])
+            permuted = tuple(v for d in TO_LAST for v in pads[2 * d:2 * d + 2])
+            at.defer_nchw(node, b.add(PAD.name, [at.twin[node.operands[0]]], {**node.attrs, "pads": permuted},
+                                      hint=f"{node.name}.nhwc"))
         elif op is PERMUTE and node.group is None and node.type.rank == 4 and node.operands[0] in at.twin:
             # permute(v, p) with v = permute(v_nhwc, TO_FIRST) is permute(v_nhwc, TO_FIRST[p])
             composed = tuple(TO_FIRST[i] for i in node.attrs["perm"])
@@ -246,6 +284,30 @@ def _rewrite(graph: Graph, chosen: set[str]) -> _Layouts:
     outputs = tuple(at.nchw(at.resolve(o)) for o in graph.outputs)
     at.graph = Graph(graph.name, graph.inputs, tuple(b.nodes), outputs, graph.groups)
     return at
+
+
+def _regions(at: _Layouts, chosen: set[str]) -> dict[str, tuple[int, int]]:
+    """Per rewritten conv (by its original name): its NHWC region (numbered in graph order) and
+    how many convs the region holds. A region is a connected part of the rewritten graph once
+    the conversions this pass made are taken out: the convs it holds exchange their data
+    without converting it."""
+    parent: dict[str, str] = {n.name: n.name for n in at.b.nodes if n.name not in at.conversions}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+    for n in at.b.nodes:
+        if n.name in parent:
+            for o in n.operands:
+                if o in parent:
+                    parent[find(o)] = find(n.name)
+    convs = [c for c in (n.name for n in at.graph.nodes) if c in {at.twin[k] for k in chosen}]
+    roots = [find(c) for c in convs]
+    number = {r: i for i, r in enumerate(dict.fromkeys(roots))}
+    by_twin = {at.twin[k]: k for k in chosen}
+    return {by_twin[c]: (number[r], roots.count(r)) for c, r in zip(convs, roots)}
 
 
 def nchw_convs(graph: Graph) -> Graph:
