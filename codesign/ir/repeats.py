@@ -89,6 +89,7 @@ def signature(graph: Graph, block: Block, previous: Block | None = None,
             if previous is not None else {})
     groups = graph.group_map()
     path = block.path
+    plans: dict[int, GroupPlan] = {}  # group id -> its plan modulo names, once per block
     rows = []
     for i in range(block.start, block.stop):
         node = nodes[i]
@@ -103,7 +104,11 @@ def signature(graph: Graph, block: Block, previous: Block | None = None,
                 refs.append(("state", inp.kind.value, inp.type, relative(o, path), relative(inp.source, path)))
             else:
                 refs.append(("outer", o))
-        group = _plan_modulo_names(groups[node.group].plan, local) if node.group is not None else None
+        group = None
+        if node.group is not None:
+            group = plans.get(node.group)
+            if group is None:
+                group = plans[node.group] = _plan_modulo_names(groups[node.group].plan, local)
         rows.append((node.op, tuple(sorted(node.attrs.items())), node.type, tuple(refs),
                      tuple(_region_text(r) for r in node.regions), relative(node.loc, path),
                      node.group is not None, group))

@@ -13,6 +13,7 @@ Fragmentation is the peak address over the largest sum of bytes live at one poin
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -59,15 +60,19 @@ def best_fit(buffers: Sequence[Buffer]) -> list[Buffer]:
     """Greedy by size (then by lifetime, name): each buffer in the smallest gap that fits."""
     order = sorted(buffers, key=lambda b: (-b.size, -(b.end - b.start), b.name))
     placed: list[Buffer] = []
+    spans: list[tuple[int, int, int, int]] = []  # (offset, top, start, end) of the placed, kept sorted
     for b in order:
-        busy = sorted((p.offset, p.top) for p in placed if p.overlaps_in_time(b))
         best, best_gap, cursor = None, None, 0
-        for lo, hi in busy:
+        for lo, hi, start, end in spans:
+            if start > b.end or b.start > end:
+                continue  # not live at the same time
             gap = lo - cursor
             if gap >= b.size and (best_gap is None or gap < best_gap):
                 best, best_gap = cursor, gap
             cursor = max(cursor, hi)
-        placed.append(Buffer(b.name, b.tier, b.kind, b.start, b.end, b.size, cursor if best is None else best))
+        offset = cursor if best is None else best
+        placed.append(Buffer(b.name, b.tier, b.kind, b.start, b.end, b.size, offset))
+        insort(spans, (offset, offset + b.size, b.start, b.end))
     return sorted(placed, key=lambda p: (p.offset, p.start, p.name))
 
 
