@@ -72,3 +72,36 @@ def test_placement_is_deterministic_with_ties(planned):
     a = place(graph, target, time_limit=2, deterministic=True)
     b = place(graph, target, time_limit=2, deterministic=True)
     assert (a.tensors, a.buffers, a.time) == (b.tensors, b.buffers, b.time)
+
+
+_DUMP = """
+import json, sys
+sys.path.insert(0, {tests!r}); sys.path.insert(0, {examples!r})
+import codesign
+from codesign.ir import print_graph
+from test_repeats import tiny_llama
+model, inputs = tiny_llama(9)
+for target in ("sn40l-node", "h100"):
+    cm = codesign.compile(model, inputs, target=target)
+    sys.stdout.write(cm.explain(as_json=True) + json.dumps(cm.summary(), indent=2, sort_keys=True) + print_graph(cm.graph))
+"""
+
+
+def test_reused_plans_are_byte_identical_under_any_hash_seed():
+    """Fusion moved to the copies, placement with ties and the marked IR: the same bytes
+    from one subprocess per PYTHONHASHSEED."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    here = Path(__file__).resolve().parent
+    code = _DUMP.format(tests=str(here), examples=str(here.parent / "examples"))
+
+    def start(seed):
+        return subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    runs = [start(seed) for seed in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in runs]
+    assert all(p.returncode == 0 for p in runs), [err.decode()[-2000:] for _, err in outs]
+    assert b"// repeat model.model.layers." in outs[0][0]
+    assert outs[0][0] == outs[1][0]
