@@ -3,8 +3,9 @@
 Each sample of an OpInfo becomes a call of the op inside a tiny `nn.Module` (tensors of the
 sample are the module's inputs, everything else is baked in), compiled with
 `codesign.compile(..., target="cpu-host", backend="cpp")`, run through the generated C++ and
-compared with eager. The samples of one op are compiled together, as one module with one
-output per sample result (one capture, one C++ build); only when that group does not match
+compared with eager. The samples of one op are compiled together, up to `GROUP` at a time,
+as one module with one output per sample result (one capture, one C++ build); only when a
+group does not match
 as a whole is each sample compiled alone, to say which one fails and how.
 
 Outcomes per sample:
@@ -41,6 +42,10 @@ from codesign.codegen import CodegenError
 from codesign.frontend.aten import ConversionError
 from codesign.frontend.capture import CaptureError
 from codesign.frontend.signature import InputMismatchError
+
+GROUP = 64
+"""Samples compiled together at most: an op with 1,440 samples (max_pool2d) is checked in
+groups, so that no build is huge and a refused sample costs a bisection of its group only."""
 
 REFUSALS = (CaptureError, ConversionError, CodegenError, InputMismatchError)
 """codesign's own "cannot do this" errors; anything else raised is a crash."""
@@ -330,36 +335,43 @@ def run_op(name: str, op, dtype_name: str = "f32", limit: int | None = None,
             run.outcomes.append(Outcome(name, dtype_name, -1, REFUSED, why, f"op unsupported ({len(cases)} samples)"))
             run.seconds = time.perf_counter() - start
             return run
-        verdict = check_cases(fn, cases) if len(cases) > 1 else None
-        run.builds += verdict is not None
-        if verdict is not None and verdict[0] == MATCH:
-            run.outcomes += [Outcome(name, dtype_name, c.index, MATCH, "", c.desc) for c in cases]
-        else:
-            # which samples capture at all (cheap: no build), then those together, then alone
-            capturable = []
-            for case, why in split_capturable(fn, cases):
-                if why:
-                    run.outcomes.append(Outcome(name, dtype_name, case.index, REFUSED, why, case.desc))
-                else:
-                    capturable.append(case)
-            rest = None
-            if len(capturable) > 1 and len(capturable) < len(cases):
-                rest = check_cases(fn, capturable)
-                run.builds += 1
-            if rest is not None and rest[0] == MATCH:
-                run.outcomes += [Outcome(name, dtype_name, c.index, MATCH, "", c.desc) for c in capturable]
-            else:
-                for case in capturable:
-                    outcome, error = check_cases(fn, [case])
-                    run.builds += 1
-                    run.outcomes.append(Outcome(name, dtype_name, case.index, outcome, error, case.desc))
-            if verdict is not None and verdict[0] in (MISMATCH, CRASH) and \
-                    not any(o.outcome in (MISMATCH, CRASH) for o in run.outcomes):
-                run.outcomes.append(Outcome(name, dtype_name, -1, verdict[0], "only when compiled together: "
-                                            + verdict[1], "all samples in one module"))
+        for first in range(0, len(cases), GROUP):
+            check_group(run, fn, cases[first:first + GROUP])
     run.outcomes.sort(key=lambda o: o.sample)
     run.seconds = time.perf_counter() - start
     return run
+
+
+def check_group(run: OpRun, fn: Callable, cases: Sequence[Case]) -> None:
+    """Outcomes of `cases` into `run`: compiled together; on failure, which samples capture at
+    all (cheap: no build), then those together, then each alone."""
+    name, dtype_name, before = run.op, run.dtype, len(run.outcomes)
+    verdict = check_cases(fn, cases) if len(cases) > 1 else None
+    run.builds += verdict is not None
+    if verdict is not None and verdict[0] == MATCH:
+        run.outcomes += [Outcome(name, dtype_name, c.index, MATCH, "", c.desc) for c in cases]
+    else:
+        capturable = []
+        for case, why in split_capturable(fn, cases):
+            if why:
+                run.outcomes.append(Outcome(name, dtype_name, case.index, REFUSED, why, case.desc))
+            else:
+                capturable.append(case)
+        rest = None
+        if len(capturable) > 1 and len(capturable) < len(cases):
+            rest = check_cases(fn, capturable)
+            run.builds += 1
+        if rest is not None and rest[0] == MATCH:
+            run.outcomes += [Outcome(name, dtype_name, c.index, MATCH, "", c.desc) for c in capturable]
+        else:
+            for case in capturable:
+                outcome, error = check_cases(fn, [case])
+                run.builds += 1
+                run.outcomes.append(Outcome(name, dtype_name, case.index, outcome, error, case.desc))
+        if verdict is not None and verdict[0] in (MISMATCH, CRASH) and \
+                not any(o.outcome in (MISMATCH, CRASH) for o in run.outcomes[before:]):
+            run.outcomes.append(Outcome(name, dtype_name, -1, verdict[0], "only when compiled together: "
+                                        + verdict[1], "all samples in one module"))
 
 
 def supported_dtypes(op) -> list[str]:

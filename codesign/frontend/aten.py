@@ -516,8 +516,22 @@ def _unbatched(c: Ctx, x: Val, pool: Callable[[Val], Val]) -> Val:
 @converts("max_pool2d_with_indices", "max_pool2d")
 def _max_pool(c: Ctx, x, kernel, stride=(), padding=0, dilation=1, ceil_mode=False):
     attrs = _pool_attrs(kernel, stride, padding, dilation, ceil_mode)
-    out = _unbatched(c, x, lambda v: c.add("max_pool", [v], attrs))
-    return (out, None) if "indices" in c.node.target.__name__ else out
+    if "indices" not in c.node.target.__name__:
+        return _unbatched(c, x, lambda v: c.add("max_pool", [v], attrs))
+    if not any(user.target is GETITEM and user.args[1] == 1 for user in c.node.users):
+        return _unbatched(c, x, lambda v: c.add("max_pool", [v], attrs)), None  # the usual case: no indices
+    from codesign.frontend.pool_indices import max_pool_indices
+    pooled: dict[str, Val] = {}
+
+    def pool(v: Val) -> Val:
+        pooled["values"] = c.add("max_pool", [v], attrs)
+        pooled["indices"] = max_pool_indices(c, v, pooled["values"], attrs)
+        return pooled["values"]
+    out = _unbatched(c, x, pool)
+    indices = pooled["indices"]
+    if c.t(indices).rank != c.t(out).rank:  # an unbatched input: drop the batch of one
+        indices = Val(c.b.reshape(indices, c.t(indices).shape[1:]))
+    return out, indices
 
 
 @converts("avg_pool2d")
