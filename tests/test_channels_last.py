@@ -164,6 +164,17 @@ def test_gpu_graph_runs_on_the_cpp_backend_and_exports_nchw():
         assert rel_err(cm(x), model(x)) <= TOL
 
 
+def test_a_backend_without_nhwc_convs_refuses_a_graph_that_has_them():
+    """Handed the channels-last graph directly (not through compile()), the C++ backend says so
+    instead of running its NCHW conv template on NHWC data."""
+    from codesign.codegen import CodegenError
+    from codesign.codegen.registry import build_program
+    model, x = _model("convnext")
+    cm = codesign.compile(model, (x,), target="h200", backend="interpreter")
+    with pytest.raises(CodegenError, match="conv_nhwc"):
+        build_program("cpp", cm.graph, cm.state, cm.target)
+
+
 def test_nchw_convs_computes_the_same_values():
     model, x = _model("convnext")
     cm = codesign.compile(model, (x,), target="h200", backend="interpreter")

@@ -129,6 +129,8 @@ def contraction_graph() -> Graph:
     b.loc = None
     outs = [conv,
             b.add("conv", [img, cw], {"stride": (1, 1), "padding": (0, 0), "dilation": (1, 1), "groups": 2}),
+            b.add("conv_nhwc", [b.add("permute", [img], {"perm": (0, 2, 3, 1)}), cw, cb],
+                  {"stride": (1, 2), "padding": (1, 1), "dilation": (1, 1), "groups": 2}),
             b.add("max_pool", [img], {"kernel": (2, 2), "stride": (2, 2), "padding": (1, 1), "ceil_mode": True}),
             b.add("avg_pool", [img], {"kernel": (3, 3), "stride": (1, 2), "padding": (1, 0),
                                       "count_include_pad": False}),

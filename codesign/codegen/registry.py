@@ -247,7 +247,13 @@ def build_program(backend: Backend | str, graph: Graph, state: Mapping[str, torc
     if unknown:
         known = ", ".join(backend.options) or "none"
         raise ValueError(f"backend {backend.name!r} has no option(s) {', '.join(unknown)} (options: {known})")
-    reasons = backend.supports(graph)
+    reasons = backend.supports(graph) or []
+    from codesign.ir.ops import get_op
+    conv_nhwc = get_op("conv_nhwc")
+    if not backend.nhwc_conv and any(get_op(node.op) is conv_nhwc for node in graph.walk()):
+        reasons.append(f"backend {backend.name!r} does not run conv_nhwc (the channels-last pass's conv): "
+                       "write the convs back with codesign.passes.layout.nchw_convs(graph) first, or "
+                       "compile through codesign.compile(), which does")
     if reasons:
         raise CodegenError("; ".join(reasons))
     try:
@@ -286,6 +292,7 @@ class InterpreterBackend(Backend):
     name: ClassVar[str] = FALLBACK
     summary: ClassVar[str] = "the reference interpreter (every op's torch semantics, node by node)"
     devices: ClassVar[tuple[str, ...]] = ("cpu", "cuda")
+    nhwc_conv: ClassVar[bool] = True  # every op's torch definition, conv_nhwc's included
 
     def build(self, graph, state, target, options) -> Program:
         return InterpreterProgram(graph, state)
