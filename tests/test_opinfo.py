@@ -37,6 +37,8 @@ FAST: dict[tuple[str, str], tuple[int, ...]] = {
     ("std.unbiased", "f32"): (0, 1, 2, 3),
     ("repeat", "f32"): (0, 2, 10, 11),  # 2, 10: empty results
     ("arange", "f32"): (0, 6),  # 6: bool bounds
+    ("arange", "i64"): (15, 18),  # float bounds, integer result: eager truncates start and step first
+    ("linspace", "f32"): (0, 32, 60),
     **{(op, "i64"): (0, 1) for op in ("add", "mul", "sum", "cumsum", "eq")},
     **{(op, "b8"): (0, 1) for op in ("logical_and", "logical_not", "any", "where")},
 }
@@ -95,6 +97,20 @@ def pytest_generate_tests(metafunc):
 def test_opinfo_full(op_name: str, dtype: str):
     """Every sample of every OpInfo matches eager or is refused clearly."""
     check(op_name, dtype)
+
+
+def test_integer_linspace_is_refused():
+    """Eager computes an integer linspace in double and truncates; torch's decomposition does it
+    in float32 and truncates differently (7 of 50 values of linspace(4.3, -3, 50)): refused."""
+    import torch
+    import codesign
+    from codesign.frontend.capture import CaptureError
+
+    class Linspace(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.linspace(4.3, -3, 50, dtype=torch.int64)
+    with pytest.raises(CaptureError, match="linspace with an integer dtype"):
+        codesign.compile(Linspace(), (torch.zeros(50, dtype=torch.int64),), target="cpu-host")
 
 
 def test_harness_classifies():

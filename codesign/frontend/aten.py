@@ -346,7 +346,33 @@ def _full(c: Ctx, *args, **_):
 def _arange(c: Ctx, *args, **kw):
     nums = [int(a) if isinstance(a, bool) else a for a in args if isinstance(a, (int, float))]
     start, step = (0, 1) if len(nums) == 1 else (nums[0], nums[2] if len(nums) > 2 else 1)
+    if not c.out.dtype.is_float:  # eager counts in the result's type: start and step truncated first
+        start, step = int(start), int(step)
     return c.add("iota", [], {"start": start, "step": step}, type=c.out)
+
+
+@converts("linspace", keep=("linspace.default", "linspace.Tensor_Tensor", "linspace.Tensor_Scalar",
+                            "linspace.Scalar_Tensor"))
+def _linspace(c: Ctx, start, end, steps, **_):
+    """Eager's rule: `start + step·i` for the first half, `end − step·(steps−1−i)` for the rest, so
+    both ends are exact. Integer results are refused: eager computes them in double and
+    truncates, where a value that lands on an integer is one rounding away from the one below."""
+    dtype = c.out.dtype
+    if not dtype.is_float:
+        raise ConversionError(f"linspace with an integer dtype ({dtype.value}) is not supported: eager rounds "
+                              "in double precision; compute it in a float dtype and cast the result")
+    steps = int(steps)
+    if steps <= 1:
+        return c.add("expand", [Val(c.b.reshape(tensor_operand(c, start, dtype), (1,)))], {"shape": c.out.shape}) \
+            if steps == 1 else Val(c.b.constant(0, dtype, c.out.shape))
+    first, last = tensor_operand(c, start, dtype), tensor_operand(c, end, dtype)
+    first, last = (Val(c.b.reshape(v, ())) for v in (first, last))
+    step = c.add("div", [c.add("sub", [last, first]), tensor_operand(c, float(steps - 1), dtype)])
+    index = c.add("iota", [], {"start": 0, "step": 1}, type=TensorType((steps,), dtype))
+    back = c.add("iota", [], {"start": steps - 1, "step": -1}, type=TensorType((steps,), dtype))
+    rising = c.add("add", [first, c.add("mul", [step, index])])
+    falling = c.add("sub", [last, c.add("mul", [step, back])])
+    return c.add("where", [c.add("lt", [index, tensor_operand(c, float(steps // 2), dtype)]), rising, falling])
 
 
 # -- reductions --------------------------------------------------------------------------
