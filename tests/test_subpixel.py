@@ -231,14 +231,59 @@ def test_exact_through_the_cpp_backend_with_the_shuffle_in_the_store(name, tmp_p
     assert [d.choice for d in cm.ledger if d.pass_name == "subpixel-conv"] == ["rewritten"]
     _check_fresh(model, cm)
     source = cm.program("cpp").source
-    # an fp32 conv runs as GEMM tiles and the shuffle reads its buffer; a conv lowered as loops
-    # writes the shuffled output itself (tests/test_codegen_cpp_conv.py checks both)
-    assert "\n  // conv as GEMM:" in source and "stored through" not in source
+    # an fp32 conv runs as GEMM tiles, each stored through the shuffle into the output
+    # (tests/test_codegen_cpp_conv.py checks the loops of other dtypes too)
+    assert "\n  // conv as GEMM:" in source and source.count("each tile stored through") == 1
+    assert_no_subpixel_buffer(cm)
     if name == "2d-k3-r2":
         with torch.no_grad():  # live weights: the derived weights follow the module's
             model.conv.weight.mul_(-0.5)
             model.conv.bias.add_(1.0)
         _check_fresh(model, cm, seed=4)
+
+
+def assert_no_subpixel_buffer(cm) -> None:
+    """The sub-pixel convs have no buffer: no kernel writes one, none reads one back."""
+    from codesign.codegen.cpp.wrapper import plan_buffers
+    from codesign.ir.kernels import kernels
+    graph = cm.graph_for("cpp")
+    convs = {n.name for n in graph.nodes if n.op == "conv" and n.name.endswith(".subpixel")}
+    assert convs and not convs & plan_buffers(graph, kernels(graph)).materialized
+
+
+class UpConvAct(UpConv):
+    """An up block whose conv output the next op reads (a relu, as a decoder's resnet does)."""
+
+    def forward(self, x):
+        return torch.relu(super().forward(x)) * 0.5
+
+
+GEMM_STORE_CASES = {  # scale, kernel, padding, channels in / out, groups, bias, input size
+    "r2-k3-bias": (2, 3, 1, 8, 12, 1, True, (2, 8, 13, 11)),
+    "r3-k3-groups": (3, 3, 1, 6, 9, 3, True, (1, 6, 7, 10)),
+    "r2-k5-nobias": (2, 5, 2, 4, 5, 1, False, (1, 4, 9, 6)),
+    "r2-k1": (2, 1, 0, 16, 8, 1, True, (2, 16, 12, 12)),
+    "r2-k3-unpadded": (2, 3, 0, 5, 7, 1, True, (1, 5, 8, 9)),
+    "r2-k3-many-tiles": (2, 3, 1, 32, 24, 2, True, (2, 32, 40, 36)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GEMM_STORE_CASES))
+def test_cpp_gemm_tiles_store_through_the_shuffle(name, tmp_path, monkeypatch):
+    """fp32 sub-pixel convs as GEMM tiles: every tile goes straight to its shuffled (and
+    sliced) address in the up block's result, so no buffer of the sub-pixel conv's size
+    exists and no loop copies it; the result matches eager on fresh inputs."""
+    monkeypatch.setenv("CODESIGN_CACHE_DIR", str(tmp_path))
+    scale, k, padding, cin, cout, groups, bias, shape = GEMM_STORE_CASES[name]
+    torch.manual_seed(5)
+    model = UpConvAct(2, cin, cout, k, scale, padding, bias=bias, groups=groups).eval()
+    cm = codesign.compile(model, (torch.randn(shape),), target="cpu-host", backend="cpp", pipeline=ALWAYS)
+    assert [d.choice for d in cm.ledger if d.pass_name == "subpixel-conv"] == ["rewritten"]
+    for seed in (6, 7):
+        _check_fresh(model, cm, seed)
+    source = cm.program("cpp").source
+    assert source.count("each tile stored through") == 1
+    assert_no_subpixel_buffer(cm)
 
 
 @pytest.mark.parametrize("name", ["2d-k3-r2", "3d-causal"])

@@ -16,8 +16,13 @@ im2col matrix `[Cg·∏k, ∏o]`. Which lowering runs (`conv_lowering`):
   overhead, so each (image, channel) plane is copied into a zero-padded scratch plane and
   convolved tap by tap with vector loops along the last spatial dim.
 - `loops`: direct loops read off the structure, for every other element type (and the
-  fallback the tests compare against); only these are stored through their layout readers
-  (`codegen.epilogue`): the others write their buffer and the layout chain reads it.
+  fallback the tests compare against).
+
+A conv read only through a chain of layout ops (the sub-pixel conv's pixel shuffle and
+slices: `codegen.epilogue`) has no buffer: the loops compute it at the chain's points;
+the GEMM lowerings compute each tile into per-thread scratch and store every element at
+the chain's inverse map (`codegen.inverse_maps`), where the shuffle puts it, skipping the
+ones the slices drop. A depthwise conv, or a chain with no inverse, keeps its buffer.
 
 The kernel's pointwise consumers (bias, eval batch norm, activation, residual add: the
 `epilogue_roots` the GEMM template also fuses) run on each output tile right after it is
@@ -31,11 +36,13 @@ from math import prod
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from codesign.codegen.cpp import scalar as S
-from codesign.codegen.cpp.exprs import Access, Scope, decompose, linear_offset
+from codesign.codegen.cpp.exprs import Access, Scope, decompose, linear_offset, render
 from codesign.codegen.epilogue import LayoutEpilogue, layout_epilogues
+from codesign.codegen.lowering import node_structure, reads_row_major
+from codesign.ir.affine import AffineMap, Const, Dim
 from codesign.ir.graph import Node
 from codesign.ir.kernels import Kernel
-from codesign.ir.ops.registry import Template, get_op
+from codesign.ir.ops.registry import OpKind, Template, get_op
 from codesign.ir.types import DType, TensorType
 
 if TYPE_CHECKING:
@@ -74,10 +81,51 @@ def conv_pointer_operands(node: Node) -> tuple[int, ...]:
     return (1,) if node.type.dtype is DType.f32 else ()
 
 
-def loop_epilogues(kernel: Kernel, types: Mapping[str, TensorType]) -> dict[str, LayoutEpilogue]:
-    """The layout epilogues of the convs lowered as loops (the others keep their buffer)."""
+def stored_epilogues(kernel: Kernel, types: Mapping[str, TensorType]) -> dict[str, LayoutEpilogue]:
+    """The convs of `kernel` stored through their layout readers (so with no buffer of their
+    own), by name: the loops' where the chain's result is a kernel output; the GEMM tiles'
+    where the chain inverts and its result is an output or feeds a `pointwise_tail`."""
     nodes = {n.name: n for n in kernel.nodes}
-    return {a: e for a, e in layout_epilogues(kernel, types).items() if not is_blocked_conv(nodes[a], types)}
+    found = {}
+    for a, e in layout_epilogues(kernel, types).items():
+        lowering = conv_lowering(nodes[a], types)
+        if lowering is ConvLowering.loops:
+            ok = e.leaves_kernel
+        else:
+            ok = (lowering is not ConvLowering.depthwise and e.from_anchor is not None and bool(e.from_anchor.results)
+                  and (e.leaves_kernel or pointwise_tail(kernel, types, e) is not None))
+        if ok:
+            found[a] = e
+    return found
+
+
+def pointwise_tail(kernel: Kernel, types: Mapping[str, TensorType], e: LayoutEpilogue) -> tuple[str, ...] | None:
+    """The kernel outputs computed from the chain's result, when every node that reads it
+    (directly or through others) is elementwise at the same point — its operands from the
+    chain read through the identity or a reshape, its others values computed before the conv
+    — so each is computed where a conv element is stored; None otherwise."""
+    order = [n.name for n in kernel.nodes]
+    members, before = set(order), set(order[:order.index(e.anchor)])
+    numel = types[e.result].numel
+    tail = {e.result}
+    for n in kernel.nodes[order.index(e.result) + 1:]:
+        if not tail & set(n.operands):
+            continue
+        if get_op(n.op).template is not Template.elementwise or get_op(n.op).kind is OpKind.source \
+                or n.type.numel != numel:
+            return None
+        st = node_structure(n, types)
+        for o, m in zip(n.operands, st.operand_maps):
+            shape = types[o].shape
+            if o in tail:
+                same = shape == n.type.shape and m is not None and m.results == AffineMap.identity(len(shape)).results
+                if not (same or reads_row_major(m, shape, n.type.shape)):
+                    return None
+            elif o in members and o not in before:
+                return None
+        tail.add(n.name)
+    roots = tuple(n for n in order if n in tail and n in kernel.outputs and n != e.result)
+    return roots or None
 
 
 class _Conv:
@@ -165,13 +213,55 @@ def _im2col(k: "KernelEmitter", cv: _Conv, ind: str) -> list[str]:
     return lines
 
 
-def emit_blocked_conv(k: "KernelEmitter", node: Node, lowering: ConvLowering, roots: Sequence[Node]) -> list[str]:
-    """A conv lowered as GEMM blocks or as the depthwise kernel, its epilogue `roots` fused."""
+def _store_through(k: "KernelEmitter", cv: _Conv, store: LayoutEpilogue, ind: str) -> list[str]:
+    """The tile (`tile[i][p - p0]`, bias added) into the layout chain's result: element
+    (n, f, *spatial) at the chain's inverse map, where its conditions hold."""
+    inverse = store.from_anchor
+    anchor = (cv.N, cv.F, *cv.outsp)
+    dims = ["n", "f", *decompose("p", cv.outsp)]
+    locals_: list[str] = []
+    named: dict[object, str] = {}  # result coordinates as locals, named in the conditions too
+    for d, e in enumerate(inverse.results):
+        text = render(e, dims, anchor)
+        if not isinstance(e, (Dim, Const)) and e not in named:
+            named[e] = f"o{d}"
+            locals_.append(f"const long o{d} = {text};")
+    at = lambda e: named.get(e) or render(e, dims, anchor)  # noqa: E731
+    conds = [f"{at(c.expr)} >= {c.lo} && {at(c.expr)} <= {c.hi}" if c.lo != c.hi else f"{at(c.expr)} == {c.lo}"
+             for c in inverse.conditions]
+    index = [at(e) for e in inverse.results]
+    shape = k.type(store.result).shape
+    flat = linear_offset(index, shape)
+    body = Scope(k, ind + "      ")
+    body.emit("const float v = tile[i * nw + p - p0]" + (" + b;" if cv.bias is not None else ";"))
+    if store.leaves_kernel:
+        body.emit(f"{k.params[store.result]}[{flat}] = v;")
+    roots = [k.nodes[r] for r in pointwise_tail(k.kernel, k.types, store) or ()]
+    body.memo[(store.result, flat)] = body.memo[(store.result, ",".join(index))] = "v"
+    for r in roots:  # the kernel's pointwise ops on the chain's result, at this element
+        k._store_roots(body, [r], Access(r.type.shape, linear=flat, index=tuple(index) if r.type.shape == shape else None))
+    k.emitted.update(r.name for r in roots)
+    lines = [ind + "for (long i = 0; i < mw; ++i) {", ind + f"  const long f = g * {cv.Fg} + m0 + i;"]
+    if cv.bias is not None:
+        scope = Scope(k, ind + "  ")
+        b = scope.value(cv.bias, Access(k.type(cv.bias).shape, index=("f",)))
+        lines += scope.lines + [ind + f"  const float b = {b};"]
+    lines += [ind + "  #pragma omp simd", ind + "  for (long p = p0; p < p0 + nw; ++p) {",
+              *(ind + "    " + line for line in locals_),
+              ind + "    " + (f"if ({' && '.join(conds)}) {{" if conds else "{"), *body.lines, ind + "    }",
+              ind + "  }", ind + "}"]
+    return lines
+
+
+def emit_blocked_conv(k: "KernelEmitter", node: Node, lowering: ConvLowering, roots: Sequence[Node],
+                      store: LayoutEpilogue | None = None) -> list[str]:
+    """A conv lowered as GEMM blocks or as the depthwise kernel, its epilogue `roots` fused;
+    `store`: each GEMM tile computed into scratch and stored through the layout chain."""
     cv = _Conv(k, node)
     if lowering is ConvLowering.depthwise:
         return _depthwise(k, node, cv, roots)
     direct = lowering is ConvLowering.pointwise and k.buffer(cv.x) is not None
-    W, out = k.ptr(cv.w), k.params[node.name]
+    W = k.ptr(cv.w)
     batch = cv.N * cv.G
     work = cv.N * cv.F * cv.P * cv.K
     how = ("the input read in place as the [K, P] matrix" if direct
@@ -181,12 +271,22 @@ def emit_blocked_conv(k: "KernelEmitter", node: Node, lowering: ConvLowering, ro
     if roots:
         lines.append("  // fused epilogue on each tile, in cache: "
                      + ", ".join(f"%{k.local_names.get(r.name, r.name)}" for r in roots))
+    if store is not None:
+        into = [store.result] if store.leaves_kernel else list(pointwise_tail(k.kernel, k.types, store) or ())
+        lines.append(f"  // each tile stored through {', '.join(f'%{k.nodes[c].op}' for c in store.chain)} "
+                     f"into {', '.join(f'%{k.local_names.get(r, r)}' for r in into)}: no buffer of its own")
     lines += ["  {", "    long MB, NB;", f"    cs_conv_blocks({batch}, {cv.Fg}, {cv.P}, {cv.K}, &MB, &NB);",
               f"    const long mtn = ({cv.Fg} + MB - 1) / MB, ntn = ({cv.P} + NB - 1) / NB;",
               f"    #pragma omp parallel if({work} > {BLOCKED_PARALLEL_MIN})", "    {",
               "      float* pack = cs_gemm_pack<0>(NB);"]
+    scratch = ([f"(size_t){cv.K} * NB"] if not direct else []) + (["(size_t)MB * NB"] if store is not None else [])
+    if scratch:
+        lines.append(f"      float* col = cs_scratch({' + '.join(scratch)});")
+    if store is not None:
+        lines.append("      float* tile = col" + (f" + (size_t){cv.K} * NB;" if not direct else ";")
+                     + "  // the output tile, [mw][nw]")
     if not direct:
-        lines += [f"      float* col = cs_scratch((size_t){cv.K} * NB);", "      long held = -1;  // the column block in col"]
+        lines.append("      long held = -1;  // the column block in col")
     lines += ["      #pragma omp for collapse(3) schedule(static)",
               f"      for (long ng = 0; ng < {batch}; ++ng)",
               "        for (long nt = 0; nt < ntn; ++nt)",
@@ -201,12 +301,18 @@ def emit_blocked_conv(k: "KernelEmitter", node: Node, lowering: ConvLowering, ro
         lines += [ind + "if (held != ng * ntn + nt) {", *_im2col(k, cv, ind + "  "), ind + "  held = ng * ntn + nt;",
                   ind + "}"]
         b, ldb = "col", "nw"
-    lines.append(ind + f"cs_gemm_tile<0>(mw, nw, {cv.K}, {W} + (g * {cv.Fg} + m0) * {cv.K}, {cv.K}, {b}, {ldb}, 1, "
-                       f"{out} + (n * {cv.F} + g * {cv.Fg} + m0) * {cv.P} + p0, {cv.P}, nullptr, pack);")
-    epi = _epilogue(k, node, cv, roots, ind + "  ", "f", "p0", "p0 + nw", cv.bias is not None)
-    if epi:
-        lines += [ind + "for (long i = 0; i < mw; ++i) {", ind + f"  const long f = g * {cv.Fg} + m0 + i;", *epi,
-                  ind + "}"]
+    if store is not None:
+        lines.append(ind + f"cs_gemm_tile<0>(mw, nw, {cv.K}, {W} + (g * {cv.Fg} + m0) * {cv.K}, {cv.K}, {b}, {ldb}, 1, "
+                           "tile, nw, nullptr, pack);")
+        lines += _store_through(k, cv, store, ind)
+    else:
+        out = k.params[node.name]
+        lines.append(ind + f"cs_gemm_tile<0>(mw, nw, {cv.K}, {W} + (g * {cv.Fg} + m0) * {cv.K}, {cv.K}, {b}, {ldb}, 1, "
+                           f"{out} + (n * {cv.F} + g * {cv.Fg} + m0) * {cv.P} + p0, {cv.P}, nullptr, pack);")
+        epi = _epilogue(k, node, cv, roots, ind + "  ", "f", "p0", "p0 + nw", cv.bias is not None)
+        if epi:
+            lines += [ind + "for (long i = 0; i < mw; ++i) {", ind + f"  const long f = g * {cv.Fg} + m0 + i;", *epi,
+                      ind + "}"]
     lines += ["          }", "      std::free(pack);", "    }", "  }"]
     return lines
 

@@ -21,7 +21,7 @@ from codesign.codegen import CodegenError, group_tile
 from codesign.codegen.checks import Site
 from codesign.codegen.epilogue import LayoutEpilogue
 from codesign.codegen.cpp import scalar as S
-from codesign.codegen.cpp.conv import ConvLowering, conv_lowering, conv_pointer_operands, emit_blocked_conv, loop_epilogues
+from codesign.codegen.cpp.conv import ConvLowering, conv_lowering, conv_pointer_operands, emit_blocked_conv, stored_epilogues
 from codesign.codegen.cpp.exprs import Access, Body, Scope, decompose, is_expression_op, linear_offset, render
 from codesign.codegen.lowering import avg_pool_divisors, node_structure, reads_row_major
 from codesign.ir.affine import AffineMap, Dim, bound
@@ -83,7 +83,7 @@ class KernelEmitter:
             if n.name in materialized and n.name not in aliases:
                 self.writes.append(n.name)
         self.emitted: set[str] = set()  # materialized values whose code is already out
-        self.epilogues = loop_epilogues(kernel, types)  # convs stored through their layout readers
+        self.epilogues = stored_epilogues(kernel, types)  # convs stored through their layout readers
         self.params: dict[str, str] = {}
         for i, name in enumerate(self.reads):
             self.params[name] = f"a{i}"
@@ -172,7 +172,7 @@ class KernelEmitter:
                 flush()
                 lines.append(f"  // {node_line(node, self.local_names)}, stored through "
                              + ", ".join(f"%{self.nodes[c].op}" for c in epilogue.chain))
-                lines.extend(emit_contraction_loops(self, node, epilogue))
+                lines.extend(emit_conv(self, node, epilogue))
                 self.emitted.update((node.name, epilogue.result))
                 continue
             if node.name not in self.materialized or node.name in self.aliases or node.name in self.emitted:
@@ -399,12 +399,15 @@ def emit_contraction_loops(k: KernelEmitter, node: Node, points: LayoutEpilogue 
                                  reads_upto=2, points=points)
 
 
-def emit_conv(k: KernelEmitter, node: Node) -> list[str]:
+def emit_conv(k: KernelEmitter, node: Node, store: LayoutEpilogue | None = None) -> list[str]:
     """conv: im2col blocks + GEMM, 1x1 as a GEMM, depthwise as its own kernel, each with the
-    kernel's pointwise consumers on every output tile (`conv.py`); other dtypes as loops."""
+    kernel's pointwise consumers on every output tile (`conv.py`); other dtypes as loops;
+    `store`: stored through its layout readers."""
     lowering = conv_lowering(node, k.types)
     if lowering is ConvLowering.loops:
-        return emit_contraction_loops(k, node)
+        return emit_contraction_loops(k, node, store)
+    if store is not None:
+        return emit_blocked_conv(k, node, lowering, [], store)
     roots = epilogue_roots(k, node)
     k.emitted.update(r.name for r in roots)
     return emit_blocked_conv(k, node, lowering, roots)

@@ -19,7 +19,7 @@ from codesign.codegen.checks import Site
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op
 from codesign.codegen.lowering import is_view, node_structure
-from codesign.codegen.cpp.conv import loop_epilogues
+from codesign.codegen.cpp.conv import stored_epilogues
 from codesign.codegen.cpp import profiling
 from codesign.codegen.cpp.kernels import KernelEmitter, RegionEntry, pointer_operands
 from codesign.codegen.cpp.regions import row_block
@@ -75,7 +75,7 @@ def plan_buffers(graph: Graph, kernels: list[Kernel]) -> BufferPlan:
                 if pos < len(n.operands) and n.operands[pos] in nodes:
                     materialized.add(n.operands[pos])
     for kernel in kernels:  # a conv stored through its layout readers has no buffer of its own
-        materialized -= set(loop_epilogues(kernel, types))
+        materialized -= set(stored_epilogues(kernel, types))
     inputs = {i.name: pos for pos, i in enumerate(graph.inputs)}
     materialized |= set(inputs)
     aliases: dict[str, str] = {}
