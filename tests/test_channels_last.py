@@ -30,6 +30,10 @@ from helpers import rel_err  # noqa: E402
 
 TOL = 1e-5
 OFF = COMPILE_PIPELINE.replace("channels-last", "channels-last{when=never}")
+# the VAE block's up conv as a sub-pixel conv on the low-resolution input (whether the cost
+# model finds that worth it at 4x4 pixels is subpixel-conv's decision, tested there): its
+# conv then shares an NHWC region with the resnet conv before it
+SUBPIXEL = COMPILE_PIPELINE.replace("subpixel-conv", "subpixel-conv{when=always}")
 
 
 @pytest.fixture(autouse=True)
@@ -97,6 +101,10 @@ def _model(name: str, seed: int = 0) -> tuple[nn.Module, torch.Tensor]:
     return model, torch.randn(shape)
 
 
+def _pipeline(name: str) -> str:
+    return SUBPIXEL if name == "vae" else COMPILE_PIPELINE
+
+
 def _ops(graph, op: str) -> list:
     return [n for n in graph.nodes if get_op(n.op) is get_op(op)]
 
@@ -104,7 +112,7 @@ def _ops(graph, op: str) -> list:
 @pytest.mark.parametrize("name", sorted(BLOCKS))
 def test_blocks_match_eager_on_the_triton_backend(name):
     model, x = _model(name)
-    cm = codesign.compile(model, (x,), target="h200", backend="triton")
+    cm = codesign.compile(model, (x,), target="h200", backend="triton", pipeline=_pipeline(name))
     convs = _ops(cm.graph, "conv_nhwc")
     kept = [d for d in cm.ledger if d.pass_name == "channels-last" and d.choice == "kept"]
     assert convs and len(_ops(cm.graph, "conv")) == len(kept)
@@ -155,9 +163,27 @@ def test_off_switch_and_cpu_targets_leave_the_graph_unchanged():
     assert any("channels_last_conv: false" in d.reason for d in cpu.ledger if d.pass_name == "channels-last")
 
 
+def test_vae_block_whose_convs_are_each_alone_stays_nchw():
+    """Without the sub-pixel rewrite each conv of the VAE block sits between NCHW readers
+    (group norms, the nearest upsample): under when=auto all three are kept, ledgered; with
+    when=always all three run NHWC and still match eager."""
+    model, x = _model("vae")
+    plain = COMPILE_PIPELINE.replace("subpixel-conv,", "")
+    auto = codesign.compile(model, (x,), target="h200", backend="interpreter", pipeline=plain)
+    assert not _ops(auto.graph, "conv_nhwc") and len(_ops(auto.graph, "conv")) == 3
+    kept = [d for d in auto.ledger if d.pass_name == "channels-last" and d.choice == "kept"]
+    assert len(kept) == 3 and all("alone in its NHWC region" in d.reason for d in kept)
+    always = codesign.compile(model, (x,), target="h200", backend="interpreter",
+                              pipeline=plain.replace("channels-last", "channels-last{when=always}"))
+    assert len(_ops(always.graph, "conv_nhwc")) == 3 and not _ops(always.graph, "conv")
+    fresh = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert rel_err(always(fresh), model(fresh)) <= TOL
+
+
 def test_gpu_graph_runs_on_the_cpp_backend_and_exports_nchw():
     model, x = _model("vae")
-    cm = codesign.compile(model, (x,), target="h200", backend="cpp")
+    cm = codesign.compile(model, (x,), target="h200", backend="cpp", pipeline=SUBPIXEL)
     assert _ops(cm.graph, "conv_nhwc")
     assert not _ops(cm.graph_for("cpp"), "conv_nhwc")
     with torch.no_grad():
