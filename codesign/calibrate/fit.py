@@ -71,6 +71,8 @@ class _Layout:
         params.append(_Param("cached", 1.5, 0.5, 8.0))
         params += [_Param(f"memory:{t}", 0.8, 1e-2, 1.5) for t in sorted({x.template for x in f})
                    if t in MEMORY_CLASSES]
+        if any(x.im2col_bytes for x in generated_features(kernels)):
+            params.append(_Param("im2col", 0.2, 1e-3, 1.5))
         if any(x.strided_bytes for x in f):
             params.append(_Param("strided", 0.2, 1e-3, 1.5))
         if any(x.special for x in f):
@@ -98,7 +100,7 @@ class _Layout:
         if units is not None:
             fields["units"] = units
         for name in ("tile_overhead", "vendor_k_half", "unit_bandwidth", "vector", "prologue", "epilogue",
-                     "strided", "cached", "special_rate", "overlap"):
+                     "strided", "im2col", "cached", "special_rate", "overlap"):
             if name in v:
                 fields[name] = v[name]
         if not validate:
@@ -106,7 +108,11 @@ class _Layout:
         return Efficiency(**fields)
 
 
-MEMORY_CLASSES = ("vector", "row", "gemm", "attention", "conv", "moe")
+MEMORY_CLASSES = ("vector", "row", "pool", "group_norm", "gemm", "attention", "conv", "depthwise", "moe")
+
+
+def generated_features(kernels: list[KernelTime]) -> list:
+    return [k.features for k in kernels if k.implementation != "vendor"]
 _DEFAULTS = {name: field.get_default(call_default_factory=True) for name, field in Efficiency.model_fields.items()
              if not field.is_required()}
 
@@ -146,8 +152,8 @@ def host_costs(raw: RawData) -> tuple[float, float, float]:
                   for p in raw.programs if p.case.startswith("launch") and p.kernels]
         return (statistics.median(shares) if shares else 0.0), 0.0, 0.0
     rows, walls = [], []
-    for program in raw.programs:
-        if program.case.startswith("launch") and program.kernels:
+    for program in raw.programs:  # graph replays pay no per-launch host cost: left out
+        if program.case.startswith("launch") and program.kernels and not program.graphed:
             rows.append([1.0, len(program.kernels), sum(k.features.arguments for k in program.kernels)])
             walls.append(program.wall_seconds)
     if not rows:

@@ -54,9 +54,10 @@ class ProgramTime:
     launches: int = 0
     extern_features: tuple[KernelFeatures, ...] = ()  # what the externs do, for prediction
     notes: tuple[str, ...] = field(default=())
+    graphed: bool = False  # the wall was one CUDA graph replay (the GPU backend's default), not launch by launch
 
     def as_dict(self) -> dict:
-        return {"case": self.case, "wall_seconds": self.wall_seconds,
+        return {"case": self.case, "wall_seconds": self.wall_seconds, "graphed": self.graphed,
                 "other_device_seconds": self.other_device_seconds, "launches": self.launches,
                 "kernels": [k.as_dict() for k in self.kernels],
                 "extern_features": [f.as_dict() for f in self.extern_features], "notes": list(self.notes)}
@@ -66,7 +67,7 @@ class ProgramTime:
         return cls(data["case"], float(data["wall_seconds"]), tuple(KernelTime.from_dict(k) for k in data["kernels"]),
                    float(data.get("other_device_seconds", 0.0)), int(data.get("launches", 0)),
                    tuple(KernelFeatures.from_dict(f) for f in data.get("extern_features", ())),
-                   tuple(data.get("notes", ())))
+                   tuple(data.get("notes", ())), bool(data.get("graphed", False)))
 
 
 def _kernel_map(cm, program) -> tuple[dict[str, tuple[str, KernelFeatures]], list[KernelFeatures]]:
@@ -133,7 +134,7 @@ def refeature(raw_programs, build, target) -> tuple:
             kernels.append(KernelTime(k.case, k.kernel, k.key, features, k.seconds, k.implementation))
         out.append(ProgramTime(program.case, program.wall_seconds, tuple(kernels), program.other_device_seconds,
                                program.launches, tuple(externs) if not program.case.endswith("_vendor") else (),
-                               program.notes))
+                               program.notes, program.graphed))
     return tuple(out)
 
 
@@ -181,7 +182,13 @@ def profile_cuda(case: str, cm, inputs: Sequence[torch.Tensor], repeat: int = 20
                                 statistics.median(times) * max(1, round(len(times) / repeat)))
                      for name, times in sorted(samples.items()))
     return ProgramTime(case, statistics.median(walls), measured, other / repeat, launches // repeat,
-                       tuple(externs))
+                       tuple(externs), graphed=replayed_as_graph(program))
+
+
+def replayed_as_graph(program) -> bool:
+    """Whether the Triton program ran its calls as CUDA graph replays (captured, graphs on)."""
+    graphs = getattr(program, "graphs", None)
+    return bool(graphs is not None and graphs.why_not is None and graphs.captured)
 
 
 def time_vendor_cuda(fn, repeat: int = 20, warmup: int = 3) -> float:

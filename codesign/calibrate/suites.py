@@ -8,8 +8,14 @@ kernels codesign generates (and, for GEMMs, the vendor library beside them):
 - memory-bound kernels: copies, pointwise chains with and without transcendental
   functions, row reductions, softmax, norms, strided (transposed) and gathered reads, at
   sizes from a few KiB (latency) to hundreds of MiB (bandwidth);
+- convolutions (CPU): 3x3, 1x1, strided, grouped and depthwise, a 7x7 stem, each with the
+  batch norm / activation / residual its network fuses after it, and a VAE-style group norm
+  + SiLU before a conv and a nearest upsample into one; pooling (max with a fused batch norm
+  + ReLU, average, global); routed mixtures of experts;
 - launches: programs of many tiny kernels, for the host's cost per launch.
-Several independent kernels share one module (one compile, one profile run each).
+Several independent kernels share one module (one compile, one profile run each). No case
+repeats a shape of the validation families (`benchmarks/cost_validation.py`): the validation
+stays out of sample.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ class Case:
     """One calibration program: a name, what it measures, and how to build it on a device."""
 
     name: str
-    axis: str  # gemm | attention | memory | launch
+    axis: str  # gemm | attention | memory | conv | moe | launch
     build: Callable[[torch.device, torch.dtype], tuple[nn.Module, tuple[torch.Tensor, ...]]]
     dtype: torch.dtype = torch.bfloat16
     gemms: tuple[tuple[int, int, int], ...] = ()  # (M, N, K) of the vendor GEMMs to time beside
@@ -230,6 +236,160 @@ def _small_decoder(device, dtype):
     return _SmallDecoder(device, dtype), (torch.randint(0, 512, (1, 32), device=device),)
 
 
+class _Linears(nn.Module):
+    """Independent linear layers (weights stored [out, in], as models hold them), one kernel each."""
+
+    def __init__(self, shapes, device, dtype):
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(k, n, bias=False, device=device, dtype=dtype) for _, n, k in shapes])
+
+    def forward(self, *xs):
+        return tuple(layer(x) for layer, x in zip(self.layers, xs))
+
+
+def _linears(shapes):
+    def build(device, dtype):
+        return _Linears(shapes, device, dtype), tuple(torch.randn(m, k, device=device, dtype=dtype) for m, _, k in shapes)
+    return build
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One conv block of a conv case: conv(cin -> cout, kernel, stride, groups) on a
+    [batch, cin, size, size] input, then what its network fuses after it."""
+
+    cin: int
+    cout: int
+    size: int
+    kernel: int = 3
+    stride: int = 1
+    groups: int = 1
+    after: str = "bn_relu"  # bn_relu | bn | bn_add (residual) | none
+    batch: int = 1
+
+
+class _ConvBlock(nn.Module):
+    def __init__(self, spec: ConvSpec, device, dtype):
+        super().__init__()
+        self.spec = spec
+        self.conv = nn.Conv2d(spec.cin, spec.cout, spec.kernel, spec.stride, spec.kernel // 2, groups=spec.groups,
+                              bias=spec.after == "none", device=device, dtype=dtype)
+        self.bn = nn.BatchNorm2d(spec.cout, device=device, dtype=dtype)
+        with torch.no_grad():  # running statistics away from the identity, as a trained network has
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x, residual=None):
+        y = self.conv(x)
+        if self.spec.after == "none":
+            return y
+        y = self.bn(y)
+        if self.spec.after == "bn_add":
+            return torch.relu(y + residual)
+        return torch.relu(y) if self.spec.after == "bn_relu" else y
+
+
+class _Convs(nn.Module):
+    """Independent conv blocks, each on its own input: one kernel each (conv + its epilogue)."""
+
+    def __init__(self, specs, device, dtype):
+        super().__init__()
+        self.blocks = nn.ModuleList([_ConvBlock(s, device, dtype) for s in specs])
+
+    def forward(self, *xs):
+        outs, i = [], 0
+        for block in self.blocks:
+            if block.spec.after == "bn_add":
+                outs.append(block(xs[i], xs[i + 1]))
+                i += 2
+            else:
+                outs.append(block(xs[i]))
+                i += 1
+        return tuple(outs)
+
+
+def _convs(specs):
+    def build(device, dtype):
+        inputs = []
+        for s in specs:
+            inputs.append(torch.randn(s.batch, s.cin, s.size, s.size, device=device, dtype=dtype))
+            if s.after == "bn_add":
+                out = (s.size - 1) // s.stride + 1
+                inputs.append(torch.randn(s.batch, s.cout, out, out, device=device, dtype=dtype))
+        return _Convs(specs, device, dtype), tuple(inputs)
+    return build
+
+
+class _DecoderConvs(nn.Module):
+    """What a VAE decoder runs: group norm + SiLU, a 3x3 conv, a nearest x2 upsample into a
+    3x3 conv, and a conv down to a few output channels."""
+
+    def __init__(self, channels, groups, device, dtype):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels, device=device, dtype=dtype)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, device=device, dtype=dtype)
+        self.up = nn.Conv2d(channels, channels, 3, padding=1, device=device, dtype=dtype)
+        self.out = nn.Conv2d(channels, 3, 3, padding=1, device=device, dtype=dtype)
+
+    def forward(self, a, b, c, d):
+        return (F.silu(self.norm(a)), self.conv(b), self.up(F.interpolate(c, scale_factor=2.0, mode="nearest")),
+                self.out(d))
+
+
+def _decoder_convs(channels, groups, size):
+    def build(device, dtype):
+        return _DecoderConvs(channels, groups, device, dtype), tuple(
+            torch.randn(1, channels, size, size, device=device, dtype=dtype) for _ in range(4))
+    return build
+
+
+class _Pools(nn.Module):
+    """Pooling as CNNs run it: a stem's batch norm + ReLU + 3x3/2 max pool, a 2x2 max pool,
+    a 2x2 average pool and a global average pool."""
+
+    def __init__(self, channels, device, dtype):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, device=device, dtype=dtype)
+
+    def forward(self, a, b, c, d):
+        return (F.max_pool2d(torch.relu(self.bn(a)), 3, 2, 1), F.max_pool2d(b, 2), F.avg_pool2d(c, 2),
+                F.adaptive_avg_pool2d(d, 1))
+
+
+def _pools(batch, channels, size):
+    def build(device, dtype):
+        return _Pools(channels, device, dtype), tuple(
+            torch.randn(batch, channels, size, size, device=device, dtype=dtype) for _ in range(4))
+    return build
+
+
+class _Moe(nn.Module):
+    """A routed sparse mixture of experts (transformers' Mixtral block, random weights)."""
+
+    def __init__(self, hidden, inner, experts, top_k, device, dtype):
+        super().__init__()
+        from transformers import MixtralConfig
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+        cfg = MixtralConfig(hidden_size=hidden, intermediate_size=inner, num_local_experts=experts,
+                            num_experts_per_tok=top_k, num_hidden_layers=1, num_attention_heads=4,
+                            num_key_value_heads=4, vocab_size=64)
+        self.block = MixtralSparseMoeBlock(cfg).to(device=device, dtype=dtype)
+        with torch.no_grad():
+            for p in self.block.parameters():
+                p.normal_(0.0, 0.02)
+
+    def forward(self, x):
+        out = self.block(x)
+        return out[0] if isinstance(out, tuple) else out
+
+
+def _moe(tokens, hidden, inner, experts, top_k):
+    def build(device, dtype):
+        return _Moe(hidden, inner, experts, top_k, device, dtype), (
+            torch.randn(1, tokens, hidden, device=device, dtype=dtype),)
+    return build
+
+
 def _has_transformers() -> bool:
     import importlib.util
     return importlib.util.find_spec("transformers") is not None
@@ -270,9 +430,29 @@ def cpu_cases() -> list[Case]:
     cases = [Case("gemm", "gemm", _gemms(gemm), torch.float32, gemms=tuple(gemm))]
     cases.append(Case("attention", "attention", _attention([
         (1, 8, 8, 256, 64, False), (1, 8, 8, 512, 64, True), (1, 8, 2, 256, 64, True)]), torch.float32))
-    for rows, cols in ((16, 256), (256, 1024), (2048, 1024), (8192, 1024)):
+    linear = [(160, 640, 320), (96, 2048, 256), (320, 256, 960), (128, 96, 768), (64, 3072, 448), (200, 4000, 256)]
+    cases.append(Case("linear", "gemm", _linears(linear), torch.float32))
+    # sizes of the models' activations (up to a few MiB a tensor); larger outputs than these
+    # pay the kernel's first touch of freshly mapped pages, which the model does not price
+    for rows, cols in ((16, 256), (256, 1024), (1024, 512), (2048, 1024)):
         cases.append(Case(f"memory_{rows}x{cols}", "memory", _memory(rows, cols), torch.float32))
     cases.append(Case("prologue", "gemm", _prologue([(512, 512, 512), (256, 2048, 256)]), torch.float32))
+    cases.append(Case("epilogue", "gemm", _epilogue(192, 1024, 320), torch.float32))
+    cases.append(Case("conv", "conv", _convs([
+        ConvSpec(40, 40, 20), ConvSpec(96, 96, 12, after="bn"), ConvSpec(32, 64, 24, stride=2),
+        ConvSpec(80, 160, 14, kernel=1, after="bn_add"), ConvSpec(48, 96, 18, kernel=1, stride=2, after="bn"),
+        ConvSpec(3, 32, 96, kernel=7, stride=2, batch=2)]), torch.float32))
+    cases.append(Case("conv_grouped", "conv", _convs([
+        ConvSpec(96, 96, 28, groups=96), ConvSpec(144, 144, 14, stride=2, groups=144, after="bn"),
+        ConvSpec(64, 64, 16, groups=4), ConvSpec(24, 72, 40, kernel=1, after="bn_relu", batch=2),
+        ConvSpec(160, 48, 10, after="none")]), torch.float32))
+    cases.append(Case("conv_decoder", "conv", _decoder_convs(48, 8, 12), torch.float32))
+    cases.append(Case("conv_decoder_wide", "conv", _decoder_convs(96, 16, 20), torch.float32))
+    cases.append(Case("pool", "conv", _pools(2, 48, 40), torch.float32))
+    cases.append(Case("pool_small", "conv", _pools(1, 96, 12), torch.float32))
+    if _has_transformers():
+        cases.append(Case("moe", "moe", _moe(48, 160, 448, 4, 2), torch.float32))
+        cases.append(Case("moe_wide", "moe", _moe(96, 320, 640, 8, 2), torch.float32))
     cases.append(Case("rope_attention", "attention", _rope_attention(1, 8, 256, 64), torch.float32))
     cases.append(Case("launch", "launch", _tiny(24), torch.float32))
     cases.append(Case("launch_short", "launch", _tiny(4), torch.float32))

@@ -64,7 +64,7 @@ def validate(raw: RawData, target: Target) -> dict:
         else:
             launches = sum(host_time(f, efficiency) for f in
                            [k.features for k in program.kernels] + list(program.extern_features))
-            total = combine_host(device, launches, efficiency)
+            total = combine_host(device, launches, efficiency, program.graphed)
         program_err = abs(total / program.wall_seconds - 1.0) if program.wall_seconds > 0 else float("inf")
         all_errors += errs
         program_errors.append(program_err)
@@ -73,7 +73,8 @@ def validate(raw: RawData, target: Target) -> dict:
                          "wall_seconds": program.wall_seconds, "program_abs_error": program_err,
                          "measured_kernel_seconds": sum(k.seconds for k in program.kernels),
                          "measured_other_device_seconds": program.other_device_seconds,
-                         "predicted_extern_seconds": extern_device, "externs": len(program.extern_features)})
+                         "predicted_extern_seconds": extern_device, "externs": len(program.extern_features),
+                         "graphed": program.graphed})
     summary = {"kernels": len(all_errors), "programs": len(programs),
                "median_abs_error": statistics.median(all_errors) if all_errors else 0.0,
                "p90_abs_error": percentile(all_errors, 0.9),

@@ -3,7 +3,8 @@
 The roofline needs only FLOPs and bytes. Measured silicon also depends on what kind of work
 the FLOPs are (matrix units or vector lanes, transcendental functions on the special-function
 units), on the shape of a contraction (a GEMM's tiles fill the chip in waves, and a short
-reduction dimension never fills the pipeline), and on a fixed cost per kernel. A
+reduction dimension never fills the pipeline; a convolution is a GEMM over the im2col matrix
+it builds first), and on a fixed cost per kernel. A
 `KernelFeatures` records exactly these, once, from the IR; the calibrated model
 (`codesign.cost.calibration`) prices them and the calibration fit (`codesign.calibrate`)
 learns from them, so both read one definition.
@@ -23,24 +24,29 @@ from codesign.ir.types import TensorType
 
 # templates whose FLOPs run on the matrix units, each with its own fitted efficiency
 MATRIX_TEMPLATES = (Template.gemm, Template.attention, Template.conv, Template.moe)
+ROW_TEMPLATES = (Template.reduce, Template.variance, Template.softmax, Template.norm, Template.group_norm,
+                 Template.pool, Template.argminmax, Template.scan)
+VECTOR_CLASSES = ("vector", "row", "pool", "group_norm")  # kernel classes without a matrix anchor
 
 
 @dataclass(frozen=True)
 class KernelFeatures:
     """One kernel's work: the figures the cost model prices and the calibration fits."""
 
-    template: str  # gemm, attention, conv, moe; "row" (a reduction, norm or softmax); "vector"
+    template: str  # gemm, attention, conv, depthwise, moe; pool, group_norm, "row" (other reductions,
+    # norms, softmax); "vector" (see `kernel_class`)
     dtype: str  # the anchor's dtype (the kernel's first compute node without an anchor)
     matrix_flops: int  # FLOPs of the matrix-unit template (0 for a vector kernel)
     vector_flops: int  # every other FLOP
     special: int  # transcendental evaluations (exp, log, tanh, erf, sigmoid, sqrt, ...)
     home_bytes: int  # bytes read from and written to the home tier (re-reads included)
-    gemm: tuple[int, int, int, int] | None = None  # (batch, M, N, K) of a GEMM or attention anchor
+    gemm: tuple[int, int, int, int] | None = None  # (batch, M, N, K) of a GEMM, attention or conv anchor
     strided_bytes: int = 0  # of home_bytes, those read across the innermost loop (a transpose)
     prologue_flops: int = 0  # of vector_flops, those of ops fused before a matrix op's operand
     arguments: int = 0  # tensors the kernel is launched with (its outside inputs and outputs)
     epilogue_flops: int = 0  # of vector_flops, those applied to a matrix op's result in its kernel
     operand_bytes: tuple[int, ...] = ()  # size of each outside input and output (for cache reuse)
+    im2col_bytes: int = 0  # bytes of the im2col matrix a conv anchor builds before its GEMM (`im2col_bytes`)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +58,8 @@ class KernelFeatures:
                    int(data["vector_flops"]), int(data["special"]), int(data["home_bytes"]),
                    tuple(int(v) for v in gemm) if gemm else None, int(data.get("strided_bytes", 0)),
                    int(data.get("prologue_flops", 0)), int(data.get("arguments", 0)),
-                   int(data.get("epilogue_flops", 0)), tuple(int(v) for v in data.get("operand_bytes", ())))
+                   int(data.get("epilogue_flops", 0)), tuple(int(v) for v in data.get("operand_bytes", ())),
+                   int(data.get("im2col_bytes", 0)))
 
 
 def special_count(node: Node, types: Mapping[str, TensorType]) -> int:
@@ -95,11 +102,69 @@ def gemm_shape(node: Node, types: Mapping[str, TensorType]) -> tuple[int, int, i
     if op.template is Template.attention:
         q, k = types[node.operands[0]], types[node.operands[1]]
         return prod(q.shape[:-2]), q.shape[-2], k.shape[-2], q.shape[-1]
+    if op.template is Template.conv and not is_depthwise(node, types):
+        return conv_gemm(node, types)
     return None
 
 
-ROW_TEMPLATES = (Template.reduce, Template.variance, Template.softmax, Template.norm, Template.group_norm,
-                 Template.pool, Template.argminmax, Template.scan)
+def conv_gemm(node: Node, types: Mapping[str, TensorType]) -> tuple[int, int, int, int]:
+    """(batch, M, N, K) of a conv as a GEMM: per image and group, the weights viewed as a
+    [F/groups, C/groups · taps] matrix times the im2col matrix [C/groups · taps, output pixels].
+    Read from the weight [F, C/groups, *kernel] and the output's size, so any layout (NC*, N*C)."""
+    w = types[node.operands[1]].shape
+    groups = int(get_op(node.op).attr_values(node.attrs)["groups"])
+    images, features = node.type.shape[0], w[0]
+    pixels = node.type.numel // max(images * features, 1)
+    return images * groups, features // groups, pixels, prod(w[1:])
+
+
+def is_depthwise(node: Node, types: Mapping[str, TensorType]) -> bool:
+    """A conv with one input channel per group: each output plane is a few taps of one input
+    plane, a vector kernel (a GEMM with K = taps would be all overhead)."""
+    if get_op(node.op).template is not Template.conv:
+        return False
+    groups = int(get_op(node.op).attr_values(node.attrs)["groups"])
+    return groups > 1 and types[node.operands[1]].shape[1] == 1
+
+
+def im2col_bytes(node: Node, types: Mapping[str, TensorType]) -> int:
+    """Bytes of the im2col matrix a conv builds (each input pixel copied once per tap that
+    reads it, padding included) before multiplying it: none for a depthwise conv (no GEMM) or
+    a 1x1 conv with unit stride and no padding (its input already is the matrix)."""
+    if get_op(node.op).template is not Template.conv or is_depthwise(node, types):
+        return 0
+    attrs = get_op(node.op).attr_values(node.attrs)
+    taps = types[node.operands[1]].shape[2:]
+    if all(k == 1 for k in taps) and all(s == 1 for s in attrs["stride"]) and not any(attrs["padding"]):
+        return 0
+    batch, _, pixels, k = conv_gemm(node, types)
+    return batch * pixels * k * node.type.dtype.itemsize
+
+
+# the class a kernel is priced as (its `KernelFeatures.template`), and the class whose fitted
+# figures stand in for it where a calibration has none of its own
+CLASS_FALLBACK = {"depthwise": "conv", "conv": "gemm", "pool": "row", "group_norm": "row", "row": "vector"}
+
+
+def class_chain(template: str) -> tuple[str, ...]:
+    """`template`, then the classes whose figures stand in for it, most specific first."""
+    chain = [template]
+    while chain[-1] in CLASS_FALLBACK:
+        chain.append(CLASS_FALLBACK[chain[-1]])
+    return tuple(chain)
+
+
+def kernel_class(op_template: Template, node: Node, types: Mapping[str, TensorType]) -> str:
+    """The class a kernel anchored (or dominated) by a node of `op_template` is priced as."""
+    if op_template is Template.conv and is_depthwise(node, types):
+        return "depthwise"
+    if op_template in MATRIX_TEMPLATES:
+        return op_template.value
+    if op_template in (Template.pool, Template.group_norm):
+        return op_template.value
+    return "row" if op_template in ROW_TEMPLATES else "vector"
+
+
 
 
 def _is_matrix(node: Node) -> bool:
@@ -178,7 +243,7 @@ def kernel_features(kernel: Kernel, types: Mapping[str, TensorType], node_flops,
     """The kernel's features; `node_flops(node)` and `runs` (recompute factors) come from the
     cost model, so FLOPs here are the cost model's FLOPs."""
     template = "vector"
-    matrix = vector = special = prologue_flops = epilogue_flops = 0
+    matrix = vector = special = prologue_flops = epilogue_flops = staged = 0
     has_matrix = any(_is_matrix(n) for n in kernel.nodes)
     anchor = kernel_anchor(kernel)
     prologue = prologue_nodes(kernel)
@@ -187,8 +252,9 @@ def kernel_features(kernel: Kernel, types: Mapping[str, TensorType], node_flops,
         f = int(node_flops(node) * runs.get(node.name, 1.0))
         if _is_matrix(node):
             matrix += f
-            if template in ("vector", "row") or op.template is Template.attention:
-                template = op.template.value if op.template in MATRIX_TEMPLATES else "gemm"
+            staged += im2col_bytes(node, types)
+            if template in VECTOR_CLASSES or op.template is Template.attention:
+                template = kernel_class(op.template, node, types) if op.template in MATRIX_TEMPLATES else "gemm"
         else:
             vector += f
             if node.name in prologue:
@@ -196,7 +262,7 @@ def kernel_features(kernel: Kernel, types: Mapping[str, TensorType], node_flops,
             elif has_matrix:
                 epilogue_flops += f
             if op.template in ROW_TEMPLATES and template == "vector":
-                template = "row"
+                template = kernel_class(op.template, node, types)
         special += int(special_count(node, types) * runs.get(node.name, 1.0))
     dtype = (anchor.type.dtype if anchor is not None else kernel.nodes[0].type.dtype).value
     shape = gemm_shape(anchor, types) if anchor is not None else None
@@ -204,4 +270,4 @@ def kernel_features(kernel: Kernel, types: Mapping[str, TensorType], node_flops,
     sizes = tuple(sorted((types[v].nbytes for v in (*kernel.inputs, *kernel.outputs) if types[v].numel > 1),
                          reverse=True))
     return KernelFeatures(template, dtype, matrix, vector, special, int(home_bytes), shape,
-                          strided_bytes(kernel, types), prologue_flops, arguments, epilogue_flops, sizes)
+                          strided_bytes(kernel, types), prologue_flops, arguments, epilogue_flops, sizes, staged)

@@ -23,12 +23,12 @@ The figures are structural — one set per target, fitted to microbenchmarks, no
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import ceil
 from typing import Callable, Mapping, Sequence
 
 from codesign.analysis import node_flops
-from codesign.cost.features import KernelFeatures, kernel_features
+from codesign.cost.features import KernelFeatures, class_chain, kernel_features
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel, kernels
 from codesign.ir.ops import OpKind, Template, get_op
@@ -295,7 +295,9 @@ class CostModel:
         costs = tuple(self.kernel_cost(graph, k, types) for k in (kernel_list or kernels(graph))
                       if not _is_free(k))
         calibration = self.target.calibration
-        return GraphCost(costs, program_time(costs, calibration.efficiency if calibration else None),
+        efficiency = calibration.efficiency if calibration else None
+        graphed = efficiency is not None and replays_as_graph(efficiency, (k for k in (kernel_list or kernels(graph))))
+        return GraphCost(costs, program_time(costs, efficiency, graphed),
                          sum(c.total_flops for c in costs), sum(c.bytes.get(self.home, 0) for c in costs),
                          len(costs), calibration is not None)
 
@@ -305,18 +307,31 @@ def host_time(features: KernelFeatures, efficiency: Efficiency) -> float:
     return efficiency.host_per_launch + efficiency.host_per_argument * features.arguments
 
 
-def program_time(costs: Sequence[KernelCost], efficiency: Efficiency | None) -> float:
+def replays_as_graph(efficiency: Efficiency, kernel_list) -> bool:
+    """Whether a program runs as one CUDA graph replay (`codegen.triton.graphs`, the GPU
+    backend's default): on a GPU (the host launches asynchronously), unless a kernel routes on
+    the host (a `moe`: data-dependent sizes synchronise, so the program is not captured)."""
+    return efficiency.asynchronous_launch and not any(
+        get_op(n.op).template is Template.moe for k in kernel_list for n in k.nodes)
+
+
+def program_time(costs: Sequence[KernelCost], efficiency: Efficiency | None, graphed: bool = False) -> float:
     """A program's time from its kernels': their sum, or, when the host launches kernels
-    asynchronously (a GPU), the larger of the device's sum and the host's time."""
+    asynchronously (a GPU), the larger of the device's sum and the host's time; a program
+    replayed as a CUDA graph (`graphed`) pays one replay's host cost, not one per launch."""
     device = sum(c.time for c in costs)
     if efficiency is None:
         return device
-    return combine_host(device, sum(c.host for c in costs), efficiency)
+    return combine_host(device, sum(c.host for c in costs), efficiency, graphed)
 
 
-def combine_host(device: float, launches: float, efficiency: Efficiency) -> float:
+def combine_host(device: float, launches: float, efficiency: Efficiency, graphed: bool = False) -> float:
     """Device time and the host's launch time (plus its cost per call) as one program time:
-    the larger when the host launches asynchronously (a GPU stream), else their sum."""
+    the larger when the host launches asynchronously (a GPU stream), else their sum. A CUDA
+    graph replay (`graphed`) launches every kernel with one driver call: the host's cost per
+    call, then the device's time (the replay starts once the host has issued it)."""
+    if graphed:
+        return device + efficiency.host_per_call
     host = efficiency.host_per_call + launches
     return max(device, host) if efficiency.asynchronous_launch else device + host
 
@@ -326,9 +341,14 @@ def matrix_efficiency(features: KernelFeatures, target: Target, efficiency: Effi
     """The fraction of the matrix peak a kernel's template reaches at its shape: the
     template's measured efficiency, times wave quantisation (generated kernels: one tile
     for every shape), times pipeline fill along the reduction."""
-    key = f"{features.template}/{_PEAK_KEY.get(DType(features.dtype), 'fp32')}"
+    dtype = _PEAK_KEY.get(DType(features.dtype), 'fp32')
     table = efficiency.matrix
-    e = (table.get(key + "/vendor") if vendor else None) or table.get(key)
+    e = None
+    for cls in class_chain(features.template):  # a depthwise conv without figures of its own: conv's, then gemm's
+        key = f"{cls}/{dtype}"
+        e = (table.get(key + "/vendor") if vendor else None) or table.get(key)
+        if e is not None:
+            break
     if e is None:  # an uncalibrated template or dtype: the calibrated GEMM's, else the mean
         same = [v for k, v in sorted(table.items()) if k.startswith("gemm/") and k.count("/") == 1]
         e = same[0] if same else (sum(table.values()) / len(table) if table else 1.0)
@@ -386,16 +406,37 @@ def prologue_reruns(features: KernelFeatures, efficiency: Efficiency) -> float:
     """How often a fused prologue runs: once per tile along the dimension it is not indexed
     by (attention: each block of query rows re-reads every key; a GEMM: each column block
     re-reads its rows)."""
-    if features.gemm is None:
+    if features.gemm is None or features.template == "conv":  # a conv's prologue runs as it builds im2col
         return 1.0
     _, m, n, _ = features.gemm
     bm, bn = efficiency.tile
     return float(ceil(m / bm)) if features.template == "attention" else float(ceil(n / bn))
 
 
+def as_calibrated(features: KernelFeatures, efficiency: Efficiency) -> KernelFeatures:
+    """`features` as this calibration can price them: a conv's GEMM shape and im2col bytes
+    only where it has conv figures of its own (fitted from convs it ran); a calibration
+    without them (a GPU, whose backend calls cuDNN) never measured a conv as a tiled GEMM, so
+    the conv is priced by its FLOPs and bytes, without a generated GEMM's waves."""
+    if features.template not in ("conv", "depthwise") or any(
+            k.split("/")[0] in ("conv", "depthwise") for k in efficiency.matrix):
+        return features
+    return replace(features, gemm=None, im2col_bytes=0)
+
+
+def class_figure(table: Mapping[str, float], template: str, default: float) -> float:
+    """A per-class figure (memory fraction, fixed time) of `template`: its own, else that of the
+    class standing in for it (`features.class_chain`), else the 'vector' one, else `default`."""
+    for cls in class_chain(template):
+        if cls in table:
+            return table[cls]
+    return table.get("vector", default)
+
+
 def calibrated_time(features: KernelFeatures, target: Target, efficiency: Efficiency,
                     vendor: bool = False) -> tuple[float, str, dict[str, float]]:
     """(device time, bound, parts) of a kernel on a calibrated target."""
+    features = as_calibrated(features, efficiency)
     dtype = DType(features.dtype)
     sockets = target.sockets
     home = target.home_tier.name
@@ -415,10 +456,12 @@ def calibrated_time(features: KernelFeatures, target: Target, efficiency: Effici
     if features.prologue_flops:
         reruns = prologue_reruns(features, efficiency)
         parts["compute"] += features.prologue_flops * reruns / (vector_rate * efficiency.prologue)
+    if features.im2col_bytes and efficiency.im2col and not vendor:  # built before the GEMM reads it
+        parts["compute"] += features.im2col_bytes / (target.total_bandwidth(home) * efficiency.im2col)
     if features.special and efficiency.special_rate:
         parts["special"] = features.special / (efficiency.special_rate * sockets)
     bandwidth = target.total_bandwidth(home)
-    memory = efficiency.memory.get(features.template, efficiency.memory.get("vector", 1.0))
+    memory = class_figure(efficiency.memory, features.template, 1.0)
     cached = cached_bytes(features, efficiency)
     contiguous = max(features.home_bytes - features.strided_bytes - cached, 0)
     parts[home] = (contiguous / (bandwidth * memory) + features.strided_bytes / (bandwidth * efficiency.strided)
@@ -428,7 +471,7 @@ def calibrated_time(features: KernelFeatures, target: Target, efficiency: Effici
         parts[home] = max(parts[home], features.home_bytes / (busy_units * efficiency.unit_bandwidth))
     p = efficiency.overlap
     busy = sum(t ** p for t in parts.values()) ** (1.0 / p) if any(parts.values()) else 0.0
-    fixed = efficiency.fixed.get(features.template, efficiency.fixed.get("vector", 0.0))
+    fixed = class_figure(efficiency.fixed, features.template, 0.0)
     if vendor:
         fixed = efficiency.fixed.get("vendor", fixed)
     bound = max(sorted(parts), key=lambda k: parts[k])

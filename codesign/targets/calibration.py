@@ -68,6 +68,9 @@ class Efficiency(_Frozen):
         "kernels (a GPU's L2), so it moves at `cached` times the home bandwidth; 0: none."))
     cached: float = Field(default=1.0, gt=0.0, le=8.0, description=(
         "Bandwidth of cache-resident operands, as a multiple of the home tier's."))
+    im2col: float | None = Field(default=None, gt=0.0, le=1.5, description=(
+        "Fraction of the home tier's bandwidth at which a generated conv builds its im2col "
+        "columns before the GEMM on them (None: not priced)."))
     special_rate: float = Field(default=0.0, ge=0.0, description=(
         "Transcendental evaluations per second (0: not limiting)."))
     memory: dict[str, float] = Field(default_factory=lambda: {"vector": 1.0}, description=(

@@ -1,0 +1,126 @@
+"""Kernel features of convolutions and pooling, their pricing, and CUDA-graph program time."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from codesign import frontend
+from codesign.calibrate.profile import KernelTime, ProgramTime
+from codesign.calibrate.measure import RawData
+from codesign.calibrate.validate import validate
+from codesign.cost.features import KernelFeatures, class_chain
+from codesign.cost.model import CostModel, KernelCost, calibrated_time, combine_host, program_time
+from codesign.ir.kernels import kernels
+from codesign.targets import load_target
+
+
+def _features(module: nn.Module, *shape: int) -> list[KernelFeatures]:
+    captured = frontend.capture(module.eval(), (torch.randn(*shape),))
+    graph = captured.graph
+    model, types = CostModel(load_target("cpu-host")), graph.types()
+    return [model.features(k, types) for k in kernels(graph)]
+
+
+@pytest.mark.parametrize("conv, gemm, im2col", [
+    # 3x3, padding 1: per image a [16, 8*9] x [8*9, 10*10] product, im2col of 72 x 100 floats
+    (nn.Conv2d(8, 16, 3, padding=1), (2, 16, 100, 72), 2 * 72 * 100 * 4),
+    # 1x1, unit stride, no padding: the input is the matrix already
+    (nn.Conv2d(8, 16, 1), (2, 16, 100, 8), 0),
+    # a strided 1x1 gathers every other pixel: it builds columns
+    (nn.Conv2d(8, 16, 1, stride=2), (2, 16, 25, 8), 2 * 8 * 25 * 4),
+    # grouped: one product per image and group, K = channels per group x taps
+    (nn.Conv2d(8, 16, 3, padding=1, groups=4), (8, 4, 100, 18), 8 * 18 * 100 * 4),
+])
+def test_a_conv_is_priced_as_the_gemm_it_runs(conv, gemm, im2col):
+    (f,) = _features(conv, 2, 8, 10, 10)
+    assert f.template == "conv" and f.gemm == gemm and f.im2col_bytes == im2col
+    batch, m, n, k = gemm
+    assert f.matrix_flops == 2 * batch * m * n * k
+
+
+def test_depthwise_conv_and_pooling_have_classes_of_their_own():
+    (dw,) = _features(nn.Conv2d(8, 8, 3, padding=1, groups=8), 1, 8, 12, 12)
+    assert dw.template == "depthwise" and dw.gemm is None and dw.im2col_bytes == 0
+    (pool,) = _features(nn.MaxPool2d(2), 1, 8, 12, 12)
+    assert pool.template == "pool"
+    (norm,) = _features(nn.GroupNorm(2, 8), 1, 8, 12, 12)
+    assert norm.template == "group_norm"
+    assert class_chain("depthwise") == ("depthwise", "conv", "gemm")
+    assert class_chain("pool") == ("pool", "row", "vector")
+
+
+def test_features_round_trip_with_im2col_bytes():
+    (f,) = _features(nn.Conv2d(4, 8, 3, padding=1), 1, 4, 6, 6)
+    again = KernelFeatures.from_dict(json.loads(json.dumps(f.as_dict())))
+    assert again == f and again.im2col_bytes > 0
+
+
+def test_im2col_costs_time_and_missing_classes_fall_back():
+    target = load_target("cpu-host")
+    base = target.calibration.efficiency
+    eff = base.model_copy(update={"im2col": 0.05, "matrix": {**base.matrix, "conv/fp32": 0.5}})
+    (f,) = _features(nn.Conv2d(32, 32, 3, padding=1), 1, 32, 24, 24)
+    t = calibrated_time(f, target, eff)[0]
+    t_free = calibrated_time(dataclasses.replace(f, im2col_bytes=0), target, eff)[0]
+    assert t > t_free
+    # no figures for depthwise / pool in this calibration: they are priced as conv / row kernels
+    memory = {**eff.memory, "row": 0.05, "vector": 0.5}
+    eff = eff.model_copy(update={"memory": memory, "fixed": {}})
+    pool = KernelFeatures("pool", "f32", 0, 1 << 20, 0, 1 << 24)
+    assert calibrated_time(pool, target, eff)[0] == pytest.approx(
+        calibrated_time(dataclasses.replace(pool, template="row"), target, eff)[0])
+
+
+def test_a_calibration_without_conv_figures_prices_no_conv_as_a_tiled_gemm():
+    # h200's calibration has no conv figures (its backend runs convs through cuDNN): the conv's
+    # GEMM shape and im2col bytes must not buy it a generated GEMM's wave quantisation
+    target = load_target("h200")
+    eff = target.calibration.efficiency.model_copy(update={"im2col": 0.05})
+    assert not any(k.startswith("conv/") for k in eff.matrix)
+    (f,) = _features(nn.Conv2d(4, 16, 3, padding=1), 1, 4, 5, 7)
+    assert f.gemm is not None and f.im2col_bytes > 0
+    bare = dataclasses.replace(f, gemm=None, im2col_bytes=0)
+    assert calibrated_time(f, target, eff) == calibrated_time(bare, target, eff)
+    with_conv = eff.model_copy(update={"matrix": {**eff.matrix, "conv/fp32": 0.5}})
+    assert calibrated_time(f, target, with_conv)[0] != calibrated_time(bare, target, with_conv)[0]
+
+
+def _stub(time: float, host: float) -> KernelCost:
+    return KernelCost("k", "k", 1, {}, {}, 0.0, {}, 0.0, time, "compute", 0.0, host=host)
+
+
+def test_a_cuda_graph_program_pays_one_replay_not_one_launch_per_kernel():
+    eff = load_target("h200").calibration.efficiency
+    assert eff.asynchronous_launch
+    tiny = [_stub(1e-6, 2e-5) for _ in range(40)]  # host-bound launch by launch
+    device = 40e-6
+    assert program_time(tiny, eff) == pytest.approx(eff.host_per_call + 40 * 2e-5)
+    assert program_time(tiny, eff, graphed=True) == pytest.approx(device + eff.host_per_call)
+    assert combine_host(device, 40 * 2e-5, eff, graphed=True) < combine_host(device, 40 * 2e-5, eff)
+
+
+def test_validation_prices_a_graphed_program_as_a_replay():
+    target = load_target("h200")
+    f = KernelFeatures("vector", "bf16", 0, 1024, 0, 4096, arguments=2)
+    kernel = KernelTime("p", "k0", "%k0", f, 2e-6)
+    raw = RawData({"device_type": "cuda"}, (
+        ProgramTime("launched", 1e-3, (kernel,) * 30),
+        ProgramTime("graphed", 1e-3, (kernel,) * 30, graphed=True)))
+    launched, graphed = validate(raw, target)["programs"]
+    assert graphed["graphed"] and not launched["graphed"]
+    assert graphed["predicted_seconds"] < launched["predicted_seconds"]
+    assert ProgramTime.from_dict(raw.programs[1].as_dict()).graphed
+
+
+def test_programs_are_priced_as_graphs_on_a_gpu_only():
+    from codesign.cost.model import replays_as_graph
+    eff = load_target("h200").calibration.efficiency
+    captured = frontend.capture(nn.Sequential(nn.Linear(8, 8), nn.ReLU()).eval(), (torch.randn(4, 8),))
+    assert replays_as_graph(eff, kernels(captured.graph))
+    cpu = load_target("cpu-host").calibration.efficiency
+    assert not replays_as_graph(cpu, kernels(captured.graph))  # a CPU runs its kernels itself
