@@ -8,6 +8,7 @@ Two steps, so the device is needed only for the first:
         codesign.compile for the target; writes DIR/calibration_raw.json and
         DIR/validation_raw.json (device times per kernel, with the cost model's features).
     python benchmarks/cost_validation.py analyse --raw DIR --target h200 [--calibration FILE]
+        (DIR: what `measure` wrote, or benchmarks/results/raw with its <target>_*_raw.json)
         anywhere: fits the calibration from the suite's raw data (or reads FILE), predicts
         every validation kernel and program, and writes
         benchmarks/results/cost_validation_<target>.json, a log-log scatter plot
@@ -234,20 +235,28 @@ def analyse(args) -> None:
 
     raw_dir = Path(args.raw)
     target = load_target(args.target)
+
+    def raw_file(kind: str) -> Path:
+        """DIR/<kind>_raw.json as `measure` writes it, else DIR/<target>_<kind>_raw.json as
+        the raw data is committed (benchmarks/results/raw)."""
+        for name in (f"{kind}_raw.json", f"{target.name}_{kind}_raw.json"):
+            if (raw_dir / name).exists():
+                return raw_dir / name
+        raise SystemExit(f"{raw_dir}: neither {kind}_raw.json nor {target.name}_{kind}_raw.json is there")
     if args.calibration:
         import yaml
         calibration = Calibration.model_validate(yaml.safe_load(Path(args.calibration).read_text()))
     else:
-        suite = RawData.from_json((raw_dir / "calibration_raw.json").read_text())
+        suite = RawData.from_json(raw_file("calibration").read_text())
         if args.refeature:
             suite = RawData(suite.meta, refeature(suite.programs, _meta_case, target.name))
-            (raw_dir / "calibration_raw.json").write_text(suite.to_json())
+            raw_file("calibration").write_text(suite.to_json())
         calibration = fit(suite, target)
         print(dump_calibration(calibration))
-    validation = RawData.from_json((raw_dir / "validation_raw.json").read_text())
+    validation = RawData.from_json(raw_file("validation").read_text())
     if args.refeature:  # features by this version of the cost model (kernels matched by name)
         validation = RawData(validation.meta, refeature(validation.programs, _meta_family, target.name))
-        (raw_dir / "validation_raw.json").write_text(validation.to_json())
+        raw_file("validation").write_text(validation.to_json())
     report = validate(validation, target.model_copy(update={"calibration": calibration}))
     uncalibrated = validate(validation, target.model_copy(update={"calibration": None}))
     results = {"target": target.name, "device": validation.meta.get("device"), "meta": validation.meta,
