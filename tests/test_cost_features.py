@@ -68,9 +68,13 @@ def test_im2col_costs_time_and_missing_classes_fall_back():
     t = calibrated_time(f, target, eff)[0]
     t_free = calibrated_time(dataclasses.replace(f, im2col_bytes=0), target, eff)[0]
     assert t > t_free
-    # no figures for depthwise / pool in this calibration: they are priced as conv / row kernels
-    memory = {**eff.memory, "row": 0.05, "vector": 0.5}
-    eff = eff.model_copy(update={"memory": memory, "fixed": {}})
+    # a calibration without pool figures prices a pool as a row kernel (the fallback chain)
+    def without_pool(table: dict) -> dict:
+        return {k: v for k, v in table.items() if not k.startswith("pool")}
+
+    memory = {**without_pool(eff.memory), "row": 0.05, "vector": 0.5}
+    eff = eff.model_copy(update={"memory": memory, "fixed": {},
+                                 "matrix": without_pool(eff.matrix)})
     pool = KernelFeatures("pool", "f32", 0, 1 << 20, 0, 1 << 24)
     assert calibrated_time(pool, target, eff)[0] == pytest.approx(
         calibrated_time(dataclasses.replace(pool, template="row"), target, eff)[0])
