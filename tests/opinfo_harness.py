@@ -11,7 +11,11 @@ as a whole is each sample compiled alone, to say which one fails and how.
 Outcomes per sample:
 
 - `match`: same dtype and shape as eager; floats within `torch.testing.assert_close`-like
-  tolerances (`TOLERANCES`), integers and booleans exactly.
+  tolerances (`TOLERANCES`), integers and booleans exactly. A float32 result outside them
+  still matches when it is as close to the exact (float64) result as rounding the inputs to
+  float32 alone moves that result (`within_conditioning`): on an ill-conditioned sample
+  (softmax over logits in the thousands) eager itself is that far off, and another valid
+  order of operations is too; a wrong formula is not.
 - `refused`: a codesign error (`REFUSALS`) with a message, at compile or call time: the op,
   or this use of it, is not supported, and codesign says so.
 - `MISMATCH`: a result that differs from eager.
@@ -174,6 +178,52 @@ def compare(got: torch.Tensor, ref: torch.Tensor) -> str:
     return ""
 
 
+CONDITIONING_PROBES = 4
+"""float64 runs on inputs perturbed by one float32 rounding each: their spread around the exact
+result is how far float32 inputs alone can move it."""
+
+
+def within_conditioning(fn: Callable, case: Case, results: Sequence[torch.Tensor]) -> str:
+    """Why `results` (the case's, in float32) are not within float32 conditioning of the exact
+    result ("" when they are): elementwise, |got - exact| <= spread + atol + rtol * |exact|,
+    where `spread` is the largest move of the exact result over `CONDITIONING_PROBES` runs on
+    inputs perturbed by a relative float32 epsilon each. Deterministic: the probes are seeded
+    by the sample index."""
+    def exact(tensors):
+        with torch.no_grad():
+            return [t.double() for t in tensor_leaves(case.call(fn, tensors))]
+
+    wide = [t.double() if t.dtype == torch.float32 else t for t in case.tensors]
+    try:
+        truth = exact(wide)
+        gen = torch.Generator().manual_seed(case.index)
+        eps = torch.finfo(torch.float32).eps
+        spread = [torch.zeros_like(t) for t in truth]
+        for _ in range(CONDITIONING_PROBES):
+            probe = [t * (1 + eps * (2 * torch.rand(t.shape, generator=gen, dtype=t.dtype) - 1))
+                     if t.dtype == torch.float64 else t for t in wide]
+            spread = [torch.maximum(s, (p - e).abs().nan_to_num(0.0))
+                      for s, p, e in zip(spread, exact(probe), truth)]
+    except Exception as exc:  # noqa: BLE001 - no float64 reference: the float32 verdict stands
+        return f"no float64 reference ({type(exc).__name__})"
+    if len(truth) != len(results):
+        return "float64 results differ in number"
+    rtol, atol = TOLERANCES[torch.float32]
+    for i, (got, e, s) in enumerate(zip(results, truth, spread)):
+        if got.dtype != torch.float32:
+            continue
+        if got.shape != e.shape:
+            return f"result {i}: shape differs from the float64 result"
+        err = (got.double() - e).abs()
+        bound = s + atol + rtol * e.abs()
+        bad = ~((err <= bound) | (got.isnan() & e.isnan()) | (got.double() == e))
+        if bad.any():
+            j = int(bad.flatten().nonzero()[0])
+            return (f"result {i}: {int(bad.sum())} elements beyond float32 conditioning, e.g. at flat "
+                    f"index {j}: |got - exact| {err.flatten()[j].item():.3g} > {bound.flatten()[j].item():.3g}")
+    return ""
+
+
 def eager_results(fn: Callable, case: Case) -> tuple[list[torch.Tensor] | None, str]:
     """The sample's tensor results in eager (twice: a result that differs is undefined), or
     None with why it cannot be compared."""
@@ -240,10 +290,19 @@ def check_cases(fn: Callable, cases: Sequence[Case]) -> tuple[str, str]:
         return classify(exc)
     if len(outs) != len(refs):
         return MISMATCH, f"{len(outs)} results, eager {len(refs)}"
-    for i, (got, ref) in enumerate(zip(outs, refs)):
-        why = compare(got, ref)
-        if why:
-            return MISMATCH, f"result {i}: {why}"
+    first = 0
+    for case in cases:
+        mine = outs[first:first + len(case.refs)]
+        whys = [(first + i, compare(got, ref)) for i, (got, ref) in enumerate(zip(mine, case.refs))]
+        first += len(case.refs)
+        bad = [(i, why) for i, why in whys if why]
+        if not bad:
+            continue
+        only_float32_values = all(isinstance(outs[i], torch.Tensor) and outs[i].dtype == torch.float32 == refs[i].dtype
+                         and outs[i].shape == refs[i].shape for i, _ in bad)
+        if only_float32_values and not within_conditioning(fn, case, mine):
+            continue
+        return MISMATCH, f"result {bad[0][0]}: {bad[0][1]}"
     return MATCH, ""
 
 

@@ -126,3 +126,29 @@ def test_harness_classifies():
     assert compare(x.clone(), x) == ""
     assert compare(x + 1e-3, x) and compare(x.double(), x) and compare(x[:1], x)
     assert compare(torch.tensor([1, 2]), torch.tensor([1, 3]))
+
+
+def test_float32_conditioning_forgives_rounding_not_a_wrong_formula():
+    """sin(x * 1e4) in float32 is off by ~1e-3 from the exact result (the product rounds):
+    beyond the f32 tolerance, yet within what rounding the inputs moves; cos is not."""
+    import torch
+    from torch.testing._internal.opinfo.core import SampleInput
+    from opinfo_harness import compare, make_case, within_conditioning
+
+    def fn(x):
+        return torch.sin(x * 1e4)
+
+    case = make_case(0, SampleInput(torch.linspace(1, 2, 64)))
+    rounded = fn(case.tensors[0])
+    exact = fn(case.tensors[0].double()).float()
+    assert compare(rounded, exact)  # the plain tolerance calls it a mismatch
+    assert within_conditioning(fn, case, [rounded]) == ""
+    assert within_conditioning(fn, case, [exact]) == ""
+    assert "beyond float32 conditioning" in within_conditioning(fn, case, [torch.cos(case.tensors[0] * 1e4)])
+
+    def float32_only(x):
+        if x.dtype != torch.float32:
+            raise TypeError("float32 only")
+        return fn(x)
+
+    assert "no float64 reference" in within_conditioning(float32_only, case, [rounded])
