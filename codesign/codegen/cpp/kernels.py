@@ -24,7 +24,7 @@ from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.conv import ConvLowering, conv_lowering, conv_pointer_operands, emit_blocked_conv, stored_epilogues
 from codesign.codegen.cpp.exprs import Access, Body, Scope, decompose, is_expression_op, linear_offset, render
 from codesign.codegen.lowering import avg_pool_divisors, node_structure, reads_row_major
-from codesign.ir.affine import AffineMap, Dim, bound
+from codesign.ir.affine import Add, AffineMap, Dim, Mod, bound
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops.registry import IterKind, OpKind, Structure, Template, Trait, get_op
@@ -356,6 +356,94 @@ def _structured_reduction(k: KernelEmitter, node: Node, *, init: Callable[[Scope
     return lines
 
 
+def _occurrences(e, dim: int) -> int:
+    """How often loop dim `dim` appears in affine expression `e`."""
+    if isinstance(e, Dim):
+        return int(e.index == dim)
+    if isinstance(e, Add):
+        return _occurrences(e.lhs, dim) + _occurrences(e.rhs, dim)
+    return _occurrences(e.expr, dim) if hasattr(e, "expr") else 0
+
+
+def _has_mod(e) -> bool:
+    if isinstance(e, Mod):
+        return True
+    if isinstance(e, Add):
+        return _has_mod(e.lhs) or _has_mod(e.rhs)
+    return _has_mod(e.expr) if hasattr(e, "expr") else False
+
+
+ROW_ACCUMULATORS_MAX = 4096
+"""Widest output row a window reduction keeps its accumulators for on the stack."""
+
+
+def _window_rows(k: KernelEmitter, node: Node, *, init: Callable[[Scope, list[str]], str],
+                 combine: Callable[[str, list[str]], str], acc_type: str,
+                 finalize: Callable[[str, list[str]], str]) -> list[str] | None:
+    """A window reduction (pooling) one output row at a time: parallel loops over every
+    output dim but the last, then per window offset a loop along the row that updates one
+    accumulator per output point. The same combines in the same order per point as
+    `_structured_reduction` (bit-identical results), but the row loop is innermost: it
+    vectorises, and what depends only on the outer coordinates (a fused batch norm's
+    per-channel scale) is computed once per row, not once per window element. None where
+    the node is not such a reduction (its last output dim not the domain's last parallel
+    dim, or a row wider than `ROW_ACCUMULATORS_MAX`)."""
+    st = k.structure(node)
+    sizes = st.loop_sizes
+    vars_ = [f"i{d}" for d in range(len(sizes))]
+    par = [d for d, it in enumerate(st.domain) if it.kind is IterKind.parallel]
+    red = [d for d, it in enumerate(st.domain) if it.kind is IterKind.reduction]
+    results = st.result_map.results
+    if len(par) < 2 or not red or not results or getattr(results[-1], "index", None) != par[-1] \
+            or sizes[par[-1]] > ROW_ACCUMULATORS_MAX:
+        return None
+    row, width = vars_[par[-1]], sizes[par[-1]]
+    lines = []
+    pragma = _parallel_pragma(len(par) - 1, st.points)
+    if pragma:
+        lines.append("  " + pragma)
+    loop_lines, depth = _loops([vars_[d] for d in par[:-1]], [sizes[d] for d in par[:-1]], 1)
+    lines += loop_lines
+    lines.append("  " * depth + "{")
+    outer = Scope(k, "  " * (depth + 1))
+    acc = k.fresh("acc")
+    outer.emit(f"{acc_type} {acc}[{width}];")
+    outer.emit(f"for (int64_t {row} = 0; {row} < {width}; ++{row}) {acc}[{row}] = {init(outer, vars_)};")
+    lines += outer.lines
+    inner = Scope(k, "")
+    reads, guards = [], []
+    for o, m in zip(node.operands, st.operand_maps):
+        t = k.type(o)
+        if any(_occurrences(e, par[-1]) > 1 or _has_mod(e) for e in m.results):
+            return None  # the window's valid part of a row might not be one interval
+        index = tuple(render(r, vars_, sizes) for r in m.results)
+        guards += _guards(m, index, t.shape, sizes)
+        reads.append((o, Access(t.shape, index=index)))
+    values = [inner.value(o, a, bool(guards)) for o, a in reads]
+    red_lines, d2 = _loops([vars_[d] for d in red], [sizes[d] for d in red], depth + 1)
+    lines += red_lines
+    lines.append("  " * d2 + "{")
+    ind = "  " * (d2 + 1)
+    lo, hi = "0", str(width)
+    if guards:  # each guard is monotone in the row coordinate: the valid points are one interval
+        inside, lo, hi = k.fresh("inside"), k.fresh("lo"), k.fresh("hi")
+        lines += [ind + f"auto {inside} = [&](int64_t {row}) {{ return {' && '.join(guards)}; }};",
+                  ind + f"int64_t {lo} = 0, {hi} = {width};",
+                  ind + f"while ({lo} < {hi} && !{inside}({lo})) ++{lo};",
+                  ind + f"while ({hi} > {lo} && !{inside}({hi} - 1)) --{hi};"]
+    lines.append(ind + f"for (int64_t {row} = {lo}; {row} < {hi}; ++{row}) {{")
+    lines += [ind + "  " + line for line in inner.lines]
+    lines.append(ind + f"  {acc}[{row}] = {combine(f'{acc}[{row}]', values)};")
+    lines.append(ind + "}")
+    lines.append("  " * d2 + "}")
+    off = linear_offset(tuple(render(r, vars_, sizes) for r in results), node.type.shape)
+    ind = "  " * (depth + 1)
+    lines.append(ind + f"for (int64_t {row} = 0; {row} < {width}; ++{row}) "
+                 f"{k.params[node.name]}[{off}] = {S.store(node.type.dtype, finalize(f'{acc}[{row}]', vars_))};")
+    lines.append("  " * depth + "}")
+    return lines
+
+
 def _acc_type(dtype: DType, wide: bool) -> str:
     if dtype.is_float:
         return "double" if wide else S.ctype(dtype)
@@ -418,16 +506,17 @@ def emit_pool(k: KernelEmitter, node: Node) -> list[str]:
     t = S.ctype(dtype)
     op = get_op(node.op)
     if op.has(Trait.maximizing):
-        return _structured_reduction(k, node, init=lambda s, v: S.literal(dtype, lowest(dtype)),
-                                     combine=lambda a, v: f"cs_max<{t}>({v[0]}, {a})", acc_type=t)
-    table = avg_pool_divisors(k.type(node.operands[0]).shape[2:], op.attr_values(node.attrs))
-    name = k.fresh("divisor")
-    values = ", ".join(repr(float(x)) + "f" for x in table.flatten())
-    k.statics.append(f"  static const float {name}[{table.size}] = {{{values}}};")
-    ow = table.shape[1]
-    return _structured_reduction(k, node, init=lambda s, v: "0", combine=lambda a, v: f"{a} + {v[0]}",
-                                 acc_type=_acc_type(dtype, False),
-                                 finalize=lambda a, v: f"({a} / {name}[{v[2]} * {ow} + {v[3]}])")
+        spec = dict(init=lambda s, v: S.literal(dtype, lowest(dtype)),
+                    combine=lambda a, v: f"cs_max<{t}>({v[0]}, {a})", acc_type=t, finalize=lambda a, v: a)
+    else:
+        table = avg_pool_divisors(k.type(node.operands[0]).shape[2:], op.attr_values(node.attrs))
+        name = k.fresh("divisor")
+        values = ", ".join(repr(float(x)) + "f" for x in table.flatten())
+        k.statics.append(f"  static const float {name}[{table.size}] = {{{values}}};")
+        ow = table.shape[1]
+        spec = dict(init=lambda s, v: "0", combine=lambda a, v: f"{a} + {v[0]}", acc_type=_acc_type(dtype, False),
+                    finalize=lambda a, v: f"({a} / {name}[{v[2]} * {ow} + {v[3]}])")
+    return _window_rows(k, node, **spec) or _structured_reduction(k, node, **spec)
 
 
 # -- rows: a parallel loop over every dim but one (or a trailing block), then passes ---------------

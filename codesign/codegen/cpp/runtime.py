@@ -110,8 +110,10 @@ CS_INLINE double cs_tanh(double x) { return std::tanh(x); }
 template <typename T> CS_INLINE T cs_sigmoid(T x) { return T(1) / (T(1) + cs_exp(-x)); }
 template <typename T> CS_INLINE T cs_floordiv(T a, T b) { T q = a / b; return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q; }
 template <typename T> CS_INLINE T cs_imod(T a, T b) { T r = a % b; return (r != 0 && ((r < 0) != (b < 0))) ? r + b : r; }
-template <typename T> CS_INLINE T cs_max(T a, T b) { return (a != a || a > b) ? a : b; }  // NaN-propagating
-template <typename T> CS_INLINE T cs_min(T a, T b) { return (a != a || a < b) ? a : b; }
+// NaN-propagating max / min (b on a tie, as a running accumulator keeps its value). Nested
+// selects, not `||`: GCC if-converts and vectorises them where they combine a fused select.
+template <typename T> CS_INLINE T cs_max(T a, T b) { return (b != b) ? b : ((a != a) ? a : (a > b ? a : b)); }
+template <typename T> CS_INLINE T cs_min(T a, T b) { return (b != b) ? b : ((a != a) ? a : (a < b ? a : b)); }
 template <typename T> CS_INLINE T cs_ipow(T a, T b) { T r = 1; if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0); while (b) { if (b & 1) r *= a; a *= a; b >>= 1; } return r; }
 
 // ---- run-time checks (codesign.codegen.checks) ----------------------------------------
