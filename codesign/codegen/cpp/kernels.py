@@ -397,6 +397,8 @@ def _window_rows(k: KernelEmitter, node: Node, *, init: Callable[[Scope, list[st
     if len(par) < 2 or not red or not results or getattr(results[-1], "index", None) != par[-1] \
             or sizes[par[-1]] > ROW_ACCUMULATORS_MAX:
         return None
+    if any(_occurrences(e, par[-1]) > 1 or _has_mod(e) for m in st.operand_maps for e in m.results):
+        return None  # the window's valid part of a row might not be one interval
     row, width = vars_[par[-1]], sizes[par[-1]]
     lines = []
     pragma = _parallel_pragma(len(par) - 1, st.points)
@@ -414,8 +416,6 @@ def _window_rows(k: KernelEmitter, node: Node, *, init: Callable[[Scope, list[st
     reads, guards = [], []
     for o, m in zip(node.operands, st.operand_maps):
         t = k.type(o)
-        if any(_occurrences(e, par[-1]) > 1 or _has_mod(e) for e in m.results):
-            return None  # the window's valid part of a row might not be one interval
         index = tuple(render(r, vars_, sizes) for r in m.results)
         guards += _guards(m, index, t.shape, sizes)
         reads.append((o, Access(t.shape, index=index)))
