@@ -128,3 +128,24 @@ def test_programs_are_priced_as_graphs_on_a_gpu_only():
     assert replays_as_graph(eff, kernels(captured.graph))
     cpu = load_target("cpu-host").calibration.efficiency
     assert not replays_as_graph(cpu, kernels(captured.graph))  # a CPU runs its kernels itself
+
+
+def test_cpu_programs_fit_their_kernels_back_to_back_and_the_call():
+    """CPU programs whose walls are 1.25x their kernels' sum plus 30 us a call: the fit finds
+    both, and a CPU program's time is its kernels times the factor plus the host's share."""
+    from codesign.calibrate.fit import cpu_program_costs
+    f = KernelFeatures("vector", "f32", 0, 1024, 0, 4096, arguments=2)
+    programs = []
+    for case, n, seconds in (("a", 3, 1e-4), ("b", 9, 4e-5), ("c", 2, 2e-3), ("d", 20, 5e-6), ("e", 5, 1e-3)):
+        kernels = tuple(KernelTime(case, f"k{i}", f"%k{i}", f, seconds) for i in range(n))
+        programs.append(ProgramTime(case, 1.25 * n * seconds + 3e-5, kernels, launches=n))
+    call, per_kernel, factor = cpu_program_costs(RawData({"device_type": "cpu"}, tuple(programs)))
+    assert call == pytest.approx(3e-5, rel=1e-3) and factor == pytest.approx(1.25, rel=1e-3)
+    assert per_kernel < 1e-8
+    eff = load_target("cpu-host").calibration.efficiency
+    assert not eff.asynchronous_launch and eff.in_sequence > 1.0
+    costs = [_stub(1e-4, eff.host_per_launch) for _ in range(4)]
+    assert program_time(costs, eff) == pytest.approx(
+        4e-4 * eff.in_sequence + eff.host_per_call + 4 * eff.host_per_launch)
+    unfactored = eff.model_copy(update={"in_sequence": None})
+    assert program_time(costs, unfactored) == pytest.approx(4e-4 + eff.host_per_call + 4 * eff.host_per_launch)

@@ -140,17 +140,36 @@ def quality(kernels: list[KernelTime], target: Target, efficiency: Efficiency) -
                       p90_abs_error=_round(percentile(errs, 0.9)))
 
 
+def cpu_program_costs(raw: RawData) -> tuple[float, float, float]:
+    """(per call, per kernel, in-sequence factor) of CPU programs: the host runs the kernels
+    itself, so a program's wall is its kernels back to back plus the calling convention. Fitted
+    to every suite program of generated kernels, wall - kernels - output copies =
+    call + n_kernels * per_kernel + (factor - 1) * kernels, by least squares on relative
+    errors (each program weighs by its wall), each figure at least its floor."""
+    rows, gaps, shares = [], [], []
+    for p in raw.programs:
+        if p.kernels and all(k.implementation != "vendor" for k in p.kernels) and p.wall_seconds > 0:
+            kernels = sum(k.seconds for k in p.kernels)
+            share = p.wall_seconds - kernels - p.other_device_seconds
+            rows.append(np.array([1.0, len(p.kernels), kernels]) / p.wall_seconds)
+            gaps.append(share / p.wall_seconds)
+            shares.append(max(share, 0.0))
+    if len(rows) < 3:  # too few programs to tell the three apart: the host's share per call
+        return (statistics.median(shares) if shares else 0.0), 0.0, 1.0
+    from scipy.optimize import lsq_linear
+    solved = lsq_linear(np.array(rows), np.array(gaps), bounds=([0.0, 0.0, 0.0], [1e-2, 1e-3, 3.0]))
+    call, per_kernel, extra = (float(v) for v in solved.x)
+    return call, per_kernel, 1.0 + extra
+
+
 def host_costs(raw: RawData) -> tuple[float, float, float]:
     """(per call, per launch, per argument) host seconds, fitted by least squares (without
     enough cases, the per-launch cost alone). On a GPU, to the launch cases: programs of tiny
-    kernels whose wall time is the host's. On a CPU the host runs the kernels itself, each
-    timed back to back, so the host's share is per call only: the median over the launch
-    cases of wall time less kernel and output-copy time (in larger programs that difference
-    drowns in the kernels' own spread)."""
+    kernels whose wall time is the host's. On a CPU (`cpu_program_costs`): per call and per
+    kernel, fitted with the in-sequence factor."""
     if raw.meta.get("device_type") == "cpu":
-        shares = [max(p.wall_seconds - sum(k.seconds for k in p.kernels) - p.other_device_seconds, 0.0)
-                  for p in raw.programs if p.case.startswith("launch") and p.kernels]
-        return (statistics.median(shares) if shares else 0.0), 0.0, 0.0
+        call, per_kernel, _ = cpu_program_costs(raw)
+        return call, per_kernel, 0.0
     rows, walls = [], []
     for program in raw.programs:  # graph replays pay no per-launch host cost: left out
         if program.case.startswith("launch") and program.kernels and not program.graphed:
@@ -173,6 +192,7 @@ def fit(raw: RawData, target: Target) -> Calibration:
         raise ValueError("the raw data holds no measured kernels")
     layout = _Layout.of(kernels, target)
     call, launch, argument = (_round(v) for v in host_costs(raw))
+    in_sequence = _round(cpu_program_costs(raw)[2]) if raw.meta.get("device_type") == "cpu" else None
     asynchronous = raw.meta.get("device_type") == "cuda"  # a GPU's host launches ahead of it
     units = measured_units(raw, target)
     measured = np.log(np.array([k.seconds for k in kernels]))
@@ -196,6 +216,8 @@ def fit(raw: RawData, target: Target) -> Calibration:
     values = [_round(v) for v in np.exp(theta).tolist()]
     efficiency = layout.efficiency(values, tile, (call, launch, argument), asynchronous, validate=True, cache=cache,
                                    units=units)
+    if in_sequence is not None:
+        efficiency = efficiency.model_copy(update={"in_sequence": in_sequence})
     meta = raw.meta
     software = {k: str(meta[k]) for k in ("driver", "cuda", "torch", "triton", "compiler", "blas", "python")
                 if meta.get(k)}

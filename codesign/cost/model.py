@@ -327,13 +327,16 @@ def program_time(costs: Sequence[KernelCost], efficiency: Efficiency | None, gra
 
 def combine_host(device: float, launches: float, efficiency: Efficiency, graphed: bool = False) -> float:
     """Device time and the host's launch time (plus its cost per call) as one program time:
-    the larger when the host launches asynchronously (a GPU stream), else their sum. A CUDA
-    graph replay (`graphed`) launches every kernel with one driver call: the host's cost per
-    call, then the device's time (the replay starts once the host has issued it)."""
+    the larger when the host launches asynchronously (a GPU stream), else their sum, the
+    kernels run back to back (`Efficiency.in_sequence`). A CUDA graph replay (`graphed`)
+    launches every kernel with one driver call: the host's cost per call, then the device's
+    time (the replay starts once the host has issued it)."""
     if graphed:
         return device + efficiency.host_per_call
     host = efficiency.host_per_call + launches
-    return max(device, host) if efficiency.asynchronous_launch else device + host
+    if efficiency.asynchronous_launch:
+        return max(device, host)
+    return device * (efficiency.in_sequence or 1.0) + host
 
 
 def matrix_efficiency(features: KernelFeatures, target: Target, efficiency: Efficiency,

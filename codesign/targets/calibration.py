@@ -92,6 +92,11 @@ class Efficiency(_Frozen):
     host_per_call: float = Field(default=0.0, ge=0.0, le=1.0, description=(
         "Host time of one call of the compiled program outside its launches (input checks, "
         "the calling convention), seconds."))
+    in_sequence: float | None = Field(default=None, ge=1.0, le=4.0, description=(
+        "Where the host runs the kernels itself (a CPU): how much longer a program's kernels "
+        "take back to back than the sum of their times each timed alone (caches and the "
+        "thread team left by the kernel before, and the spread a per-kernel median leaves "
+        "out), fitted to the suite's programs. None: 1."))
     asynchronous_launch: bool = Field(default=True, description=(
         "Whether the host launches kernels ahead of the device (a GPU stream: program time "
         "is the larger of device and host time) or runs them itself (a CPU: their sum)."))
