@@ -40,8 +40,9 @@ def test_bundled_h200_calibration_is_measured_and_named():
 def test_refit_from_committed_raw_data_is_byte_identical():
     """`codesign calibrate --from-data` on the committed measurements gives the bundled file."""
     raw = RawData.from_json((RAW / "h200_calibration_raw.json").read_text())
+    convs = RawData.from_json((RAW / "h200_conv_library_raw.json").read_text())
     text = dump_calibration(fit(RawData({**raw.meta, "raw": "h200_calibration_raw.json"}, raw.programs),
-                                _h200().model_copy(update={"calibration": None})))
+                                _h200().model_copy(update={"calibration": None}), convs))
     assert text == (BUNDLED / "h200.calibration.yaml").read_text()
 
 

@@ -81,11 +81,12 @@ def test_im2col_costs_time_and_missing_classes_fall_back():
 
 
 def test_a_calibration_without_conv_figures_prices_no_conv_as_a_tiled_gemm():
-    # h200's calibration has no conv figures (its backend runs convs through cuDNN): the conv's
+    # a GPU calibration without conv figures (its backend runs convs through cuDNN): the conv's
     # GEMM shape and im2col bytes must not buy it a generated GEMM's wave quantisation
     target = load_target("h200")
-    eff = target.calibration.efficiency.model_copy(update={"im2col": 0.05})
-    assert not any(k.startswith("conv/") for k in eff.matrix)
+    base = target.calibration.efficiency
+    eff = base.model_copy(update={"im2col": 0.05, "nchw_library_conv": None, "matrix": {
+        k: v for k, v in base.matrix.items() if k.split("/")[0] not in ("conv", "depthwise")}})
     (f,) = _features(nn.Conv2d(4, 16, 3, padding=1), 1, 4, 5, 7)
     assert f.gemm is not None and f.im2col_bytes > 0
     bare = dataclasses.replace(f, gemm=None, im2col_bytes=0)
@@ -149,3 +150,21 @@ def test_cpu_programs_fit_their_kernels_back_to_back_and_the_call():
         4e-4 * eff.in_sequence + eff.host_per_call + 4 * eff.host_per_launch)
     unfactored = eff.model_copy(update={"in_sequence": None})
     assert program_time(costs, unfactored) == pytest.approx(4e-4 + eff.host_per_call + 4 * eff.host_per_launch)
+
+
+def test_h200_prices_its_convs_as_the_library_runs_them_nchw_slower():
+    """h200's calibration has library conv figures (fitted to convs timed in both layouts by
+    benchmarks/conv_layouts.py): a conv is priced as cuDNN's, the NCHW one slower than its
+    NHWC twin by the fitted factor, and a generated-conv figure would end that."""
+    from codesign.cost.model import runs_in_library
+    target = load_target("h200")
+    eff = target.calibration.efficiency
+    (f,) = _features(nn.Conv2d(64, 64, 3, padding=1), 8, 64, 56, 56)
+    assert f.channels_first and runs_in_library(f, eff) and eff.nchw_library_conv > 1.0
+    nhwc = dataclasses.replace(f, channels_first=False)
+    t_nchw, _, parts = calibrated_time(f, target, eff)
+    t_nhwc, _, _ = calibrated_time(nhwc, target, eff)
+    assert t_nchw - parts["fixed"] == pytest.approx((t_nhwc - parts["fixed"]) * eff.nchw_library_conv)
+    assert calibrated_time(f, target, eff) == calibrated_time(f, target, eff, vendor=True)
+    generated = eff.model_copy(update={"matrix": {**eff.matrix, "conv/bf16": 0.5}})
+    assert not runs_in_library(f, generated)

@@ -185,8 +185,9 @@ def host_costs(raw: RawData) -> tuple[float, float, float]:
     return call, launch, argument
 
 
-def fit(raw: RawData, target: Target) -> Calibration:
-    """The calibration of `target` that best reproduces `raw` (see the module docstring)."""
+def fit(raw: RawData, target: Target, library_convs: RawData | None = None) -> Calibration:
+    """The calibration of `target` that best reproduces `raw` (see the module docstring), with
+    the convolution library's figures fitted to `library_convs` where given."""
     kernels = [k for k in raw.kernels() if k.seconds > 0]
     if not kernels:
         raise ValueError("the raw data holds no measured kernels")
@@ -218,15 +219,61 @@ def fit(raw: RawData, target: Target) -> Calibration:
                                    units=units)
     if in_sequence is not None:
         efficiency = efficiency.model_copy(update={"in_sequence": in_sequence})
+    notes = [f"fitted by codesign calibrate to {len(kernels)} kernels of {len(raw.programs)} programs "
+             f"({', '.join(sorted({p.case for p in raw.programs}))})"]
+    if library_convs is not None and library_convs.programs:
+        efficiency = fit_library_convs(library_convs, target, efficiency)
+        convs = sum(len(p.kernels) for p in library_convs.programs)
+        notes.append(f"library conv figures fitted to {convs} convs timed in both layouts "
+                     f"({library_convs.meta.get('benchmark', 'conv raw data')}, {library_convs.meta.get('date', '')})")
     meta = raw.meta
     software = {k: str(meta[k]) for k in ("driver", "cuda", "torch", "triton", "compiler", "blas", "python")
                 if meta.get(k)}
     return Calibration(
         target=target.name, source="measured", device=str(meta.get("device", "")), date=str(meta.get("date", "")),
         software=software, threads=meta.get("threads"),
-        notes=(f"fitted by codesign calibrate to {len(kernels)} kernels of {len(raw.programs)} programs "
-               f"({', '.join(sorted({p.case for p in raw.programs}))})",),
+        notes=tuple(notes),
         raw=str(meta.get("raw", "")), efficiency=efficiency, fit=quality(kernels, target, efficiency))
+
+
+LIBRARY_CONVS = "conv_library"
+"""Programs of library convs (`benchmarks/conv_layouts.py --raw`): cases named `conv_library_*`."""
+
+
+def fit_library_convs(raw: RawData, target: Target, efficiency: Efficiency) -> Efficiency:
+    """`efficiency` with the convolution library's figures fitted to convs it ran in both
+    layouts (`raw`): per class (conv, depthwise) its matrix fraction (`<class>/<dtype>/vendor`),
+    memory fraction and fixed time per call (`<class>/vendor`), and the NCHW factor (`nchw_library_conv`), by least squares on log
+    time with every other figure held (they come from the main suite, which runs no library
+    conv); the same data gives the same figures."""
+    kernels = [k for p in raw.programs if p.case.startswith(LIBRARY_CONVS) for k in p.kernels if k.seconds > 0]
+    if not kernels:
+        return efficiency
+    classes = sorted({k.features.template for k in kernels})
+    keys = sorted({f"{k.features.template}/{_DTYPE_KEY.get(k.features.dtype, 'fp32')}/vendor" for k in kernels})
+    names = ([f"matrix:{key}" for key in keys] + [f"memory:{c}" for c in classes]
+             + [f"fixed:{c}/vendor" for c in classes] + ["nchw_library_conv"])
+    start = np.log([0.3] * len(keys) + [0.5] * len(classes) + [5e-6] * len(classes) + [1.2])
+    lo = np.log([1e-3] * len(keys) + [1e-2] * len(classes) + [1e-8] * len(classes) + [0.5])
+    hi = np.log([1.5] * len(keys) + [1.5] * len(classes) + [1e-3] * len(classes) + [8.0])
+
+    def with_figures(values) -> Efficiency:
+        v = dict(zip(names, values))
+        matrix = {**efficiency.matrix, **{n.split(":", 1)[1]: x for n, x in v.items() if n.startswith("matrix:")}}
+        memory = {**efficiency.memory, **{n.split(":", 1)[1]: x for n, x in v.items() if n.startswith("memory:")}}
+        fixed = {**efficiency.fixed, **{n.split(":", 1)[1]: x for n, x in v.items() if n.startswith("fixed:")}}
+        return efficiency.model_copy(update={"matrix": matrix, "memory": memory, "fixed": fixed,
+                                             "nchw_library_conv": v["nchw_library_conv"]})
+    measured = np.log([k.seconds for k in kernels])
+
+    def residuals(theta: np.ndarray) -> np.ndarray:
+        eff = with_figures(np.exp(theta).tolist())
+        predicted = [calibrated_time(k.features, target, eff, vendor=True)[0] for k in kernels]
+        return np.log(np.maximum(predicted, 1e-12)) - measured
+    result = least_squares(residuals, np.clip(start, lo, hi), bounds=(lo, hi), method="trf", x_scale="jac",
+                           max_nfev=400)
+    fitted = with_figures([_round(v) for v in np.exp(result.x).tolist()])
+    return Efficiency(**fitted.model_dump())
 
 
 def measured_units(raw: RawData, target: Target) -> int | None:

@@ -47,6 +47,7 @@ class KernelFeatures:
     epilogue_flops: int = 0  # of vector_flops, those applied to a matrix op's result in its kernel
     operand_bytes: tuple[int, ...] = ()  # size of each outside input and output (for cache reuse)
     im2col_bytes: int = 0  # bytes of the im2col matrix a conv anchor builds before its GEMM (`im2col_bytes`)
+    channels_first: bool = False  # a 2-D conv anchor on NCHW data (a library's fast kernels want NHWC)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,7 +60,7 @@ class KernelFeatures:
                    tuple(int(v) for v in gemm) if gemm else None, int(data.get("strided_bytes", 0)),
                    int(data.get("prologue_flops", 0)), int(data.get("arguments", 0)),
                    int(data.get("epilogue_flops", 0)), tuple(int(v) for v in data.get("operand_bytes", ())),
-                   int(data.get("im2col_bytes", 0)))
+                   int(data.get("im2col_bytes", 0)), bool(data.get("channels_first", False)))
 
 
 def special_count(node: Node, types: Mapping[str, TensorType]) -> int:
@@ -269,5 +270,8 @@ def kernel_features(kernel: Kernel, types: Mapping[str, TensorType], node_flops,
     arguments = len(kernel.inputs) + len(kernel.outputs)
     sizes = tuple(sorted((types[v].nbytes for v in (*kernel.inputs, *kernel.outputs) if types[v].numel > 1),
                          reverse=True))
+    channels_first = (anchor is not None and get_op(anchor.op) is get_op("conv")  # conv_nhwc reads NHWC
+                      and types[anchor.operands[0]].rank == 4)
     return KernelFeatures(template, dtype, matrix, vector, special, int(home_bytes), shape,
-                          strided_bytes(kernel, types), prologue_flops, arguments, epilogue_flops, sizes, staged)
+                          strided_bytes(kernel, types), prologue_flops, arguments, epilogue_flops, sizes, staged,
+                          channels_first)

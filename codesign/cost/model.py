@@ -427,6 +427,18 @@ def as_calibrated(features: KernelFeatures, efficiency: Efficiency) -> KernelFea
     return replace(features, gemm=None, im2col_bytes=0)
 
 
+LIBRARY_CONV_CLASSES = ("conv", "depthwise")
+
+
+def runs_in_library(features: KernelFeatures, efficiency: Efficiency) -> bool:
+    """A conv this calibration prices as the convolution library's: it measured library convs
+    (`conv/<dtype>/vendor` figures) and no generated ones (a GPU backend calls cuDNN)."""
+    if features.template not in LIBRARY_CONV_CLASSES:
+        return False
+    keys = [k.split("/") for k in efficiency.matrix if k.split("/")[0] in LIBRARY_CONV_CLASSES]
+    return bool(keys) and all(k[-1] == "vendor" for k in keys)
+
+
 def class_figure(table: Mapping[str, float], template: str, default: float) -> float:
     """A per-class figure (memory fraction, fixed time) of `template`: its own, else that of the
     class standing in for it (`features.class_chain`), else the 'vector' one, else `default`."""
@@ -438,8 +450,12 @@ def class_figure(table: Mapping[str, float], template: str, default: float) -> f
 
 def calibrated_time(features: KernelFeatures, target: Target, efficiency: Efficiency,
                     vendor: bool = False) -> tuple[float, str, dict[str, float]]:
-    """(device time, bound, parts) of a kernel on a calibrated target."""
+    """(device time, bound, parts) of a kernel on a calibrated target. A conv the calibration
+    prices as the library's (`runs_in_library`) is priced as a vendor kernel, and on NCHW data
+    takes `Efficiency.nchw_library_conv` times as long as on NHWC data."""
     features = as_calibrated(features, efficiency)
+    library_conv = runs_in_library(features, efficiency)
+    vendor = vendor or library_conv
     dtype = DType(features.dtype)
     sockets = target.sockets
     home = target.home_tier.name
@@ -475,8 +491,11 @@ def calibrated_time(features: KernelFeatures, target: Target, efficiency: Effici
     p = efficiency.overlap
     busy = sum(t ** p for t in parts.values()) ** (1.0 / p) if any(parts.values()) else 0.0
     fixed = class_figure(efficiency.fixed, features.template, 0.0)
-    if vendor:
-        fixed = efficiency.fixed.get("vendor", fixed)
+    if vendor:  # a library conv's own fixed time where fitted (`<class>/vendor`), else the library's
+        fixed = efficiency.fixed.get(f"{features.template}/vendor" if library_conv else "vendor",
+                                     efficiency.fixed.get("vendor", fixed))
+    if library_conv and features.channels_first and efficiency.nchw_library_conv:
+        busy *= efficiency.nchw_library_conv
     bound = max(sorted(parts), key=lambda k: parts[k])
     if fixed > busy or host_time(features, efficiency) > busy + fixed:
         bound = "launch"

@@ -92,6 +92,10 @@ class Efficiency(_Frozen):
     host_per_call: float = Field(default=0.0, ge=0.0, le=1.0, description=(
         "Host time of one call of the compiled program outside its launches (input checks, "
         "the calling convention), seconds."))
+    nchw_library_conv: float | None = Field(default=None, gt=0.0, le=8.0, description=(
+        "How much longer the convolution library takes on a 2-D conv whose data is NCHW than "
+        "on the same conv channels-last (fitted to convs timed in both layouts; None: not "
+        "measured, both layouts priced alike)."))
     in_sequence: float | None = Field(default=None, ge=1.0, le=4.0, description=(
         "Where the host runs the kernels itself (a CPU): how much longer a program's kernels "
         "take back to back than the sum of their times each timed alone (caches and the "
