@@ -36,6 +36,18 @@ OFF = COMPILE_PIPELINE.replace("channels-last", "channels-last{when=never}")
 SUBPIXEL = COMPILE_PIPELINE.replace("subpixel-conv", "subpixel-conv{when=always}")
 
 
+def _structural_h200():
+    """h200 with a calibration that prices both conv layouts alike (no `nchw_library_conv`):
+    the pass's structural rule (a region of two convs or more runs NHWC), so the blocks here,
+    a few pixels wide, test the rewrite itself; the priced policy is tested at real sizes below."""
+    target = load_target("h200")
+    efficiency = target.calibration.efficiency.model_copy(update={"nchw_library_conv": None})
+    return target.model_copy(update={"calibration": target.calibration.model_copy(update={"efficiency": efficiency})})
+
+
+H200_STRUCTURAL = _structural_h200()
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CODESIGN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "codesign-cache"))
@@ -112,7 +124,7 @@ def _ops(graph, op: str) -> list:
 @pytest.mark.parametrize("name", sorted(BLOCKS))
 def test_blocks_match_eager_on_the_triton_backend(name):
     model, x = _model(name)
-    cm = codesign.compile(model, (x,), target="h200", backend="triton", pipeline=_pipeline(name))
+    cm = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="triton", pipeline=_pipeline(name))
     convs = _ops(cm.graph, "conv_nhwc")
     kept = [d for d in cm.ledger if d.pass_name == "channels-last" and d.choice == "kept"]
     assert convs and len(_ops(cm.graph, "conv")) == len(kept)
@@ -134,7 +146,7 @@ def test_blocks_match_eager_on_the_triton_backend(name):
 def test_convnext_keeps_nhwc_between_convs():
     """The model's permutes cancel against the conv's: one conversion, at the input."""
     model, x = _model("convnext")
-    graph = codesign.compile(model, (x,), target="h200", backend="triton").graph
+    graph = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="triton").graph
     permutes = _ops(graph, "permute")
     assert [tuple(p.attrs["perm"]) for p in permutes] == [(0, 2, 3, 1), (0, 3, 1, 2)]  # input, output
     second = _ops(graph, "conv_nhwc")[1]
@@ -146,14 +158,14 @@ def test_resnet_block_kernels_as_many_as_nchw():
     """The permutes fold into the batch-norm kernels' loads and stores: the NHWC program has
     the NCHW one's kernels plus the input's conversion."""
     model, x = _model("resnet")
-    on = codesign.compile(model, (x,), target="h200", backend="triton").program("triton")
-    off = codesign.compile(model, (x,), target="h200", backend="triton", pipeline=OFF).program("triton")
+    on = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="triton").program("triton")
+    off = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="triton", pipeline=OFF).program("triton")
     assert on.kernel_count == off.kernel_count + 1
 
 
 def test_off_switch_and_cpu_targets_leave_the_graph_unchanged():
     model, x = _model("resnet")
-    off = codesign.compile(model, (x,), target="h200", pipeline=OFF)
+    off = codesign.compile(model, (x,), target=H200_STRUCTURAL, pipeline=OFF)
     assert _ops(off.graph, "conv") and not _ops(off.graph, "conv_nhwc")
     assert any(d.pass_name == "channels-last" and d.choice == "kept" and "when=never" in d.reason
                for d in off.ledger)
@@ -169,11 +181,11 @@ def test_vae_block_whose_convs_are_each_alone_stays_nchw():
     when=always all three run NHWC and still match eager."""
     model, x = _model("vae")
     plain = COMPILE_PIPELINE.replace("subpixel-conv,", "")
-    auto = codesign.compile(model, (x,), target="h200", backend="interpreter", pipeline=plain)
+    auto = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="interpreter", pipeline=plain)
     assert not _ops(auto.graph, "conv_nhwc") and len(_ops(auto.graph, "conv")) == 3
     kept = [d for d in auto.ledger if d.pass_name == "channels-last" and d.choice == "kept"]
     assert len(kept) == 3 and all("alone in its NHWC region" in d.reason for d in kept)
-    always = codesign.compile(model, (x,), target="h200", backend="interpreter",
+    always = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="interpreter",
                               pipeline=plain.replace("channels-last", "channels-last{when=always}"))
     assert len(_ops(always.graph, "conv_nhwc")) == 3 and not _ops(always.graph, "conv")
     fresh = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
@@ -183,7 +195,7 @@ def test_vae_block_whose_convs_are_each_alone_stays_nchw():
 
 def test_gpu_graph_runs_on_the_cpp_backend_and_exports_nchw():
     model, x = _model("vae")
-    cm = codesign.compile(model, (x,), target="h200", backend="cpp", pipeline=SUBPIXEL)
+    cm = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="cpp", pipeline=SUBPIXEL)
     assert _ops(cm.graph, "conv_nhwc")
     assert not _ops(cm.graph_for("cpp"), "conv_nhwc")
     with torch.no_grad():
@@ -196,14 +208,14 @@ def test_a_backend_without_nhwc_convs_refuses_a_graph_that_has_them():
     from codesign.codegen import CodegenError
     from codesign.codegen.registry import build_program
     model, x = _model("convnext")
-    cm = codesign.compile(model, (x,), target="h200", backend="interpreter")
+    cm = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="interpreter")
     with pytest.raises(CodegenError, match="conv_nhwc"):
         build_program("cpp", cm.graph, cm.state, cm.target)
 
 
 def test_nchw_convs_computes_the_same_values():
     model, x = _model("convnext")
-    cm = codesign.compile(model, (x,), target="h200", backend="interpreter")
+    cm = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="interpreter")
     back = nchw_convs(cm.graph)
     assert not _ops(back, "conv_nhwc") and len(_ops(back, "conv")) == len(_ops(cm.graph, "conv_nhwc"))
     state = {i.name: cm.state[i.name] for i in cm.graph.state_inputs}
@@ -213,15 +225,15 @@ def test_nchw_convs_computes_the_same_values():
 
 def test_compile_is_deterministic():
     model, x = _model("vae")
-    a = codesign.compile(model, (x,), target="h200", backend="triton")
-    b = codesign.compile(model, (x,), target="h200", backend="triton")
+    a = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="triton")
+    b = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="triton")
     assert print_graph(a.graph) == print_graph(b.graph)
     assert a.program("triton").source == b.program("triton").source
 
 
 def test_weights_are_stored_channels_last_once_and_follow_updates():
     model, x = _model("resnet")
-    cm = codesign.compile(model, (x,), target="h200", backend="triton")
+    cm = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="triton")
     with torch.no_grad():
         assert rel_err(cm(x), model(x)) <= TOL
     program = cm.program("triton")
@@ -265,7 +277,7 @@ def test_rewrite_is_exact_through_pad_batch_norm_broadcasts_and_permutes():
   %o = pad(%r) {pads = [0, 0, 0, 0, 0, 1, 1, 0], value = 0.0} : f32[2,6,3,3]
   return %o, %a
 }""")
-    ctx = PassContext(target=load_target("h200"))
+    ctx = PassContext(target=H200_STRUCTURAL)
     out = PassManager("channels-last").run(graph, ctx)
     assert len(_ops(out, "conv_nhwc")) == 2 and not _ops(out, "conv")
     assert [tuple(p.attrs["perm"]) for p in _ops(out, "permute")].count((0, 3, 1, 2)) == 2  # the outputs only
@@ -301,8 +313,69 @@ def test_pass_options_are_checked():
     out = PassManager("channels-last").run(graph, ctx)  # auto without a target: nothing to decide for
     assert print_graph(out) == print_graph(graph)
     assert "no target" in list(ctx.ledger)[0].reason
-    ctx = PassContext(target=load_target("h200"))
+    ctx = PassContext(target=H200_STRUCTURAL)
     out = PassManager("channels-last").run(graph, ctx)  # a lone conv: only conversions around it
     assert print_graph(out) == print_graph(graph) and "alone in its NHWC region" in list(ctx.ledger)[0].reason
     out = PassManager("channels-last{when=always}").run(graph, ctx)
     assert [n.op for n in out.nodes] == ["permute", "conv_nhwc", "permute"]
+
+
+class VaeResnetStack(nn.Module):
+    """Decoder resnet blocks as diffusers writes them: GroupNorm, SiLU, conv, GroupNorm, SiLU,
+    conv, residual add; the residual stream ties the second convs into one NHWC region."""
+
+    def __init__(self, c: int, blocks: int = 2):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.ModuleList([nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1),
+                                                   nn.GroupNorm(8, c), nn.Conv2d(c, c, 3, padding=1)])
+                                    for _ in range(blocks))
+
+    def forward(self, x):
+        for n1, c1, n2, c2 in self.blocks:
+            x = x + c2(F.silu(n2(c1(F.silu(n1(x))))))
+        return x
+
+
+class ResNetStack(nn.Module):
+    def __init__(self, c: int, blocks: int = 3):
+        super().__init__()
+        self.blocks = nn.ModuleList(ResNetBlock(c) for _ in range(blocks))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def _layout_decisions(model: nn.Module, shape) -> tuple[list, list]:
+    """(rewritten, kept) ledger entries of channels-last under auto on h200 (priced), the graph
+    captured at a real size on the meta device (nothing runs)."""
+    graph = codesign.capture(model.eval(), (torch.empty(shape, device="meta", dtype=torch.bfloat16),)).graph
+    ctx = PassContext(target=load_target("h200"))
+    PassManager("canonicalize,channels-last").run(graph, ctx)
+    ds = [d for d in ctx.ledger if d.pass_name == "channels-last"]
+    return [d for d in ds if d.choice == "nhwc"], [d for d in ds if d.choice == "kept"]
+
+
+def test_priced_policy_keeps_a_groupnorm_region_whose_conversions_cost_more_than_it_gains():
+    """At SD-VAE decoder sizes every GroupNorm reads NCHW, so the residual stream's region pays
+    a conversion on both sides of every norm: the predicted conversions outweigh the library's
+    NHWC gain (the H200 A/B measured the same: NHWC 23.8 ms vs NCHW 20.2 ms), and all convs stay
+    NCHW, each ledgered with both figures."""
+    rewritten, kept = _layout_decisions(VaeResnetStack(128).to(torch.bfloat16).to("meta"), (1, 128, 256, 256))
+    assert not rewritten and len(kept) == 4
+    priced = [d for d in kept if "would gain" in d.reason]
+    assert priced and all(d.data["gain"] < d.data["time_conversions"] for d in priced)
+    assert all(d.data["gain"] > 0 for d in priced)  # NHWC convs are faster; the conversions are not free
+
+
+def test_priced_policy_rewrites_a_batchnorm_chain_whose_conversions_are_at_its_edges():
+    """BatchNorm runs on NHWC rows, so a ResNet stack converts only at its input and output:
+    the library's gain over six convs outweighs two conversions, and the region runs NHWC."""
+    model = ResNetStack(64).to(torch.bfloat16)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.fill_(1.0)
+    rewritten, kept = _layout_decisions(model.to("meta"), (16, 64, 56, 56))
+    assert len(rewritten) == 6 and not kept
+    assert all(d.data["time_nchw"] > d.data["time_nhwc"] for d in rewritten)

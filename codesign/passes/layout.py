@@ -28,13 +28,16 @@ a backend stores it channels-last when it binds the weights (the Triton backend,
 binding), and a live weight update is seen as in eager.
 
 With `when=auto` (the compile pipeline) the rewrite is made where the target enables it
-(`Target.channels_last_conv`: on for gpu targets), for the convs that share an NHWC region
-with another conv (a region: what stays connected once the conversions are taken out); a
-conv alone in its region (between two GroupNorms, which read NCHW) would only get
-conversions around it, so it is kept. `always` rewrites every 2-D conv;
-`never` is the off switch (for A/B measurements). Every conv is in the ledger (rewritten or
-kept, why, its predicted time: the roofline prices both layouts alike, so the gain is the
-library's, not the model's), and the graph's summary counts the layout conversions left.
+(`Target.channels_last_conv`: on for gpu targets), per NHWC region (what stays connected once
+the conversions are taken out): a conv alone in its region (between two GroupNorms, which
+read NCHW) would only get conversions around it, so it is kept; a region of several convs is
+rewritten when the cost model's predicted gain of its convs (the library's NCHW time less its
+NHWC time, where the calibration measured both: `Efficiency.nchw_library_conv`) exceeds the
+predicted time of the conversions at its edges — without that figure, always. So a ResNet
+(conversions at the input and output only) runs NHWC and the SD VAE decoder (a conversion on
+both sides of every GroupNorm) stays NCHW. `always` rewrites every 2-D conv; `never` is the
+off switch (for A/B measurements). Every conv is in the ledger (rewritten or kept, why, its
+predicted time in both layouts), and the graph's summary counts the layout conversions left.
 """
 
 from __future__ import annotations
@@ -195,20 +198,58 @@ class ChannelsLast(Pass):
         out = _rewrite(graph, chosen)
         regions = _regions(out, chosen)
         if self.when == "auto":
-            alone = {c for c in chosen if regions[c][1] == 1}
-            for n in convs:
-                if n.name in alone:
-                    ctx.ledger.record(self.name, f"%{n.name}", "kept",
-                                      "alone in its NHWC region: its input and output would be converted around "
-                                      "it and nothing cancels (channels-last{when=always} rewrites it)")
-            if alone:
-                chosen -= alone
+            dropped = self._unprofitable(graph, out, chosen, regions, ctx)
+            if dropped:
+                chosen -= dropped
                 if not chosen:
                     return graph
                 out = _rewrite(graph, chosen)
                 regions = _regions(out, chosen)
         self._ledger(graph, out, chosen, regions, ctx)
         return out.graph
+
+    def _unprofitable(self, before: Graph, out: "_Layouts", chosen: set[str],
+                      regions: Mapping[str, tuple[int, int]], ctx: PassContext) -> set[str]:
+        """The convs of the NHWC regions not worth their conversions, each ledgered. A conv
+        alone in its region only gets conversions around it: it is kept NCHW (on the H200,
+        305 of 313 distinct convs of six CNNs gain less from NHWC than their own two
+        conversions cost, benchmarks/results/conv_layouts_h200.json). A region of two convs
+        or more is rewritten where the cost model cannot tell the layouts apart; where it can
+        (a calibration that measured the library's convs in both: `nchw_library_conv`), only
+        when its convs' predicted gain, NCHW time less NHWC time, exceeds the predicted time
+        of the conversions at its edges."""
+        target, types = ctx.target, out.b.types
+        nodes = {n.name: n for n in out.b.nodes}
+        members: dict[int, list[str]] = {}
+        for conv, (region, _) in regions.items():
+            members.setdefault(region, []).append(conv)
+        calibration = target.calibration.efficiency if target.calibration else None
+        priced = calibration is not None and calibration.nchw_library_conv is not None
+        conversions = _region_conversions(out, chosen) if priced else {}
+        dropped: set[str] = set()
+        for region, convs in sorted(members.items()):
+            if len(convs) == 1:
+                reason = ("alone in its NHWC region: its input and output would be converted around it and "
+                          "nothing cancels")
+                data = {"region": region}
+            elif priced:
+                originals = [n for n in before.nodes if n.name in convs]
+                gain = (price_kernels(target, [[c] for c in originals], before.types())[0]
+                        - price_kernels(target, [[nodes[out.twin[c.name]]] for c in originals], types)[0])
+                cost = price_kernels(target, [[nodes[c]] for c in conversions.get(region, [])], types)[0]
+                if gain > cost:
+                    continue
+                reason = (f"NHWC region {region} ({len(convs)} conv(s)) would gain {gain * 1e6:.1f} us from the "
+                          f"library's NHWC convs and pay {cost * 1e6:.1f} us for its "
+                          f"{len(conversions.get(region, []))} layout conversion(s) (predicted)")
+                data = {"region": region, "gain": gain, "time_conversions": cost}
+            else:
+                continue
+            for conv in convs:
+                ctx.ledger.record(self.name, f"%{conv}", "kept", reason + " (channels-last{when=always} rewrites it)",
+                                  **data)
+            dropped.update(convs)
+        return dropped
 
     def _ledger(self, before: Graph, out: "_Layouts", chosen: set[str], regions: Mapping[str, tuple[int, int]],
                 ctx: PassContext) -> None:
@@ -225,7 +266,7 @@ class ChannelsLast(Pass):
                 data["time_nhwc"], _ = price_kernels(target, [[nhwc]], types)
             ctx.ledger.record(self.name, f"%{conv.name}", "nhwc",
                               "the convolution library runs NHWC data without transposes "
-                              "(channels_last_conv); the roofline prices both layouts alike", **data)
+                              "(channels_last_conv)", **data)
         conversions = [n for n in out.b.nodes if get_op(n.op) is PERMUTE and n.attrs.get("perm") in (TO_LAST, TO_FIRST)
                        and types[n.operands[0]].rank == 4]
         data = {"convs": len(chosen), "to_nhwc": out.to_last, "to_nchw": out.to_first}
@@ -286,11 +327,9 @@ def _rewrite(graph: Graph, chosen: set[str]) -> _Layouts:
     return at
 
 
-def _regions(at: _Layouts, chosen: set[str]) -> dict[str, tuple[int, int]]:
-    """Per rewritten conv (by its original name): its NHWC region (numbered in graph order) and
-    how many convs the region holds. A region is a connected part of the rewritten graph once
-    the conversions this pass made are taken out: the convs it holds exchange their data
-    without converting it."""
+def _components(at: _Layouts):
+    """(members, find): the rewritten graph's nodes less this pass's conversions, joined along
+    their operands (union-find); `find(v)` names v's component."""
     parent: dict[str, str] = {n.name: n.name for n in at.b.nodes if n.name not in at.conversions}
 
     def find(x: str) -> str:
@@ -303,11 +342,42 @@ def _regions(at: _Layouts, chosen: set[str]) -> dict[str, tuple[int, int]]:
             for o in n.operands:
                 if o in parent:
                     parent[find(o)] = find(n.name)
+    return parent, find
+
+
+def _regions(at: _Layouts, chosen: set[str]) -> dict[str, tuple[int, int]]:
+    """Per rewritten conv (by its original name): its NHWC region (numbered in graph order) and
+    how many convs the region holds. A region is a connected part of the rewritten graph once
+    the conversions this pass made are taken out: the convs it holds exchange their data
+    without converting it."""
+    _, find = _components(at)
     convs = [c for c in (n.name for n in at.graph.nodes) if c in {at.twin[k] for k in chosen}]
     roots = [find(c) for c in convs]
     number = {r: i for i, r in enumerate(dict.fromkeys(roots))}
     by_twin = {at.twin[k]: k for k in chosen}
     return {by_twin[c]: (number[r], roots.count(r)) for c, r in zip(convs, roots)}
+
+
+def _region_conversions(at: _Layouts, chosen: set[str]) -> dict[int, list[str]]:
+    """The layout conversions this pass made, by the NHWC region they feed or leave (numbered
+    as `_regions` numbers them)."""
+    parent, find = _components(at)
+    twins = {at.twin[k] for k in chosen}
+    convs = [c for c in (n.name for n in at.graph.nodes) if c in twins]
+    number = {r: i for i, r in enumerate(dict.fromkeys(find(c) for c in convs))}
+    users: dict[str, list[str]] = {}
+    for n in at.b.nodes:
+        for o in n.operands:
+            users.setdefault(o, []).append(n.name)
+    out: dict[int, list[str]] = {}
+    for n in at.b.nodes:
+        if n.name not in at.conversions:
+            continue
+        sides = [u for u in users.get(n.name, []) if u in parent] + [o for o in n.operands if o in parent]
+        regions = {number[find(v)] for v in sides if find(v) in number}
+        for region in sorted(regions)[:1]:  # an edge of one region (two regions never share one)
+            out.setdefault(region, []).append(n.name)
+    return out
 
 
 def nchw_convs(graph: Graph) -> Graph:
