@@ -39,6 +39,7 @@ FAST: dict[tuple[str, str], tuple[int, ...]] = {
     ("arange", "f32"): (0, 6),  # 6: bool bounds
     ("arange", "i64"): (15, 18),  # float bounds, integer result: eager truncates start and step first
     ("linspace", "f32"): (0, 32, 60),
+    ("nn.functional.local_response_norm", "i64"): (0, 7),  # an integer avg pool over a padded product
     **{(op, "i64"): (0, 1) for op in ("add", "mul", "sum", "cumsum", "eq")},
     **{(op, "b8"): (0, 1) for op in ("logical_and", "logical_not", "any", "where")},
 }

@@ -387,7 +387,11 @@ def _window_rows(k: KernelEmitter, node: Node, *, init: Callable[[Scope, list[st
     vectorises, and what depends only on the outer coordinates (a fused batch norm's
     per-channel scale) is computed once per row, not once per window element. None where
     the node is not such a reduction (its last output dim not the domain's last parallel
-    dim, or a row wider than `ROW_ACCUMULATORS_MAX`)."""
+    dim, or a row wider than `ROW_ACCUMULATORS_MAX`), and for integer pools: GCC 12 at -O3 with
+    AVX-512 miscompiles the row loop over a padded int64 product (local_response_norm on int64,
+    found by the OpInfo samples; the float form and the point-by-point form are right)."""
+    if not node.type.dtype.is_float or not all(k.type(o).dtype.is_float for o in node.operands):
+        return None
     st = k.structure(node)
     sizes = st.loop_sizes
     vars_ = [f"i{d}" for d in range(len(sizes))]
