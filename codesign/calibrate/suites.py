@@ -446,10 +446,6 @@ def cpu_cases() -> list[Case]:
         ConvSpec(96, 96, 28, groups=96), ConvSpec(144, 144, 14, stride=2, groups=144, after="bn"),
         ConvSpec(64, 64, 16, groups=4), ConvSpec(24, 72, 40, kernel=1, after="bn_relu", batch=2),
         ConvSpec(160, 48, 10, after="none")]), torch.float32))
-    # a CNN's deep stages: many channels on a few pixels, so the weights are most of the bytes
-    cases.append(Case("conv_deep", "conv", _convs([
-        ConvSpec(384, 768, 3, kernel=1, after="bn_add"), ConvSpec(320, 320, 5), ConvSpec(192, 384, 6, stride=2),
-        ConvSpec(768, 192, 4, kernel=1, after="bn"), ConvSpec(640, 640, 3, kernel=1, batch=2)]), torch.float32))
     cases.append(Case("conv_decoder", "conv", _decoder_convs(48, 8, 12), torch.float32))
     cases.append(Case("conv_decoder_wide", "conv", _decoder_convs(96, 16, 20), torch.float32))
     cases.append(Case("pool", "conv", _pools(2, 48, 40), torch.float32))
