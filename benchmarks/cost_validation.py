@@ -251,7 +251,9 @@ def analyse(args) -> None:
         if args.refeature:
             suite = RawData(suite.meta, refeature(suite.programs, _meta_case, target.name))
             raw_file("calibration").write_text(suite.to_json())
-        calibration = fit(suite, target)
+        convs = next((raw_dir / n for n in ("conv_library_raw.json", f"{target.name}_conv_library_raw.json")
+                      if (raw_dir / n).exists()), None)  # library convs in both layouts (conv_layouts.py --raw)
+        calibration = fit(suite, target, RawData.from_json(convs.read_text()) if convs else None)
         print(dump_calibration(calibration))
     validation = RawData.from_json(raw_file("validation").read_text())
     if args.refeature:  # features by this version of the cost model (kernels matched by name)
