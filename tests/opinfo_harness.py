@@ -268,24 +268,30 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return CRASH, f"{type(exc).__name__}: {msg}{crash_site(exc)}"
 
 
-def compile_and_run(fn: Callable, cases: Sequence[Case]) -> list[torch.Tensor]:
-    """`cases` as one module, compiled for cpu-host and run through the generated C++."""
+BACKENDS = {"cpp": "cpu-host", "triton": "h200"}
+"""The backends a sample can run through, with the target each is compiled for (Triton on
+CPU tensors needs TRITON_INTERPRET=1, as the suite sets it)."""
+
+
+def compile_and_run(fn: Callable, cases: Sequence[Case], backend: str = "cpp") -> list[torch.Tensor]:
+    """`cases` as one module, compiled for the backend's target (`BACKENDS`) and run through
+    the generated code."""
     module = OpModule(fn, cases)
     inputs = tuple(t for case in cases for t in case.tensors)
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        cm = codesign.compile(module, inputs, target="cpu-host", backend="cpp")
+        cm = codesign.compile(module, inputs, target=BACKENDS[backend], backend=backend)
         outs = cm(*[t.clone() for t in inputs])
     return list(outs) if isinstance(outs, (tuple, list)) else [outs]
 
 
-def check_cases(fn: Callable, cases: Sequence[Case]) -> tuple[str, str]:
+def check_cases(fn: Callable, cases: Sequence[Case], backend: str = "cpp") -> tuple[str, str]:
     """One outcome for `cases` compiled together."""
     refs = []
     for case in cases:
         refs += case.refs
     try:
-        outs = compile_and_run(fn, cases)
+        outs = compile_and_run(fn, cases, backend)
     except Exception as exc:  # noqa: BLE001 - classified
         return classify(exc)
     if len(outs) != len(refs):
@@ -336,6 +342,7 @@ def unsupported(fn: Callable, *cases: Case) -> str:
 class OpRun:
     op: str
     dtype: str
+    backend: str = "cpp"
     outcomes: list[Outcome] = field(default_factory=list)
     builds: int = 0
     seconds: float = 0.0
@@ -366,10 +373,11 @@ def op_samples(op, dtype: torch.dtype, limit: int | None = None, max_numel: int 
 
 
 def run_op(name: str, op, dtype_name: str = "f32", limit: int | None = None,
-           max_numel: int | None = None, indices: Sequence[int] | None = None) -> OpRun:
-    """Every sample of `op` in `dtype_name` (the first `limit`), grouped, then alone on failure."""
+           max_numel: int | None = None, indices: Sequence[int] | None = None, backend: str = "cpp") -> OpRun:
+    """Every sample of `op` in `dtype_name` (the first `limit`), grouped, then alone on failure,
+    through `backend` (`BACKENDS`)."""
     start = time.perf_counter()
-    run = OpRun(name, dtype_name)
+    run = OpRun(name, dtype_name, backend)
     if name in UNDEFINED_OUTPUT or op.name in UNDEFINED_OUTPUT:
         run.outcomes.append(Outcome(name, dtype_name, -1, SKIPPED, "results are undefined or random"))
         return run
@@ -405,7 +413,7 @@ def check_group(run: OpRun, fn: Callable, cases: Sequence[Case]) -> None:
     """Outcomes of `cases` into `run`: compiled together; on failure, which samples capture at
     all (cheap: no build), then those together, then each alone."""
     name, dtype_name, before = run.op, run.dtype, len(run.outcomes)
-    verdict = check_cases(fn, cases) if len(cases) > 1 else None
+    verdict = check_cases(fn, cases, run.backend) if len(cases) > 1 else None
     run.builds += verdict is not None
     if verdict is not None and verdict[0] == MATCH:
         run.outcomes += [Outcome(name, dtype_name, c.index, MATCH, "", c.desc) for c in cases]
@@ -418,13 +426,13 @@ def check_group(run: OpRun, fn: Callable, cases: Sequence[Case]) -> None:
                 capturable.append(case)
         rest = None
         if len(capturable) > 1 and len(capturable) < len(cases):
-            rest = check_cases(fn, capturable)
+            rest = check_cases(fn, capturable, run.backend)
             run.builds += 1
         if rest is not None and rest[0] == MATCH:
             run.outcomes += [Outcome(name, dtype_name, c.index, MATCH, "", c.desc) for c in capturable]
         else:
             for case in capturable:
-                outcome, error = check_cases(fn, [case])
+                outcome, error = check_cases(fn, [case], run.backend)
                 run.builds += 1
                 run.outcomes.append(Outcome(name, dtype_name, case.index, outcome, error, case.desc))
         if verdict is not None and verdict[0] in (MISMATCH, CRASH) and \

@@ -6,6 +6,8 @@ MISMATCH or a CRASH fails the test, unless `KNOWN_FAILURES` names that sample wi
 
 - `test_opinfo_fast` (the default run): `FAST` — a spread of supported ops, two samples
   each (a few with chosen edge samples), small shapes, one C++ build per op.
+- `test_opinfo_triton_fast`: a smaller spread through the Triton backend (h200) under
+  TRITON_INTERPRET=1, at smaller shapes still.
 - `test_opinfo_full` (marker `opinfo_full`, deselected by default): every OpInfo of
   `op_db`, every sample, in f32, and in int64 / bool where the OpInfo lists them:
   `python -m pytest tests/test_opinfo.py -m opinfo_full -n 2`.
@@ -49,16 +51,17 @@ KNOWN_FAILURES: dict[tuple[str, str, int], str] = {
 }
 
 
-def check(op_name: str, dtype: str, samples: tuple[int, ...] | None = None, max_numel: int | None = None) -> None:
+def check(op_name: str, dtype: str, samples: tuple[int, ...] | None = None, max_numel: int | None = None,
+          backend: str = "cpp") -> None:
     from opinfo_harness import op_db
-    run = run_op(op_name, op_db()[op_name], dtype, indices=samples, max_numel=max_numel)
+    run = run_op(op_name, op_db()[op_name], dtype, indices=samples, max_numel=max_numel, backend=backend)
     unknown: list[Outcome] = []
     known: list[str] = []
     for o in run.failures():
         reason = KNOWN_FAILURES.get((op_name, dtype, o.sample))
         (known.append(f"#{o.sample}: {reason}") if reason else unknown.append(o))
     if unknown:
-        pytest.fail(f"{len(unknown)} of {len(run.outcomes)} samples of {op_name} ({dtype}) fail:\n"
+        pytest.fail(f"{len(unknown)} of {len(run.outcomes)} samples of {op_name} ({dtype}, {backend}) fail:\n"
                     + "\n".join(o.line() for o in unknown), pytrace=False)
     if known:
         pytest.xfail("known: " + "; ".join(known))
@@ -71,6 +74,27 @@ def check(op_name: str, dtype: str, samples: tuple[int, ...] | None = None, max_
 def test_opinfo_fast(op_name: str, dtype: str):
     """A spread of supported ops on a few small OpInfo samples matches eager."""
     check(op_name, dtype, FAST[(op_name, dtype)], FAST_MAX_NUMEL)
+
+
+TRITON_FAST: dict[tuple[str, str], tuple[int, ...]] = {
+    # (op, dtype): sample indices, through the Triton backend under the interpreter (small shapes)
+    **{(op, "f32"): (0, 1) for op in (
+        "add", "mul", "div.floor_rounding", "where", "clamp", "exp", "log", "sigmoid",
+        "nn.functional.gelu", "nn.functional.silu", "softmax", "sum", "mean", "amax", "mm", "addmm",
+        "nn.functional.linear", "nn.functional.layer_norm", "cat", "permute", "index_select",
+        "nn.functional.embedding", "nn.functional.pad.constant")},
+    ("nn.functional.scaled_dot_product_attention", "f32"): (0, 4),
+    **{(op, "i64"): (0, 1) for op in ("add", "sum")},
+    ("logical_and", "b8"): (0, 1),
+}
+TRITON_MAX_NUMEL = 256
+"""Triton samples run in the interpreter (numpy per program): smaller still than the fast set."""
+
+
+@pytest.mark.parametrize("op_name,dtype", sorted(TRITON_FAST), ids=lambda v: v)
+def test_opinfo_triton_fast(op_name: str, dtype: str):
+    """The same samples through the Triton backend (h200, TRITON_INTERPRET=1) match eager."""
+    check(op_name, dtype, TRITON_FAST[(op_name, dtype)], TRITON_MAX_NUMEL, backend="triton")
 
 
 def _full_selected(config) -> bool:
