@@ -233,3 +233,13 @@ def test_triton_kernels_the_random_programs_broke():
     got = codesign.compile(_TritonFound(), inputs, target="h200", backend="triton")(*fresh)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w)  # bf16: one rounding step (the interpreter truncates)
+
+
+def test_triton_casts_a_literal_in_valid_python():
+    """Programs 550 and 859 cast an integer literal in a Triton kernel: the text was
+    `0.to(tl.float64)`, which does not parse, so the wrapper did not load and the programs
+    were refused; now both match eager through Triton."""
+    pytest.importorskip("triton")
+    for seed in (550, 859):
+        result = sweep(range(seed, seed + 1), batch=1, backends=(), triton_every=1)
+        assert result.counts()[MATCH] == 1, "\n".join(o.line() for o in result.outcomes)

@@ -65,6 +65,12 @@ class Unfusable(Exception):
     """The group does not fit one template (`partition{backend=triton}` splits such a group)."""
 
 
+def receiver(text: str) -> str:
+    """`text` as the receiver of a method call: as `paren` gives it, a number in parentheses
+    (`0.to(...)` does not parse)."""
+    return f"({text})" if text[:1].isdigit() or text[:1] == "." else paren(text)
+
+
 def next_pow2(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
@@ -183,7 +189,7 @@ class KernelWriter:
         if v.const is not None:
             text = f"tl.full({index.tile}, {literal(v.const, t.dtype)}, {TL_DTYPE[t.dtype]})"
         elif t.dtype in (DType.f16, DType.bf16) or work_dtype(v.dtype) != t.dtype:
-            text = f"{paren(text)}.to({TL_DTYPE[t.dtype]})"
+            text = f"{receiver(text)}.to({TL_DTYPE[t.dtype]})"
         address = index.linear()
         mask, full = index.mask_for(address), index.mask_text()
         if address == "0" or mask != full:

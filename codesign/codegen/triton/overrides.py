@@ -60,7 +60,9 @@ def cast_text(text: str, src: DType, dst: DType) -> str:
 
 
 def paren_(text: str) -> str:
-    return text if text.replace("_", "").isalnum() else f"({text})"
+    """`text` as the receiver of a method call (`.to(...)`): a name as it is, anything else
+    (an expression, a number: `0.to` does not parse) in parentheses."""
+    return text if text.replace("_", "").isalnum() and not text[:1].isdigit() else f"({text})"
 
 
 def bare(text: str) -> str:
