@@ -262,10 +262,22 @@ def crash_site(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
+    """A refusal (codesign's own error, with a message) or a crash: anything else, and a
+    refusal caused by generated code that does not parse (codesign's bug, not a limit)."""
     msg = first_line(exc)
-    if isinstance(exc, REFUSALS) and msg:
+    if isinstance(exc, REFUSALS) and msg and not _caused_by(exc, SyntaxError):
         return REFUSED, f"{type(exc).__name__}: {msg}"
     return CRASH, f"{type(exc).__name__}: {msg}{crash_site(exc)}"
+
+
+def _caused_by(exc: BaseException, kind: type) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, kind):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return False
 
 
 BACKENDS = {"cpp": "cpu-host", "triton": "h200"}

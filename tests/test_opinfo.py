@@ -147,6 +147,11 @@ def test_harness_classifies():
     assert classify(ConversionError("no"))[0] == REFUSED
     assert classify(ConversionError(""))[0] == CRASH  # a refusal says why
     assert classify(KeyError("x"))[0] == CRASH
+    from codesign.codegen import CodegenError
+    unparsable = CodegenError("the generated wrapper does not load")
+    unparsable.__cause__ = SyntaxError("invalid decimal literal")
+    assert classify(unparsable)[0] == CRASH  # generated code that does not parse is a bug
+    assert classify(CodegenError("no template for this op"))[0] == REFUSED
     x = torch.tensor([1.0, float("nan")])
     assert compare(x.clone(), x) == ""
     assert compare(x + 1e-3, x) and compare(x.double(), x) and compare(x[:1], x)
