@@ -77,18 +77,12 @@ def models() -> dict:
 
 
 def device_time(fn, repeat: int) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeat):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e-3)
-    return statistics.median(times)
+    """Median device time of `fn()` in seconds: three untimed calls, then `repeat` timed by CUDA
+    events (the measured choice's timer, `triton.choice.median_ms`)."""
+    from codesign.codegen.triton.choice import median_ms
+    fn()
+    fn()
+    return median_ms(fn, repeat) * 1e-3
 
 
 def conv_rows(name: str, build, quick: bool, target_name: str, repeat: int, cuda: bool,

@@ -488,3 +488,13 @@ def test_moe_interpreter_matches_a_dense_reference(top_k, normalize):
             y = F.linear(F.silu(F.linear(tokens[t], state["w1"][e])), state["w2"][e])
             expected[t] += wgt * y
     torch.testing.assert_close(out, expected.reshape(2, 3, 8), rtol=1e-4, atol=1e-5)
+
+
+def test_monotone_in_is_conservative():
+    """A pool's window map (stride * out + offset - pad) is monotone in the output column; a
+    dim used twice or any mod is not claimed monotone (the row-wise pool then falls back)."""
+    from codesign.ir.affine import Dim, monotone_in
+    d0, d1 = Dim(0), Dim(1)
+    assert monotone_in(d0 * 2 + d1 - 1, 0) and monotone_in((d0 + 3) // 2, 0) and monotone_in(d1, 0)
+    assert not monotone_in(d0 * 2 + d0, 0)
+    assert not monotone_in(d0 % 4, 0) and not monotone_in(d1 % 3 + d0, 0)

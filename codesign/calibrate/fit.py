@@ -93,9 +93,8 @@ class _Layout:
                    asynchronous: bool, validate: bool = False, cache: float = 0.0,
                    units: int | None = None) -> Efficiency:
         v = dict(zip((p.name for p in self.params), values))
-        prefixed = lambda prefix: {k.split(":", 1)[1]: x for k, x in v.items() if k.startswith(prefix + ":")}  # noqa: E731
-        fields = dict(matrix=prefixed("matrix"), memory=prefixed("memory") or {"vector": 1.0},
-                      fixed=prefixed("fixed"), tile=tile, host_per_call=host[0], host_per_launch=host[1],
+        fields = dict(matrix=_prefixed(v, "matrix"), memory=_prefixed(v, "memory") or {"vector": 1.0},
+                      fixed=_prefixed(v, "fixed"), tile=tile, host_per_call=host[0], host_per_launch=host[1],
                       host_per_argument=host[2], asynchronous_launch=asynchronous, cache_capacity=cache)
         if units is not None:
             fields["units"] = units
@@ -106,6 +105,11 @@ class _Layout:
         if not validate:
             return Efficiency.model_construct(**{**_DEFAULTS, **fields})
         return Efficiency(**fields)
+
+
+def _prefixed(values: dict[str, float], prefix: str) -> dict[str, float]:
+    """The figures of one table among fitted values named `<table>:<key>`, by key."""
+    return {k.split(":", 1)[1]: x for k, x in values.items() if k.startswith(prefix + ":")}
 
 
 MEMORY_CLASSES = ("vector", "row", "pool", "group_norm", "gemm", "attention", "conv", "depthwise", "moe")
@@ -165,11 +169,7 @@ def cpu_program_costs(raw: RawData) -> tuple[float, float, float]:
 def host_costs(raw: RawData) -> tuple[float, float, float]:
     """(per call, per launch, per argument) host seconds, fitted by least squares (without
     enough cases, the per-launch cost alone). On a GPU, to the launch cases: programs of tiny
-    kernels whose wall time is the host's. On a CPU (`cpu_program_costs`): per call and per
-    kernel, fitted with the in-sequence factor."""
-    if raw.meta.get("device_type") == "cpu":
-        call, per_kernel, _ = cpu_program_costs(raw)
-        return call, per_kernel, 0.0
+    kernels whose wall time is the host's (a CPU's come from `cpu_program_costs`)."""
     rows, walls = [], []
     for program in raw.programs:  # graph replays pay no per-launch host cost: left out
         if program.case.startswith("launch") and program.kernels and not program.graphed:
@@ -192,8 +192,12 @@ def fit(raw: RawData, target: Target, library_convs: RawData | None = None) -> C
     if not kernels:
         raise ValueError("the raw data holds no measured kernels")
     layout = _Layout.of(kernels, target)
-    call, launch, argument = (_round(v) for v in host_costs(raw))
-    in_sequence = _round(cpu_program_costs(raw)[2]) if raw.meta.get("device_type") == "cpu" else None
+    if raw.meta.get("device_type") == "cpu":  # the host runs the kernels: per call, per kernel, in sequence
+        call, launch, in_sequence = (_round(v) for v in cpu_program_costs(raw))
+        argument = 0.0
+    else:
+        call, launch, argument = (_round(v) for v in host_costs(raw))
+        in_sequence = None
     asynchronous = raw.meta.get("device_type") == "cuda"  # a GPU's host launches ahead of it
     units = measured_units(raw, target)
     measured = np.log(np.array([k.seconds for k in kernels]))
@@ -259,11 +263,8 @@ def fit_library_convs(raw: RawData, target: Target, efficiency: Efficiency) -> E
 
     def with_figures(values) -> Efficiency:
         v = dict(zip(names, values))
-        matrix = {**efficiency.matrix, **{n.split(":", 1)[1]: x for n, x in v.items() if n.startswith("matrix:")}}
-        memory = {**efficiency.memory, **{n.split(":", 1)[1]: x for n, x in v.items() if n.startswith("memory:")}}
-        fixed = {**efficiency.fixed, **{n.split(":", 1)[1]: x for n, x in v.items() if n.startswith("fixed:")}}
-        return efficiency.model_copy(update={"matrix": matrix, "memory": memory, "fixed": fixed,
-                                             "nchw_library_conv": v["nchw_library_conv"]})
+        tables = {t: {**getattr(efficiency, t), **_prefixed(v, t)} for t in ("matrix", "memory", "fixed")}
+        return efficiency.model_copy(update={**tables, "nchw_library_conv": v["nchw_library_conv"]})
     measured = np.log([k.seconds for k in kernels])
 
     def residuals(theta: np.ndarray) -> np.ndarray:

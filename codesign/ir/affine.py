@@ -231,6 +231,24 @@ class AffineMap:
         return f"({dims}) -> ({', '.join(str(r) for r in self.results)})"
 
 
+def monotone_in(expr: AffineExpr, dim: int) -> bool:
+    """Whether `expr` is provably monotone in loop dim `dim` (conservatively): `dim` occurs at
+    most once, under sums, constant multiples and floor divisions, and no mod is anywhere in
+    it. A condition `expr >= c` or `expr < c` then holds on one interval of `dim`."""
+    def walk(e: AffineExpr) -> tuple[int, bool]:  # (occurrences of dim, a mod seen)
+        if isinstance(e, Dim):
+            return int(e.index == dim), False
+        if isinstance(e, Const):
+            return 0, False
+        if isinstance(e, Add):
+            (a, m), (b, n) = walk(e.lhs), walk(e.rhs)
+            return a + b, m or n
+        count, mod = walk(e.expr)
+        return count, mod or isinstance(e, Mod)
+    count, mod = walk(expr)
+    return count <= 1 and not mod
+
+
 def bound(expr: AffineExpr, extents: Sequence[int]) -> tuple[int, int]:
     """Inclusive [min, max] of `expr` over the box 0 <= d_i < extents[i]."""
     if isinstance(expr, Dim):

@@ -226,6 +226,7 @@ class ChannelsLast(Pass):
         calibration = target.calibration.efficiency if target.calibration else None
         priced = calibration is not None and calibration.nchw_library_conv is not None
         conversions = _region_conversions(out, chosen) if priced else {}
+        before_types = before.types()
         dropped: set[str] = set()
         for region, convs in sorted(members.items()):
             if len(convs) == 1:
@@ -234,7 +235,7 @@ class ChannelsLast(Pass):
                 data = {"region": region}
             elif priced:
                 originals = [n for n in before.nodes if n.name in convs]
-                gain = (price_kernels(target, [[c] for c in originals], before.types())[0]
+                gain = (price_kernels(target, [[c] for c in originals], before_types)[0]
                         - price_kernels(target, [[nodes[out.twin[c.name]]] for c in originals], types)[0])
                 cost = price_kernels(target, [[nodes[c]] for c in conversions.get(region, [])], types)[0]
                 if gain > cost:
@@ -351,20 +352,25 @@ def _regions(at: _Layouts, chosen: set[str]) -> dict[str, tuple[int, int]]:
     the conversions this pass made are taken out: the convs it holds exchange their data
     without converting it."""
     _, find = _components(at)
-    convs = [c for c in (n.name for n in at.graph.nodes) if c in {at.twin[k] for k in chosen}]
+    convs, number = _numbered(at, chosen, find)
     roots = [find(c) for c in convs]
-    number = {r: i for i, r in enumerate(dict.fromkeys(roots))}
     by_twin = {at.twin[k]: k for k in chosen}
     return {by_twin[c]: (number[r], roots.count(r)) for c, r in zip(convs, roots)}
+
+
+def _numbered(at: _Layouts, chosen: set[str], find) -> tuple[list[str], dict[str, int]]:
+    """The rewritten convs (their NHWC twins) in graph order, and each region's number by its
+    component root: regions numbered in the order their first conv appears."""
+    twins = {at.twin[k] for k in chosen}
+    convs = [c for c in (n.name for n in at.graph.nodes) if c in twins]
+    return convs, {r: i for i, r in enumerate(dict.fromkeys(find(c) for c in convs))}
 
 
 def _region_conversions(at: _Layouts, chosen: set[str]) -> dict[int, list[str]]:
     """The layout conversions this pass made, by the NHWC region they feed or leave (numbered
     as `_regions` numbers them)."""
     parent, find = _components(at)
-    twins = {at.twin[k] for k in chosen}
-    convs = [c for c in (n.name for n in at.graph.nodes) if c in twins]
-    number = {r: i for i, r in enumerate(dict.fromkeys(find(c) for c in convs))}
+    _, number = _numbered(at, chosen, find)
     users: dict[str, list[str]] = {}
     for n in at.b.nodes:
         for o in n.operands:

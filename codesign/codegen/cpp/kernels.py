@@ -24,7 +24,7 @@ from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.conv import ConvLowering, conv_lowering, conv_pointer_operands, emit_blocked_conv, stored_epilogues
 from codesign.codegen.cpp.exprs import Access, Body, Scope, decompose, is_expression_op, linear_offset, render
 from codesign.codegen.lowering import avg_pool_divisors, node_structure, reads_row_major
-from codesign.ir.affine import Add, AffineMap, Dim, Mod, bound
+from codesign.ir.affine import AffineMap, Dim, bound, monotone_in
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
 from codesign.ir.ops.registry import IterKind, OpKind, Structure, Template, Trait, get_op
@@ -356,23 +356,6 @@ def _structured_reduction(k: KernelEmitter, node: Node, *, init: Callable[[Scope
     return lines
 
 
-def _occurrences(e, dim: int) -> int:
-    """How often loop dim `dim` appears in affine expression `e`."""
-    if isinstance(e, Dim):
-        return int(e.index == dim)
-    if isinstance(e, Add):
-        return _occurrences(e.lhs, dim) + _occurrences(e.rhs, dim)
-    return _occurrences(e.expr, dim) if hasattr(e, "expr") else 0
-
-
-def _has_mod(e) -> bool:
-    if isinstance(e, Mod):
-        return True
-    if isinstance(e, Add):
-        return _has_mod(e.lhs) or _has_mod(e.rhs)
-    return _has_mod(e.expr) if hasattr(e, "expr") else False
-
-
 ROW_ACCUMULATORS_MAX = 4096
 """Widest output row a window reduction keeps its accumulators for on the stack."""
 
@@ -401,7 +384,7 @@ def _window_rows(k: KernelEmitter, node: Node, *, init: Callable[[Scope, list[st
     if len(par) < 2 or not red or not results or getattr(results[-1], "index", None) != par[-1] \
             or sizes[par[-1]] > ROW_ACCUMULATORS_MAX:
         return None
-    if any(_occurrences(e, par[-1]) > 1 or _has_mod(e) for m in st.operand_maps for e in m.results):
+    if not all(monotone_in(e, par[-1]) for m in st.operand_maps for e in m.results):
         return None  # the window's valid part of a row might not be one interval
     row, width = vars_[par[-1]], sizes[par[-1]]
     lines = []

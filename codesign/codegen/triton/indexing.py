@@ -34,6 +34,12 @@ def paren(text: str) -> str:
     return text if simple else f"({text})"
 
 
+def receiver(text: str) -> str:
+    """`text` as the receiver of a method call (`.to(...)`): as `paren` gives it, and a number
+    in parentheses too (`0.to(...)` does not parse)."""
+    return f"({text})" if text[:1].isdigit() or text[:1] == "." else paren(text)
+
+
 def _balanced(text: str) -> bool:
     depth = 0
     for ch in text:

@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 from codesign.codegen import group_tile
 from codesign.codegen.lowering import copies_row_major, node_structure
 from codesign.codegen.triton import safety
-from codesign.codegen.triton.indexing import Factor, Index, and_masks, expr_text, paren
+from codesign.codegen.triton.indexing import Factor, Index, and_masks, expr_text, paren, receiver
 from codesign.codegen.triton.overrides import PRIMS, TL_DTYPE, Operands, Unsupported, bare, literal, work_dtype
 from codesign.ir.affine import Dim
 from codesign.ir.graph import Graph, Node
@@ -63,12 +63,6 @@ def is_anchor(node: Node) -> bool:
 
 class Unfusable(Exception):
     """The group does not fit one template (`partition{backend=triton}` splits such a group)."""
-
-
-def receiver(text: str) -> str:
-    """`text` as the receiver of a method call: as `paren` gives it, a number in parentheses
-    (`0.to(...)` does not parse)."""
-    return f"({text})" if text[:1].isdigit() or text[:1] == "." else paren(text)
 
 
 def next_pow2(n: int) -> int:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from codesign.codegen.triton.indexing import receiver
 from codesign.ir.scalar import Prim, compute_dtype
 from codesign.ir.types import DType
 
@@ -52,17 +53,11 @@ def cast_text(text: str, src: DType, dst: DType) -> str:
         return f"({text} != 0)"
     if dst in (DType.f16, DType.bf16):
         if src is DType.f64:  # via f32, as torch's (c10's half types take a float); Triton's
-            text = f"{paren_(text)}.to(tl.float32)"  # interpreter mis-converts f64 to bf16
-        return f"{paren_(text)}.to({TL_DTYPE[dst]}).to(tl.float32)"
+            text = f"{receiver(text)}.to(tl.float32)"  # interpreter mis-converts f64 to bf16
+        return f"{receiver(text)}.to({TL_DTYPE[dst]}).to(tl.float32)"
     if dst.is_float and work_dtype(src) is dst:
         return text
-    return f"{paren_(text)}.to({TL_DTYPE[work_dtype(dst)]})"
-
-
-def paren_(text: str) -> str:
-    """`text` as the receiver of a method call (`.to(...)`): a name as it is, anything else
-    (an expression, a number: `0.to` does not parse) in parentheses."""
-    return text if text.replace("_", "").isalnum() and not text[:1].isdigit() else f"({text})"
+    return f"{receiver(text)}.to({TL_DTYPE[work_dtype(dst)]})"
 
 
 def bare(text: str) -> str:
