@@ -46,6 +46,18 @@ def test_refit_from_committed_raw_data_is_byte_identical():
     assert text == (BUNDLED / "h200.calibration.yaml").read_text()
 
 
+def test_cli_refit_with_the_library_convs_gives_the_bundled_file(tmp_path):
+    """`codesign calibrate --from-data SUITE --library-convs CONVS` is how the bundled h200
+    file is made: the command line reproduces it byte for byte."""
+    out = tmp_path / "h200.calibration.yaml"
+    done = subprocess.run([sys.executable, "-m", "codesign.cli", "calibrate", "--target", "h200", "--from-data",
+                           str(RAW / "h200_calibration_raw.json"), "--library-convs",
+                           str(RAW / "h200_conv_library_raw.json"), "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == (BUNDLED / "h200.calibration.yaml").read_text()
+
+
 def test_calibration_helps_on_models_the_fit_never_saw():
     """Over the committed validation kernels (Llama, Qwen2, BERT, ViT, ResNet, MoE, VAE: none in
     the fit), the calibrated model's median error is well under the ideal model's."""
@@ -180,6 +192,11 @@ def test_cli_calibrate_and_profile_errors_are_one_line(tmp_path):
     assert out.returncode == 1 and out.stderr.startswith("codesign: error: cannot read") and "Traceback" not in out.stderr
     (tmp_path / "bad.json").write_text(json.dumps({"format": 99}))
     out = run("calibrate", "--target", "h200", "--from-data", str(tmp_path / "bad.json"))
+    assert out.returncode == 1 and "not a codesign raw calibration file" in out.stderr
+    suite = str(RAW / "h200_calibration_raw.json")
+    out = run("calibrate", "--target", "h200", "--from-data", suite, "--library-convs", suite)
+    assert out.returncode == 1 and "no library convs in it" in out.stderr and "Traceback" not in out.stderr
+    out = run("calibrate", "--target", "h200", "--from-data", suite, "--library-convs", str(tmp_path / "bad.json"))
     assert out.returncode == 1 and "not a codesign raw calibration file" in out.stderr
     if not torch.cuda.is_available():
         out = run("profile", str(ROOT / "examples" / "mlp.py") + ":tiny", "--target", "h200")

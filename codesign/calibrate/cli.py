@@ -2,6 +2,7 @@
 
     codesign calibrate --target h200 --out h200.calibration.yaml     # on the device: measure, fit
     codesign calibrate --target h200 --from-data RAW.json --out F    # refit without the device
+        [--library-convs CONVS.json]   # + the conv library's figures (benchmarks/conv_layouts.py --raw)
     codesign profile path/model.py:factory --target h200 [--json F] [--plot F.png]
 
 The device is the target's: a CPU target (cpu-host) is measured on this CPU (the C++
@@ -29,6 +30,9 @@ def add_calibrate_parser(commands) -> None:
     cal.add_argument("--target", required=True, metavar="T", help="target name or .yaml path")
     cal.add_argument("--out", type=Path, metavar="FILE.yaml", help="write the calibration here (default: stdout)")
     cal.add_argument("--from-data", type=Path, metavar="RAW.json", help="refit from saved measurements, no device")
+    cal.add_argument("--library-convs", type=Path, metavar="CONVS.json",
+                     help="convs timed through the convolution library in both layouts (benchmarks/conv_layouts.py "
+                          "--raw): fit the library's conv figures to them too")
     cal.add_argument("--raw", type=Path, metavar="RAW.json", help="where to save the measurements (with --out: "
                      "beside it, as FILE.raw.json)")
     cal.add_argument("--budget", type=float, default=300.0, metavar="S",
@@ -51,7 +55,7 @@ def _existing_output(path: Path | None) -> None:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from codesign.calibrate.fit import dump_calibration, fit
+    from codesign.calibrate.fit import LIBRARY_CONVS, dump_calibration, fit
     from codesign.calibrate.measure import RawData
     from codesign.targets import load_target
 
@@ -59,13 +63,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     _existing_output(args.out)
     if args.budget <= 0 or args.budget > 3600:
         raise CalibrateError(f"--budget {args.budget} must be in (0, 3600] seconds")
+    convs = _read_raw(args.library_convs) if args.library_convs is not None else None
+    if convs is not None and not any(p.case.startswith(LIBRARY_CONVS) for p in convs.programs):
+        raise CalibrateError(f"{args.library_convs}: no library convs in it (cases named {LIBRARY_CONVS}_*, "
+                             "as benchmarks/conv_layouts.py --raw writes them)")
     if args.from_data is not None:
-        try:
-            raw = RawData.from_json(args.from_data.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise CalibrateError(f"cannot read {args.from_data}: {exc.strerror or exc}") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CalibrateError(f"{args.from_data}: not a codesign raw calibration file ({exc})") from None
+        raw = _read_raw(args.from_data)
         reference = str(args.from_data)
     else:
         raw = _measure(target, args.budget)
@@ -77,7 +80,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     if raw.meta.get("target") not in (None, target.name):
         print(f"note: the raw data was measured for target {raw.meta.get('target')!r}, fitted to {target.name!r}",
               file=sys.stderr)
-    calibration = fit(RawData({**raw.meta, "raw": Path(reference).name if reference else ""}, raw.programs), target)
+    calibration = fit(RawData({**raw.meta, "raw": Path(reference).name if reference else ""}, raw.programs), target,
+                      convs)
     text = dump_calibration(calibration)
     if args.out is None:
         sys.stdout.write(text)
@@ -87,6 +91,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}: {quality.kernels} kernels, median |pred/meas - 1| {quality.median_abs_error:.3f}, "
               f"p90 {quality.p90_abs_error:.3f}", file=sys.stderr)
     return 0
+
+
+def _read_raw(path: Path):
+    """Saved measurements (`RawData`), or one line saying why the file cannot be read."""
+    from codesign.calibrate.measure import RawData
+    try:
+        return RawData.from_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CalibrateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CalibrateError(f"{path}: not a codesign raw calibration file ({exc})") from None
 
 
 def _device(target):
