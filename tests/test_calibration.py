@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import codesign
-from codesign.calibrate.fit import dump_calibration, fit
+from codesign.calibrate.fit import dump_calibration, figures_disagree, fit
 from codesign.calibrate.measure import RawData
 from codesign.calibrate.validate import validate
 from codesign.cost.features import KernelFeatures
@@ -37,25 +38,51 @@ def test_bundled_h200_calibration_is_measured_and_named():
     assert cal.fit is not None and cal.fit.kernels > 50
 
 
-def test_refit_from_committed_raw_data_is_byte_identical():
-    """`codesign calibrate --from-data` on the committed measurements gives the bundled file."""
+def _refit_h200(scale=None) -> Calibration:
     raw = RawData.from_json((RAW / "h200_calibration_raw.json").read_text())
     convs = RawData.from_json((RAW / "h200_conv_library_raw.json").read_text())
-    text = dump_calibration(fit(RawData({**raw.meta, "raw": "h200_calibration_raw.json"}, raw.programs),
-                                _h200().model_copy(update={"calibration": None}), convs))
-    assert text == (BUNDLED / "h200.calibration.yaml").read_text()
+    programs = raw.programs if scale is None else tuple(
+        dataclasses.replace(p, kernels=tuple(dataclasses.replace(k, seconds=k.seconds * scale(i)) for i, k in
+                                             enumerate(p.kernels))) for p in raw.programs)
+    return fit(RawData({**raw.meta, "raw": "h200_calibration_raw.json"}, programs),
+               _h200().model_copy(update={"calibration": None}), convs)
+
+
+def test_refit_from_committed_raw_data_reproduces_the_bundled_file():
+    """`codesign calibrate --from-data` on the committed measurements gives the bundled file: to
+    every figure's precision (another CPU's BLAS rounds differently), and byte for byte when
+    refitted twice here."""
+    bundled = Calibration.model_validate(yaml.safe_load((BUNDLED / "h200.calibration.yaml").read_text()))
+    refit = _refit_h200()
+    assert figures_disagree(refit, bundled) == []
+    assert dump_calibration(refit) == dump_calibration(_refit_h200())
+
+
+def test_the_fit_does_not_amplify_rounding():
+    """Times moved in their last bits (what another machine's arithmetic does) move no figure
+    beyond its precision: the fit has a unique optimum, also along figures the data leaves
+    free (before its pull towards the start, `unit_bandwidth` moved 9.7e12 -> 7.0e12 between
+    two CPUs). A figure moved by 10% must show: the comparison is not vacuous."""
+    refit = _refit_h200()
+    nudged = _refit_h200(lambda i: 1.0 + 1e-12 * (i % 3 - 1))
+    assert figures_disagree(refit, nudged) == []
+    moved = refit.model_copy(update={"efficiency": refit.efficiency.model_copy(
+        update={"vector": refit.efficiency.vector * 1.1})})
+    assert figures_disagree(refit, moved) == [f"efficiency.vector: {refit.efficiency.vector!r} vs "
+                                              f"{moved.efficiency.vector!r}"]
 
 
 def test_cli_refit_with_the_library_convs_gives_the_bundled_file(tmp_path):
     """`codesign calibrate --from-data SUITE --library-convs CONVS` is how the bundled h200
-    file is made: the command line reproduces it byte for byte."""
+    file is made: the command line reproduces it (to its figures' precision)."""
     out = tmp_path / "h200.calibration.yaml"
     done = subprocess.run([sys.executable, "-m", "codesign.cli", "calibrate", "--target", "h200", "--from-data",
                            str(RAW / "h200_calibration_raw.json"), "--library-convs",
                            str(RAW / "h200_conv_library_raw.json"), "--out", str(out)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert out.read_text() == (BUNDLED / "h200.calibration.yaml").read_text()
+    assert figures_disagree(Calibration.model_validate(yaml.safe_load(out.read_text())),
+                            Calibration.model_validate(yaml.safe_load((BUNDLED / "h200.calibration.yaml").read_text()))) == []
 
 
 def test_calibration_helps_on_models_the_fit_never_saw():
@@ -64,7 +91,7 @@ def test_calibration_helps_on_models_the_fit_never_saw():
     raw = RawData.from_json((RAW / "h200_validation_raw.json").read_text())
     calibrated = validate(raw, _h200())["summary"]
     ideal = validate(raw, _h200().model_copy(update={"calibration": None}))["summary"]
-    assert calibrated["kernels"] == ideal["kernels"] > 100
+    assert calibrated["kernels"] == ideal["kernels"] > 90  # distinct kernels (a layer's are one function)
     assert calibrated["median_abs_error"] < 0.75 * ideal["median_abs_error"]
     assert calibrated["program_median_abs_error"] < ideal["program_median_abs_error"]
 
@@ -81,9 +108,10 @@ def test_wave_quantisation_makes_one_extra_tile_cost_a_wave():
     units = target.compute.units
     full = _gemm(bm * units, bn, 8192)  # exactly one wave of tiles
     over = _gemm(bm * (units + 1), bn, 8192)  # one tile more: a second wave
-    t_full = calibrated_time(full, target, eff)[0]
-    t_over = calibrated_time(over, target, eff)[0]
-    assert t_over > 1.6 * t_full  # nearly twice the time for 1/units more work
+    t_full, _, parts_full = calibrated_time(full, target, eff)
+    t_over, _, parts_over = calibrated_time(over, target, eff)
+    assert parts_over["compute"] > 1.9 * parts_full["compute"]  # twice the compute for 1/units more work
+    assert t_over > 1.4 * t_full  # (the memory time, overlapped with it, grows by 1/units)
     # the vendor library picks tiles per shape: no such step
     v_full = calibrated_time(full, target, eff, vendor=True)[0]
     v_over = calibrated_time(over, target, eff, vendor=True)[0]

@@ -122,6 +122,31 @@ def test_validation_prices_a_graphed_program_as_a_replay():
     assert ProgramTime.from_dict(raw.programs[1].as_dict()).graphed
 
 
+def test_a_function_shared_by_layers_counts_once_per_launch():
+    """The Triton wrapper defines a layer's kernels once for all layers, so the profiler names
+    every layer's launch after the first kernel: a measurement then stands for several graph
+    kernels, priced once each (it was once priced as one kernel for all layers' time)."""
+    from codesign.calibrate.profile import launch_names
+
+    class _Program:
+        meta = {"kernels": [{"name": "mlp", "digest": "a"}, {"name": "norm", "digest": "b"},
+                            {"name": "mlp_1", "digest": "a"}, {"name": "mlp_2", "digest": "a"}]}
+    assert launch_names(_Program()) == {"mlp": "mlp", "norm": "norm", "mlp_1": "mlp", "mlp_2": "mlp"}
+    target = load_target("h200")
+    f = KernelFeatures("vector", "bf16", 0, 1 << 24, 0, 1 << 26, arguments=2)
+    once, thrice = KernelTime("p", "mlp", "%mlp", f, 1e-5), KernelTime("p", "mlp", "%mlp", f, 1e-5, launches=3)
+    assert thrice.total_seconds == pytest.approx(3e-5)
+    assert KernelTime.from_dict(json.loads(json.dumps(thrice.as_dict()))) == thrice
+    assert "launches" not in once.as_dict()  # raw files without shared kernels read as before
+    one, three = validate(RawData({"device_type": "cuda"}, (ProgramTime("one", 1e-3, (once,), graphed=True),
+                                                            ProgramTime("three", 1e-3, (thrice,), graphed=True))),
+                          target)["programs"]
+    assert one["median_abs_error"] == three["median_abs_error"]  # per launch, the same kernel
+    assert three["measured_kernel_seconds"] == pytest.approx(3 * one["measured_kernel_seconds"])
+    host = target.calibration.efficiency.host_per_call
+    assert three["predicted_seconds"] - host == pytest.approx(3 * (one["predicted_seconds"] - host))
+
+
 def test_programs_are_priced_as_graphs_on_a_gpu_only():
     from codesign.cost.model import replays_as_graph
     eff = load_target("h200").calibration.efficiency
@@ -168,3 +193,39 @@ def test_h200_prices_its_convs_as_the_library_runs_them_nchw_slower():
     assert calibrated_time(f, target, eff) == calibrated_time(f, target, eff, vendor=True)
     generated = eff.model_copy(update={"matrix": {**eff.matrix, "conv/bf16": 0.5}})
     assert not runs_in_library(f, generated)
+
+
+class _Permute(nn.Module):
+    def __init__(self, *perm: int):
+        super().__init__()
+        self.perm = perm
+
+    def forward(self, x):
+        return x.permute(*self.perm).contiguous()
+
+
+@pytest.mark.parametrize("shape, perm, share", [
+    # NCHW -> NHWC with 3 channels: 32 consecutive outputs walk 3 planes, each contiguously in W
+    ((2, 3, 16, 16), (0, 2, 3, 1), 3 / 32),
+    # NCHW -> NHWC with 64 channels: each of 32 consecutive outputs is on another line
+    ((2, 64, 16, 16), (0, 2, 3, 1), 1.0),
+    # NHWC -> NCHW with W = 4, H = 4: the 16 outputs of a plane walk 16 lines, then C steps along them
+    ((2, 4, 4, 64), (0, 3, 1, 2), 16 / 32),
+    # a matrix transpose with long rows
+    ((256, 128), (1, 0), 1.0),
+    # no transpose
+    ((2, 3, 16, 16), (0, 1, 2, 3), 0.0),
+])
+def test_a_transpose_is_priced_by_the_lines_a_vector_of_outputs_reads(shape, perm, share):
+    captured = frontend.capture(_Permute(*perm).eval(), (torch.randn(*shape),))
+    graph = captured.graph
+    model, types = CostModel(load_target("cpu-host")), graph.types()
+    (f,) = [model.features(k, types) for k in kernels(graph) if any(n.op == "permute" for n in k.nodes)] or [
+        KernelFeatures("vector", "f32", 0, 0, 0, 0)]
+    x_bytes = 4 * torch.Size(shape).numel()
+    assert f.strided_bytes == round(x_bytes * share)
+    target = load_target("h200")
+    eff = target.calibration.efficiency
+    plain = calibrated_time(dataclasses.replace(f, strided_bytes=0), target, eff)[0]
+    priced = calibrated_time(f, target, eff)[0]
+    assert (priced > plain) == (share > 0)

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 import codesign
-from codesign.calibrate.fit import dump_calibration, fit
+from codesign.calibrate.fit import dump_calibration, figures_disagree, fit
 from codesign.calibrate.measure import RawData
 from codesign.calibrate.profile_cpu import profile_cpu
 from codesign.codegen.cpp import CppModule, generate
@@ -20,6 +21,7 @@ from codesign.cost.model import CostModel
 from codesign.ir.plan import chip_rereads
 from codesign.ir.kernels import kernels as graph_kernels
 from codesign.targets import load_target
+from codesign.targets.calibration import Calibration
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "benchmarks" / "results" / "raw" / "cpu-host_calibration_raw.json"
@@ -113,7 +115,9 @@ def test_bundled_cpu_calibration_is_measured_and_refits_byte_identically(tmp_pat
     assert raw.meta["device_type"] == "cpu"
     text = dump_calibration(fit(RawData({**raw.meta, "raw": RAW.name}, raw.programs),
                                 target.model_copy(update={"calibration": None})))
-    assert text == BUNDLED.read_text()
+    # to the figures' precision (another CPU's BLAS rounds differently; see test_calibration)
+    assert figures_disagree(Calibration.model_validate(yaml.safe_load(text)),
+                            Calibration.model_validate(yaml.safe_load(BUNDLED.read_text()))) == []
     out = tmp_path / "cpu.yaml"
     done = subprocess.run([sys.executable, "-m", "codesign.cli", "calibrate", "--target", "cpu-host", "--from-data",
                            str(RAW), "--out", str(out)], capture_output=True, text=True, timeout=120)

@@ -3,7 +3,9 @@
 The figures of `Efficiency` are fitted together by least squares on the log of predicted
 over measured device time of every measured kernel (scipy's trust-region solver from a fixed
 start, so the same data gives the same figures; they are rounded to four significant digits
-so the file is byte-identical across platforms). The output tile for wave quantisation is
+so the file is byte-identical on one machine and agrees to the figures' precision across CPUs;
+a weak pull of every figure towards its start makes the optimum unique where the data leaves
+a figure free). The output tile for wave quantisation is
 discrete: each candidate is fitted and the best kept. The host's cost per launch comes from
 the launch cases, programs of many tiny kernels whose wall time is the host's.
 """
@@ -23,6 +25,13 @@ from codesign.calibrate.validate import percentile
 from codesign.cost.model import calibrated_time
 from codesign.targets import Target
 from codesign.targets.calibration import Calibration, Efficiency, FitQuality
+
+PRIOR = 0.05
+"""Weight of the pull of every figure towards its start (per unit of log): a figure the data
+leaves free (a flat valley of the least-squares cost) settles at a unique point instead of
+wherever the solver stops, so the last bits of the arithmetic (another CPU's BLAS kernels)
+do not move it; a figure the data determines moves by far less than its four digits."""
+TOLERANCE = dict(ftol=1e-15, xtol=1e-15, gtol=1e-15)  # converge well past the figures' four digits
 
 TILES = ((128, 128), (128, 256))  # candidate effective output tiles (wave quantisation)
 CACHES = (0.0, 32 * 2**20)  # candidate cache capacities (bytes): none, or a 32 MiB L2-like cache
@@ -153,9 +162,9 @@ def cpu_program_costs(raw: RawData) -> tuple[float, float, float]:
     rows, gaps, shares = [], [], []
     for p in raw.programs:
         if p.kernels and all(k.implementation != "vendor" for k in p.kernels) and p.wall_seconds > 0:
-            kernels = sum(k.seconds for k in p.kernels)
+            kernels = sum(k.total_seconds for k in p.kernels)
             share = p.wall_seconds - kernels - p.other_device_seconds
-            rows.append(np.array([1.0, len(p.kernels), kernels]) / p.wall_seconds)
+            rows.append(np.array([1.0, sum(k.launches for k in p.kernels), kernels]) / p.wall_seconds)
             gaps.append(share / p.wall_seconds)
             shares.append(max(share, 0.0))
     if len(rows) < 3:  # too few programs to tell the three apart: the host's share per call
@@ -173,7 +182,8 @@ def host_costs(raw: RawData) -> tuple[float, float, float]:
     rows, walls = [], []
     for program in raw.programs:  # graph replays pay no per-launch host cost: left out
         if program.case.startswith("launch") and program.kernels and not program.graphed:
-            rows.append([1.0, len(program.kernels), sum(k.features.arguments for k in program.kernels)])
+            rows.append([1.0, sum(k.launches for k in program.kernels),
+                         sum(k.features.arguments * k.launches for k in program.kernels)])
             walls.append(program.wall_seconds)
     if not rows:
         return 0.0, 0.0, 0.0
@@ -203,6 +213,7 @@ def fit(raw: RawData, target: Target, library_convs: RawData | None = None) -> C
     measured = np.log(np.array([k.seconds for k in kernels]))
     weights = _case_weights(kernels)
     lo, hi = layout.bounds()
+    start = np.clip(layout.start(), lo, hi)
     best = None
     for tile, cache in ((t, c) for t in TILES for c in CACHES):
         def residuals(theta: np.ndarray, tile=tile, cache=cache) -> np.ndarray:
@@ -210,10 +221,11 @@ def fit(raw: RawData, target: Target, library_convs: RawData | None = None) -> C
                                     units=units)
             predicted = [calibrated_time(k.features, target, eff, vendor=k.implementation == "vendor")[0]
                          for k in kernels]
-            return weights * (np.log(np.maximum(predicted, 1e-12)) - measured)
+            return np.concatenate([weights * (np.log(np.maximum(predicted, 1e-12)) - measured),
+                                   PRIOR * (theta - start)])
 
-        result = least_squares(residuals, np.clip(layout.start(), lo, hi), bounds=(lo, hi),
-                               method="trf", x_scale="jac", max_nfev=400)
+        result = least_squares(residuals, start, bounds=(lo, hi), method="trf", x_scale="jac", max_nfev=400,
+                               **TOLERANCE)
         cost = float(result.cost)
         if best is None or cost < best[0] - 1e-12:
             best = (cost, tile, cache, result.x)
@@ -266,13 +278,14 @@ def fit_library_convs(raw: RawData, target: Target, efficiency: Efficiency) -> E
         tables = {t: {**getattr(efficiency, t), **_prefixed(v, t)} for t in ("matrix", "memory", "fixed")}
         return efficiency.model_copy(update={**tables, "nchw_library_conv": v["nchw_library_conv"]})
     measured = np.log([k.seconds for k in kernels])
+    start = np.clip(start, lo, hi)
 
     def residuals(theta: np.ndarray) -> np.ndarray:
         eff = with_figures(np.exp(theta).tolist())
         predicted = [calibrated_time(k.features, target, eff, vendor=True)[0] for k in kernels]
-        return np.log(np.maximum(predicted, 1e-12)) - measured
-    result = least_squares(residuals, np.clip(start, lo, hi), bounds=(lo, hi), method="trf", x_scale="jac",
-                           max_nfev=400)
+        return np.concatenate([np.log(np.maximum(predicted, 1e-12)) - measured, PRIOR * (theta - start)])
+    result = least_squares(residuals, start, bounds=(lo, hi), method="trf", x_scale="jac", max_nfev=400,
+                           **TOLERANCE)
     fitted = with_figures([_round(v) for v in np.exp(result.x).tolist()])
     return Efficiency(**fitted.model_dump())
 
@@ -291,6 +304,22 @@ def _case_weights(kernels: list[KernelTime]) -> np.ndarray:
     for k in kernels:
         counts[k.case] = counts.get(k.case, 0) + 1
     return np.array([1.0 / math.sqrt(counts[k.case]) for k in kernels])
+
+
+def figures_disagree(a: Calibration, b: Calibration, rel: float = 1e-3) -> list[str]:
+    """The fields where two calibrations differ beyond `rel` (every number) or at all (the
+    rest): a refit on another CPU reproduces a calibration to its figures' precision, not
+    always to the last of their four digits (its BLAS rounds differently)."""
+    def walk(x, y, path: str) -> list[str]:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return [d for k in sorted(set(x) | set(y)) for d in walk(x.get(k), y.get(k), f"{path}.{k}")]
+        if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)) and len(x) == len(y):
+            return [d for i, (u, v) in enumerate(zip(x, y)) for d in walk(u, v, f"{path}[{i}]")]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y))
+        if numbers and math.isclose(x, y, rel_tol=rel, abs_tol=0.0):
+            return []
+        return [] if x == y else [f"{path.lstrip('.')}: {x!r} vs {y!r}"]
+    return walk(a.model_dump(mode="json"), b.model_dump(mode="json"), "")
 
 
 def _round(value: float, digits: int = 4) -> float:

@@ -29,18 +29,26 @@ class KernelTime:
     kernel: str  # the generated function's name
     key: str  # the graph kernel ("g3", "%name")
     features: KernelFeatures
-    seconds: float  # median device time per call
+    seconds: float  # median device time of one launch (of one graph kernel) per call
     implementation: str = "generated"  # or "vendor" (a library kernel)
+    launches: int = 1  # graph kernels of these features that ran as this one function (a decoder layer's, per layer)
+
+    @property
+    def total_seconds(self) -> float:
+        """Device time per call of every graph kernel this measurement stands for."""
+        return self.seconds * self.launches
 
     def as_dict(self) -> dict:
         data = asdict(self)
         data["features"] = self.features.as_dict()
+        if self.launches == 1:  # raw files measured before launches were counted read the same
+            del data["launches"]
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "KernelTime":
         return cls(data["case"], data["kernel"], data["key"], KernelFeatures.from_dict(data["features"]),
-                   float(data["seconds"]), data.get("implementation", "generated"))
+                   float(data["seconds"]), data.get("implementation", "generated"), int(data.get("launches", 1)))
 
 
 @dataclass(frozen=True)
@@ -70,19 +78,34 @@ class ProgramTime:
                    tuple(data.get("notes", ())), bool(data.get("graphed", False)))
 
 
-def _kernel_map(cm, program) -> tuple[dict[str, tuple[str, KernelFeatures]], list[KernelFeatures]]:
-    """Generated function name -> (graph kernel key, features); and the features of what runs
-    library code: the externs, and each kernel whose measured choice (`triton.choice`, made
-    at its first launch) is its library form — its device time is cuBLAS's / cuDNN's, not a
-    kernel of that name, so it is priced as the vendor's, as an extern is."""
+def _kernel_map(cm, program) -> tuple[dict[str, tuple[str, KernelFeatures, int]], list[KernelFeatures]]:
+    """Profiled function name -> (graph kernel key, features, graph kernels it runs); and the
+    features of what runs library code: the externs, and each kernel whose measured choice
+    (`triton.choice`, made at its first launch) is its library form — its device time is
+    cuBLAS's / cuDNN's, not a kernel of that name, so it is priced as the vendor's, as an
+    extern is. Kernels with equal canonical source are one function (`shared_kernels`: a
+    decoder layer's kernels are defined once for all layers), so the profiler names all their
+    launches after the first; they compute the same function on buffers of the same shapes."""
     library = library_chosen(program)
     units = [(m["name"], tuple(m["nodes"])) for m in program.meta["kernels"]]
     externs = [e["node"] for e in program.meta["externs"]]
-    names, extern_features = kernel_features_by_name(cm.target, program.graph,
-                                                     [u for u in units if u[0] not in library], externs)
+    features, extern_features = kernel_features_by_name(cm.target, program.graph,
+                                                        [u for u in units if u[0] not in library], externs)
+    names: dict[str, tuple[str, KernelFeatures, int]] = {}
+    for name, function in launch_names(program).items():
+        if name in features:
+            key, first, count = names.get(function, (*features[name], 0))
+            names[function] = (key, first, count + 1)
     chosen = [u[1][0] for u in units if u[0] in library and u[1]]
     _, library_features = kernel_features_by_name(cm.target, program.graph, [], chosen)
     return names, extern_features + library_features
+
+
+def launch_names(program) -> dict[str, str]:
+    """Each generated kernel's name -> the name its launches carry on the device: the first
+    kernel's with the same canonical source (the wrapper binds the others to it)."""
+    first: dict[str, str] = {}
+    return {m["name"]: first.setdefault(m.get("digest") or m["name"], m["name"]) for m in program.meta["kernels"]}
 
 
 def library_chosen(program) -> frozenset[str]:
@@ -146,7 +169,7 @@ def refeature(raw_programs, build, target) -> tuple:
                 features = by_shape.get(k.features.gemm, k.features)
             else:
                 features = names[k.kernel][1] if k.kernel in names else k.features
-            kernels.append(KernelTime(k.case, k.kernel, k.key, features, k.seconds, k.implementation))
+            kernels.append(KernelTime(k.case, k.kernel, k.key, features, k.seconds, k.implementation, k.launches))
         out.append(ProgramTime(program.case, program.wall_seconds, tuple(kernels), program.other_device_seconds,
                                program.launches, tuple(externs) if not program.case.endswith("_vendor") else (),
                                program.notes, program.graphed))
@@ -193,8 +216,11 @@ def profile_cuda(case: str, cm, inputs: Sequence[torch.Tensor], repeat: int = 20
             samples.setdefault(e.name, []).append(seconds)
         else:
             other += seconds
+    # per call, a function's launches are its graph kernels' (more where one kernel launches
+    # several times); each graph kernel's share is the per-call total over their number
     measured = tuple(KernelTime(case, name, names[name][0], names[name][1],
-                                statistics.median(times) * max(1, round(len(times) / repeat)))
+                                statistics.median(times) * max(1, round(len(times) / repeat)) / names[name][2],
+                                launches=names[name][2])
                      for name, times in sorted(samples.items()))
     return ProgramTime(case, statistics.median(walls), measured, other / repeat, launches // repeat,
                        tuple(externs), graphed=replayed_as_graph(program))

@@ -52,18 +52,19 @@ def validate(raw: RawData, target: Target) -> dict:
         device = 0.0
         for k in program.kernels:
             predicted = predict(k.features, target, k.implementation == "vendor")
-            device += predicted
+            device += predicted * k.launches
             err = abs(predicted / k.seconds - 1.0) if k.seconds > 0 else float("inf")
             errs.append(err)
             kernels.append({"case": program.case, "kernel": k.kernel, "key": k.key, "template": k.features.template,
-                            "measured_seconds": k.seconds, "predicted_seconds": predicted, "abs_error": err})
+                            "measured_seconds": k.seconds, "predicted_seconds": predicted, "abs_error": err,
+                            "launches": k.launches})
         extern_device = sum(predict(f, target, vendor=True) for f in program.extern_features)
         device += extern_device
         if efficiency is None:
             total = device
         else:
-            launches = sum(host_time(f, efficiency) for f in
-                           [k.features for k in program.kernels] + list(program.extern_features))
+            launches = (sum(host_time(k.features, efficiency) * k.launches for k in program.kernels)
+                        + sum(host_time(f, efficiency) for f in program.extern_features))
             total = combine_host(device, launches, efficiency, program.graphed)
         program_err = abs(total / program.wall_seconds - 1.0) if program.wall_seconds > 0 else float("inf")
         all_errors += errs
@@ -71,7 +72,7 @@ def validate(raw: RawData, target: Target) -> dict:
         programs.append({"case": program.case, "kernels": len(errs), "median_abs_error": statistics.median(errs) if errs else 0.0,
                          "p90_abs_error": percentile(errs, 0.9), "predicted_seconds": total,
                          "wall_seconds": program.wall_seconds, "program_abs_error": program_err,
-                         "measured_kernel_seconds": sum(k.seconds for k in program.kernels),
+                         "measured_kernel_seconds": sum(k.total_seconds for k in program.kernels),
                          "measured_other_device_seconds": program.other_device_seconds,
                          "predicted_extern_seconds": extern_device, "externs": len(program.extern_features),
                          "graphed": program.graphed})

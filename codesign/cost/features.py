@@ -173,10 +173,10 @@ def _is_matrix(node: Node) -> bool:
     return op.template in MATRIX_TEMPLATES or op.kind is OpKind.contraction
 
 
-def innermost_stride(node: Node, operand: int, types: Mapping[str, TensorType]) -> int | None:
-    """How far (in elements) operand `operand`'s address moves when the node's innermost loop
-    steps by one: 1 for a contiguous read, 0 for a broadcast, more across a transpose (None
-    for a data-dependent read)."""
+def loop_strides(node: Node, operand: int, types: Mapping[str, TensorType]) -> list[int] | None:
+    """How far (in elements) operand `operand`'s address moves when each loop of the node's
+    domain steps by one, outermost first: 1 where the read is contiguous, 0 for a broadcast
+    (None for a data-dependent read)."""
     op = get_op(node.op)
     if op.structure is None:
         return None
@@ -187,28 +187,56 @@ def innermost_stride(node: Node, operand: int, types: Mapping[str, TensorType]) 
     shape = types[node.operands[operand]].shape
     strides = [prod(shape[i + 1:]) for i in range(len(shape))]
     origin = [0] * amap.num_dims
-    step = origin.copy()
-    step[-1] = 1 if st.domain[-1].size > 1 else 0
-    a, b = amap.evaluate(origin), amap.evaluate(step)
-    return abs(sum((y - x) * s for x, y, s in zip(a, b, strides)))
+    a = amap.evaluate(origin)
+    out = []
+    for d in range(amap.num_dims):
+        step = origin.copy()
+        step[d] = 1 if st.domain[d].size > 1 else 0
+        out.append(abs(sum((y - x) * s for x, y, s in zip(a, amap.evaluate(step), strides))))
+    return out
+
+
+STRIDED_WINDOW = 32
+"""Consecutive elements a vector unit reads at once (a warp's lanes; two AVX-512 vectors)."""
+
+
+def strided_share(node: Node, operand: int, types: Mapping[str, TensorType]) -> float:
+    """The share of a strided read that costs as a transpose: of `STRIDED_WINDOW` consecutive
+    iterations, how many land on distinct lines. Reading NCHW data in NHWC order walks C = 3
+    channels and then steps W contiguously, so a window touches 3 lines, each read
+    contiguously (share 3/32); a transpose whose rows are longer than the window touches a new
+    line every iteration (share 1). 0 for a contiguous read."""
+    strides = loop_strides(node, operand, types)
+    if not strides or strides[-1] <= 1:
+        return 0.0
+    op = get_op(node.op)
+    st = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    run = 1
+    for d in range(len(strides) - 1, -1, -1):
+        if strides[d] <= 1 and st.domain[d].size > 1:  # the lines walked so far are read along this loop
+            return min(1.0, run / STRIDED_WINDOW)
+        run *= max(st.domain[d].size, 1)
+        if run >= STRIDED_WINDOW:
+            return 1.0
+    return min(1.0, run / STRIDED_WINDOW)
 
 
 def strided_bytes(kernel: Kernel, types: Mapping[str, TensorType]) -> int:
     """Bytes of the kernel's outside inputs read across the innermost loop (a transpose):
     an outside input upstream of any vector op that reads its operand with a stride, each
-    counted once. Matrix templates stage their operands in tiles and read either layout at
+    counted once, at its `strided_share`. Matrix templates stage their operands in tiles and read either layout at
     full speed, so they are left out."""
     producers = {n.name: n for n in kernel.nodes}
     outside = set(kernel.inputs)
-    strided: set[str] = set()
+    strided: dict[str, float] = {}  # outside input -> its largest strided share
     for node in kernel.nodes:
         if _is_matrix(node):
             continue
         for i, operand in enumerate(node.operands):
             if types[operand].numel <= 1:
                 continue
-            stride = innermost_stride(node, i, types)
-            if stride is None or stride <= 1:
+            share = strided_share(node, i, types)
+            if share <= 0.0:
                 continue
             stack = [operand]  # the outside inputs this strided read ultimately comes from
             seen: set[str] = set()
@@ -218,10 +246,10 @@ def strided_bytes(kernel: Kernel, types: Mapping[str, TensorType]) -> int:
                     continue
                 seen.add(name)
                 if name in outside:
-                    strided.add(name)
+                    strided[name] = max(strided.get(name, 0.0), share)
                 elif name in producers and not _is_matrix(producers[name]):
                     stack.extend(producers[name].operands)
-    return sum(types[name].nbytes for name in sorted(strided))
+    return sum(round(types[name].nbytes * share) for name, share in sorted(strided.items()))
 
 
 def prologue_nodes(kernel: Kernel) -> set[str]:
