@@ -180,7 +180,7 @@ def test_cpu_programs_fit_their_kernels_back_to_back_and_the_call():
 def test_h200_prices_its_convs_as_the_library_runs_them_nchw_slower():
     """h200's calibration has library conv figures (fitted to convs timed in both layouts by
     benchmarks/conv_layouts.py): a conv is priced as cuDNN's, the NCHW one slower than its
-    NHWC twin by the fitted factor, and a generated-conv figure would end that."""
+    NHWC twin by the fitted factor and time, and a generated-conv figure would end that."""
     from codesign.cost.model import runs_in_library
     target = load_target("h200")
     eff = target.calibration.efficiency
@@ -188,8 +188,10 @@ def test_h200_prices_its_convs_as_the_library_runs_them_nchw_slower():
     assert f.channels_first and runs_in_library(f, eff) and eff.nchw_library_conv > 1.0
     nhwc = dataclasses.replace(f, channels_first=False)
     t_nchw, _, parts = calibrated_time(f, target, eff)
-    t_nhwc, _, _ = calibrated_time(nhwc, target, eff)
-    assert t_nchw - parts["fixed"] == pytest.approx((t_nhwc - parts["fixed"]) * eff.nchw_library_conv)
+    t_nhwc, _, parts_nhwc = calibrated_time(nhwc, target, eff)
+    assert eff.nchw_library_conv_fixed > 0.0  # the library's layout transforms around an NCHW conv
+    assert parts["fixed"] == pytest.approx(parts_nhwc["fixed"] + eff.nchw_library_conv_fixed)
+    assert t_nchw - parts["fixed"] == pytest.approx((t_nhwc - parts_nhwc["fixed"]) * eff.nchw_library_conv)
     assert calibrated_time(f, target, eff) == calibrated_time(f, target, eff, vendor=True)
     generated = eff.model_copy(update={"matrix": {**eff.matrix, "conv/bf16": 0.5}})
     assert not runs_in_library(f, generated)
@@ -205,18 +207,20 @@ class _Permute(nn.Module):
 
 
 @pytest.mark.parametrize("shape, perm, share", [
-    # NCHW -> NHWC with 3 channels: 32 consecutive outputs walk 3 planes, each contiguously in W
-    ((2, 3, 16, 16), (0, 2, 3, 1), 3 / 32),
+    # NCHW -> NHWC with 3 channels: 32 consecutive outputs walk 3 planes, each contiguously in W:
+    # 3 lines where a contiguous read of 32 floats needs 1 (2 of the 31 extra lines there could be)
+    ((2, 3, 16, 16), (0, 2, 3, 1), 2 / 31),
     # NCHW -> NHWC with 64 channels: each of 32 consecutive outputs is on another line
     ((2, 64, 16, 16), (0, 2, 3, 1), 1.0),
     # NHWC -> NCHW with W = 4, H = 4: the 16 outputs of a plane walk 16 lines, then C steps along them
-    ((2, 4, 4, 64), (0, 3, 1, 2), 16 / 32),
+    ((2, 4, 4, 64), (0, 3, 1, 2), 15 / 31),
     # a matrix transpose with long rows
     ((256, 128), (1, 0), 1.0),
     # no transpose
     ((2, 3, 16, 16), (0, 1, 2, 3), 0.0),
 ])
 def test_a_transpose_is_priced_by_the_lines_a_vector_of_outputs_reads(shape, perm, share):
+    """Of the lines 32 consecutive outputs read, those a contiguous read would not need."""
     captured = frontend.capture(_Permute(*perm).eval(), (torch.randn(*shape),))
     graph = captured.graph
     model, types = CostModel(load_target("cpu-host")), graph.types()
@@ -229,3 +233,13 @@ def test_a_transpose_is_priced_by_the_lines_a_vector_of_outputs_reads(shape, per
     plain = calibrated_time(dataclasses.replace(f, strided_bytes=0), target, eff)[0]
     priced = calibrated_time(f, target, eff)[0]
     assert (priced > plain) == (share > 0)
+
+
+def test_a_pixel_shuffle_reads_a_few_planes_contiguously():
+    """Its map is floordiv / mod: the window is evaluated, not a stride. 32 outputs of a row read
+    r = 2 planes, 16 floats from each: 2 lines where 1 would do."""
+    captured = frontend.capture(nn.PixelShuffle(2).eval(), (torch.randn(1, 16, 32, 32),))
+    graph = captured.graph
+    model, types = CostModel(load_target("cpu-host")), graph.types()
+    (f,) = [model.features(k, types) for k in kernels(graph)]
+    assert f.strided_bytes == round(4 * 16 * 32 * 32 * (1 / 31))

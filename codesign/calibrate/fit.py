@@ -259,7 +259,8 @@ LIBRARY_CONVS = "conv_library"
 def fit_library_convs(raw: RawData, target: Target, efficiency: Efficiency) -> Efficiency:
     """`efficiency` with the convolution library's figures fitted to convs it ran in both
     layouts (`raw`): per class (conv, depthwise) its matrix fraction (`<class>/<dtype>/vendor`),
-    memory fraction and fixed time per call (`<class>/vendor`), and the NCHW factor (`nchw_library_conv`), by least squares on log
+    memory fraction and fixed time per call (`<class>/vendor`), and what NCHW data costs more (the factor
+    `nchw_library_conv` and the time `nchw_library_conv_fixed`), by least squares on log
     time with every other figure held (they come from the main suite, which runs no library
     conv); the same data gives the same figures."""
     kernels = [k for p in raw.programs if p.case.startswith(LIBRARY_CONVS) for k in p.kernels if k.seconds > 0]
@@ -268,15 +269,16 @@ def fit_library_convs(raw: RawData, target: Target, efficiency: Efficiency) -> E
     classes = sorted({k.features.template for k in kernels})
     keys = sorted({f"{k.features.template}/{_DTYPE_KEY.get(k.features.dtype, 'fp32')}/vendor" for k in kernels})
     names = ([f"matrix:{key}" for key in keys] + [f"memory:{c}" for c in classes]
-             + [f"fixed:{c}/vendor" for c in classes] + ["nchw_library_conv"])
-    start = np.log([0.3] * len(keys) + [0.5] * len(classes) + [5e-6] * len(classes) + [1.2])
-    lo = np.log([1e-3] * len(keys) + [1e-2] * len(classes) + [1e-8] * len(classes) + [0.5])
-    hi = np.log([1.5] * len(keys) + [1.5] * len(classes) + [1e-3] * len(classes) + [8.0])
+             + [f"fixed:{c}/vendor" for c in classes] + ["nchw_library_conv", "nchw_library_conv_fixed"])
+    start = np.log([0.3] * len(keys) + [0.5] * len(classes) + [5e-6] * len(classes) + [1.2, 5e-6])
+    lo = np.log([1e-3] * len(keys) + [1e-2] * len(classes) + [1e-8] * len(classes) + [0.5, 1e-9])
+    hi = np.log([1.5] * len(keys) + [1.5] * len(classes) + [1e-3] * len(classes) + [8.0, 1e-3])
 
     def with_figures(values) -> Efficiency:
         v = dict(zip(names, values))
         tables = {t: {**getattr(efficiency, t), **_prefixed(v, t)} for t in ("matrix", "memory", "fixed")}
-        return efficiency.model_copy(update={**tables, "nchw_library_conv": v["nchw_library_conv"]})
+        return efficiency.model_copy(update={**tables, "nchw_library_conv": v["nchw_library_conv"],
+                                             "nchw_library_conv_fixed": v["nchw_library_conv_fixed"]})
     measured = np.log([k.seconds for k in kernels])
     start = np.clip(start, lo, hi)
 

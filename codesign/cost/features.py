@@ -173,52 +173,43 @@ def _is_matrix(node: Node) -> bool:
     return op.template in MATRIX_TEMPLATES or op.kind is OpKind.contraction
 
 
-def loop_strides(node: Node, operand: int, types: Mapping[str, TensorType]) -> list[int] | None:
-    """How far (in elements) operand `operand`'s address moves when each loop of the node's
-    domain steps by one, outermost first: 1 where the read is contiguous, 0 for a broadcast
-    (None for a data-dependent read)."""
-    op = get_op(node.op)
-    if op.structure is None:
-        return None
-    st = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
-    amap = st.operand_maps[operand] if operand < len(st.operand_maps) else None
-    if amap is None or not st.domain:
-        return None
-    shape = types[node.operands[operand]].shape
-    strides = [prod(shape[i + 1:]) for i in range(len(shape))]
-    origin = [0] * amap.num_dims
-    a = amap.evaluate(origin)
-    out = []
-    for d in range(amap.num_dims):
-        step = origin.copy()
-        step[d] = 1 if st.domain[d].size > 1 else 0
-        out.append(abs(sum((y - x) * s for x, y, s in zip(a, amap.evaluate(step), strides))))
-    return out
-
-
 STRIDED_WINDOW = 32
-"""Consecutive elements a vector unit reads at once (a warp's lanes; two AVX-512 vectors)."""
+"""Consecutive iterations a vector unit runs at once (a warp's lanes; two AVX-512 vectors)."""
+LINE_BYTES = 128  # a GPU's cache line (two of a CPU's)
 
 
 def strided_share(node: Node, operand: int, types: Mapping[str, TensorType]) -> float:
-    """The share of a strided read that costs as a transpose: of `STRIDED_WINDOW` consecutive
-    iterations, how many land on distinct lines. Reading NCHW data in NHWC order walks C = 3
-    channels and then steps W contiguously, so a window touches 3 lines, each read
-    contiguously (share 3/32); a transpose whose rows are longer than the window touches a new
-    line every iteration (share 1). 0 for a contiguous read."""
-    strides = loop_strides(node, operand, types)
-    if not strides or strides[-1] <= 1:
-        return 0.0
+    """The share of operand `operand`'s read that costs as a transpose: of the lines that
+    `STRIDED_WINDOW` consecutive iterations of the node's domain read, those beyond what a
+    contiguous read of as many elements needs, over the most there could be. Evaluated on the
+    access map itself, so a floordiv / mod map (pixel shuffle) counts as it reads. Reading NCHW
+    data in NHWC order with 3 channels walks 3 planes, each contiguously (2 lines beyond the
+    1 needed, share 2/31); a transpose with rows longer than the window touches a new line at
+    every iteration (share 1); a contiguous or broadcast read, 0. A data-dependent read (a
+    gather) is not priced as strided."""
     op = get_op(node.op)
+    if op.structure is None:
+        return 0.0
     st = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
-    run = 1
-    for d in range(len(strides) - 1, -1, -1):
-        if strides[d] <= 1 and st.domain[d].size > 1:  # the lines walked so far are read along this loop
-            return min(1.0, run / STRIDED_WINDOW)
-        run *= max(st.domain[d].size, 1)
-        if run >= STRIDED_WINDOW:
-            return 1.0
-    return min(1.0, run / STRIDED_WINDOW)
+    amap = st.operand_maps[operand] if operand < len(st.operand_maps) else None
+    if amap is None or not st.domain:
+        return 0.0
+    source = types[node.operands[operand]]
+    strides = [prod(source.shape[i + 1:]) for i in range(len(source.shape))]
+    sizes = [max(d.size, 1) for d in st.domain]
+    window = min(STRIDED_WINDOW, prod(sizes))
+    per_line = max(LINE_BYTES // max(source.dtype.itemsize, 1), 1)
+    lines = set()
+    for k in range(window):
+        index, rest = [0] * len(sizes), k
+        for d in range(len(sizes) - 1, -1, -1):
+            index[d], rest = rest % sizes[d], rest // sizes[d]
+        address = sum(x * s for x, s in zip(amap.evaluate(index), strides))
+        lines.add(address // per_line)
+    needed = -(-window // per_line)
+    if window <= needed:
+        return 0.0
+    return min(1.0, max(0.0, (len(lines) - needed) / (window - needed)))
 
 
 def strided_bytes(kernel: Kernel, types: Mapping[str, TensorType]) -> int:

@@ -452,7 +452,8 @@ def calibrated_time(features: KernelFeatures, target: Target, efficiency: Effici
                     vendor: bool = False) -> tuple[float, str, dict[str, float]]:
     """(device time, bound, parts) of a kernel on a calibrated target. A conv the calibration
     prices as the library's (`runs_in_library`) is priced as a vendor kernel, and on NCHW data
-    takes `Efficiency.nchw_library_conv` times as long as on NHWC data."""
+    takes `Efficiency.nchw_library_conv` times as long as on NHWC data, plus
+    `nchw_library_conv_fixed`."""
     features = as_calibrated(features, efficiency)
     library_conv = runs_in_library(features, efficiency)
     vendor = vendor or library_conv
@@ -496,6 +497,7 @@ def calibrated_time(features: KernelFeatures, target: Target, efficiency: Effici
                                      efficiency.fixed.get("vendor", fixed))
     if library_conv and features.channels_first and efficiency.nchw_library_conv:
         busy *= efficiency.nchw_library_conv
+        fixed += efficiency.nchw_library_conv_fixed
     bound = max(sorted(parts), key=lambda k: parts[k])
     if fixed > busy or host_time(features, efficiency) > busy + fixed:
         bound = "launch"

@@ -96,6 +96,10 @@ class Efficiency(_Frozen):
         "How much longer the convolution library takes on a 2-D conv whose data is NCHW than "
         "on the same conv channels-last (fitted to convs timed in both layouts; None: not "
         "measured, both layouts priced alike)."))
+    nchw_library_conv_fixed: float = Field(default=0.0, ge=0.0, le=1e-3, description=(
+        "Time a library conv on NCHW data pays beside `nchw_library_conv`'s factor, seconds: "
+        "the layout transforms the library runs around an NCHW conv, which a small conv pays "
+        "whole (fitted with it)."))
     in_sequence: float | None = Field(default=None, ge=1.0, le=4.0, description=(
         "Where the host runs the kernels itself (a CPU): how much longer a program's kernels "
         "take back to back than the sum of their times each timed alone (caches and the "
