@@ -370,6 +370,44 @@ def test_a_triton_kernel_failing_at_launch_falls_back_for_that_kernel(mlp, monke
         matches_eager(model, cm, inputs, seed=2)
 
 
+def test_a_fallen_back_gemm_writes_its_kernel_buffer_without_a_copy(monkeypatch):
+    """The reference form of a kernel (the library form a measured choice runs, and the
+    fallback) runs a GEMM or residual add ending the kernel straight into the kernel's buffer
+    (`OpDef.run_into`: addmm / mm / add with out=) — and still matches eager."""
+    pytest.importorskip("triton")
+    from triton.runtime.errors import OutOfResources
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from codesign.codegen.triton import fallback
+    from codesign.codegen.triton.fallback import KernelFallbackWarning
+
+    class Residual(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up, self.down = torch.nn.Linear(32, 64), torch.nn.Linear(64, 32, bias=False)
+
+        def forward(self, x):
+            return x + self.down(torch.relu(self.up(x)))
+    model, inputs = Residual().eval(), (torch.randn(4, 8, 32),)
+    cm = codesign.compile(model, inputs, target="h200", backend="triton")
+
+    def run(self, *args, **kwargs):  # every kernel fails: all run through their reference form
+        raise OutOfResources(300_000, 232_448, "shared memory")
+    monkeypatch.setattr(InterpretedFunction, "run", run)
+    written = []
+    real = fallback._written_into
+
+    def spy(node, buffer, value, env):
+        done = real(node, buffer, value, env)
+        written.append((node.op if node is not None else None, done))
+        return done
+    monkeypatch.setattr(fallback, "_written_into", spy)
+    with pytest.warns(KernelFallbackWarning):
+        matches_eager(model, cm, inputs, seed=1)
+    assert ("add", True) in written, written  # the residual add ending down-projection's kernel
+    assert ("relu", False) in written, written  # relu has no out= form: computed, then copied
+
+
 def test_a_kernel_out_of_shared_memory_is_retried_with_one_stage(mlp, monkeypatch):
     """A kernel that fits only without software pipelining runs with num_stages=1 and stays
     Triton (a KernelRetileWarning names it); nothing falls back."""

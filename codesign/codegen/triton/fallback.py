@@ -25,7 +25,7 @@ import torch
 
 from codesign.codegen import CodegenError
 from codesign.ir.graph import Graph
-from codesign.ir.ops import Call, get_op
+from codesign.ir.ops import Call, OpKind, get_op
 
 
 class KernelFallbackWarning(UserWarning):
@@ -141,7 +141,29 @@ class GuardedKernel:
             return out
 
         for name, buffer in buffers.items():
-            buffer.copy_(value(name).reshape(buffer.shape))
+            if not _written_into(nodes.get(name), buffer, value, env):
+                buffer.copy_(value(name).reshape(buffer.shape))
+
+
+def _written_into(node, buffer: torch.Tensor, value: Callable[[str], torch.Tensor], env: Mapping) -> bool:
+    """Run the node producing `buffer` straight into it where its op can (`OpDef.run_into`:
+    the library form of a GEMM kernel writes the kernel's buffer, no copy after it); False
+    where it cannot — no such op, another dtype or shape, a buffer that is not one dense
+    block, or one sharing memory with an operand."""
+    if node is None or node.name in env or not buffer.is_contiguous() or buffer.numel() != node.type.numel:
+        return False
+    op = get_op(node.op)
+    if op.run_into is None or op.regions or buffer.dtype != node.type.dtype.torch:
+        return False
+    operands = [value(o) for o in node.operands]
+    out = buffer.view(node.type.shape)
+    storage = out.untyped_storage().data_ptr()
+    if any(a.dtype != out.dtype or a.untyped_storage().data_ptr() == storage for a in operands):
+        return False
+    if op.kind is OpKind.pointwise and torch.broadcast_shapes(*(a.shape for a in operands)) != out.shape:
+        return False
+    op.run_into(Call(operands, op.attr_values(node.attrs), node.type), out)
+    return True
 
 
 def run_node(node, operands: Sequence[torch.Tensor], state: Mapping[str, torch.Tensor]) -> torch.Tensor:

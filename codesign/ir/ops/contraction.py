@@ -56,6 +56,7 @@ def _matmul_structure(ops: Sequence[TensorType], res: TensorType, attrs) -> Stru
 MATMUL = register(OpDef(
     name="matmul", kind=OpKind.contraction, template=Template.gemm, pointer_operands=(0, 1), traits=frozenset({Trait.anchor}), min_operands=2, max_operands=2,
     infer=_matmul_infer, run=lambda call: torch.matmul(*call.args),
+    run_into=lambda call, out: torch.matmul(*call.args, out=out),
     structure=_matmul_structure,
     flops=lambda ops, res, at: 2 * res.numel * ops[0].shape[-1],
     doc="a[..., m, k] @ b[..., k, n]"))
@@ -85,9 +86,19 @@ def _linear_structure(ops: Sequence[TensorType], res: TensorType, attrs) -> Stru
     return Structure(domain, tuple(maps), AffineMap(n, outer + (Dim(res.rank - 1),)), "mul-add")
 
 
+def _linear_into(call: Call, out: torch.Tensor) -> None:
+    """x · wᵀ (+ b) written into `out` by one cuBLAS call (addmm / mm with out=)."""
+    x, w, *bias = call.args
+    rows, dest = x.reshape(-1, x.shape[-1]), out.view(-1, out.shape[-1])
+    if bias:
+        torch.addmm(bias[0], rows, w.t(), out=dest)
+    else:
+        torch.mm(rows, w.t(), out=dest)
+
+
 register(OpDef(
     name="linear", kind=OpKind.contraction, template=Template.gemm, pointer_operands=(0, 1, 2), traits=frozenset({Trait.anchor}), min_operands=2, max_operands=3,
-    infer=_linear_infer, run=lambda call: F.linear(*call.args), structure=_linear_structure,
+    infer=_linear_infer, run=lambda call: F.linear(*call.args), run_into=_linear_into, structure=_linear_structure,
     flops=lambda ops, res, at: 2 * res.numel * ops[0].shape[-1],
     doc="x[..., k] · weight[n, k]ᵀ (+ bias[n])"))
 

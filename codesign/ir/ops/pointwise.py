@@ -67,7 +67,8 @@ def same_dtype(operands: Sequence[TensorType], op: str) -> DType:
 def _define(name: str, arity: int, run: Callable[..., torch.Tensor], body: BodyFn, *,
             result_dtype: DType | None = None, float_only: bool = False, flops: int = 1,
             attrs: Mapping[str, AttrSpec] | None = None, traits: frozenset[Trait] = frozenset(),
-            identity: float | int | None = None, doc: str = "") -> OpDef:
+            identity: float | int | None = None, into: bool = False, doc: str = "") -> OpDef:
+    """`into`: `run` is a torch function taking `out=` (the op gets `run_into`)."""
     def infer(operands: Sequence[TensorType], attrs: Mapping[str, object]) -> TensorType:
         dtype = same_dtype(operands, name) if arity > 1 else operands[0].dtype
         if float_only and not dtype.is_float:
@@ -79,9 +80,12 @@ def _define(name: str, arity: int, run: Callable[..., torch.Tensor], body: BodyF
         out = run(*call.args, **dict(call.attrs))
         return out.to(call.type.dtype.torch).expand(call.type.shape)
 
+    def run_into(call: Call, out: torch.Tensor) -> None:
+        run(*call.args, **dict(call.attrs), out=out)
+
     return register(OpDef(
         name=name, kind=OpKind.pointwise, min_operands=arity, max_operands=arity,
-        infer=infer, run=run_call,
+        infer=infer, run=run_call, run_into=run_into if into else None,
         structure=lambda ops, res, at: pointwise_structure(ops, res, at, name, body),
         flops=elementwise_flops(flops), attrs=attrs or {}, doc=doc,
         template=Template.elementwise, traits=traits, identity=identity))
@@ -318,9 +322,9 @@ CAST = register(OpDef(
 
 # -- binary ------------------------------------------------------------------------------
 _COMMUTATIVE = frozenset({Trait.commutative})
-_define("add", 2, torch_fn("add"), _bool_arith(Prim.add, Prim.logical_or), traits=_COMMUTATIVE, identity=0)
-_define("sub", 2, torch_fn("sub"), _binary(Prim.sub))
-_define("mul", 2, torch_fn("mul"), _bool_arith(Prim.mul, Prim.logical_and), traits=_COMMUTATIVE, identity=1)
+_define("add", 2, torch_fn("add"), _bool_arith(Prim.add, Prim.logical_or), traits=_COMMUTATIVE, identity=0, into=True)
+_define("sub", 2, torch_fn("sub"), _binary(Prim.sub), into=True)
+_define("mul", 2, torch_fn("mul"), _bool_arith(Prim.mul, Prim.logical_and), traits=_COMMUTATIVE, identity=1, into=True)
 _define("div", 2, lambda a, b, rounding_mode="none":
         torch.div(a, b, rounding_mode=None if rounding_mode == "none" else rounding_mode), _div,
         attrs={"rounding_mode": AttrSpec((str,), default="none", doc="'none', 'floor' or 'trunc'")})

@@ -135,6 +135,7 @@ class Call:
 
 Infer = Callable[[Sequence[TensorType], Mapping[str, object]], TensorType | None]  # None: source op
 Run = Callable[[Call], "torch.Tensor"]
+RunInto = Callable[[Call, "torch.Tensor"], None]  # writes the result into a tensor of the node's shape and dtype
 StructureFn = Callable[[Sequence[TensorType], TensorType, Mapping[str, object]], Structure]
 FlopsFn = Callable[[Sequence[TensorType], TensorType, Mapping[str, object]], int]
 
@@ -158,6 +159,7 @@ class OpDef:
     traits: frozenset[Trait] = frozenset()
     identity: float | int | None = None  # x op identity == x (a binary op's neutral element)
     pointer_operands: tuple[int, ...] = ()  # operands a template reads whole, by pointer
+    run_into: RunInto | None = None  # `run`, writing a given tensor (torch's out=): no copy into a kernel's buffer
 
     def has(self, trait: Trait) -> bool:
         return trait in self.traits
