@@ -173,19 +173,21 @@ def _is_matrix(node: Node) -> bool:
     return op.template in MATRIX_TEMPLATES or op.kind is OpKind.contraction
 
 
-STRIDED_WINDOW = 32
-"""Consecutive iterations a vector unit runs at once (a warp's lanes; two AVX-512 vectors)."""
-LINE_BYTES = 128  # a GPU's cache line (two of a CPU's)
+STRIDED_WINDOW = 1024
+"""Consecutive iterations a kernel runs as one block (the Triton backend's flat tile; on a CPU,
+iterations whose lines stay cached together)."""
+SECTOR_BYTES = 32  # the unit a GPU's memory system moves (a quarter of a line)
 
 
 def strided_share(node: Node, operand: int, types: Mapping[str, TensorType]) -> float:
-    """The share of operand `operand`'s read that costs as a transpose: of the lines that
-    `STRIDED_WINDOW` consecutive iterations of the node's domain read, those beyond what a
+    """The share of operand `operand`'s read that costs as a transpose: of the sectors one block
+    of `STRIDED_WINDOW` consecutive iterations of the node's domain reads, those beyond what a
     contiguous read of as many elements needs, over the most there could be. Evaluated on the
-    access map itself, so a floordiv / mod map (pixel shuffle) counts as it reads. Reading NCHW
-    data in NHWC order with 3 channels walks 3 planes, each contiguously (2 lines beyond the
-    1 needed, share 2/31); a transpose with rows longer than the window touches a new line at
-    every iteration (share 1); a contiguous or broadcast read, 0. A data-dependent read (a
+    access map itself (on index vectors), so a floordiv / mod map (pixel shuffle) counts as it
+    reads. NCHW data read in NHWC order with 64 channels: a block walks 16 pixels of 64
+    planes, 32 bytes of each — whole sectors, share 0; with 512 channels, 2 pixels of 512
+    planes (share 0.47); a transpose whose rows are longer than the block touches a new sector
+    at every iteration (share 1); a contiguous or broadcast read, 0. A data-dependent read (a
     gather) is not priced as strided."""
     op = get_op(node.op)
     if op.structure is None:
@@ -195,21 +197,23 @@ def strided_share(node: Node, operand: int, types: Mapping[str, TensorType]) -> 
     if amap is None or not st.domain:
         return 0.0
     source = types[node.operands[operand]]
-    strides = [prod(source.shape[i + 1:]) for i in range(len(source.shape))]
+    itemsize = max(source.dtype.itemsize, 1)
     sizes = [max(d.size, 1) for d in st.domain]
     window = min(STRIDED_WINDOW, prod(sizes))
-    per_line = max(LINE_BYTES // max(source.dtype.itemsize, 1), 1)
-    lines = set()
-    for k in range(window):
-        index, rest = [0] * len(sizes), k
-        for d in range(len(sizes) - 1, -1, -1):
-            index[d], rest = rest % sizes[d], rest // sizes[d]
-        address = sum(x * s for x, s in zip(amap.evaluate(index), strides))
-        lines.add(address // per_line)
-    needed = -(-window // per_line)
+    needed = -(-window * itemsize // SECTOR_BYTES)
     if window <= needed:
         return 0.0
-    return min(1.0, max(0.0, (len(lines) - needed) / (window - needed)))
+    import numpy as np  # here: the IR and its cost model load without numpy until a kernel is priced
+    rest, index = np.arange(window, dtype=np.int64), []
+    for size in reversed(sizes):  # the iteration points of one block, innermost fastest
+        index.append(rest % size)
+        rest = rest // size
+    index.reverse()
+    strides = [prod(source.shape[i + 1:]) for i in range(len(source.shape))]
+    address = sum((np.asarray(c, dtype=np.int64) * s for c, s in zip(amap.evaluate(index), strides)),
+                  np.zeros(window, dtype=np.int64))
+    sectors = np.unique(address * itemsize // SECTOR_BYTES).size
+    return min(1.0, max(0.0, (sectors - needed) / (window - needed)))
 
 
 def strided_bytes(kernel: Kernel, types: Mapping[str, TensorType]) -> int:
