@@ -48,22 +48,27 @@ def _refit_h200(scale=None) -> Calibration:
                _h200().model_copy(update={"calibration": None}), convs)
 
 
-def test_refit_from_committed_raw_data_reproduces_the_bundled_file():
+@pytest.fixture(scope="module")
+def refit_h200() -> Calibration:
+    return _refit_h200()
+
+
+def test_refit_from_committed_raw_data_reproduces_the_bundled_file(refit_h200):
     """`codesign calibrate --from-data` on the committed measurements gives the bundled file: to
     every figure's precision (another CPU's BLAS rounds differently), and byte for byte when
     refitted twice here."""
     bundled = Calibration.model_validate(yaml.safe_load((BUNDLED / "h200.calibration.yaml").read_text()))
-    refit = _refit_h200()
+    refit = refit_h200
     assert figures_disagree(refit, bundled) == []
     assert dump_calibration(refit) == dump_calibration(_refit_h200())
 
 
-def test_the_fit_does_not_amplify_rounding():
+def test_the_fit_does_not_amplify_rounding(refit_h200):
     """Times moved in their last bits (what another machine's arithmetic does) move no figure
     beyond its precision: the fit has a unique optimum, also along figures the data leaves
     free (before its pull towards the start, `unit_bandwidth` moved 9.7e12 -> 7.0e12 between
     two CPUs). A figure moved by 10% must show: the comparison is not vacuous."""
-    refit = _refit_h200()
+    refit = refit_h200
     nudged = _refit_h200(lambda i: 1.0 + 1e-12 * (i % 3 - 1))
     assert figures_disagree(refit, nudged) == []
     moved = refit.model_copy(update={"efficiency": refit.efficiency.model_copy(
