@@ -473,6 +473,7 @@ def test_export_cpp_failure_leaves_no_partial_export(bn_module, tmp_path) -> Non
     ("place{time_limit=-1}", "time_limit must be more than 0 and at most 86400 seconds, got -1.0"),
     ("place{time_limit=nan}", "time_limit must be more than 0"),
     ("place{workers=0}", "workers must be in 1..256, got 0"),
+    ("place{gap=1}", "gap must be in [0, 1), got 1.0"),
     ("place{split=0}", "split must be at least 1"),
     ("place{stage=2}", "stage must be in [0, 1), got 2.0"),
     ("fuse{min_saving=inf}", "min_saving must be seconds in [-1, 1], got inf"),

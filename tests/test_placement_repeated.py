@@ -105,3 +105,17 @@ def test_reused_plans_are_byte_identical_under_any_hash_seed():
     assert all(p.returncode == 0 for p in runs), [err.decode()[-2000:] for _, err in outs]
     assert b"// repeat model.model.layers." in outs[0][0]
     assert outs[0][0] == outs[1][0]
+
+
+def test_a_gap_limit_stops_within_it_and_says_so(planned):
+    """`place{gap=...}` (default 0.1%) lets CP-SAT stop once its plan is proven that close to
+    the optimum: the plan is no worse than that, reports its proven gap, and does not call
+    itself optimal (CP-SAT does)."""
+    graph, target = planned
+    exact = place(graph, target, time_limit=5, deterministic=True, gap=0.0)
+    loose = place(graph, target, time_limit=5, deterministic=True, gap=0.2)
+    assert exact.status in ("optimal", "feasible") and exact.gap is not None
+    assert loose.gap is not None and loose.gap <= 0.2
+    assert loose.time <= exact.time / (1 - 0.2) * (1 + 1e-9)
+    assert loose.status.startswith("within gap") or loose.gap == 0.0
+    assert exact.time <= loose.time * (1 + 1e-9)  # the exact search is never worse

@@ -30,6 +30,7 @@ class Place(Pass):
                               "step, DMA staging, tensor-parallel sockets; warm start from the SN40L rule)")
     method: str = "ilp"
     time_limit: float = 20.0
+    gap: float = 1e-3  # stop once the plan is proven within this fraction of the best (0: prove it optimal)
     split: int = 4
     reserve: float = 0.5
     stage: float = 0.0625
@@ -51,6 +52,8 @@ class Place(Pass):
             raise ValueError(f"stage must be in [0, 1), got {self.stage}")
         if not 0.0 < self.time_limit <= 86400.0:  # also refuses nan
             raise ValueError(f"time_limit must be more than 0 and at most 86400 seconds, got {self.time_limit}")
+        if not 0.0 <= self.gap < 1.0:  # also refuses nan
+            raise ValueError(f"gap must be in [0, 1), got {self.gap}")
         if not 1 <= self.workers <= 256:
             raise ValueError(f"workers must be in 1..256, got {self.workers}")
 
@@ -59,7 +62,7 @@ class Place(Pass):
         if target is None:
             raise PipelineError("the place pass needs a target (pass --target, or compile(..., target=...))")
         plan = place(graph, target, method=self.method, split=self.split, reserve=self.reserve, stage=self.stage,
-                     time_limit=self.time_limit, workers=self.workers, deterministic=self.deterministic,
+                     time_limit=self.time_limit, gap=self.gap, workers=self.workers, deterministic=self.deterministic,
                      progress=self.progress, repeat=self.repeat and ctx.options.get("reuse", True))
         home = home_tier(target)
         for t in plan.tensors:

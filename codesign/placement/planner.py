@@ -119,11 +119,12 @@ def finish(problem: Problem, assignment, *, method: str, status: str, greedy_tim
                          tuple(sorted(ev.moved.items())))
 
 
-def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 20.0, workers: int = 2,
-                  deterministic: bool = False, exact_limit: int = 24, progress: bool = False,
+def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 20.0, gap: float = 0.0,
+                  workers: int = 2, deterministic: bool = False, exact_limit: int = 24, progress: bool = False,
                   target=None, tie: Mapping[str, str] | None = None) -> PlacementPlan:
     """Place a `Problem` (built from a graph, or synthetic). `tie`: tensors the ILP rests
-    where another does (`placement.repeated.ties`: a repeated layer's copies).
+    where another does (`placement.repeated.ties`: a repeated layer's copies). `gap`: the
+    relative gap at which CP-SAT may stop (0: search until optimal or the time limit).
 
     When the live bytes fit but the address layout does not (fragmentation), place again
     with those tiers shrunk (by twice the overshoot, at least 1%, 2%, 4% ...), up to
@@ -131,7 +132,7 @@ def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 
     capacity = {t.name: t.capacity for t in problem.tiers}
     seconds = 0.0  # all attempts count
     for attempt in range(LAYOUT_RETRIES + 1):
-        plan = _place_once(problem, method=method, time_limit=time_limit, workers=workers,
+        plan = _place_once(problem, method=method, time_limit=time_limit, gap=gap, workers=workers,
                            deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target,
                            tie=tie)
         seconds += plan.solve_seconds
@@ -151,7 +152,7 @@ def place_problem(problem: Problem, *, method: str = "ilp", time_limit: float = 
                          f"or split tensors further (split=)", worst, -1, over[worst])
 
 
-def _place_once(problem: Problem, *, method: str, time_limit: float, workers: int, deterministic: bool,
+def _place_once(problem: Problem, *, method: str, time_limit: float, gap: float, workers: int, deterministic: bool,
                 exact_limit: int, progress: bool, target, tie: Mapping[str, str] | None = None) -> PlacementPlan:
     if method not in METHODS:
         raise ValueError(f"placement method {method!r} is not one of {', '.join(METHODS)}")
@@ -175,7 +176,7 @@ def _place_once(problem: Problem, *, method: str, time_limit: float, workers: in
         return finish(problem, best, method="exhaustive", status="optimal", greedy_time=greedy_time,
                       bound=best_time, gap=0.0, seconds=_time.perf_counter() - started, exact_limit=exact_limit)
     with _Progress(progress, problem, time_limit) as watch:
-        solved = solve(problem, base, time_limit=time_limit, workers=workers, deterministic=deterministic,
+        solved = solve(problem, base, time_limit=time_limit, gap=gap, workers=workers, deterministic=deterministic,
                        on_solution=watch.update, tie=tie)
     if solved.assignment is None:
         if base is None:
@@ -196,15 +197,17 @@ LAYOUT_RETRIES = 5  # re-placements with a tier shrunk by its layout's overshoot
 
 
 def place(graph: Graph, target, *, method: str = "ilp", split: int = 4, reserve: float = 0.5,
-          stage: float = 1 / 16, time_limit: float = 20.0, workers: int = 2, deterministic: bool = False, exact_limit: int = 24,
+          stage: float = 1 / 16, time_limit: float = 20.0, gap: float = 1e-3, workers: int = 2,
+          deterministic: bool = False, exact_limit: int = 24,
           progress: bool = False, cost_model=None, repeat: bool = True) -> PlacementPlan:
     """Place every tensor of a (tiled) graph in the target's tiers; see `codesign.placement`.
     `repeat`: the middle layers of a repetition rest as one steady-state layer does
-    (`placement.repeated`); False searches every layer's tiers apart."""
+    (`placement.repeated`); False searches every layer's tiers apart. `gap`: CP-SAT stops once
+    its plan is proven within this fraction of the optimum (the plan reports the gap)."""
     from codesign.targets import Target, load_target
     target = target if isinstance(target, Target) else load_target(target)
     problem = build_problem(graph, target, cost_model=cost_model, split=split, reserve=reserve, stage=stage)
-    return place_problem(problem, method=method, time_limit=time_limit, workers=workers,
+    return place_problem(problem, method=method, time_limit=time_limit, gap=gap, workers=workers,
                          deterministic=deterministic, exact_limit=exact_limit, progress=progress, target=target,
                          tie=ties(graph, problem) if repeat else None)
 
