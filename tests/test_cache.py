@@ -408,6 +408,43 @@ def test_a_fallen_back_gemm_writes_its_kernel_buffer_without_a_copy(monkeypatch)
     assert ("relu", False) in written, written  # relu has no out= form: computed, then copied
 
 
+def test_a_gemm_written_into_its_buffer_is_not_run_again_for_its_epilogue(monkeypatch):
+    """A kernel whose outputs are a GEMM and a chain after it: the reference form writes the
+    GEMM into its buffer once and the chain reads that (it once ran the GEMM a second time,
+    which also slowed the library form a measured choice times)."""
+    pytest.importorskip("triton")
+    from triton.runtime.errors import OutOfResources
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from codesign.codegen.triton import fallback
+    from codesign.codegen.triton.fallback import KernelFallbackWarning
+
+    class Both(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = torch.nn.Linear(32, 64)
+
+        def forward(self, x):
+            y = self.up(x)
+            return y, torch.relu(y) * 3.0
+    model, inputs = Both().eval(), (torch.randn(4, 32),)
+    cm = codesign.compile(model, inputs, target="h200", backend="triton")
+
+    def run(self, *args, **kwargs):
+        raise OutOfResources(300_000, 232_448, "shared memory")
+    monkeypatch.setattr(InterpretedFunction, "run", run)
+    ran = []
+    real = fallback.run_node
+    monkeypatch.setattr(fallback, "run_node", lambda node, *a: ran.append(node.op) or real(node, *a))
+    fresh = fresh_like(inputs, 1)
+    with pytest.warns(KernelFallbackWarning):
+        got = cm(*fresh)
+    with torch.no_grad():
+        want = model(*fresh)
+    assert all(rel_err(g, w) <= 1e-5 for g, w in zip(got, want))
+    assert "linear" not in ran, ran  # addmm wrote it; nothing ran it again
+
+
 def test_a_kernel_out_of_shared_memory_is_retried_with_one_stage(mlp, monkeypatch):
     """A kernel that fits only without software pipelining runs with num_stages=1 and stays
     Triton (a KernelRetileWarning names it); nothing falls back."""

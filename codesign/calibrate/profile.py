@@ -92,10 +92,11 @@ def _kernel_map(cm, program) -> tuple[dict[str, tuple[str, KernelFeatures, int]]
     features, extern_features = kernel_features_by_name(cm.target, program.graph,
                                                         [u for u in units if u[0] not in library], externs)
     names: dict[str, tuple[str, KernelFeatures, int]] = {}
-    for name, function in launch_names(program).items():
-        if name in features:
-            key, first, count = names.get(function, (*features[name], 0))
-            names[function] = (key, first, count + 1)
+    shared = launch_names(program)
+    for name, function in shared.items():
+        if name in features and function not in names:
+            count = sum(1 for n, f in shared.items() if f == function and n not in library)  # every launch of it
+            names[function] = (*features[name], count)
     chosen = [u[1][0] for u in units if u[0] in library and u[1]]
     _, library_features = kernel_features_by_name(cm.target, program.graph, [], chosen)
     return names, extern_features + library_features

@@ -148,9 +148,10 @@ class GuardedKernel:
 def _written_into(node, buffer: torch.Tensor, value: Callable[[str], torch.Tensor], env: Mapping) -> bool:
     """Run the node producing `buffer` straight into it where its op can (`OpDef.run_into`:
     the library form of a GEMM kernel writes the kernel's buffer, no copy after it); False
-    where it cannot — no such op, another dtype or shape, a buffer that is not one dense
-    block, or one sharing memory with an operand."""
-    if node is None or node.name in env or not buffer.is_contiguous() or buffer.numel() != node.type.numel:
+    where it cannot — no such op, another dtype or shape, an empty buffer or one that is not
+    one dense block, or one sharing memory with an operand."""
+    if (node is None or node.name in env or not buffer.is_contiguous() or buffer.numel() != node.type.numel
+            or buffer.numel() == 0):
         return False
     op = get_op(node.op)
     if op.run_into is None or op.regions or buffer.dtype != node.type.dtype.torch:
@@ -163,6 +164,7 @@ def _written_into(node, buffer: torch.Tensor, value: Callable[[str], torch.Tenso
     if op.kind is OpKind.pointwise and torch.broadcast_shapes(*(a.shape for a in operands)) != out.shape:
         return False
     op.run_into(Call(operands, op.attr_values(node.attrs), node.type), out)
+    env[node.name] = out  # a later output of the kernel that reads it does not run it again
     return True
 
 
