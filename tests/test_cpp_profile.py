@@ -100,7 +100,9 @@ def test_profile_cpu_maps_each_kernel_to_the_graph_with_its_features():
     assert all(k.seconds > 0 and k.case == "block" for k in program.kernels)
     templates = [k.features.template for k in program.kernels]
     assert templates.count("gemm") == 2 and program.kernels[0].features.gemm == (1, 128, 1024, 256)
-    assert program.wall_seconds > 0.5 * sum(k.seconds for k in program.kernels)
+    # the same kernels, timed two ways: the same order of magnitude (a unit slip is 1000x); on a
+    # loaded machine the two samplings differ by 2-3x (CI saw a 2.1 ms wall beside 5.3 ms of kernels)
+    assert program.wall_seconds > 0.1 * sum(k.seconds for k in program.kernels)
     assert any(n.startswith("threads ") for n in program.notes)
 
 
