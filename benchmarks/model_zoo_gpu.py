@@ -13,6 +13,7 @@ results are written after every case, so a run cut short keeps what it finished.
     python benchmarks/model_zoo_gpu.py --only llama_b1,gpt2 --no-compile
     python benchmarks/model_zoo_gpu.py --quick --only bert     # small shapes (CPU: C++ backend)
     python benchmarks/model_zoo_gpu.py --only convnext,vae_decoder --ab-channels-last   # NHWC vs NCHW convs
+    python benchmarks/model_zoo_gpu.py --only vae_decoder --ab-split-group-norm   # group norms split vs whole
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def parse_args():
     p.add_argument("--ab-channels-last", action="store_true",
                    help="also time codesign with the channels-last pass off (channels-last{when=never}) and, "
                         "where it kept convs, on every conv (when=always), same run")
+    p.add_argument("--ab-split-group-norm", action="store_true",
+                   help="also time codesign with the group norms left whole (the pipeline without "
+                        "split-group-norm: torch's group norm as an extern), same run")
     p.add_argument("--out", default=None, help="results JSON (merged with an existing file: cases replaced)")
     return p.parse_args()
 
@@ -278,6 +282,15 @@ def run_case(name: str, args) -> dict:
                 row["rel_err_ours_nhwc_all"] = rel_err(every(*fresh16), ref)
                 row["ours_nhwc_all_ms"] = bench(lambda: every(*fresh16))  # every conv NHWC (when=always)
                 del every
+        if args.ab_split_group_norm and any(d.pass_name == "split-group-norm" for d in cm.ledger):
+            from codesign.compiler import COMPILE_PIPELINE
+            whole = codesign.compile(model16, x16, target="h200" if CUDA else "cpu-host",
+                                     pipeline=COMPILE_PIPELINE.replace("split-group-norm,", ""),
+                                     backend_options={"triton": {"cuda_graphs": not args.no_graphs}})
+            row["rel_err_ours_unsplit"] = rel_err(whole(*fresh16), ref)
+            row["ours_unsplit_ms"] = bench(lambda: whole(*fresh16))  # group norms as torch externs
+            row["split_group_norm_gain"] = row["ours_unsplit_ms"] / row["ours_ms"]
+            del whole
         if not args.no_compile:
             for key, mode in (("compile", "default"), ("compile_ro", "reduce-overhead")):
                 try:

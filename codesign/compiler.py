@@ -38,7 +38,7 @@ from codesign.targets import Target, load_target
 from codesign.targets.units import format_bytes, format_flops, format_time
 
 SAVE_MARKER = ".codesign-output"
-COMPILE_PIPELINE = "canonicalize,subpixel-conv,channels-last,dce,fuse,tile,map,place{time_limit=2 deterministic=true}"
+COMPILE_PIPELINE = "canonicalize,subpixel-conv,split-group-norm,channels-last,dce,fuse,tile,map,place{time_limit=2 deterministic=true}"
 """What `compile()` runs when no pipeline is given."""
 
 

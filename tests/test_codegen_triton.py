@@ -388,6 +388,62 @@ def test_partition_splits_a_two_anchor_group_and_the_ledger_says_why():
     assert partitioned(split) is split  # runnable groups stay as they are
 
 
+def test_statistics_of_the_same_rows_share_one_row_kernel():
+    """A mean and a variance of the same rows (and what combines them) are one kernel: it
+    loops over the rows once per statistic (here two operands of one shape, one read through
+    a permute); a sum over other rows in the group makes it split as before."""
+    graph = parse_graph("""
+graph @stats(%x: f32[6,40], %u: f32[40,6]) -> (f32[6,1], f32[6,1]) {
+  group 0 {anchor = "m", kind = "reduction"}
+  %m = mean(%x) {dims = [1], keepdim = true} : f32[6,1] group(0)
+  %v = var(%x) {correction = 0, dims = [1], keepdim = true} : f32[6,1] group(0)
+  %s = add(%m, %v) : f32[6,1] group(0)
+  %p = permute(%u) {perm = [1, 0]} : f32[6,40] group(0)
+  %q = amax(%p) {dims = [1], keepdim = true} : f32[6,1] group(0)
+  %r = add(%s, %q) : f32[6,1] group(0)
+  return %m, %r
+}
+""")
+    split = partitioned(graph)
+    assert split is graph
+    inputs, state = random_inputs(split)
+    mod = TritonModule(split, state, "test")
+    assert jit_count(mod.source) == len(split.groups) == 1
+    other = parse_graph(str(graph).replace("return %m, %r", "%w = sum(%u) {dims = [0], keepdim = false} : "
+                                           "f32[6] group(0)\n  return %m, %r").replace(
+        "-> (f32[6,1], f32[6,1])", "-> (f32[6,1], f32[6,1])"))
+    assert len({n.group for n in partitioned(other).nodes}) > 1
+    for got, want in zip(mod(*inputs), run_graph(graph, inputs, state)):
+        assert rel_err(got, want) <= F32_TOL
+
+
+def test_a_producer_a_split_leaves_alone_joins_its_reader():
+    """exp fused after an extern conv: the split leaves it alone; it joins the group that
+    reads it (one kernel less, no intermediate written), and the ledger says so."""
+    from codesign.passes import PassContext
+    graph = parse_graph("""
+graph @lone(%x: f32[1,4,6,6], %w: f32[4,4,3,3], %s: f32[1,4,6,6]) -> (f32[1,4,6,6]) {
+  group 0 {anchor = "c", kind = "contraction"}
+  group 1 {kind = "pointwise"}
+  %c = conv(%x, %w) {dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]} : f32[1,4,6,6] group(0)
+  %e = exp(%c) : f32[1,4,6,6] group(0)
+  %m = mul(%e, %s) : f32[1,4,6,6] group(1)
+  %t = tanh(%m) : f32[1,4,6,6] group(1)
+  return %t
+}
+""")
+    ctx = PassContext()
+    split = partitioned(graph, ctx)
+    groups = {n.name: n.group for n in split.nodes}
+    assert groups["e"] == groups["m"] == 1 and groups["c"] is None
+    (moved,) = [d for d in ctx.ledger.by_pass("partition") if d.data.get("rule") == "lone-producer"]
+    assert moved.subject == "%e" and moved.choice == "moved"
+    inputs, state = random_inputs(split)
+    mod = TritonModule(split, state, "test")
+    assert jit_count(mod.source) == 1
+    assert rel_err(mod(*inputs), run_graph(graph, inputs, state)[0]) <= F32_TOL
+
+
 def test_a_hand_written_plan_after_partition_is_what_runs():
     graph = parse_graph("""
 graph @plan(%x: f32[8,32], %w: f32[16,32], %v: f32[16,16]) -> (f32[8,16]) {

@@ -86,6 +86,8 @@ class PartitionRules:
     of literals only is dissolved (no kernel of its own).
     `library`: templates whose lone op the backend can hand to the vendor library instead
     (the pass chooses by the target's calibrated cost model, both times in the ledger).
+    `shared_anchors(anchors, types)`: whether several anchors of one group can still run as
+    one kernel (Triton: reductions over one domain, each a statistic of the same rows).
     """
 
     templates: tuple["Template", ...]
@@ -95,6 +97,7 @@ class PartitionRules:
     sink_layout: bool = True
     inline_literals: bool = True
     library: tuple["Template", ...] = ()
+    shared_anchors: Callable[[Sequence["Node"], Mapping[str, object]], bool] = lambda anchors, types: False
 
     def template_of(self, node: "Node") -> "Template | None":
         """The template `node` runs in, or None (it runs alone, as an extern call)."""
@@ -133,6 +136,11 @@ class Backend:
             if not found:
                 absent.append(module)
         return absent
+
+    def runs_as_kernel(self, template: "Template") -> bool:
+        """Whether this backend generates a kernel of its own for ops of `template`; False:
+        they run as extern calls to torch (passes such as `split-group-norm` rewrite them then)."""
+        return True
 
     def supports(self, graph: Graph) -> list[str] | None:
         """Why this backend cannot run `graph` (one reason per problem), or None when it can.

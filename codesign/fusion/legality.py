@@ -6,8 +6,9 @@ not fused?" always has an answer. Rules:
 - `region-op`: an MoE node stays alone (the expert scheduler moves its weights).
 - `cycle`: merging would make a path leave the group and come back (not convex).
 - `two-anchors`: a kernel has one main loop nest (contraction, reduction, norm, pool,
-  gather); the only pair allowed is a norm prologue feeding a matmul along its contraction
-  dim (`norm-prologue`), which the matmul reads whole rows of.
+  gather); allowed are a norm prologue feeding a matmul along its contraction dim
+  (`norm-prologue`), which the matmul reads whole rows of, and statistics of the same rows
+  (`same-rows`: a mean and a variance, one pass over the rows each).
 - `iteration-space`: every other node must run over the anchor's iteration space: its
   result, its input (a persistent reduction keeps the row on chip), or one of its operands
   (a prologue); a pure pointwise group runs over its largest node, others must divide it.
@@ -20,6 +21,7 @@ from typing import Sequence
 
 from codesign.fusion.partition import Partition, anchor_of, is_heavy
 from codesign.ir.graph import Node
+from codesign.ir.kernels import statistics_of_same_rows
 from codesign.ir.ops import OpKind, Template, get_op
 from codesign.ir.types import TensorType
 
@@ -66,6 +68,8 @@ def _check_heavy(heavy: Sequence[Node], count: int, types: dict[str, TensorType]
         a, b = heavy
         if _norm_prologue(a, b, nodes, types):
             return Verdict(True, "norm-prologue")
+    if statistics_of_same_rows(heavy, types):
+        return Verdict(True, "same-rows")
     names = ", ".join(f"%{n.name} ({n.op})" for n in heavy)
     return Verdict(False, "two-anchors", f"a kernel has one main loop nest; this one would have {names}")
 

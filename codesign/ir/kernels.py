@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from codesign.ir.graph import Graph, Group, Node
-from codesign.ir.ops import OpKind, Template, Trait, get_op
+from codesign.ir.ops import IterKind, OpKind, Template, Trait, get_op
 from codesign.ir.plan import LAYER
 
 # Nodes that carry a kernel's main loop nest; at most one per group, except the pairs
@@ -26,6 +26,25 @@ HEAVY_KINDS = frozenset({OpKind.contraction, OpKind.reduction, OpKind.normalizat
 
 def is_heavy(node: Node) -> bool:
     return get_op(node.op).kind in HEAVY_KINDS
+
+
+STATISTICS = frozenset({Template.reduce, Template.variance})
+"""Reductions that are statistics of their rows; several over the same rows share one loop nest."""
+
+
+def _rows(node: Node, types) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    op = get_op(node.op)
+    st = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    return types[node.operands[0]].shape, tuple(i for i, d in enumerate(st.domain) if d.kind is IterKind.reduction)
+
+
+def statistics_of_same_rows(nodes, types) -> bool:
+    """Whether these heavy ops can share one loop nest: each a statistic (a reduction or a
+    variance) of the same rows of operands of one shape, as a group norm's chunk mean and
+    variance are. A row kernel then loops over the rows once per statistic."""
+    if len(nodes) < 2 or not all(get_op(n.op).template in STATISTICS and not n.regions for n in nodes):
+        return False
+    return len({_rows(n, types) for n in nodes}) == 1
 
 
 def anchor_of(nodes) -> Node | None:

@@ -1,6 +1,6 @@
 """Passes and the pass manager; importing this package registers every built-in pass."""
 
-from codesign.passes import canonicalize, dce, fuse, layout, map, partition, place, subpixel, tile  # noqa: F401  (registers the passes)
+from codesign.passes import canonicalize, dce, fuse, group_norm, layout, map, partition, place, subpixel, tile  # noqa: F401  (registers the passes)
 from codesign.passes.canonicalize import PATTERNS, Canonicalize, Pattern, Rewriter, apply_patterns
 from codesign.passes.dce import DeadCodeElimination, eliminate_dead_nodes
 from codesign.passes.manager import (DEFAULT_PIPELINE, Decision, Instrumentation, Ledger,

@@ -16,9 +16,12 @@ the rule and what the nodes became in `data`):
 3. `no-template` / `template`: a group with a node the backend has no template for, or one
    its templates cannot express (`PartitionRules.check` says why), splits into the
    backend's regrouping of its nodes — or into lone nodes when that gives the group back;
-4. `constant`: a group of literal constants only is dissolved (each reader computes the
+4. `lone-producer`: a pointwise or layout node a split left alone (a cast fused after an
+   extern conv) joins the one group that reads it, when all it reads precedes that group and
+   the backend can still run the group;
+5. `constant`: a group of literal constants only is dissolved (each reader computes the
    literal in place);
-5. `library`: on a calibrated target, a kernel of one op whose template the backend can hand
+6. `library`: on a calibrated target, a kernel of one op whose template the backend can hand
    to the vendor library (`PartitionRules.library`: a GEMM on Triton) runs there when the
    calibrated model predicts the library faster by more than 10% (a skinny GEMM: cuBLAS
    splits K, one generated tile per SM cannot); both predicted times are in the ledger, and
@@ -92,6 +95,7 @@ def partition(graph: Graph, rules, record: Record | None = None, backend: str = 
     if rules.sink_layout:
         graph = _sink_layout_ops(graph, rules, record)
     graph = _split_unrunnable(graph, rules, record, fresh, backend)
+    graph = _join_lone_producers(graph, rules, record)
     if rules.inline_literals:
         graph = _dissolve_constant_groups(graph, record)
     if rules.library and target is not None and target.calibration is not None:
@@ -239,11 +243,13 @@ def _record_regrouping(before: Graph, after: Graph, record: Record, rule: str, r
 
 # -- 1. one heavy anchor per kernel --------------------------------------------------------------
 def _split_anchors(graph: Graph, rules, record: Record, fresh: _Ids, backend: str) -> Graph:
-    anchors: dict[int, list[str]] = {}
+    anchors: dict[int, list[Node]] = {}
     for n in graph.nodes:
         if n.group is not None and rules.anchor(n):
-            anchors.setdefault(n.group, []).append(n.name)
-    big = {g: names for g, names in anchors.items() if len(names) > 1}
+            anchors.setdefault(n.group, []).append(n)
+    types = graph.types()
+    big = {g: [n.name for n in nodes] for g, nodes in anchors.items()
+           if len(nodes) > 1 and not rules.shared_anchors(nodes, types)}
     if not big:
         return graph
     dissolved = Graph(graph.name, graph.inputs, tuple(n.with_(group=None) if n.group in big else n for n in graph.nodes),
@@ -254,6 +260,48 @@ def _split_anchors(graph: Graph, rules, record: Record, fresh: _Ids, backend: st
                for g, names in sorted(big.items())}
     _record_regrouping(graph, result, record, "one-anchor", reasons)
     return result
+
+
+# -- 3b. lone cheap producers into their one reader ---------------------------------------------------
+def _join_lone_producers(graph: Graph, rules, record: Record) -> Graph:
+    """A pointwise or layout node left alone by a split (a cast fused after an extern conv,
+    read by the normalisation that follows) joins the one group that reads it, when
+    everything it reads precedes that group's first node — nothing it reads can then depend
+    on the group, so the group stays convex — and the backend can still run the group.
+    Alone it would be a kernel writing its result to memory for one reader."""
+    users = graph.users()
+    position = {n.name: i for i, n in enumerate(graph.nodes)}
+    first: dict[int, int] = {}
+    for n in graph.nodes:
+        if n.group is not None:
+            first.setdefault(n.group, position[n.name])
+    joins: dict[str, int] = {}
+    for n in reversed(graph.nodes):
+        if n.group is not None or n.name in graph.outputs or get_op(n.op).kind not in (OpKind.pointwise, OpKind.layout) \
+                or rules.template_of(n) is None or rules.anchor(n):
+            continue
+        readers = {joins.get(u.name, u.group) for u in users.get(n.name, [])}
+        if len(readers) != 1 or None in readers:
+            continue
+        g = readers.pop()
+        if all(position.get(o, -1) < first[g] for o in n.operands):
+            joins[n.name] = g
+            first[g] = position[n.name]
+    if not joins:
+        return graph
+    joined = Graph(graph.name, graph.inputs, tuple(n.with_(group=joins.get(n.name, n.group)) for n in graph.nodes),
+                   graph.outputs, graph.groups)
+    targets = set(joins.values())
+    refused = {k.group.id for k in kernels(joined) if k.group is not None and k.group.id in targets
+               and rules.check(joined, k) is not None}
+    if refused:
+        joins = {n: g for n, g in joins.items() if g not in refused}
+        joined = Graph(graph.name, graph.inputs, tuple(n.with_(group=joins.get(n.name, n.group)) for n in graph.nodes),
+                       graph.outputs, graph.groups)
+    for name, g in joins.items():
+        record(f"%{name}", "moved", f"alone, and read only by group {g}: it joins it (no kernel writing it "
+               "to memory)", rule="lone-producer", group=g)
+    return joined
 
 
 # -- 2. trailing layout ops into their reader --------------------------------------------------------

@@ -40,6 +40,10 @@ class TritonBackend(Backend):
     options: ClassVar[tuple[str, ...]] = ("cache", "check_indices", "cuda_graphs", "choose")
     nhwc_conv: ClassVar[bool] = True  # an extern cuDNN call on channels-last tensors (`wrapper`)
 
+    def runs_as_kernel(self, template) -> bool:
+        from codesign.codegen.triton.kernels import TEMPLATES
+        return template in TEMPLATES
+
     def failures(self):
         from codesign.codegen.triton.kernels import Unfusable
         from codesign.codegen.triton.overrides import Unsupported
@@ -49,13 +53,15 @@ class TritonBackend(Backend):
         """One template and one heavy anchor per kernel (`kernel_problem` probes a group with
         the templates), split groups regrouped by `fuse_simple`, trailing layout ops sunk."""
         from codesign.codegen.triton.kernels import TEMPLATES, is_anchor
+        from codesign.ir.kernels import statistics_of_same_rows
         from codesign.codegen.triton.wrapper import kernel_problem
         from codesign.ir.ops import Template
         tiers = tuple(target.tier_names) if target is not None else ()
         return PartitionRules(templates=TEMPLATES, anchor=is_anchor,
                               regroup=lambda graph: fuse_simple(graph, keep_groups=True),
                               check=lambda graph, kernel: kernel_problem(graph, kernel, tiers),
-                              library=(Template.gemm,))  # torch.matmul / F.linear: cuBLAS
+                              library=(Template.gemm,),  # torch.matmul / F.linear: cuBLAS
+                              shared_anchors=statistics_of_same_rows)
 
     def build(self, graph, state, target, options) -> TritonModule:
         return TritonModule(graph, state, target, cache=bool(options.get("cache", True)),

@@ -13,7 +13,7 @@ from __future__ import annotations
 from codesign.codegen.lowering import is_view
 from codesign.codegen.triton.kernels import is_anchor, literal_source, template_of
 from codesign.ir.graph import Graph, Group, Node
-from codesign.ir.kernels import group_cycle
+from codesign.ir.kernels import STATISTICS, group_cycle, statistics_of_same_rows
 from codesign.ir.ops import get_op
 from codesign.ir.ops.registry import OpKind, Template
 
@@ -93,6 +93,37 @@ def _join(graph: Graph, cheap: set[str], stage: dict[str, int] | None, check: bo
     return _regroup(graph, owner, {g: "pointwise" for g in owner.values()}, {}, check)
 
 
+NEARBY = 64  # how far apart (in nodes) two statistics may be to share a kernel
+
+
+def _statistic_partner(node: Node, earlier: list[str], nodes: dict[str, Node], position: dict[str, int],
+                       types) -> str | None:
+    """An earlier statistic whose row kernel `node` can join: of the same rows
+    (`statistics_of_same_rows`), close by, and independent of it — no path from one to the other,
+    so the joined group stays convex."""
+    if template_of(node) not in STATISTICS:
+        return None
+    for name in reversed(earlier[-8:]):
+        if position[node.name] - position[name] > NEARBY:
+            break
+        if statistics_of_same_rows([nodes[name], node], types) and not _reaches(node, name, nodes, position):
+            return name
+    return None
+
+
+def _reaches(node: Node, ancestor: str, nodes: dict[str, Node], position: dict[str, int]) -> bool:
+    """Whether `node` depends on `ancestor` (only nodes after the ancestor are searched)."""
+    stop, seen, todo = position[ancestor], set(), [node.name]
+    while todo:
+        for o in nodes[todo.pop()].operands:
+            if o == ancestor:
+                return True
+            if o in nodes and o not in seen and position[o] > stop:
+                seen.add(o)
+                todo.append(o)
+    return False
+
+
 def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
     """Greedy anchor fusion: epilogues into matmul / attention / norms, prologues of
     layout and pointwise nodes into their only consumer's group, pointwise chains together.
@@ -112,10 +143,17 @@ def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
                 owner[n.name] = n.group
                 kinds[n.group] = dict(existing[n.group].attrs) if n.group in existing else {"kind": "pointwise"}
         next_id = max(kinds, default=-1) + 1
+    statistics: list[str] = []  # the row statistics anchored so far: a later one may share their kernel
     for n in graph.nodes:
         if _anchor_kind(n) is not None and n.name not in owner:
+            partner = _statistic_partner(n, statistics, nodes, position, types)
+            if partner is not None:
+                owner[n.name] = owner[partner]
+                continue
             owner[n.name], kinds[next_id], anchors[next_id] = next_id, _anchor_kind(n), n.name
             next_id += 1
+            if template_of(n) in STATISTICS:
+                statistics.append(n.name)
     # epilogues: later pointwise / reshape nodes of the anchor's size that read the group
     # and otherwise only values defined before the anchor (so the group stays convex)
     inputs = {i.name for i in graph.inputs}
@@ -168,3 +206,4 @@ def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
             owner[n.name] = g
             kinds[g] = "pointwise"
     return _regroup(graph, owner, kinds, anchors)
+

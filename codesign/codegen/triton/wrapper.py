@@ -25,7 +25,7 @@ from codesign.codegen.triton.kernels import (ROW_TEMPLATES, KernelCode, Unfusabl
 from codesign.codegen.triton.overrides import Unsupported
 from codesign.codegen.triton.safety import SLOTS, index_checks
 from codesign.ir.graph import Graph, Node
-from codesign.ir.kernels import Kernel, kernels
+from codesign.ir.kernels import Kernel, kernels, statistics_of_same_rows
 from codesign.ir.ops import get_op
 from codesign.ir.ops.registry import Template, Trait
 
@@ -112,7 +112,7 @@ def kernel_problem(graph: Graph, kernel: Kernel, tiers: Sequence[str] = ()) -> s
     a template (an extern), more than one heavy anchor, or a template that cannot express it
     (`Unfusable` / `Unsupported`, found by generating it). The `partition` pass asks this
     (`TritonBackend.partition_rules`) and splits such groups; `generate` refuses them."""
-    why = _shape_problem(kernel)
+    why = _shape_problem(graph, kernel)
     if why is None:
         try:
             _template(kernel)(graph, kernel, "probe", tiers=tiers)
@@ -121,12 +121,12 @@ def kernel_problem(graph: Graph, kernel: Kernel, tiers: Sequence[str] = ()) -> s
     return why
 
 
-def _shape_problem(kernel: Kernel) -> str | None:
+def _shape_problem(graph: Graph, kernel: Kernel) -> str | None:
     extern = [n for n in kernel.nodes if template_of(n) is None]
     if extern:
         return f"{extern[0].op} has no Triton template"
     anchors = [n for n in kernel.nodes if is_anchor(n)]
-    if len(anchors) > 1:
+    if len(anchors) > 1 and not statistics_of_same_rows(anchors, graph.types()):
         return (f"{len(anchors)} heavy anchors ({', '.join('%' + n.name for n in anchors[:4])}); "
                 "a Triton kernel is built around one")
     return None
@@ -165,7 +165,7 @@ def _generate(graph: Graph, tiers: Sequence[str]) -> Program:
                 except (Unfusable, Unsupported) as why:  # one node: its torch reference runs it
                     program.units.append(Extern(node, f"{node.op}: {why}"))
             continue
-        why = _shape_problem(kernel)
+        why = _shape_problem(graph, kernel)
         if why is None:
             try:
                 program.units.append(_template(kernel)(graph, kernel, namer(kernel_name(kernel)), tiers=tiers))
