@@ -444,6 +444,40 @@ graph @lone(%x: f32[1,4,6,6], %w: f32[4,4,3,3], %s: f32[1,4,6,6]) -> (f32[1,4,6,
     assert rel_err(mod(*inputs), run_graph(graph, inputs, state)[0]) <= F32_TOL
 
 
+def test_an_extern_convs_bias_is_added_by_its_readers():
+    """The conv runs without its bias (cuDNN's bias is another pass over the output); both
+    kernels reading it add it as they load; the result is unchanged. A conv returned by the
+    graph keeps its bias."""
+    from codesign.passes import PassContext
+    text = """
+graph @bias(%x: f32[1,4,6,6], %w: f32[8,4,3,3], %b: f32[8]) -> (f32[1,8,6,6], f32[1,8,6,6]) {
+  group 0 {kind = "pointwise"}
+  group 1 {kind = "pointwise"}
+  %c = conv(%x, %w, %b) {dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]} : f32[1,8,6,6]
+  %e = exp(%c) : f32[1,8,6,6] group(0)
+  %t = tanh(%c) : f32[1,8,6,6] group(1)
+  %u = mul(%t, %t) : f32[1,8,6,6] group(1)
+  return %e, %u
+}
+"""
+    graph = parse_graph(text)
+    ctx = PassContext()
+    split = partitioned(graph, ctx)
+    nodes = split.node_map()
+    assert nodes["c"].operands == ("x", "w")
+    adds = [n for n in split.nodes if n.op == "add"]
+    assert sorted(n.group for n in adds) == [0, 1] and all(n.operands[0] == "c" for n in adds)
+    (moved,) = [d for d in ctx.ledger.by_pass("partition") if d.data.get("rule") == "bias-epilogue"]
+    assert moved.subject == "%c" and moved.data["groups"] == [0, 1]
+    inputs, state = random_inputs(split)
+    mod = TritonModule(split, state, "test")
+    for got, want in zip(mod(*inputs), run_graph(graph, inputs, state)):
+        assert rel_err(got, want) <= F32_TOL
+    returned = parse_graph(text.replace("-> (f32[1,8,6,6], f32[1,8,6,6])", "-> (f32[1,8,6,6], f32[1,8,6,6], f32[1,8,6,6])")
+                           .replace("return %e, %u", "return %e, %u, %c"))
+    assert partitioned(returned).node_map()["c"].operands == ("x", "w", "b")
+
+
 def test_a_hand_written_plan_after_partition_is_what_runs():
     graph = parse_graph("""
 graph @plan(%x: f32[8,32], %w: f32[16,32], %v: f32[16,16]) -> (f32[8,16]) {

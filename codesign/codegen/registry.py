@@ -86,6 +86,8 @@ class PartitionRules:
     of literals only is dissolved (no kernel of its own).
     `library`: templates whose lone op the backend can hand to the vendor library instead
     (the pass chooses by the target's calibrated cost model, both times in the ledger).
+    `bias_in_readers`: an extern conv runs without its bias, which the generated kernels
+    reading its result add as they load it (cuDNN's bias is a separate pass over the output).
     `shared_anchors(anchors, types)`: whether several anchors of one group can still run as
     one kernel (Triton: reductions over one domain, each a statistic of the same rows).
     """
@@ -96,6 +98,7 @@ class PartitionRules:
     check: Callable[[Graph, "Kernel"], str | None]
     sink_layout: bool = True
     inline_literals: bool = True
+    bias_in_readers: bool = False
     library: tuple["Template", ...] = ()
     shared_anchors: Callable[[Sequence["Node"], Mapping[str, object]], bool] = lambda anchors, types: False
 

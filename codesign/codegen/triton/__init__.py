@@ -61,7 +61,7 @@ class TritonBackend(Backend):
                               regroup=lambda graph: fuse_simple(graph, keep_groups=True),
                               check=lambda graph, kernel: kernel_problem(graph, kernel, tiers),
                               library=(Template.gemm,),  # torch.matmul / F.linear: cuBLAS
-                              shared_anchors=statistics_of_same_rows)
+                              shared_anchors=statistics_of_same_rows, bias_in_readers=True)
 
     def build(self, graph, state, target, options) -> TritonModule:
         return TritonModule(graph, state, target, cache=bool(options.get("cache", True)),
