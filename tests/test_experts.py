@@ -86,11 +86,11 @@ def test_schedule_never_loses_to_a_baseline_and_reports_its_gap() -> None:
 
 def test_deterministic_schedule_gives_the_same_plan_twice() -> None:
     """compile() attaches the expert schedule to its plan: reruns must give the same one."""
-    trace = zipf_trace(12, 120, alpha=0.8, locality=0.3, seed=3)
+    trace = zipf_trace(12, 60, alpha=0.8, locality=0.3, seed=3)
     problem = problem_from_trace(trace, expert_bytes=[(1 + e % 3) * 10**9 for e in range(12)], capacity=6 * 10**9,
                                  bandwidth=1e12, compute=1.5e-3)
     options = IlpOptions(time_limit=0.5, deterministic=True)
-    first, second = (schedule(problem, window=50, options=options) for _ in range(2))
+    first, second = (schedule(problem, window=30, options=options) for _ in range(2))
     assert first.plan.to_json() == second.plan.to_json()
     assert [w.bound for w in first.windows] == [w.bound for w in second.windows]
 

@@ -55,8 +55,8 @@ def test_middle_layers_are_tied_to_the_template_layer(planned):
 def test_tied_plan_is_valid_and_no_slower_than_searching_every_layer(planned):
     graph, target = planned
     problem = build_problem(graph, target)
-    tied_plan = place(graph, target, time_limit=5, deterministic=True, repeat=True)
-    free_plan = place(graph, target, time_limit=5, deterministic=True, repeat=False)
+    tied_plan = place(graph, target, time_limit=2.5, deterministic=True, repeat=True)
+    free_plan = place(graph, target, time_limit=2.5, deterministic=True, repeat=False)
     assert {tier for p in tied_plan.tensors for tier, _ in p.shares} >= {"hbm", "ddr"}  # it had choices
     shares = {t.name: t.shares for t in tied_plan.tensors}
     assert all(shares[c] == shares[o] for c, o in ties(graph, problem).items())
@@ -69,8 +69,8 @@ def test_tied_plan_is_valid_and_no_slower_than_searching_every_layer(planned):
 
 def test_placement_is_deterministic_with_ties(planned):
     graph, target = planned
-    a = place(graph, target, time_limit=2, deterministic=True)
-    b = place(graph, target, time_limit=2, deterministic=True)
+    a = place(graph, target, time_limit=1, deterministic=True)
+    b = place(graph, target, time_limit=1, deterministic=True)
     assert (a.tensors, a.buffers, a.time) == (b.tensors, b.buffers, b.time)
 
 
