@@ -498,3 +498,27 @@ def test_monotone_in_is_conservative():
     assert monotone_in(d0 * 2 + d1 - 1, 0) and monotone_in((d0 + 3) // 2, 0) and monotone_in(d1, 0)
     assert not monotone_in(d0 * 2 + d0, 0)
     assert not monotone_in(d0 % 4, 0) and not monotone_in(d1 % 3 + d0, 0)
+
+
+@pytest.mark.parametrize("heads,kv_heads,lq,lk,causal", [(4, 4, 9, 9, False), (4, 2, 8, 8, True), (2, 1, 5, 11, False)])
+def test_attentions_library_form_means_the_reference(heads, kv_heads, lq, lk, causal):
+    """On CUDA the attention op runs torch's fused SDPA where it means the same: checked here
+    against the reference (on the CPU, where SDPA runs too) for GQA, causal and Lq != Lk."""
+    from codesign.ir.ops.contraction import library_attention_applies, sdpa
+    g = torch.Generator().manual_seed(heads * 100 + lk)
+    q = torch.randn(2, heads, lq, 16, generator=g)
+    k, v = (torch.randn(2, kv_heads, lk, 16, generator=g) for _ in range(2))
+    assert library_attention_applies(q, k, [], causal)
+    op = get_op("attention")
+    attrs = op.attr_values({"scale": 0.3, "causal": causal})
+    from codesign.ir.ops.registry import Call
+    reference = op.run(Call([q, k, v], attrs, TensorType(tuple(q.shape[:-1]) + (16,), DType.f32)))
+    assert torch.allclose(sdpa(q, k, v, 0.3, causal), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_attentions_library_form_is_refused_where_it_would_differ():
+    from codesign.ir.ops.contraction import library_attention_applies
+    q, k = torch.zeros(1, 2, 4, 8), torch.zeros(1, 2, 6, 8)
+    assert not library_attention_applies(q, k, [], causal=True)  # SDPA aligns causal top-left
+    assert not library_attention_applies(q, q, [torch.ones(4, 4, dtype=torch.bool)], causal=False)  # a masked row
+    assert not library_attention_applies(q[0, 0], q[0, 0], [], causal=False)  # no head dim

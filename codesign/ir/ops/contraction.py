@@ -273,8 +273,21 @@ def _attention_structure(ops: Sequence[TensorType], res: TensorType, attrs) -> S
     return Structure(domain, tuple(maps), AffineMap(n, (*batch, i_, e_)), "attention")
 
 
+def library_attention_applies(q: torch.Tensor, k: torch.Tensor, mask: Sequence[torch.Tensor], causal: bool) -> bool:
+    """Whether torch's fused attention (F.scaled_dot_product_attention: flash, memory-efficient
+    or cuDNN kernels) computes exactly what this op means: no mask (so no row is fully masked,
+    which SDPA's fused kernels and this op treat differently) and, when causal, as many keys as
+    queries (SDPA aligns a causal mask top-left, this op bottom-right)."""
+    return not mask and q.dim() >= 3 and (not causal or q.shape[-2] == k.shape[-2])
+
+
 def _attention_run(call: Call) -> torch.Tensor:
+    """On CUDA, where it means the same (`library_attention_applies`), the vendor's fused
+    kernels: what a kernel's library form (the choice against the generated flash kernel)
+    and the fallback run. Elsewhere the reference: scores, softmax in f32, weighted sum."""
     q, k, v, *mask = call.args
+    if q.is_cuda and library_attention_applies(q, k, mask, call.attrs["causal"]):
+        return sdpa(q, k, v, call.attrs["scale"], call.attrs["causal"])
     if q.dim() >= 3 and k.shape[-3] != q.shape[-3]:
         group = q.shape[-3] // k.shape[-3]
         k = k.repeat_interleave(group, dim=-3)
@@ -293,6 +306,14 @@ def _attention_run(call: Call) -> torch.Tensor:
     # a row whose every key is masked attends to nothing: 0, as SDPA's `_safe_softmax` gives
     probs = probs.masked_fill(torch.isneginf(scores).all(-1, keepdim=True), 0.0)
     return torch.matmul(probs.to(q.dtype), v)
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal: bool) -> torch.Tensor:
+    """F.scaled_dot_product_attention with grouped key / value heads repeated (GQA)."""
+    if k.shape[-3] != q.shape[-3]:
+        group = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
 
 
 register(OpDef(
