@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from math import prod
+from functools import lru_cache
 from typing import Mapping
 
 from codesign.ir.graph import Node
@@ -180,6 +181,24 @@ SECTOR_BYTES = 32  # the unit a GPU's memory system moves (a quarter of a line)
 
 
 def strided_share(node: Node, operand: int, types: Mapping[str, TensorType]) -> float:
+    """`access_share` of the node's op at its operand and result types (memoised: fusion
+    prices many candidate kernels holding the same nodes, and each evaluation walks 1,024
+    iterations)."""
+    attrs = tuple(sorted((k, _hashable(v)) for k, v in node.attrs.items()))
+    return access_share(node.op, attrs, tuple(types[o] for o in node.operands), node.type, operand)
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    return value
+
+
+@lru_cache(maxsize=4096)
+def access_share(op_name: str, attrs: tuple, operands: tuple[TensorType, ...], result: TensorType,
+                 operand: int) -> float:
     """The share of operand `operand`'s read that costs as a transpose: of the sectors one block
     of `STRIDED_WINDOW` consecutive iterations of the node's domain reads, those beyond what a
     contiguous read of as many elements needs, over the most there could be. Evaluated on the
@@ -189,14 +208,14 @@ def strided_share(node: Node, operand: int, types: Mapping[str, TensorType]) -> 
     planes (share 0.47); a transpose whose rows are longer than the block touches a new sector
     at every iteration (share 1); a contiguous or broadcast read, 0. A data-dependent read (a
     gather) is not priced as strided."""
-    op = get_op(node.op)
+    op = get_op(op_name)
     if op.structure is None:
         return 0.0
-    st = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    st = op.structure(list(operands), result, op.attr_values(dict(attrs)))
     amap = st.operand_maps[operand] if operand < len(st.operand_maps) else None
     if amap is None or not st.domain:
         return 0.0
-    source = types[node.operands[operand]]
+    source = operands[operand]
     itemsize = max(source.dtype.itemsize, 1)
     sizes = [max(d.size, 1) for d in st.domain]
     window = min(STRIDED_WINDOW, prod(sizes))
