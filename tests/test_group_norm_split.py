@@ -123,3 +123,26 @@ def test_options_are_checked():
         PassManager("split-group-norm{when=sometimes}")
     with pytest.raises(ValueError, match="chunk=0"):
         PassManager("split-group-norm{chunk=0}")
+
+
+class HandWrittenNorm(nn.Module):
+    """A channels-first layer norm as HF's ConvNeXt writes it: a mean, then the mean of the
+    squared deviations from it, over the same rows."""
+
+    def forward(self, x):
+        u = x.mean(1, keepdim=True)
+        v = (x - u).pow(2).mean(1, keepdim=True)
+        return (x - u) / torch.sqrt(v + 1e-6)
+
+
+@pytest.mark.parametrize("target,backend", [("cpu-host", "cpp"), ("h200", "triton")])
+def test_statistics_of_the_same_rows_are_one_kernel(target, backend):
+    """Fusion's `same-rows` rule: both means (the second reading the first) in one group, which
+    each backend runs as one kernel that matches eager."""
+    x = torch.randn(2, 16, 5, 7) * 3 + 1
+    cm = codesign.compile(HandWrittenNorm(), (x,), target=target, backend=backend)
+    graph = cm.graph_for(backend)
+    means = [n for n in graph.nodes if n.op == "mean"]
+    assert len(means) == 2 and means[0].group is not None and means[0].group == means[1].group
+    fresh = torch.randn(2, 16, 5, 7) * 3 + 1
+    assert rel_err(cm(fresh), HandWrittenNorm()(fresh)) <= 1e-5

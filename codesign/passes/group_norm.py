@@ -67,14 +67,21 @@ def split_group_norm(b: GraphBuilder, node: Node, chunk: int) -> int:
     def chunked() -> str:  # each reader casts for itself, so the cast fuses into its reader
         read = x if xt.dtype is work else b.add("cast", [x], {"dtype": work.value}, hint=f"{x}_{work.value}")
         return b.reshape(read, (n, c, s, spatial // s))
-    chunk_mean = b.add("mean", [chunked()], {"dims": (3,), "keepdim": False}, hint=f"{hint}.chunk_mean")
-    chunk_var = b.add("var", [chunked()], {"dims": (3,), "keepdim": False, "correction": 0},
+
+    def squared_deviation(values: str, mean: str) -> str:
+        d = b.add("sub", [values, mean])
+        return b.add("mul", [d, d])
+    # each statistic is a mean of the same rows: one row kernel computes both (`same-rows`),
+    # the second pass reading the first's result (a two-pass variance)
+    chunk_mean = b.add("mean", [chunked()], {"dims": (3,), "keepdim": True}, hint=f"{hint}.chunk_mean")
+    chunk_var = b.add("mean", [squared_deviation(chunked(), chunk_mean)], {"dims": (3,), "keepdim": True},
                       hint=f"{hint}.chunk_var")
     cg = c // groups
     means, variances = b.reshape(chunk_mean, (n, groups, cg * s)), b.reshape(chunk_var, (n, groups, cg * s))
     mean = b.add("mean", [means], {"dims": (2,), "keepdim": True}, hint=f"{hint}.mean")
     within = b.add("mean", [variances], {"dims": (2,), "keepdim": True}, hint=f"{hint}.within")
-    between = b.add("var", [means], {"dims": (2,), "keepdim": True, "correction": 0}, hint=f"{hint}.between")
+    between = b.add("mean", [squared_deviation(means, mean)], {"dims": (2,), "keepdim": True},
+                    hint=f"{hint}.between")
     var = b.add("add", [within, between], hint=f"{hint}.var")
     rstd = b.add("rsqrt", [b.add("add", [var, b.constant(eps, work)])], hint=f"{hint}.rstd")
     per_channel = (n, c) + (1,) * (xt.rank - 2)  # a group's statistic for each of its channels
