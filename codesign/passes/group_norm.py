@@ -136,7 +136,7 @@ class SplitGroupNorm(Pass):
             b.loc = node.loc
             s = split_group_norm(b, node, self.chunk)
             del b.types[b.nodes[-1].name]  # the result keeps the group norm's name: readers are unchanged
-            b.nodes[-1] = b.nodes[-1].with_(name=node.name, loc=node.loc)
+            b.nodes[-1] = b.nodes[-1].with_(name=node.name, loc=node.loc, group=node.group)  # after fuse: its group
             x = b.types[node.operands[0]]
             rows = x.shape[0] * x.shape[1] * s
             ctx.ledger.record(self.name, f"%{node.name}", "split",

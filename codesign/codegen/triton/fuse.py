@@ -96,17 +96,19 @@ def _join(graph: Graph, cheap: set[str], stage: dict[str, int] | None, check: bo
 NEARBY = 64  # how far apart (in nodes) two statistics may be to share a kernel
 
 
-def _statistic_partner(node: Node, earlier: list[str], nodes: dict[str, Node], position: dict[str, int],
-                       types) -> str | None:
+def _statistic_partner(node: Node, earlier: list[str], owner: dict[str, int], nodes: dict[str, Node],
+                       position: dict[str, int], types) -> str | None:
     """An earlier statistic whose row kernel `node` can join: of the same rows
-    (`statistics_of_same_rows`), close by, and independent of it — no path from one to the other,
-    so the joined group stays convex."""
+    (`statistics_of_same_rows`), close by, and independent of every statistic already in that
+    kernel — no path from one to the other, so the joined group stays convex."""
     if template_of(node) not in STATISTICS:
         return None
     for name in reversed(earlier[-8:]):
         if position[node.name] - position[name] > NEARBY:
             break
-        if statistics_of_same_rows([nodes[name], node], types) and not _reaches(node, name, nodes, position):
+        members = [m for m in earlier if owner.get(m) == owner[name]]
+        if statistics_of_same_rows([nodes[name], node], types) \
+                and not any(_reaches(node, m, nodes, position) for m in members):
             return name
     return None
 
@@ -124,9 +126,11 @@ def _reaches(node: Node, ancestor: str, nodes: dict[str, Node], position: dict[s
     return False
 
 
-def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
+def fuse_simple(graph: Graph, keep_groups: bool = False, share_statistics: bool = True) -> Graph:
     """Greedy anchor fusion: epilogues into matmul / attention / norms, prologues of
-    layout and pointwise nodes into their only consumer's group, pointwise chains together.
+    layout and pointwise nodes into their only consumer's group, pointwise chains together,
+    independent statistics of the same rows into one row kernel (`share_statistics`; where
+    that would make some group not convex, the grouping is redone without it).
     With `keep_groups`, existing groups stay as they are and only ungrouped nodes are grouped."""
     users = graph.users()
     nodes = graph.node_map()
@@ -144,16 +148,18 @@ def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
                 kinds[n.group] = dict(existing[n.group].attrs) if n.group in existing else {"kind": "pointwise"}
         next_id = max(kinds, default=-1) + 1
     statistics: list[str] = []  # the row statistics anchored so far: a later one may share their kernel
+    shared = False
     for n in graph.nodes:
         if _anchor_kind(n) is not None and n.name not in owner:
-            partner = _statistic_partner(n, statistics, nodes, position, types)
+            partner = _statistic_partner(n, statistics, owner, nodes, position, types) if share_statistics else None
+            if template_of(n) in STATISTICS:
+                statistics.append(n.name)
             if partner is not None:
                 owner[n.name] = owner[partner]
+                shared = True
                 continue
             owner[n.name], kinds[next_id], anchors[next_id] = next_id, _anchor_kind(n), n.name
             next_id += 1
-            if template_of(n) in STATISTICS:
-                statistics.append(n.name)
     # epilogues: later pointwise / reshape nodes of the anchor's size that read the group
     # and otherwise only values defined before the anchor (so the group stays convex)
     inputs = {i.name for i in graph.inputs}
@@ -205,5 +211,8 @@ def fuse_simple(graph: Graph, keep_groups: bool = False) -> Graph:
             g = next_id + n.group
             owner[n.name] = g
             kinds[g] = "pointwise"
-    return _regroup(graph, owner, kinds, anchors)
+    out = _regroup(graph, owner, kinds, anchors)
+    if out is graph and shared:
+        return fuse_simple(graph, keep_groups, share_statistics=False)
+    return out
 
