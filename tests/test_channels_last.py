@@ -156,11 +156,11 @@ def test_convnext_keeps_nhwc_between_convs():
 
 def test_resnet_block_kernels_as_many_as_nchw():
     """The permutes fold into the batch-norm kernels' loads and stores: the NHWC program has
-    the NCHW one's kernels plus the input's conversion."""
+    the NCHW one's kernels plus at most the input's conversion."""
     model, x = _model("resnet")
     on = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="triton").program("triton")
     off = codesign.compile(model, (x,), target=H200_STRUCTURAL, backend="triton", pipeline=OFF).program("triton")
-    assert on.kernel_count == off.kernel_count + 1
+    assert on.kernel_count <= off.kernel_count + 1  # the conversion may join its reader (lone-producer)
 
 
 def test_off_switch_and_cpu_targets_leave_the_graph_unchanged():

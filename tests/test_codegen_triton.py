@@ -444,6 +444,31 @@ graph @lone(%x: f32[1,4,6,6], %w: f32[4,4,3,3], %s: f32[1,4,6,6]) -> (f32[1,4,6,
     assert rel_err(mod(*inputs), run_graph(graph, inputs, state)[0]) <= F32_TOL
 
 
+def test_a_group_of_cheap_nodes_read_by_one_group_joins_it():
+    """A weight's cast and reshape, grouped alone, read only by the normalisation: one kernel."""
+    from codesign.passes import PassContext
+    graph = parse_graph("""
+graph @param(%x: f32[2,8,5], %w: f16[8]) -> (f32[2,8,5]) {
+  group 0 {kind = "pointwise"}
+  group 1 {kind = "pointwise"}
+  %c = cast(%w) {dtype = "f32"} : f32[8] group(0)
+  %r = reshape(%c) {shape = [8, 1]} : f32[8,1] group(0)
+  %m = mul(%x, %r) : f32[2,8,5] group(1)
+  %t = tanh(%m) : f32[2,8,5] group(1)
+  return %t
+}
+""")
+    ctx = PassContext()
+    split = partitioned(graph, ctx)
+    assert {n.group for n in split.nodes} == {1} and [g.id for g in split.groups] == [1]
+    moved = [d.subject for d in ctx.ledger.by_pass("partition") if d.data.get("rule") == "lone-producer"]
+    assert "%c" in moved  # (the reshape moves there first: sink-layout)
+    inputs, state = random_inputs(split)
+    mod = TritonModule(split, state, "test")
+    assert jit_count(mod.source) == 1
+    assert rel_err(mod(*inputs), run_graph(graph, inputs, state)[0]) <= F32_TOL
+
+
 def test_an_extern_convs_bias_is_added_by_its_readers():
     """The conv runs without its bias (cuDNN's bias is another pass over the output); both
     kernels reading it add it as they load; the result is unchanged. A conv returned by the

@@ -17,7 +17,8 @@ the rule and what the nodes became in `data`):
    its templates cannot express (`PartitionRules.check` says why), splits into the
    backend's regrouping of its nodes — or into lone nodes when that gives the group back;
 4. `lone-producer`: a pointwise or layout node a split left alone (a cast fused after an
-   extern conv) joins the one group that reads it, when all it reads precedes that group and
+   extern conv), or a group of such nodes only (a weight's cast and reshape), joins the one
+   group that reads it, when all it reads precedes that group and
    the backend can still run the group;
    `bias-epilogue` (where the backend asks for it, `PartitionRules.bias_in_readers`:
    Triton): an extern conv whose every reader is in a generated group runs without its
@@ -271,43 +272,69 @@ def _split_anchors(graph: Graph, rules, record: Record, fresh: _Ids, backend: st
 # -- 3b. lone cheap producers into their one reader ---------------------------------------------------
 def _join_lone_producers(graph: Graph, rules, record: Record) -> Graph:
     """A pointwise or layout node left alone by a split (a cast fused after an extern conv,
-    read by the normalisation that follows) joins the one group that reads it, when
-    everything it reads precedes that group's first node — nothing it reads can then depend
-    on the group, so the group stays convex — and the backend can still run the group.
-    Alone it would be a kernel writing its result to memory for one reader."""
+    read by the normalisation that follows) — or a group of such nodes only (a weight's cast
+    and reshape) — joins the one group that reads it, when everything it reads precedes that
+    group's first node — nothing it reads can then depend on the group, so the group stays
+    convex — and the backend can still run the group. Alone it would be a kernel writing its
+    result to memory for one reader."""
     users = graph.users()
     position = {n.name: i for i, n in enumerate(graph.nodes)}
     first: dict[int, int] = {}
+    members: dict[int, list[Node]] = {}
     for n in graph.nodes:
         if n.group is not None:
             first.setdefault(n.group, position[n.name])
+            members.setdefault(n.group, []).append(n)
+    units = [[n] for n in graph.nodes if n.group is None] + list(members.values())
+    units.sort(key=lambda unit: -position[unit[-1].name])
     joins: dict[str, int] = {}
-    for n in reversed(graph.nodes):
-        if n.group is not None or n.name in graph.outputs or get_op(n.op).kind not in (OpKind.pointwise, OpKind.layout) \
-                or rules.template_of(n) is None or rules.anchor(n):
+    for unit in units:
+        names = {n.name for n in unit}
+        if any(n.name in graph.outputs or get_op(n.op).kind not in (OpKind.pointwise, OpKind.layout)
+               or rules.template_of(n) is None or rules.anchor(n) for n in unit):
             continue
-        readers = {joins.get(u.name, u.group) for u in users.get(n.name, [])}
-        if len(readers) != 1 or None in readers:
+        readers = {joins.get(u.name, u.group) for n in unit for u in users.get(n.name, []) if u.name not in names}
+        if len(readers) != 1 or None in readers or readers == {unit[0].group}:
             continue
         g = readers.pop()
-        if all(position.get(o, -1) < first[g] for o in n.operands):
-            joins[n.name] = g
-            first[g] = position[n.name]
+        reads = {o for n in unit for o in n.operands if o not in names}
+        if _recomputes_arithmetic(unit, names, users, members.get(g, [])):
+            continue
+        if all(position.get(o, -1) < first[g] for o in reads):
+            joins.update({n.name: g for n in unit})
+            first[g] = min(first[g], position[unit[0].name])
     if not joins:
         return graph
-    joined = Graph(graph.name, graph.inputs, tuple(n.with_(group=joins.get(n.name, n.group)) for n in graph.nodes),
-                   graph.outputs, graph.groups)
+
+    def joined_graph(joins: dict[str, int]) -> Graph:
+        nodes = tuple(n.with_(group=joins.get(n.name, n.group)) for n in graph.nodes)
+        used = {n.group for n in nodes}
+        return Graph(graph.name, graph.inputs, nodes, graph.outputs, tuple(g for g in graph.groups if g.id in used))
+    joined = joined_graph(joins)
     targets = set(joins.values())
     refused = {k.group.id for k in kernels(joined) if k.group is not None and k.group.id in targets
                and rules.check(joined, k) is not None}
     if refused:
         joins = {n: g for n, g in joins.items() if g not in refused}
-        joined = Graph(graph.name, graph.inputs, tuple(n.with_(group=joins.get(n.name, n.group)) for n in graph.nodes),
-                       graph.outputs, graph.groups)
+        joined = joined_graph(joins)
+    old_group = {n.name: n.group for n in graph.nodes}
     for name, g in joins.items():
-        record(f"%{name}", "moved", f"alone, and read only by group {g}: it joins it (no kernel writing it "
+        was = f"group {old_group[name]}" if old_group[name] is not None else "alone"
+        record(f"%{name}", "moved", f"{was}, and read only by group {g}: it joins it (no kernel writing it "
                "to memory)", rule="lone-producer", group=g)
     return joined
+
+
+def _recomputes_arithmetic(unit: list[Node], names: set[str], users, group: list[Node]) -> bool:
+    """Whether joining `unit` into `group` would compute its arithmetic more than once per
+    element: a value smaller than the group's largest is read broadcast, so only casts and
+    layout ops (free in the loads) may be recomputed that way."""
+    largest = max((n.type.numel for n in group), default=0)
+    smaller = any(n.type.numel < largest for n in unit if any(u.name not in names for u in users.get(n.name, [])))
+    return smaller and any(get_op(n.op).kind is not OpKind.layout and get_op(n.op) is not CAST for n in unit)
+
+
+CAST = get_op("cast")
 
 
 # -- 3c. an extern conv's bias into the kernels that read it -------------------------------------------
