@@ -21,14 +21,9 @@ import torch.nn.functional as F
 from codesign.ir.affine import AffineMap
 from codesign.ir.graph import Node
 from codesign.ir.ops.layout import reshape_map
-from codesign.ir.ops.registry import Structure, Template, get_op
+from codesign.ir.ops.registry import Structure, Template, get_op, node_structure  # noqa: F401  (re-exported)
 from codesign.ir.scalar import is_plain_load
 from codesign.ir.types import TensorType
-
-
-def node_structure(node: Node, types: Mapping[str, TensorType]) -> Structure:
-    op = get_op(node.op)
-    return op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
 
 
 @lru_cache(maxsize=None)

@@ -13,13 +13,13 @@ learns from them, so both read one definition.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from math import prod
 from functools import lru_cache
+from math import prod
 from typing import Mapping
 
 from codesign.ir.graph import Node
 from codesign.ir.kernels import Kernel, kernel_anchor
-from codesign.ir.ops import OpKind, Template, get_op
+from codesign.ir.ops import OpKind, Template, get_op, node_structure
 from codesign.ir.scalar import FLOAT_ONLY, Apply, walk
 from codesign.ir.types import TensorType
 
@@ -78,7 +78,7 @@ def special_count(node: Node, types: Mapping[str, TensorType]) -> int:
         return node.type.numel // max(node.type.shape[-1], 1) if node.type.shape else 1
     if op.structure is None:
         return 0
-    expr = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs)).expr
+    expr = node_structure(node, types).expr
     if expr is None:
         return 0
     per_element = sum(1 for e in walk(expr) if isinstance(e, Apply) and e.prim in FLOAT_ONLY)
@@ -189,11 +189,8 @@ def strided_share(node: Node, operand: int, types: Mapping[str, TensorType]) -> 
 
 
 def _hashable(value):
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    return value
+    """An attribute value as a memo key: lists as tuples (what the attribute specs take)."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 @lru_cache(maxsize=4096)

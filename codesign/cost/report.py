@@ -10,7 +10,7 @@ from rich.table import Table
 from codesign.cost.model import CostModel, GraphCost, peak_flops
 from codesign.ir.graph import Graph
 from codesign.ir.kernels import Kernel, kernels
-from codesign.ir.ops import OpKind, get_op
+from codesign.ir.ops import OpKind, get_op, node_structure
 from codesign.ir.scalar import Load, walk
 from codesign.ir.types import DType
 from codesign.targets import Target
@@ -42,7 +42,7 @@ def is_eager_view(node, types) -> bool:
     op = get_op(node.op)
     if op.kind is not OpKind.layout or len(node.operands) != 1:
         return False
-    expr = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs)).expr
+    expr = node_structure(node, types).expr
     return expr is None or not any(isinstance(e, Load) and e.valid is not None for e in walk(expr))
 
 

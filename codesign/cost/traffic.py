@@ -20,7 +20,7 @@ from typing import Mapping
 
 from codesign.ir.affine import Dim
 from codesign.ir.graph import Node
-from codesign.ir.ops import IterKind, Template, get_op
+from codesign.ir.ops import IterKind, Template, get_op, node_structure
 from codesign.ir.types import TensorType
 from codesign.targets import Target
 
@@ -36,7 +36,7 @@ def gemm_loops(node: Node, types: Mapping[str, TensorType]
     op = get_op(node.op)
     if op.template not in (Template.gemm, Template.conv):
         return None
-    s = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    s = node_structure(node, types)
     a, b = s.operand_maps[0], s.operand_maps[1]
     a_plain = {e.index for e in a.results if isinstance(e, Dim)}
     b_used = b.dims_used()

@@ -15,7 +15,7 @@ from math import prod
 from codesign.fusion.partition import anchor_of
 from codesign.ir.graph import Graph, Node
 from codesign.ir.kernels import Kernel
-from codesign.ir.ops import OpKind, Template, get_op
+from codesign.ir.ops import OpKind, Template, get_op, node_structure
 from codesign.ir.types import TensorType
 from codesign.targets import Target
 
@@ -54,8 +54,7 @@ class WorkingSet:
 
 def _row(node: Node, types: dict[str, TensorType]) -> int:
     """Elements of one reduction row (the extent of the reduced loops)."""
-    op = get_op(node.op)
-    structure = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    structure = node_structure(node, types)
     return prod(d.size for d in structure.domain if d.kind.value == "reduction") or 1
 
 

@@ -3,7 +3,7 @@
 from codesign.ir.affine import AffineMap, Const, Dim
 from codesign.ir.graph import Graph, Group, Input, InputKind, Node
 from codesign.ir.interpreter import InterpreterError, run_graph
-from codesign.ir.ops import OPS, OpDef, OpKind, Structure, get_op
+from codesign.ir.ops import OPS, OpDef, OpKind, Structure, get_op, node_structure
 from codesign.ir.parser import ParseError, decode_ir, load_graph, parse_graph
 from codesign.ir.plan import GroupPlan, PlanError, chip_rereads
 from codesign.ir.printer import print_graph
@@ -13,9 +13,7 @@ from codesign.ir.verifier import VerifyError, diagnose, verify
 
 def structure_of(graph: Graph, node: Node) -> Structure:
     """The `linalg.generic` view (domain, maps, body) of one node of `graph`."""
-    types = graph.types()
-    op = get_op(node.op)
-    return op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    return node_structure(node, graph.types())
 
 
 __all__ = ["MAX_TENSOR_BYTES", "AffineMap", "Const", "Dim", "DType", "Graph", "Group", "GroupPlan", "Input", "InputKind",

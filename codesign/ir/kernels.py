@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import networkx as nx
 
 from codesign.ir.graph import Graph, Group, Node
-from codesign.ir.ops import IterKind, OpKind, Template, Trait, get_op
+from codesign.ir.ops import IterKind, OpKind, Template, Trait, get_op, node_structure
 from codesign.ir.plan import LAYER
 
 # Nodes that carry a kernel's main loop nest; at most one per group, except the pairs
@@ -33,8 +33,7 @@ STATISTICS = frozenset({Template.reduce, Template.variance})
 
 
 def _rows(node: Node, types) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    op = get_op(node.op)
-    st = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    st = node_structure(node, types)
     return types[node.operands[0]].shape, tuple(i for i, d in enumerate(st.domain) if d.kind is IterKind.reduction)
 
 

@@ -48,7 +48,7 @@ from typing import Callable, ClassVar
 
 from codesign.ir.graph import Graph, Group, Node
 from codesign.ir.kernels import Kernel, group_kind, kernels
-from codesign.ir.ops import OpKind, Template, get_op
+from codesign.ir.ops import OpKind, Template, get_op, node_structure
 from codesign.ir.plan import GroupPlan
 from codesign.ir.scalar import Lit
 from codesign.passes.manager import PassContext
@@ -269,132 +269,6 @@ def _split_anchors(graph: Graph, rules, record: Record, fresh: _Ids, backend: st
     return result
 
 
-# -- 3b. lone cheap producers into their one reader ---------------------------------------------------
-def _join_lone_producers(graph: Graph, rules, record: Record) -> Graph:
-    """A pointwise or layout node left alone by a split (a cast fused after an extern conv,
-    read by the normalisation that follows) — or a group of such nodes only (a weight's cast
-    and reshape) — joins the one group that reads it, when everything it reads precedes that
-    group's first node — nothing it reads can then depend on the group, so the group stays
-    convex — and the backend can still run the group. Alone it would be a kernel writing its
-    result to memory for one reader."""
-    users = graph.users()
-    position = {n.name: i for i, n in enumerate(graph.nodes)}
-    first: dict[int, int] = {}
-    members: dict[int, list[Node]] = {}
-    for n in graph.nodes:
-        if n.group is not None:
-            first.setdefault(n.group, position[n.name])
-            members.setdefault(n.group, []).append(n)
-    units = [[n] for n in graph.nodes if n.group is None] + list(members.values())
-    units.sort(key=lambda unit: -position[unit[-1].name])
-    joins: dict[str, int] = {}
-    for unit in units:
-        names = {n.name for n in unit}
-        if any(n.name in graph.outputs or get_op(n.op).kind not in (OpKind.pointwise, OpKind.layout)
-               or rules.template_of(n) is None or rules.anchor(n) for n in unit):
-            continue
-        readers = {joins.get(u.name, u.group) for n in unit for u in users.get(n.name, []) if u.name not in names}
-        if len(readers) != 1 or None in readers or readers == {unit[0].group}:
-            continue
-        g = readers.pop()
-        reads = {o for n in unit for o in n.operands if o not in names}
-        if _recomputes_arithmetic(unit, names, users, members.get(g, [])):
-            continue
-        if all(position.get(o, -1) < first[g] for o in reads):
-            joins.update({n.name: g for n in unit})
-            first[g] = min(first[g], position[unit[0].name])
-    if not joins:
-        return graph
-
-    def joined_graph(joins: dict[str, int]) -> Graph:
-        nodes = tuple(n.with_(group=joins.get(n.name, n.group)) for n in graph.nodes)
-        used = {n.group for n in nodes}
-        return Graph(graph.name, graph.inputs, nodes, graph.outputs, tuple(g for g in graph.groups if g.id in used))
-    joined = joined_graph(joins)
-    targets = set(joins.values())
-    refused = {k.group.id for k in kernels(joined) if k.group is not None and k.group.id in targets
-               and rules.check(joined, k) is not None}
-    if refused:
-        joins = {n: g for n, g in joins.items() if g not in refused}
-        joined = joined_graph(joins)
-    old_group = {n.name: n.group for n in graph.nodes}
-    for name, g in joins.items():
-        was = f"group {old_group[name]}" if old_group[name] is not None else "alone"
-        record(f"%{name}", "moved", f"{was}, and read only by group {g}: it joins it (no kernel writing it "
-               "to memory)", rule="lone-producer", group=g)
-    return joined
-
-
-def _recomputes_arithmetic(unit: list[Node], names: set[str], users, group: list[Node]) -> bool:
-    """Whether joining `unit` into `group` would compute its arithmetic more than once per
-    element: a value smaller than the group's largest is read broadcast, so only casts and
-    layout ops (free in the loads) may be recomputed that way."""
-    largest = max((n.type.numel for n in group), default=0)
-    smaller = any(n.type.numel < largest for n in unit if any(u.name not in names for u in users.get(n.name, [])))
-    return smaller and any(get_op(n.op).kind is not OpKind.layout and get_op(n.op) is not CAST for n in unit)
-
-
-CAST = get_op("cast")
-
-
-# -- 3c. an extern conv's bias into the kernels that read it -------------------------------------------
-def _bias_into_readers(graph: Graph, rules, record: Record) -> Graph:
-    """An extern conv with a bias whose every reader is in a generated group runs without
-    the bias; each reading group adds it (a broadcast add, computed as it loads the conv's
-    result). The library's bias is a separate pass over the whole output (cuDNN then torch's
-    add: 1.5 ms of SD-VAE's decoder on an H200); in the readers it costs nothing. A group the
-    backend then cannot run keeps its conv's bias as before."""
-    def eligible(n: Node, users) -> bool:
-        readers = users.get(n.name, [])
-        return (get_op(n.op).template is Template.conv and rules.template_of(n) is None and len(n.operands) == 3
-                and n.name not in graph.outputs and bool(readers)
-                and all(u.group is not None and rules.template_of(u) is not None for u in readers))
-    users = graph.users()
-    convs = {n.name for n in graph.nodes if eligible(n, users)}
-    if not convs:
-        return graph
-    rewritten, groups = _without_bias(graph, convs, users)
-    kernels_by_group = {k.group.id: k for k in kernels(rewritten) if k.group is not None}
-    refused = {g for g in set().union(*groups.values()) if rules.check(rewritten, kernels_by_group[g]) is not None}
-    if refused:
-        convs = {c for c in convs if not groups[c] & refused}
-        if not convs:
-            return graph
-        rewritten, groups = _without_bias(graph, convs, users)
-    for name in sorted(convs, key=[n.name for n in graph.nodes].index):
-        record(f"%{name}", "moved", f"its bias is added by the {len(groups[name])} kernel(s) that read it "
-               "(no separate pass over the output)", rule="bias-epilogue", groups=sorted(groups[name]))
-    return rewritten
-
-
-def _without_bias(graph: Graph, convs: set[str], users) -> tuple[Graph, dict[str, set[int]]]:
-    """`graph` with the convs `convs` bias-free and their bias added in each reading group."""
-    from codesign.ir.builder import GraphBuilder
-    b = GraphBuilder(graph.name, list(graph.inputs), [], dict(graph.types()))
-    biased: dict[tuple[str, int], str] = {}  # (conv, reader group) → the biased value
-    groups: dict[str, set[int]] = {}
-    for n in graph.nodes:
-        if n.name in convs:
-            x, w, bias = n.operands
-            op = get_op(n.op)
-            st = op.structure([b.types[o] for o in n.operands], n.type, op.attr_values(n.attrs))
-            axis = st.result_map.results.index(st.operand_maps[2].results[0])  # the channel dim
-            b.nodes.append(n.with_(operands=(x, w)))  # same name, group and plan: only the bias leaves
-            bare = n.name
-            shape = (b.types[bias].shape[0],) + (1,) * (n.type.rank - 1 - axis)
-            groups[n.name] = {u.group for u in users[n.name]}
-            for g in sorted(groups[n.name]):
-                per = b.reshape(bias, shape) if len(shape) > 1 else bias
-                if per != bias:
-                    b.nodes[-1] = b.nodes[-1].with_(group=g)
-                biased[n.name, g] = b.add("add", [bare, per], hint=f"{n.name}.biased")
-                b.nodes[-1] = b.nodes[-1].with_(group=g, loc=n.loc)
-            continue
-        operands = tuple(biased.get((o, n.group), o) for o in n.operands)
-        b.nodes.append(n if operands == n.operands else n.with_(operands=operands))
-    return Graph(graph.name, graph.inputs, tuple(b.nodes), graph.outputs, graph.groups), groups
-
-
 # -- 2. trailing layout ops into their reader --------------------------------------------------------
 def _sink_layout_ops(graph: Graph, rules, record: Record) -> Graph:
     """Move a group's trailing layout ops (slice, reshape, permute of its result) into the one
@@ -520,6 +394,132 @@ def _split_unrunnable(graph: Graph, rules, record: Record, fresh: _Ids, backend:
     if [n.name for k in kernels(result) for n in k.nodes] != order:  # run the parts where the group ran
         result = _regrouped(graph, assign, plans, order)
     return result
+
+
+# -- 3b. lone cheap producers into their one reader ---------------------------------------------------
+def _join_lone_producers(graph: Graph, rules, record: Record) -> Graph:
+    """A pointwise or layout node left alone by a split (a cast fused after an extern conv,
+    read by the normalisation that follows) — or a group of such nodes only (a weight's cast
+    and reshape) — joins the one group that reads it, when everything it reads precedes that
+    group's first node — nothing it reads can then depend on the group, so the group stays
+    convex — and the backend can still run the group. Alone it would be a kernel writing its
+    result to memory for one reader."""
+    users = graph.users()
+    position = {n.name: i for i, n in enumerate(graph.nodes)}
+    first: dict[int, int] = {}
+    members: dict[int, list[Node]] = {}
+    for n in graph.nodes:
+        if n.group is not None:
+            first.setdefault(n.group, position[n.name])
+            members.setdefault(n.group, []).append(n)
+    units = [[n] for n in graph.nodes if n.group is None] + list(members.values())
+    units.sort(key=lambda unit: -position[unit[-1].name])
+    joins: dict[str, int] = {}
+    for unit in units:
+        names = {n.name for n in unit}
+        if any(n.name in graph.outputs or get_op(n.op).kind not in (OpKind.pointwise, OpKind.layout)
+               or rules.template_of(n) is None or rules.anchor(n) for n in unit):
+            continue
+        readers = {joins.get(u.name, u.group) for n in unit for u in users.get(n.name, []) if u.name not in names}
+        if len(readers) != 1 or None in readers or readers == {unit[0].group}:
+            continue
+        g = readers.pop()
+        reads = {o for n in unit for o in n.operands if o not in names}
+        if _recomputes_arithmetic(unit, names, users, members.get(g, [])):
+            continue
+        if all(position.get(o, -1) < first[g] for o in reads):
+            joins.update({n.name: g for n in unit})
+            first[g] = min(first[g], position[unit[0].name])
+    if not joins:
+        return graph
+
+    def joined_graph(joins: dict[str, int]) -> Graph:
+        nodes = tuple(n.with_(group=joins.get(n.name, n.group)) for n in graph.nodes)
+        used = {n.group for n in nodes}
+        return Graph(graph.name, graph.inputs, nodes, graph.outputs, tuple(g for g in graph.groups if g.id in used))
+    joined = joined_graph(joins)
+    targets = set(joins.values())
+    refused = {k.group.id for k in kernels(joined) if k.group is not None and k.group.id in targets
+               and rules.check(joined, k) is not None}
+    if refused:
+        joins = {n: g for n, g in joins.items() if g not in refused}
+        joined = joined_graph(joins)
+    old_group = {n.name: n.group for n in graph.nodes}
+    for name, g in joins.items():
+        was = f"group {old_group[name]}" if old_group[name] is not None else "alone"
+        record(f"%{name}", "moved", f"{was}, and read only by group {g}: it joins it (no kernel writing it "
+               "to memory)", rule="lone-producer", group=g)
+    return joined
+
+
+def _recomputes_arithmetic(unit: list[Node], names: set[str], users, group: list[Node]) -> bool:
+    """Whether joining `unit` into `group` would compute its arithmetic more than once per
+    element: a value smaller than the group's largest is read broadcast, so only casts and
+    layout ops (free in the loads) may be recomputed that way."""
+    largest = max((n.type.numel for n in group), default=0)
+    smaller = any(n.type.numel < largest for n in unit if any(u.name not in names for u in users.get(n.name, [])))
+    return smaller and any(get_op(n.op).kind is not OpKind.layout and get_op(n.op) is not CAST for n in unit)
+
+
+CAST = get_op("cast")
+
+
+# -- 3c. an extern conv's bias into the kernels that read it -------------------------------------------
+def _bias_into_readers(graph: Graph, rules, record: Record) -> Graph:
+    """An extern conv with a bias whose every reader is in a generated group runs without
+    the bias; each reading group adds it (a broadcast add, computed as it loads the conv's
+    result). The library's bias is a separate pass over the whole output (cuDNN then torch's
+    add: 1.5 ms of SD-VAE's decoder on an H200); in the readers it costs nothing. A group the
+    backend then cannot run keeps its conv's bias as before."""
+    def eligible(n: Node, users) -> bool:
+        readers = users.get(n.name, [])
+        return (get_op(n.op).template is Template.conv and rules.template_of(n) is None and len(n.operands) == 3
+                and n.name not in graph.outputs and bool(readers)
+                and all(u.group is not None and rules.template_of(u) is not None for u in readers))
+    users = graph.users()
+    convs = {n.name for n in graph.nodes if eligible(n, users)}
+    if not convs:
+        return graph
+    rewritten, groups = _without_bias(graph, convs, users)
+    kernels_by_group = {k.group.id: k for k in kernels(rewritten) if k.group is not None}
+    refused = {g for g in set().union(*groups.values()) if rules.check(rewritten, kernels_by_group[g]) is not None}
+    if refused:
+        convs = {c for c in convs if not groups[c] & refused}
+        if not convs:
+            return graph
+        rewritten, groups = _without_bias(graph, convs, users)
+    for n in graph.nodes:
+        if n.name in convs:
+            record(f"%{n.name}", "moved", f"its bias is added by the {len(groups[n.name])} kernel(s) that read it "
+                   "(no separate pass over the output)", rule="bias-epilogue", groups=sorted(groups[n.name]))
+    return rewritten
+
+
+def _without_bias(graph: Graph, convs: set[str], users) -> tuple[Graph, dict[str, set[int]]]:
+    """`graph` with the convs `convs` bias-free and their bias added in each reading group."""
+    from codesign.ir.builder import GraphBuilder
+    b = GraphBuilder(graph.name, list(graph.inputs), [], dict(graph.types()))
+    biased: dict[tuple[str, int], str] = {}  # (conv, reader group) → the biased value
+    groups: dict[str, set[int]] = {}
+    for n in graph.nodes:
+        if n.name in convs:
+            x, w, bias = n.operands
+            st = node_structure(n, b.types)
+            axis = st.result_map.results.index(st.operand_maps[2].results[0])  # the channel dim
+            b.nodes.append(n.with_(operands=(x, w)))  # same name, group and plan: only the bias leaves
+            shape = (b.types[bias].shape[0],) + (1,) * (n.type.rank - 1 - axis)
+            groups[n.name] = {u.group for u in users[n.name]}
+            for g in sorted(groups[n.name]):
+                per = bias
+                if len(shape) > 1:  # NCHW: the channel is not the last dim
+                    per = b.reshape(bias, shape)
+                    b.nodes[-1] = b.nodes[-1].with_(group=g)
+                biased[n.name, g] = b.add("add", [n.name, per], hint=f"{n.name}.biased")
+                b.nodes[-1] = b.nodes[-1].with_(group=g, loc=n.loc)
+            continue
+        operands = tuple(biased.get((o, n.group), o) for o in n.operands)
+        b.nodes.append(n if operands == n.operands else n.with_(operands=operands))
+    return Graph(graph.name, graph.inputs, tuple(b.nodes), graph.outputs, graph.groups), groups
 
 
 # -- 4. groups of constants -------------------------------------------------------------------------

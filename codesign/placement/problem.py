@@ -40,7 +40,7 @@ from typing import Mapping, Sequence
 
 from codesign.ir.graph import Graph, InputKind
 from codesign.ir.kernels import Kernel, kernels as graph_kernels
-from codesign.ir.ops import OpKind, Template, get_op
+from codesign.ir.ops import OpKind, Template, get_op, node_structure
 from codesign.ir.plan import chip_rereads
 from codesign.placement.liveness import liveness
 
@@ -286,7 +286,7 @@ def _tier_specs(target, reserve: float) -> tuple[TierSpec, ...]:
 
 def _indirect_operands(op, node, types) -> list[str]:
     """The operands a node reads at data-dependent indices (its structure's map is None)."""
-    s = op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+    s = node_structure(node, types)
     return [o for o, m in zip(node.operands, s.operand_maps) if m is None]
 
 

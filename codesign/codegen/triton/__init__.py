@@ -53,8 +53,8 @@ class TritonBackend(Backend):
         """One template and one heavy anchor per kernel (`kernel_problem` probes a group with
         the templates), split groups regrouped by `fuse_simple`, trailing layout ops sunk."""
         from codesign.codegen.triton.kernels import TEMPLATES, is_anchor
-        from codesign.ir.kernels import statistics_of_same_rows
         from codesign.codegen.triton.wrapper import kernel_problem
+        from codesign.ir.kernels import statistics_of_same_rows
         from codesign.ir.ops import Template
         tiers = tuple(target.tier_names) if target is not None else ()
         return PartitionRules(templates=TEMPLATES, anchor=is_anchor,

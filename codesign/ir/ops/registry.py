@@ -195,6 +195,12 @@ def get_op(name: str) -> OpDef:
         raise UnknownOpError(f"unknown op {name!r}{hint}") from None
 
 
+def node_structure(node, types: Mapping[str, TensorType]) -> Structure:
+    """The structure (domain, maps, body) of one graph node, its operand types from `types`."""
+    op = get_op(node.op)
+    return op.structure([types[o] for o in node.operands], node.type, op.attr_values(node.attrs))
+
+
 def elementwise_flops(per_element: int = 1) -> FlopsFn:
     return lambda operands, result, attrs: per_element * result.numel
 
