@@ -263,6 +263,11 @@ def run_case(name: str, args) -> dict:
         ref = model32(*fresh32).float()
         row["rel_err_eager_bf16"] = rel_err(model16(*fresh16), ref)
         row["rel_err_ours"] = rel_err(cm(*fresh16), ref)
+        if program is not None and hasattr(program, "guards"):  # each measured kernel's forms (`choice`)
+            row["choices"] = {name: {"implementation": g.choice.implementation, "generated_ms": g.choice.generated_ms,
+                                     "library_ms": g.choice.library_ms,
+                                     "launch": getattr(g.choice, "launch", None) and g.choice.launch.label()}
+                              for name, g in program.guards.items() if g.choice is not None}
         row["eager_ms"] = bench(lambda: model16(*fresh16))
         row["ours_ms"] = bench(lambda: cm(*fresh16))
         row["channels_last_convs"] = sum(d.pass_name == "channels-last" and d.choice == "nhwc" for d in cm.ledger)

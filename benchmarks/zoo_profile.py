@@ -4,7 +4,8 @@
 
 Builds the case as benchmarks/model_zoo_gpu.py does (bf16, random weights), runs codesign
 (CUDA graphs off, so each launch shows by name) and torch.compile (default) under
-torch.profiler, and prints each one's kernels by total device time per call.
+torch.profiler, and prints each one's kernels by total device time per call, then which
+form (generated or library) each measured GEMM / attention kernel of codesign's runs.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def main() -> None:
             print(f"== {name}: {total:.3f} ms device time per call, {sum(r[2] for r in rows)} launches")
             for key, ms, count in rows[:args.top]:
                 print(f"   {ms:8.3f} ms  x{count:<3d} {key[:110]}")
+        program = cm.program("triton")
+        print("== codesign's measured choices (generated kernel vs its library form):")
+        for line in program.report().splitlines():
+            if line.strip().startswith("measured"):
+                print("  ", line.strip())
 
 
 if __name__ == "__main__":

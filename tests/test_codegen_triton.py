@@ -646,6 +646,12 @@ def test_measured_choices_are_keyed_recorded_and_read_back(tmp_path):
     choices.store(bad, choices.Choice("rm -rf", 1.0, 2.0), tmp_path)
     assert choices.load(bad, tmp_path) is None
     assert "library (1.39 ms generated, 0.7 ms library form)" in made.line("k")
+    from codesign.codegen.triton.kernels import Launch
+    wide = choices.Choice("generated", 0.9, 1.2, Launch((4, 2), (("BLOCK_M", 128), ("BLOCK_N", 256)), 8, 3))
+    assert choices.choice_key("d" * 64, (1, 1), [a, b], {"num_warps": 4}, [wide.launch]) != key
+    assert choices.choice_key("d" * 64, (1, 1), [a, b], {"num_warps": 4}, graphed=True) != key
+    choices.store(key, wide, tmp_path)
+    assert choices.load(key, tmp_path) == wide and "at 128x256 w8 s3" in wide.line("k")
 
 
 def test_gemm_and_attention_kernels_are_marked_for_measurement():
@@ -691,3 +697,123 @@ def test_choices_measured_on_the_gpu_and_reused_by_the_next_module(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]
     assert "measured " in done.stdout
+
+
+BF16_GEMM = """
+graph @gemm(%x: bf16[M,64], %w: bf16[N,64] param, %r: bf16[M,N]) -> (bf16[M,N]) {
+  group 0 {kind = "gemm"}
+  %h = linear(%x, %w) : bf16[M,N] group(0)
+  %s = silu(%h) : bf16[M,N] group(0)
+  %o = add(%s, %r) : bf16[M,N] group(0)
+  return %o
+}
+"""
+
+
+@pytest.mark.parametrize("m,n", [(256, 512), (200, 320)])
+def test_one_gemm_source_serves_every_candidate_launch(m, n):
+    """The generated GEMM does not bake its block sizes in: launched at each candidate tile
+    the measurement may keep (128x256 as well as the plan's), with its epilogue, under the
+    interpreter, every launch gives the reference's values (a ragged M / N: masked tiles)."""
+    from codesign.codegen.triton.choice import Choice
+    text = BF16_GEMM.replace("M", str(m)).replace("N", str(n))
+    mod = check(text, tol=2e-2)
+    (kernel,) = mod.meta["kernels"]
+    guard = mod.guards[kernel["name"]]
+    tiles = {(u.options()["BLOCK_M"], u.options()["BLOCK_N"]) for u in guard.launches}
+    assert (128, 256) in tiles or kernel["constexprs"]["BLOCK_N"] == 256, (kernel, tiles)
+    graph = parse_graph(text)
+    for launch in guard.launches:
+        inputs, _ = random_inputs(graph, seed=launch.grid[0])  # fresh inputs; the module's weights
+        guard.choice = Choice("generated", 1.0, 2.0, launch)
+        got = mod(*inputs)
+        assert rel_err(got, run_graph(graph, inputs, mod.state)[0]) <= 2e-2, launch
+
+
+def test_gemm_candidates_keep_the_masks_the_source_was_generated_with():
+    """A dim the plan's block divides has no bounds mask in the source, so a candidate whose
+    block does not divide it is no candidate (N = 384: 128 divides it, 256 does not)."""
+    from codesign.codegen.triton.kernels import _gemm_launches
+    tiles = [dict(u.constexprs) for u in _gemm_launches((4096, 384, 2048, 1), (128, 128, 64), True)]
+    assert all(384 % t["BLOCK_N"] == 0 for t in tiles) and len(tiles) == 1
+    ragged = [dict(u.constexprs) for u in _gemm_launches((4000, 5000, 2048, 1), (128, 128, 64), True)]
+    assert {(t["BLOCK_M"], t["BLOCK_N"]) for t in ragged} == {(128, 128), (128, 256)}
+    assert _gemm_launches((4096, 4096, 4096, 1), (64, 64, 32), False)[1:] == []  # f32: the plan's only
+
+
+def test_measure_keeps_the_fastest_launch_and_skips_one_that_fails(monkeypatch):
+    from codesign.codegen.triton import choice as choices
+    from codesign.codegen.triton.kernels import Launch
+    wide = Launch((16, 1), (("BLOCK_M", 128), ("BLOCK_N", 256), ("BLOCK_K", 64)), 8, 3)
+    huge = Launch((4, 1), (("BLOCK_M", 256), ("BLOCK_N", 256), ("BLOCK_K", 128)), 8, 3)
+    times = {"plan": 1.0, "wide": 0.8, "library": 0.79}
+
+    def fake(run, repeats=5, graphed=False):
+        return times[run()]
+
+    def fails():
+        raise RuntimeError("OutOfResources")
+    monkeypatch.setattr(choices, "median_ms", fake)
+    made = choices.measure({None: lambda: "plan", wide: lambda: "wide", huge: fails}, lambda: "library")
+    assert made == choices.Choice("generated", 0.8, 0.79, wide)  # the library is not 3% faster
+    times["library"] = 0.7
+    assert choices.measure({None: lambda: "plan", wide: lambda: "wide"}, lambda: "library").implementation \
+        == "library"
+    with pytest.raises(RuntimeError):
+        choices.measure({huge: fails}, lambda: "library")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_linear_with_unaligned_rows_is_padded_to_the_same_values(bias):
+    """cuBLAS's fast kernels need 16-byte leading dims: a 50257-row bf16 weight (GPT-2's LM
+    head) is padded with zero rows for the product and the extra columns dropped — the
+    same values as the unpadded linear, in the same shape."""
+    import torch.nn.functional as F
+    from codesign.codegen.triton.fallback import _aligned_linear, _misaligned
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 24, generator=g, dtype=torch.float64)
+    w = torch.randn(37, 24, generator=g, dtype=torch.float64)
+    b = torch.randn(37, generator=g, dtype=torch.float64)
+    operands = [x, w, b] if bias else [x, w]
+    got = _aligned_linear(operands)
+    assert got.shape == (2, 5, 37) and torch.allclose(got, F.linear(*operands), atol=1e-12)
+    assert not _misaligned(operands)  # CPU tensors: nothing to pad for
+
+
+SHARED_EPSILON = """
+graph @norms(%x: f32[8,16], %w1: f32[16,16] param, %w2: f32[16,16] param, %g1: f32[16] param, %g2: f32[16] param, %w3: f32[16,16] param, %w4: f32[16,16] param) -> (f32[8,16], f32[8,16], f32[8,16]) {
+  %eps = full() {value = 1e-06} : f32[]
+  %two = full() {value = 2.0} : f32[]
+  %p1 = pow(%x, %two) : f32[8,16]
+  %m1 = mean(%p1) {dims = [-1], keepdim = true} : f32[8,1]
+  %a1 = add(%m1, %eps) : f32[8,1]
+  %r1 = rsqrt(%a1) : f32[8,1]
+  %n1 = mul(%x, %r1) : f32[8,16]
+  %s1 = mul(%n1, %g1) : f32[8,16]
+  %h1 = linear(%s1, %w1) : f32[8,16]
+  %h3 = linear(%s1, %w3) : f32[8,16]
+  %p2 = pow(%h1, %two) : f32[8,16]
+  %m2 = mean(%p2) {dims = [-1], keepdim = true} : f32[8,1]
+  %a2 = add(%m2, %eps) : f32[8,1]
+  %r2 = rsqrt(%a2) : f32[8,1]
+  %n2 = mul(%h1, %r2) : f32[8,16]
+  %s2 = mul(%n2, %g2) : f32[8,16]
+  %h2 = linear(%s2, %w2) : f32[8,16]
+  %h4 = linear(%s2, %w4) : f32[8,16]
+  return %h2, %h3, %h4
+}
+"""
+
+
+def test_norms_sharing_one_epsilon_are_grouped_each_on_its_own():
+    """The regrouping after a split (`fuse_simple` on the ungrouped graph) joins cheap nodes
+    of one stage only: two RMSNorms reading one epsilon literal are not one group across the
+    model — which closed a cycle through the matmuls between them and left every node of a
+    4-layer Llama a kernel of its own (97 kernels; 57 with this)."""
+    graph = parse_graph(SHARED_EPSILON)  # each norm read by two matmuls: a group of its own
+    grouped = fuse_simple(graph)
+    owner = {n.name: n.group for n in grouped.nodes}
+    assert owner["h1"] is not None and owner["h2"] is not None, grouped  # the regrouping was not given up
+    assert owner["n1"] == owner["s1"] and owner["n2"] == owner["s2"]
+    assert owner["n1"] is not None and owner["n1"] != owner["n2"]
+    check(SHARED_EPSILON)

@@ -10,11 +10,21 @@ its *library form* — the kernel's nodes run by their torch definitions (`Guard
 reference`: cuBLAS / cuDNN for the anchor, torch kernels for the fused ops) — each run a
 few times between CUDA events, and the faster is kept for the life of the module.
 
+A GEMM kernel's source does not depend on its block sizes (`kernels.Launch`), so the
+generated form is measured at each of its candidate launches — the plan's tile and the
+other `kernels.GEMM_TILES` — and the fastest is the generated form's time and launch.
+
+Times are what the module will pay: when it runs as a CUDA graph (`graphs`), each form is
+captured in a graph of its own and its replays timed, so the Python of the library form's
+torch calls — gone under a graph — does not count against it; otherwise (launch by launch)
+the host's time between launches does count, and each form is timed as launched.
+
 Choices are data: each is written to the disk cache (`codesign.codegen.cache`, verified as
 every entry is), keyed by the kernel's canonical source (name and buffer names taken out),
-its launch (grid, constants, warps, stages), its arguments' shapes, strides and dtypes, the
-card and the Triton and torch versions, so a second process measures nothing; the
-module's report lists every choice with both times.
+its launches (grid, constants, warps, stages; the candidates too), whether it is timed as a
+graph, its arguments' shapes, strides and dtypes, the card and the Triton and torch
+versions, so a second process measures nothing; the module's report lists every choice
+with both times and the launch kept.
 """
 
 from __future__ import annotations
@@ -23,11 +33,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
 from codesign.codegen.cache import Cache
+from codesign.codegen.triton.kernels import Launch
 
 TUNED_KINDS = ("matmul", "attention")
 """Kernels with a library form worth measuring: an anchor cuBLAS / cuDNN also runs."""
@@ -42,41 +53,69 @@ IMPLEMENTATIONS = ("generated", "library")
 
 @dataclass(frozen=True)
 class Choice:
-    """Which form of one kernel runs, and the two median times (ms) it was chosen on."""
+    """Which form of one kernel runs, the two median times (ms) it was chosen on, and the
+    generated form's fastest launch (None: the one the wrapper makes)."""
 
     implementation: str
     generated_ms: float
     library_ms: float
+    launch: Launch | None = None
 
     def line(self, name: str) -> str:
-        return (f"{name}: {self.implementation} ({self.generated_ms:.4g} ms generated, "
+        at = f" at {self.launch.label()}" if self.launch is not None else ""
+        return (f"{name}: {self.implementation} ({self.generated_ms:.4g} ms generated{at}, "
                 f"{self.library_ms:.4g} ms library form)")
 
 
-def choice_key(digest: str, grid, args: Sequence, options: dict) -> str:
+def choice_key(digest: str, grid, args: Sequence, options: dict, launches: Sequence[Launch] = (),
+               graphed: bool = False) -> str:
     """What a measured choice is valid for (see the module docstring)."""
     import triton
     shapes = [(tuple(a.shape), tuple(a.stride()), str(a.dtype)) if isinstance(a, torch.Tensor) else repr(a)
               for a in args]
     first = next((a for a in args if isinstance(a, torch.Tensor)), None)
     device = torch.cuda.get_device_name(first.device) if first is not None and first.is_cuda else "cpu"
-    parts = ["choice/1", digest, repr(grid), repr(sorted(options.items())), repr(shapes), device,
-             triton.__version__, torch.__version__]
+    parts = ["choice/2", digest, repr(grid), repr(sorted(options.items())), repr(list(launches)), repr(graphed),
+             repr(shapes), device, triton.__version__, torch.__version__]
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
-def median_ms(run: Callable[[], object], repeats: int = REPEATS) -> float:
-    """Median device time of `run` (one untimed launch first), by CUDA events."""
+def median_ms(run: Callable[[], object], repeats: int = REPEATS, graphed: bool = False) -> float:
+    """Median device time of `run` (one untimed launch first), by CUDA events; `graphed`:
+    of a CUDA graph capturing one `run` (falling back to timing `run` itself when the
+    capture fails)."""
     run()
+    replay = _graphed(run) if graphed else None
+    step = replay.replay if replay is not None else run
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        run()
+        step()
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
     return sorted(times)[len(times) // 2]
+
+
+def _graphed(run: Callable[[], object]) -> "torch.cuda.CUDAGraph | None":
+    """`run` captured on a side stream (its allocations in the graph's private pool), or
+    None when it cannot be captured."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.stream(stream):
+            graph.capture_begin()
+            try:
+                run()
+            finally:
+                graph.capture_end()
+    except Exception:  # noqa: BLE001 - not capturable: time it launch by launch
+        torch.cuda.synchronize()
+        return None
+    torch.cuda.current_stream().wait_stream(stream)
+    return graph
 
 
 def load(key: str, directory: Path | None = None) -> Choice | None:
@@ -86,8 +125,12 @@ def load(key: str, directory: Path | None = None) -> Choice | None:
         return None
     try:
         data = json.loads(entry.file(NAMES[0]).read_text())
-        choice = Choice(str(data["implementation"]), float(data["generated_ms"]), float(data["library_ms"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        launch = data.get("launch")
+        choice = Choice(str(data["implementation"]), float(data["generated_ms"]), float(data["library_ms"]),
+                        None if launch is None else Launch(tuple(launch["grid"]), tuple(
+                            (str(k), int(v)) for k, v in launch["constexprs"]), int(launch["num_warps"]),
+                            int(launch["num_stages"])))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return choice if choice.implementation in IMPLEMENTATIONS else None
 
@@ -98,10 +141,23 @@ def store(key: str, choice: Choice, directory: Path | None = None) -> None:
                   directory=directory)
 
 
-def measure(generated: Callable[[], object], library: Callable[[], object]) -> Choice:
-    """Time both forms; the library form must be at least 3% faster to be chosen (noise)."""
-    g, lib = median_ms(generated), median_ms(library)
-    return Choice("library" if lib < 0.97 * g else "generated", round(g, 5), round(lib, 5))
+def measure(generated: Mapping[Launch | None, Callable[[], object]], library: Callable[[], object],
+            graphed: bool = False) -> Choice:
+    """Time the generated form at each launch (None: the wrapper's; a launch that fails is
+    skipped, all failing raises the first failure) and the library form; the library form
+    must be at least 3% faster than the fastest launch to be chosen (noise)."""
+    times: dict[Launch | None, float] = {}
+    failure: Exception | None = None
+    for launch, run in generated.items():
+        try:
+            times[launch] = median_ms(run, graphed=graphed)
+        except Exception as exc:  # noqa: BLE001 - a candidate that does not compile or fit is no candidate
+            failure = failure or exc
+    if not times:
+        raise failure if failure is not None else ValueError("no generated launch to measure")
+    best = min(times, key=lambda launch: (times[launch], launch is not None))
+    g, lib = times[best], median_ms(library, graphed=graphed)
+    return Choice("library" if lib < 0.97 * g else "generated", round(g, 5), round(lib, 5), best)
 
 
 __all__ = ["CHOICES", "Choice", "IMPLEMENTATIONS", "TUNED_KINDS", "choice_key", "load", "measure", "median_ms",

@@ -49,10 +49,12 @@ class GuardedKernel:
 
     def __init__(self, kernel, name: str, graph: Graph, nodes: Sequence[str], args: Sequence[str],
                  outputs: Sequence[str], state: Callable[[], Mapping[str, torch.Tensor]] = dict, *,
-                 digest: str | None = None, directory=None):
+                 digest: str | None = None, directory=None, launches: Sequence = (), graphed: bool = False):
         self.kernel = kernel
         self.digest = digest  # set: measure this kernel against its library form (`choice`)
         self.directory = directory  # the cache folder choices are recorded in
+        self.launches = tuple(launches)  # other launches of the same source to measure (`kernels.Launch`)
+        self.graphed = graphed  # the module runs as a CUDA graph: forms are timed as graphs
         self.choice = None  # `choice.Choice` once measured (or read from the cache)
         self.name = name
         self.graph = graph
@@ -73,6 +75,8 @@ class GuardedKernel:
             if self.choice is not None and self.choice.implementation == "library":
                 return self.reference(*args, **kwargs)
             try:
+                if self.choice is not None and self.choice.launch is not None:
+                    return self.kernel[self.choice.launch.grid](*args, **self.choice.launch.options())
                 return self.kernel[grid](*args, **{**kwargs, **self.overrides})
             except Exception as exc:  # noqa: BLE001 - any launch failure: this kernel falls back
                 if _out_of_resources(exc) and kwargs.get("num_stages", 1) > 1 and not self.overrides:
@@ -100,11 +104,14 @@ class GuardedKernel:
         choice); a generated kernel that fails here is left to the launch path above."""
         from codesign.codegen.triton import choice as choices
         options = {**kwargs, **self.overrides}
-        key = choices.choice_key(self.digest, grid, args, options)
+        key = choices.choice_key(self.digest, grid, args, options, self.launches, self.graphed)
         found = choices.load(key, self.directory)
         if found is None:
+            generated = {None: lambda: self.kernel[grid](*args, **options)}
+            for launch in () if self.overrides else self.launches:
+                generated[launch] = lambda launch=launch: self.kernel[launch.grid](*args, **launch.options())
             try:
-                found = choices.measure(lambda: self.kernel[grid](*args, **options), lambda: self.reference(*args))
+                found = choices.measure(generated, lambda: self.reference(*args), self.graphed)
             except Exception:  # noqa: BLE001 - the launch path reports and falls back
                 self.digest = None
                 return
@@ -157,6 +164,8 @@ def _written_into(node, buffer: torch.Tensor, value: Callable[[str], torch.Tenso
     if op.run_into is None or op.regions or buffer.dtype != node.type.dtype.torch:
         return False
     operands = [value(o) for o in node.operands]
+    if op is LINEAR and _misaligned(operands):
+        return False  # `run_node` pads it: cuBLAS's aligned kernels
     out = buffer.view(node.type.shape)
     storage = out.untyped_storage().data_ptr()
     if any(a.dtype != out.dtype or a.untyped_storage().data_ptr() == storage for a in operands):
@@ -173,8 +182,37 @@ def run_node(node, operands: Sequence[torch.Tensor], state: Mapping[str, torch.T
     weights `state`), in the node's dtype: how externs and fallen-back kernels run."""
     from codesign.ir.interpreter import run_graph
     op = get_op(node.op)
+    if op is LINEAR and _misaligned(operands):
+        return _aligned_linear(operands).to(node.type.dtype.torch)
     regions = [lambda *a, g=region: run_graph(g, a, state)[0] for region in node.regions]
     return op.run(Call(list(operands), op.attr_values(node.attrs), node.type, regions)).to(node.type.dtype.torch)
+
+
+LINEAR = get_op("linear")
+ALIGN_BYTES = 16
+"""cuBLAS's fast GEMM kernels need leading dims that are multiples of 16 bytes."""
+
+
+def _misaligned(operands: Sequence[torch.Tensor]) -> bool:
+    """A CUDA linear whose output rows (N, the weight's rows) are not 16-byte multiples: with
+    a 50257-word vocabulary (GPT-2's LM head, bf16) cuBLAS on an H200 took 6.7 ms in an
+    sm75 fallback kernel, where torch.compile, which pads, took 0.9 ms."""
+    x, w = operands[0], operands[1]
+    return (x.is_cuda and w.dim() == 2 and x.dtype == w.dtype
+            and (w.shape[0] * w.element_size()) % ALIGN_BYTES != 0)
+
+
+def _aligned_linear(operands: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The linear with the weight (and bias) padded by zero rows to an aligned N, the padded
+    columns dropped after: the same values. The padding is copied on every call (inside a
+    CUDA graph too), so an in-place update of the weight is seen."""
+    x, w, *bias = operands
+    n = w.shape[0]
+    step = ALIGN_BYTES // w.element_size()
+    pad = -n % step
+    wide = torch.nn.functional.pad(w, (0, 0, 0, pad))
+    b = torch.nn.functional.pad(bias[0], (0, pad)) if bias else None
+    return torch.nn.functional.linear(x, wide, b)[..., :n]
 
 
 def _measurable(args) -> bool:
@@ -185,18 +223,22 @@ def _measurable(args) -> bool:
 
 
 def guard_kernels(module, graph: Graph, kernels: Sequence[Mapping], state: Callable[[], Mapping], *,
-                  choose: bool = False, directory=None) -> dict:
+                  choose: bool = False, directory=None, graphed: bool = False) -> dict:
     """Replace each kernel global of the imported wrapper `module` (by `kernels`' meta: name,
-    nodes, args, outputs) with a `GuardedKernel`; returns them by name. `choose`: kernels of
-    the kinds `choice.TUNED_KINDS` without run-time checks are measured against their
-    library form at their first launch on CUDA (choices recorded under `directory`)."""
+    nodes, args, outputs, launches) with a `GuardedKernel`; returns them by name. `choose`:
+    kernels of the kinds `choice.TUNED_KINDS` without run-time checks are measured at each
+    of their launches and against their library form at their first launch on CUDA (choices
+    recorded under `directory`; `graphed`: timed as CUDA graphs, as the module runs)."""
     from codesign.codegen.triton.choice import TUNED_KINDS
+    from codesign.codegen.triton.kernels import Launch
     guards = {}
     for k in kernels:
         tuned = choose and k.get("kind") in TUNED_KINDS and not k.get("checked") and k.get("digest")
+        launches = [Launch(tuple(u["grid"]), tuple(u["constexprs"].items()), u["num_warps"], u["num_stages"])
+                    for u in k.get("launches", ())]
         guards[k["name"]] = GuardedKernel(getattr(module, k["name"]), k["name"], graph, k["nodes"], k["args"],
                                           k["outputs"], state, digest=k["digest"] if tuned else None,
-                                          directory=directory)
+                                          directory=directory, launches=launches, graphed=graphed)
         setattr(module, k["name"], guards[k["name"]])
     return guards
 

@@ -59,12 +59,19 @@ def stages(graph: Graph, barrier) -> dict[str, int]:
 def fuse_all_pointwise(graph: Graph, stage: dict[str, int] | None = None) -> Graph:
     """Every connected set of pointwise / layout / source nodes becomes one group. Where that
     closes a cycle through a kernel of its own (a layout op read by an extern conv and by
-    later pointwise nodes), only nodes of one stage are joined (`stage`, by default
-    `stages` with every other node a barrier), which keeps every group convex."""
+    later pointwise nodes), only nodes of one stage are joined (`stages` with every other
+    node a barrier), which keeps every group convex.
+
+    `stage` is given when `graph` holds only some of the nodes (the rest in kernels of their
+    own, computed on the whole graph): a cycle through those would not show in `graph`, so
+    only nodes of one stage are joined from the start. Two norms reading one shared epsilon
+    constant are then two groups, not one across the model."""
     cheap = {n.name for n in graph.nodes if get_op(n.op).kind in CHEAP}
+    if stage is not None:
+        return _join(graph, cheap, stage)
     out = _join(graph, cheap, None)
     if out is graph and group_cycle(_join(graph, cheap, None, check=False)):
-        out = _join(graph, cheap, stage if stage is not None else stages(graph, lambda n: n.name not in cheap))
+        out = _join(graph, cheap, stages(graph, lambda n: n.name not in cheap))
     return out
 
 

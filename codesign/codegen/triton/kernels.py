@@ -24,6 +24,7 @@ group plan's tile for its fastest tier.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections import Counter
@@ -100,6 +101,26 @@ class KernelCode:
     nodes: tuple[str, ...] = ()
     note: str = ""
     sites: tuple = ()  # run-time check sites (`safety`): the kernel then takes `err_ptr` last
+    launches: tuple["Launch", ...] = ()  # other launches of the same source, measured at the first (`choice`)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One way to launch a kernel whose source does not depend on its block sizes: the grid,
+    the constexprs and the warps and pipeline stages (a GEMM's candidate tiles)."""
+
+    grid: tuple[int, ...]
+    constexprs: tuple[tuple[str, int], ...]
+    num_warps: int
+    num_stages: int
+
+    def options(self) -> dict[str, int]:
+        return {**dict(self.constexprs), "num_warps": self.num_warps, "num_stages": self.num_stages}
+
+    def label(self) -> str:
+        c = dict(self.constexprs)
+        return "x".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in c) + \
+            f" w{self.num_warps} s{self.num_stages}"
 
 
 class KernelWriter:
@@ -704,18 +725,16 @@ def matmul_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] 
         bm, bn, bk = prod(tile[i] for i in plan.m), tile[plan.n], tile[plan.k]
     else:
         bm, bn, bk = (128, 128, 64) if half else (64, 64, 32)
-    bm = _pow2_clamp(min(bm, next_pow2(M)), 16, 256)
-    bn = _pow2_clamp(min(bn, next_pow2(N)), 16, 256)
-    bk = _pow2_clamp(min(bk, next_pow2(K)), 16, 128)
-    pid_m_n, pid_n_n = -(-M // bm), -(-N // bn)
+    bm, bn, bk = _gemm_block(bm, M, 256), _gemm_block(bn, N, 256), _gemm_block(bk, K, 128)
     group_m = 8
     w.emit("pid = tl.program_id(0)")
     w.emit("bidx = tl.program_id(1)")
-    w.emit(f"group_id = pid // {group_m * pid_n_n}")
-    w.emit(f"first_m = group_id * {group_m}")
-    w.emit(f"group_size = tl.minimum({pid_m_n} - first_m, {group_m})")
-    w.emit(f"pid_m = first_m + (pid % {group_m * pid_n_n}) % group_size")
-    w.emit(f"pid_n = (pid % {group_m * pid_n_n}) // group_size")
+    w.emit(f"num_m = ({M} + BLOCK_M - 1) // BLOCK_M")  # constexpr: one source serves every tile
+    w.emit(f"in_group = {group_m} * (({N} + BLOCK_N - 1) // BLOCK_N)")
+    w.emit("first_m = (pid // in_group) * " + str(group_m))
+    w.emit(f"group_size = tl.minimum(num_m - first_m, {group_m})")
+    w.emit("pid_m = first_m + (pid % in_group) % group_size")
+    w.emit("pid_n = (pid % in_group) // group_size")
     w.emit("offs_m = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]")
     w.emit("offs_n = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N))[None, :]")
     m_cond = (f"offs_m < {M}",) if M % bm else ()
@@ -756,8 +775,46 @@ def matmul_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] 
 
     w.hooks[anchor.name] = anchor_hook(anchor, out_index)
     store_outputs(w, kernel, anchor, out_index)
-    return finish(w, "matmul", f"({pid_m_n * pid_n_n}, {B})", {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk},
+    launches = _gemm_launches((M, N, K, B), (bm, bn, bk), half)
+    code = finish(w, "matmul", repr(launches[0].grid), dict(launches[0].constexprs), launches[0].num_warps,
+                  launches[0].num_stages)
+    return dataclasses.replace(code, launches=tuple(launches[1:]))
+
+
+GEMM_TILES = ((128, 256, 64), (128, 128, 64))
+"""Other tiles a half-precision GEMM kernel is measured with at its first launch (`choice`).
+On an H200 (torch 2.11, Triton 3.6) a 128x256x64 tile with 8 warps and 3 stages ran fastest
+of ten on seven decoder GEMM shapes (0.78-0.90x cuBLAS), and with a norm computed into the
+A operand it lost 10% where 128x128 lost 50%; the tile pass's wave count prefers 128x128 on
+some of them. Which is faster with a given epilogue is measured, not guessed."""
+
+
+def _gemm_block(block: int, dim: int, most: int) -> int:
+    return _pow2_clamp(min(block, next_pow2(dim)), 16, most)
+
+
+def _gemm_launch(dims: tuple[int, int, int, int], tile: tuple[int, int, int]) -> Launch:
+    (M, N, _, B), (bm, bn, bk) = dims, tile
+    return Launch((-(-M // bm) * -(-N // bn), B), (("BLOCK_M", bm), ("BLOCK_N", bn), ("BLOCK_K", bk)),
                   8 if bm * bn >= 128 * 128 else 4, 3)
+
+
+def _gemm_launches(dims: tuple[int, int, int, int], tile: tuple[int, int, int], half: bool) -> list[Launch]:
+    """The plan's launch first, then the other `GEMM_TILES` the source serves unchanged: a
+    dim the plan's block divides was generated without a bounds mask, so a candidate must
+    divide it too."""
+    M, N, K, _ = dims
+    launches = [_gemm_launch(dims, tile)]
+    if not half:
+        return launches
+    for bm, bn, bk in GEMM_TILES:
+        cand = (_gemm_block(bm, M, 256), _gemm_block(bn, N, 256), _gemm_block(bk, K, 128))
+        if any(d % t0 == 0 and d % t for d, t0, t in zip((M, N, K), tile, cand)):
+            continue
+        launch = _gemm_launch(dims, cand)
+        if launch not in launches:
+            launches.append(launch)
+    return launches
 
 
 # -- flash attention ------------------------------------------------------------------------------

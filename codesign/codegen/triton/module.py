@@ -139,7 +139,8 @@ class TritonModule:
                 self.meta = json.loads(entry.file(names[1]).read_text())
                 self.module = _import(self.path, f"codesign_triton_{stem}")
                 self.guards = guard_kernels(self.module, graph, self.meta["kernels"], lambda: self._current_state,
-                                            choose=choose, directory=directory)
+                                            choose=choose, directory=directory, graphed=cuda_graphs
+                                            and _why_no_graphs(self.meta, cuda_graphs) is None)
                 break
             except Exception as exc:  # noqa: BLE001 - the generated wrapper does not load
                 if not entry.cached:
@@ -249,6 +250,8 @@ def _meta(program: Program) -> dict:
         "kernels": [{"name": k.name, "kind": k.kind, "nodes": list(k.nodes), "grid": k.grid,
                      "constexprs": k.constexprs, "args": list(k.args), "outputs": list(k.outputs),
                      "checked": bool(k.sites),
+                     "launches": [{"grid": list(u.grid), "constexprs": dict(u.constexprs), "num_warps": u.num_warps,
+                                   "num_stages": u.num_stages} for u in k.launches],
                      "digest": hashlib.sha256(canonical_source(k).encode()).hexdigest()}
                     for k in program.kernels],
         "externs": [{"node": e.node.name, "op": e.node.op, "reason": e.reason} for e in program.externs],
