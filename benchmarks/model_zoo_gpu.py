@@ -22,7 +22,6 @@ import argparse
 import copy
 import datetime
 import json
-import os
 import platform
 import sys
 import time
