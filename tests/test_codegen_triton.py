@@ -710,18 +710,35 @@ graph @gemm(%x: bf16[M,64], %w: bf16[N,64] param, %r: bf16[M,N]) -> (bf16[M,N]) 
 """
 
 
-@pytest.mark.parametrize("m,n", [(256, 512), (200, 320)])
-def test_one_gemm_source_serves_every_candidate_launch(m, n):
+F16_MATMUL = """
+graph @gemm(%x: f16[M,64], %w: f16[64,N] param, %r: f16[M,N]) -> (f16[M,N]) {
+  group 0 {kind = "gemm"}
+  %h = matmul(%x, %w) : f16[M,N] group(0)
+  %o = add(%h, %r) : f16[M,N] group(0)
+  return %o
+}
+"""
+
+
+@pytest.mark.parametrize("text,m,n", [(BF16_GEMM, 256, 512), (BF16_GEMM, 200, 320),
+                                      (BF16_GEMM.replace("bf16", "f16"), 200, 320), (F16_MATMUL, 200, 320)])
+def test_one_gemm_source_serves_every_candidate_launch(text, m, n):
     """The generated GEMM does not bake its block sizes in: launched at each candidate tile
     the measurement may keep (128x256 as well as the plan's), with its epilogue, under the
-    interpreter, every launch gives the reference's values (a ragged M / N: masked tiles)."""
+    interpreter, every launch gives the reference's values (a ragged M / N: masked tiles).
+    In f16 the operands also load through tensor descriptors at one launch (`USE_TMA`; the
+    interpreter's bf16 dot is wrong, so bf16 keeps pointer loads there): a linear's [N, K]
+    weight transposed, a matmul's [K, N] as it is, the ragged edge zero-filled."""
     from codesign.codegen.triton.choice import Choice
-    text = BF16_GEMM.replace("M", str(m)).replace("N", str(n))
+    text = text.replace("M", str(m)).replace("N", str(n))
     mod = check(text, tol=2e-2)
     (kernel,) = mod.meta["kernels"]
     guard = mod.guards[kernel["name"]]
     tiles = {(u.options()["BLOCK_M"], u.options()["BLOCK_N"]) for u in guard.launches}
     assert (128, 256) in tiles or kernel["constexprs"]["BLOCK_N"] == 256, (kernel, tiles)
+    f16 = "bf16" not in text
+    assert any(u.options().get("USE_TMA") for u in guard.launches) == f16, guard.launches
+    assert ("make_tensor_descriptor" in mod.source) == f16
     graph = parse_graph(text)
     for launch in guard.launches:
         inputs, _ = random_inputs(graph, seed=launch.grid[0])  # fresh inputs; the module's weights

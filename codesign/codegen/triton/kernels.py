@@ -120,7 +120,7 @@ class Launch:
     def label(self) -> str:
         c = dict(self.constexprs)
         return "x".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in c) + \
-            f" w{self.num_warps} s{self.num_stages}"
+            f" w{self.num_warps} s{self.num_stages}" + (" tma" if c.get("USE_TMA") else "")
 
 
 class KernelWriter:
@@ -758,14 +758,20 @@ def matmul_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] 
     a_name, b_name = anchor.operands[0], anchor.operands[1]
     a_index = dom_a.through(st.operand_maps[0], w.types[a_name].shape)
     b_index = dom_b.through(st.operand_maps[1], w.types[b_name].shape)
+    tma = _tma_views(w, anchor, st, plan, dtype)
+    if tma:  # descriptors made once per program, used where USE_TMA (a candidate launch) is set
+        w.emit("if USE_TMA:")
+        for name, view in tma.items():
+            w.emit(f"    {view.desc} = tl.make_tensor_descriptor({w.ptr(name)}, shape={list(view.shape)}, "
+                   f"strides=[{view.shape[1]}, 1], block_shape={view.block})")
     w.emit("acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)")
     w.emit(f"for k0 in range(0, {K}, BLOCK_K):")
     w.depth += 1
     w.push()
     w.emit("offs_k = (k0 + tl.arange(0, BLOCK_K))[None, :]")
     w.emit("offs_kt = (k0 + tl.arange(0, BLOCK_K))[:, None]")
-    a = _dot_operand(w, a_name, a_index, dot_dtype(dtype))
-    b = _dot_operand(w, b_name, b_index, dot_dtype(dtype))
+    a = _tile_operand(w, a_name, a_index, dot_dtype(dtype), tma.get(a_name))
+    b = _tile_operand(w, b_name, b_index, dot_dtype(dtype), tma.get(b_name))
     w.emit(f"acc += tl.dot({a}, {b}{_precision(dot_dtype(dtype))})")
     w.pop()
     w.depth -= 1
@@ -775,10 +781,65 @@ def matmul_kernel(graph: Graph, kernel: Kernel, name: str, tiers: Sequence[str] 
 
     w.hooks[anchor.name] = anchor_hook(anchor, out_index)
     store_outputs(w, kernel, anchor, out_index)
-    launches = _gemm_launches((M, N, K, B), (bm, bn, bk), half)
+    launches = _gemm_launches((M, N, K, B), (bm, bn, bk), half, bool(tma))
     code = finish(w, "matmul", repr(launches[0].grid), dict(launches[0].constexprs), launches[0].num_warps,
                   launches[0].num_stages)
     return dataclasses.replace(code, launches=tuple(launches[1:]))
+
+
+@dataclass(frozen=True)
+class TmaView:
+    """A GEMM operand read as a 2-D tensor descriptor (Hopper's bulk tensor copies): its
+    row-major [rows, cols] view, the block one load brings, where the block starts, and
+    whether the block is the transpose of the dot's operand (a linear's [N, K] weight)."""
+
+    desc: str
+    shape: tuple[int, int]
+    block: str
+    at: str
+    transposed: bool
+
+
+def _tma_views(w: KernelWriter, anchor: Node, st: Structure, plan: DotPlan, dtype: DType) -> dict[str, TmaView]:
+    """The dot operands a descriptor can load: half precision, read from memory as they are
+    (no computed prologue), each axis one loop of the domain in order (no broadcast, no
+    batch), rows of whole 16-byte multiples (the copy engine's alignment)."""
+    if dtype not in (DType.f16, DType.bf16) or plan.batch or not plan.m or interpreting() and dtype is DType.bf16:
+        return {}
+    sizes = st.loop_sizes
+    m = prod(sizes[i] for i in plan.m)
+    wanted = {0: (tuple(plan.m) + (plan.k,), (m, sizes[plan.k]), "[BLOCK_M, BLOCK_K]", "[pid_m * BLOCK_M, k0]",
+                  False),
+              1: ((plan.n, plan.k), (sizes[plan.n], sizes[plan.k]), "[BLOCK_N, BLOCK_K]", "[pid_n * BLOCK_N, k0]",
+                  True) if st.operand_maps[1].results[-1] == Dim(plan.k)
+              else ((plan.k, plan.n), (sizes[plan.k], sizes[plan.n]), "[BLOCK_K, BLOCK_N]", "[k0, pid_n * BLOCK_N]",
+                    False)}
+    views = {}
+    for i, (dims, shape, block, at, transposed) in wanted.items():
+        name = anchor.operands[i]
+        t = w.types[name]
+        if name in w.nodes or name in w.hooks or t.dtype is not dtype:
+            continue
+        if tuple(st.operand_maps[i].results) != tuple(Dim(d) for d in dims) \
+                or tuple(t.shape) != tuple(sizes[d] for d in dims) or (shape[1] * dtype.itemsize) % 16:
+            continue
+        views[name] = TmaView(f"desc{i}", shape, block, at, transposed)
+    return views
+
+
+def _tile_operand(w: KernelWriter, name: str, index: Index, dtype: DType, view: TmaView | None) -> str:
+    """A dot operand tile: through its descriptor where USE_TMA is set and it has one (the
+    copy engine fills the block's out-of-range part with zeros), else `_dot_operand`."""
+    if view is None:
+        return _dot_operand(w, name, index, dtype)
+    var = w.fresh("ld")
+    w.emit("if USE_TMA:")
+    w.emit(f"    {var} = {view.desc}.load({view.at})" + (".T" if view.transposed else ""))
+    w.emit("else:")
+    w.depth += 1
+    w.emit(f"{var} = {_dot_operand(w, name, index, dtype)}")
+    w.depth -= 1
+    return var
 
 
 GEMM_TILES = ((128, 256, 64), (128, 128, 64))
@@ -793,27 +854,35 @@ def _gemm_block(block: int, dim: int, most: int) -> int:
     return _pow2_clamp(min(block, next_pow2(dim)), 16, most)
 
 
-def _gemm_launch(dims: tuple[int, int, int, int], tile: tuple[int, int, int]) -> Launch:
+def _gemm_launch(dims: tuple[int, int, int, int], tile: tuple[int, int, int], tma: bool | None = None) -> Launch:
     (M, N, _, B), (bm, bn, bk) = dims, tile
-    return Launch((-(-M // bm) * -(-N // bn), B), (("BLOCK_M", bm), ("BLOCK_N", bn), ("BLOCK_K", bk)),
+    flag = () if tma is None else (("USE_TMA", int(tma)),)
+    return Launch((-(-M // bm) * -(-N // bn), B), (("BLOCK_M", bm), ("BLOCK_N", bn), ("BLOCK_K", bk)) + flag,
                   8 if bm * bn >= 128 * 128 else 4, 3)
 
 
-def _gemm_launches(dims: tuple[int, int, int, int], tile: tuple[int, int, int], half: bool) -> list[Launch]:
+def _gemm_launches(dims: tuple[int, int, int, int], tile: tuple[int, int, int], half: bool,
+                   tma: bool = False) -> list[Launch]:
     """The plan's launch first, then the other `GEMM_TILES` the source serves unchanged: a
     dim the plan's block divides was generated without a bounds mask, so a candidate must
-    divide it too."""
+    divide it too. A kernel with descriptors (`tma`) takes `USE_TMA` (0 at the plan's
+    launch) and is also measured at its widest tile with them."""
     M, N, K, _ = dims
-    launches = [_gemm_launch(dims, tile)]
+    flag = False if tma else None
+    launches = [_gemm_launch(dims, tile, flag)]
     if not half:
         return launches
     for bm, bn, bk in GEMM_TILES:
         cand = (_gemm_block(bm, M, 256), _gemm_block(bn, N, 256), _gemm_block(bk, K, 128))
         if any(d % t0 == 0 and d % t for d, t0, t in zip((M, N, K), tile, cand)):
             continue
-        launch = _gemm_launch(dims, cand)
+        launch = _gemm_launch(dims, cand, flag)
         if launch not in launches:
             launches.append(launch)
+    if tma:
+        widest = max(launches, key=lambda u: (dict(u.constexprs)["BLOCK_N"], dict(u.constexprs)["BLOCK_M"]))
+        launches.append(dataclasses.replace(widest, constexprs=tuple(
+            (k, 1 if k == "USE_TMA" else v) for k, v in widest.constexprs)))
     return launches
 
 

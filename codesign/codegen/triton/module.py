@@ -149,6 +149,8 @@ class TritonModule:
                 warnings.warn(f"the cached Triton wrapper {self.path} does not load ({type(exc).__name__}: "
                               f"{exc}); regenerating it", CacheWarning, stacklevel=2)
                 self.cache_hit, entry = False, None
+        if "make_tensor_descriptor" in self.source:
+            _allocate_descriptors_with_torch()
         self.nhwc_weights = nhwc_weights(graph)  # stored channels-last for cuDNN, once per binding
         nodes = graph.node_map()
         self.externs = {e["node"]: _extern(graph, nodes[e["node"]]) for e in self.meta["externs"]}
@@ -223,6 +225,20 @@ class TritonModule:
         lines.append("  CUDA graphs: " + ("captured per input signature, replayed" if self.graphs.why_not is None
                                           else f"off ({self.graphs.why_not})"))
         return "\n".join(lines)
+
+
+def _scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else "cpu"
+    return torch.empty(size, device=device, dtype=torch.int8)
+
+
+def _allocate_descriptors_with_torch() -> None:
+    """Tensor descriptors made inside a kernel (`tl.make_tensor_descriptor`, the GEMM's
+    `USE_TMA` launches) need global scratch memory at each launch; Triton asks the
+    process's allocator for it, here torch's caching allocator (inside a CUDA graph's
+    capture too, from the graph's pool)."""
+    import triton
+    triton.set_allocator(_scratch)
 
 
 def _routes_on_host(op: str) -> bool:
