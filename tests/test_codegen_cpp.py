@@ -268,3 +268,36 @@ MLP_SMALL = """graph @mlp(%x: f32[4,32], %fc1.weight: f32[64,32] param, %fc1.bia
   return %y
 }
 """
+
+
+ERF_GRID = """graph @erf(%x: f32[N]) -> (f32[N], f32[N]) {
+  %e = erf(%x) : f32[N]
+  %g = gelu(%x) {approximate = "none"} : f32[N]
+  return %e, %g
+}
+"""
+
+
+def test_erf_is_within_three_ulp_of_the_exact_value():
+    """The runtime's own erf (so GCC vectorises the GELU epilogue): on a dense grid over
+    [-6, 6] and at ±0, ±inf and NaN, within 3 ulp of erf in float64 rounded to f32, and the
+    exact GELU built on it as close to torch's as torch's float32 is to float64."""
+    import math
+    grid = torch.linspace(-6, 6, 200_001, dtype=torch.float32)
+    special = torch.tensor([0.0, -0.0, 1.0, -1.0, 4.0, -4.0, math.inf, -math.inf, math.nan, 1e-30, -3.9999])
+    x = torch.cat([grid, special])
+    graph = parse_graph(ERF_GRID.replace("N", str(x.numel())))
+    module = CppModule(graph, {})
+    assert "= cs_erf(" in module.source or "(cs_erf(" in module.source  # the kernels call it, not std::erf
+    erf, gelu = module(x)
+    exact = torch.erf(x.double())
+    ulp = (erf.double() - exact).abs() / torch.finfo(torch.float32).eps / exact.abs().clamp_min(2 ** -126)
+    finite = x.isfinite()
+    assert ulp[finite].max() <= 3, (ulp[finite].max(), x[finite][ulp[finite].argmax()])
+    assert torch.equal(erf[~finite & ~x.isnan()], exact[~finite & ~x.isnan()].float())
+    zero = grid.numel()
+    assert erf[x.isnan()].isnan().all() and erf[zero] == 0 and not torch.signbit(erf[zero])
+    assert erf[zero + 1] == 0 and torch.signbit(erf[zero + 1])  # erf(-0) = -0
+    want = torch.nn.functional.gelu(x.double())
+    torch_err = (torch.nn.functional.gelu(x) - want)[finite].abs().max()
+    assert (gelu - want)[finite].abs().max() <= 4 * torch_err, ((gelu - want)[finite].abs().max(), torch_err)

@@ -88,6 +88,10 @@ def _unary_math(fn: str) -> Callable[[str, DType], str]:
     return lambda x, t: f"std::{fn}({x})" if t.is_float else f"({ctype(t)})std::{fn}((double)({x}))"
 
 
+def _erf(x: str, t: DType) -> str:
+    return f"cs_erf({x})" if t.is_float else f"({ctype(t)})std::erf((double)({x}))"
+
+
 def _minmax(fn: str, cmp: str) -> Callable[[str, str, DType], str]:
     return lambda a, b, t: f"cs_{fn}<{ctype(t)}>({a}, {b})" if t.is_float else f"({a} {cmp} {b} ? {a} : {b})"
 
@@ -97,10 +101,10 @@ UNARY: dict[Prim, Callable[[str, DType], str]] = {
     Prim.abs: lambda x, t: f"std::fabs({x})" if t.is_float else f"({x} < 0 ? -{x} : {x})",
     Prim.floor: lambda x, t: f"std::floor({x})" if t.is_float else x,
     Prim.trunc: lambda x, t: f"std::trunc({x})" if t.is_float else x,
-    Prim.exp: lambda x, t: f"cs_exp({x})", Prim.tanh: lambda x, t: f"cs_tanh({x})",
+    Prim.exp: lambda x, t: f"cs_exp({x})", Prim.tanh: lambda x, t: f"cs_tanh({x})", Prim.erf: _erf,
     Prim.sigmoid: lambda x, t: f"cs_sigmoid<{ctype(t)}>({x})",
     Prim.rsqrt: lambda x, t: f"({literal(t, 1.0)} / std::sqrt({x}))",
-    **{p: _unary_math(p.value) for p in (Prim.log, Prim.sqrt, Prim.erf, Prim.sin, Prim.cos)},
+    **{p: _unary_math(p.value) for p in (Prim.log, Prim.sqrt, Prim.sin, Prim.cos)},
     Prim.logical_not: lambda x, t: f"(!{x})",
 }
 """Unary primitive -> C++ text, given the operand's text and (compute) element type."""
