@@ -834,3 +834,35 @@ def test_norms_sharing_one_epsilon_are_grouped_each_on_its_own():
     assert owner["n1"] == owner["s1"] and owner["n2"] == owner["s2"]
     assert owner["n1"] is not None and owner["n1"] != owner["n2"]
     check(SHARED_EPSILON)
+
+
+def test_a_descriptor_launch_is_not_used_on_a_buffer_off_its_16_byte_boundary():
+    """A tensor descriptor's base must be 16-byte aligned (the copy engine faults otherwise):
+    given a view at an odd offset, a kernel whose chosen launch loads through descriptors
+    runs its pointer-load launch, with the same values."""
+    from codesign.codegen.triton.choice import Choice
+    from codesign.codegen.triton.fallback import _aligned
+    text = BF16_GEMM.replace("bf16", "f16").replace("M", "200").replace("N", "320")
+    mod = check(text, tol=2e-2)
+    (kernel,) = mod.meta["kernels"]
+    guard = mod.guards[kernel["name"]]
+    (tma,) = [u for u in guard.launches if u.options().get("USE_TMA")]
+    guard.choice = Choice("generated", 1.0, 2.0, tma)
+    graph = parse_graph(text)
+    inputs, _ = random_inputs(graph, seed=5)
+    odd = torch.empty(inputs[0].numel() + 1, dtype=inputs[0].dtype)[1:].view(inputs[0].shape)
+    odd.copy_(inputs[0])
+    assert not _aligned([odd]) and _aligned(inputs)
+    launched = []
+    real = guard.kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            def run(*args, **options):
+                launched.append(options.get("USE_TMA"))
+                return real[grid](*args, **options)
+            return run
+    guard.kernel = Spy()
+    got = mod(odd, inputs[1])
+    assert launched == [0], launched  # the pointer loads, not the chosen descriptor launch
+    assert rel_err(got, run_graph(graph, [odd, inputs[1]], mod.state)[0]) <= 2e-2

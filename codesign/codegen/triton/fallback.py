@@ -75,7 +75,8 @@ class GuardedKernel:
             if self.choice is not None and self.choice.implementation == "library":
                 return self.reference(*args, **kwargs)
             try:
-                if self.choice is not None and self.choice.launch is not None:
+                if self.choice is not None and self.choice.launch is not None \
+                        and (_aligned(args) or not _uses_descriptors(self.choice.launch)):
                     return self.kernel[self.choice.launch.grid](*args, **self.choice.launch.options())
                 return self.kernel[grid](*args, **{**kwargs, **self.overrides})
             except Exception as exc:  # noqa: BLE001 - any launch failure: this kernel falls back
@@ -109,6 +110,8 @@ class GuardedKernel:
         if found is None:
             generated = {None: lambda: self.kernel[grid](*args, **options)}
             for launch in () if self.overrides else self.launches:
+                if _uses_descriptors(launch) and not _aligned(args):
+                    continue
                 generated[launch] = lambda launch=launch: self.kernel[launch.grid](*args, **launch.options())
             try:
                 found = choices.measure(generated, lambda: self.reference(*args), self.graphed)
@@ -213,6 +216,17 @@ def _aligned_linear(operands: Sequence[torch.Tensor]) -> torch.Tensor:
     wide = torch.nn.functional.pad(w, (0, 0, 0, pad))
     b = torch.nn.functional.pad(bias[0], (0, pad)) if bias else None
     return torch.nn.functional.linear(x, wide, b)[..., :n]
+
+
+def _uses_descriptors(launch) -> bool:
+    return bool(dict(launch.constexprs).get("USE_TMA"))
+
+
+def _aligned(args) -> bool:
+    """Every buffer starts on a 16-byte boundary, as a tensor descriptor's base must (the
+    copy engine faults otherwise, and a fault poisons the CUDA context): a view at an odd
+    offset runs the pointer-load launch instead."""
+    return all(a.data_ptr() % ALIGN_BYTES == 0 for a in args if isinstance(a, torch.Tensor))
 
 
 def _measurable(args) -> bool:
