@@ -176,6 +176,36 @@ def test_other_dtypes_keep_the_direct_loops():
     assert "\n  // conv as GEMM:" not in cm.program("cpp").source
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_half_convs_run_widened_to_f32_as_close_as_eager(dtype, groups):
+    """A bf16 / f16 conv block computes in f32 through the blocked lowerings (GEMM, or the
+    depthwise kernel), not the direct loops: against the f32 model, as close as eager in
+    that dtype is; and an in-place update of the weight is seen (its cast runs each call)."""
+    from codesign.codegen.cpp.conv import f32_convs
+    torch.manual_seed(2)
+    model32 = Block(2, 4, 8 if groups == 1 else 4, 3, stride=1, padding=1, groups=groups).eval()
+    model = Block(2, 4, 8 if groups == 1 else 4, 3, stride=1, padding=1, groups=groups).eval()
+    model.load_state_dict(model32.state_dict())
+    model = model.to(dtype)
+    x, residual = torch.randn(1, 4, 12, 10), torch.randn(1, 8 if groups == 1 else 4, 12, 10)
+    cm = codesign.compile(model, (x.to(dtype), residual.to(dtype)), target="cpu-host", backend="cpp")
+    widened = f32_convs(cm.graph_for("cpp"))
+    lowerings = [conv_lowering(n, widened.types()) for n in widened.nodes if n.op == "conv"]
+    assert lowerings and ConvLowering.loops not in lowerings, lowerings
+    x2, r2 = torch.randn_like(x), torch.randn_like(residual)
+    with torch.no_grad():
+        want = model32(x2, r2)
+        ours = rel_err(cm(x2.to(dtype), r2.to(dtype)), want)
+        eager = rel_err(model(x2.to(dtype), r2.to(dtype)), want)
+        assert ours <= 1.5 * eager + 1e-3, (ours, eager)
+        cm.state[next(k for k in cm.state if k.endswith("conv.weight"))].mul_(-1)  # in place, as training does
+        model.conv.weight.data.copy_(cm.state[next(k for k in cm.state if k.endswith("conv.weight"))])
+        model32.conv.weight.data.mul_(-1)
+        assert rel_err(cm(x2.to(dtype), r2.to(dtype)), model32(x2, r2)) <= 1.5 * eager + 1e-3
+    assert "\n  // conv as GEMM:" in cm.program("cpp").source or "depthwise conv" in cm.program("cpp").source
+
+
 class UpConv(nn.Module):
     """nearest x2 → conv 3x3 (+ relu), which `subpixel-conv{when=always}` turns into a
     sub-pixel conv read through a pixel shuffle and margin slices."""

@@ -19,7 +19,7 @@ from codesign.codegen.checks import Site
 from codesign.codegen.cpp import scalar as S
 from codesign.codegen.cpp.exprs import is_expression_op
 from codesign.codegen.lowering import is_view, node_structure
-from codesign.codegen.cpp.conv import stored_epilogues
+from codesign.codegen.cpp.conv import f32_convs, stored_epilogues
 from codesign.codegen.cpp import profiling
 from codesign.codegen.cpp.kernels import KernelEmitter, RegionEntry, pointer_operands
 from codesign.codegen.cpp.regions import row_block
@@ -272,6 +272,7 @@ def generate(graph: Graph, check_indices: bool = True, prefix: str | None = None
     the entry points after a model (`entry_names`); every other function is `static`.
     `profile=True` adds per-kernel timers (`codesign.codegen.cpp.profiling`) and nothing else."""
     e = entry_names(prefix)
+    graph = f32_convs(graph)
     for n in graph.walk():
         if n.type.dtype.value not in {d.value for d in S.STORAGE}:
             raise CodegenError(f"%{n.name}: element type {n.type.dtype.value} has no C++ type")
