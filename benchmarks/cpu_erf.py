@@ -15,17 +15,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import codesign  # noqa: E402
+from cpu_bench import interleaved  # noqa: E402
 from codesign.codegen.cpp import scalar  # noqa: E402
 from codesign.ir.scalar import Prim  # noqa: E402
 
@@ -65,13 +65,7 @@ def main() -> None:
             want = model(x)
             err = {k: ((m(x) - want).norm() / want.norm()).item() for k, m in (("cs_erf", ours), ("std_erf", before))}
             fns = {"eager": lambda: model(x), "cs_erf": lambda: ours(x), "std_erf": lambda: before(x)}
-            times = {k: [] for k in fns}
-            for _ in range(args.rounds):
-                for k, fn in fns.items():
-                    start = time.perf_counter()
-                    fn()
-                    times[k].append(time.perf_counter() - start)
-            ms = {k: round(statistics.median(v) * 1e3, 3) for k, v in times.items()}
+            ms = {k: round(v * 1e3, 3) for k, v in interleaved(fns, args.rounds).items()}
             rows[name] = {"ms": ms, "rel_err": {k: float(f"{v:.3g}") for k, v in err.items()},
                           "cs_erf_vs_eager": round(ms["eager"] / ms["cs_erf"], 3),
                           "std_erf_vs_eager": round(ms["eager"] / ms["std_erf"], 3),

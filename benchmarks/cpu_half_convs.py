@@ -16,9 +16,7 @@ import copy
 import json
 import os
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -29,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import codesign  # noqa: E402
 from codesign.codegen.cpp import wrapper  # noqa: E402
+from cpu_bench import interleaved  # noqa: E402
 from model_zoo_gpu import CASES, rel_err  # noqa: E402
 
 
@@ -54,13 +53,7 @@ def main() -> None:
             ref = model32(x32).float()
             err = {"ours": rel_err(ours(x), ref), "loops": rel_err(loops(x), ref), "eager": rel_err(model(x), ref)}
             fns = {"eager": lambda: model(x), "ours": lambda: ours(x), "loops": lambda: loops(x)}
-            times = {k: [] for k in fns}
-            for _ in range(args.rounds):
-                for k, fn in fns.items():
-                    start = time.perf_counter()
-                    fn()
-                    times[k].append(time.perf_counter() - start)
-            ms = {k: round(statistics.median(v) * 1e3, 3) for k, v in times.items()}
+            ms = {k: round(v * 1e3, 3) for k, v in interleaved(fns, args.rounds).items()}
             rows[name] = {"ms": ms, "rel_err_vs_f32": {k: float(f"{v:.3g}") for k, v in err.items()},
                           "ours_vs_eager": round(ms["eager"] / ms["ours"], 3),
                           "loops_vs_eager": round(ms["eager"] / ms["loops"], 3)}

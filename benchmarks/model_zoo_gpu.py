@@ -265,7 +265,7 @@ def run_case(name: str, args) -> dict:
         if program is not None and hasattr(program, "guards"):  # each measured kernel's forms (`choice`)
             row["choices"] = {name: {"implementation": g.choice.implementation, "generated_ms": g.choice.generated_ms,
                                      "library_ms": g.choice.library_ms,
-                                     "launch": getattr(g.choice, "launch", None) and g.choice.launch.label()}
+                                     "launch": g.choice.launch and g.choice.launch.label()}
                               for name, g in program.guards.items() if g.choice is not None}
         row["eager_ms"] = bench(lambda: model16(*fresh16))
         row["ours_ms"] = bench(lambda: cm(*fresh16))

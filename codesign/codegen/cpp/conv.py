@@ -86,12 +86,12 @@ def f32_convs(graph: Graph) -> Graph:
     """`graph` with every bf16 / f16 conv computed in f32 (see the module docstring): the
     direct loops they ran in took ResNet-50 in bf16 to 0.04x eager on a 2-core CPU. The
     identity on a graph without one."""
-    convs = [n for n in graph.nodes if get_op(n.op) is CONV and n.type.dtype in WIDENED and not n.regions
-             and all(graph.types()[o].dtype is n.type.dtype for o in n.operands)]
-    if not convs:
+    types = graph.types()
+    wide = {n.name for n in graph.nodes if get_op(n.op) is CONV and n.type.dtype in WIDENED and not n.regions
+            and all(types[o].dtype is n.type.dtype for o in n.operands)}
+    if not wide:
         return graph
-    wide = {n.name for n in convs}
-    b = GraphBuilder(graph.name, list(graph.inputs), [], dict(graph.types()))
+    b = GraphBuilder(graph.name, list(graph.inputs), [], dict(types))
     for node in graph.nodes:
         if node.name not in wide:
             b.nodes.append(node)

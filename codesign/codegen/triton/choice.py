@@ -127,16 +127,15 @@ def load(key: str, directory: Path | None = None) -> Choice | None:
         data = json.loads(entry.file(NAMES[0]).read_text())
         launch = data.get("launch")
         choice = Choice(str(data["implementation"]), float(data["generated_ms"]), float(data["library_ms"]),
-                        None if launch is None else Launch(tuple(launch["grid"]), tuple(
-                            (str(k), int(v)) for k, v in launch["constexprs"]), int(launch["num_warps"]),
-                            int(launch["num_stages"])))
+                        None if launch is None else Launch.from_json(launch))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return choice if choice.implementation in IMPLEMENTATIONS else None
 
 
 def store(key: str, choice: Choice, directory: Path | None = None) -> None:
-    text = json.dumps(asdict(choice), sort_keys=True)
+    data = {**asdict(choice), "launch": None if choice.launch is None else choice.launch.to_json()}
+    text = json.dumps(data, sort_keys=True)
     CHOICES.build(key, NAMES, lambda folder: (folder / NAMES[0]).write_text(text), replace=True,
                   directory=directory)
 

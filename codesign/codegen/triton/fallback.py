@@ -76,7 +76,7 @@ class GuardedKernel:
                 return self.reference(*args, **kwargs)
             try:
                 if self.choice is not None and self.choice.launch is not None \
-                        and (_aligned(args) or not _uses_descriptors(self.choice.launch)):
+                        and (not self.choice.launch.uses_descriptors or _aligned(args)):
                     return self.kernel[self.choice.launch.grid](*args, **self.choice.launch.options())
                 return self.kernel[grid](*args, **{**kwargs, **self.overrides})
             except Exception as exc:  # noqa: BLE001 - any launch failure: this kernel falls back
@@ -110,7 +110,7 @@ class GuardedKernel:
         if found is None:
             generated = {None: lambda: self.kernel[grid](*args, **options)}
             for launch in () if self.overrides else self.launches:
-                if _uses_descriptors(launch) and not _aligned(args):
+                if launch.uses_descriptors and not _aligned(args):
                     continue
                 generated[launch] = lambda launch=launch: self.kernel[launch.grid](*args, **launch.options())
             try:
@@ -218,10 +218,6 @@ def _aligned_linear(operands: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.nn.functional.linear(x, wide, b)[..., :n]
 
 
-def _uses_descriptors(launch) -> bool:
-    return bool(dict(launch.constexprs).get("USE_TMA"))
-
-
 def _aligned(args) -> bool:
     """Every buffer starts on a 16-byte boundary, as a tensor descriptor's base must (the
     copy engine faults otherwise, and a fault poisons the CUDA context): a view at an odd
@@ -248,8 +244,7 @@ def guard_kernels(module, graph: Graph, kernels: Sequence[Mapping], state: Calla
     guards = {}
     for k in kernels:
         tuned = choose and k.get("kind") in TUNED_KINDS and not k.get("checked") and k.get("digest")
-        launches = [Launch(tuple(u["grid"]), tuple(u["constexprs"].items()), u["num_warps"], u["num_stages"])
-                    for u in k.get("launches", ())]
+        launches = [Launch.from_json(u) for u in k.get("launches", ())]
         guards[k["name"]] = GuardedKernel(getattr(module, k["name"]), k["name"], graph, k["nodes"], k["args"],
                                           k["outputs"], state, digest=k["digest"] if tuned else None,
                                           directory=directory, launches=launches, graphed=graphed)

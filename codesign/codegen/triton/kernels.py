@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from math import prod
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from codesign.codegen import group_tile
 from codesign.codegen.lowering import copies_row_major, node_structure
@@ -117,10 +117,25 @@ class Launch:
     def options(self) -> dict[str, int]:
         return {**dict(self.constexprs), "num_warps": self.num_warps, "num_stages": self.num_stages}
 
+    @property
+    def uses_descriptors(self) -> bool:
+        """Whether it loads through tensor descriptors (`USE_TMA`: 16-byte aligned bases only)."""
+        return bool(dict(self.constexprs).get("USE_TMA"))
+
     def label(self) -> str:
         c = dict(self.constexprs)
         return "x".join(str(c[k]) for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K") if k in c) + \
-            f" w{self.num_warps} s{self.num_stages}" + (" tma" if c.get("USE_TMA") else "")
+            f" w{self.num_warps} s{self.num_stages}" + (" tma" if self.uses_descriptors else "")
+
+    def to_json(self) -> dict:
+        """As the module's meta and the choice cache store it."""
+        return {"grid": list(self.grid), "constexprs": dict(self.constexprs), "num_warps": self.num_warps,
+                "num_stages": self.num_stages}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "Launch":
+        return cls(tuple(int(g) for g in data["grid"]), tuple((str(k), int(v)) for k, v in data["constexprs"].items()),
+                   int(data["num_warps"]), int(data["num_stages"]))
 
 
 class KernelWriter:
@@ -880,9 +895,8 @@ def _gemm_launches(dims: tuple[int, int, int, int], tile: tuple[int, int, int], 
         if launch not in launches:
             launches.append(launch)
     if tma:
-        widest = max(launches, key=lambda u: (dict(u.constexprs)["BLOCK_N"], dict(u.constexprs)["BLOCK_M"]))
-        launches.append(dataclasses.replace(widest, constexprs=tuple(
-            (k, 1 if k == "USE_TMA" else v) for k, v in widest.constexprs)))
+        blocks = [tuple(dict(u.constexprs)[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")) for u in launches]
+        launches.append(_gemm_launch(dims, max(blocks, key=lambda t: (t[1], t[0])), True))
     return launches
 
 

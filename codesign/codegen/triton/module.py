@@ -138,9 +138,9 @@ class TritonModule:
                 self.source = self.path.read_text()
                 self.meta = json.loads(entry.file(names[1]).read_text())
                 self.module = _import(self.path, f"codesign_triton_{stem}")
+                why_no_graphs = _why_no_graphs(self.meta, cuda_graphs)
                 self.guards = guard_kernels(self.module, graph, self.meta["kernels"], lambda: self._current_state,
-                                            choose=choose, directory=directory, graphed=cuda_graphs
-                                            and _why_no_graphs(self.meta, cuda_graphs) is None)
+                                            choose=choose, directory=directory, graphed=why_no_graphs is None)
                 break
             except Exception as exc:  # noqa: BLE001 - the generated wrapper does not load
                 if not entry.cached:
@@ -154,7 +154,7 @@ class TritonModule:
         self.nhwc_weights = nhwc_weights(graph)  # stored channels-last for cuDNN, once per binding
         nodes = graph.node_map()
         self.externs = {e["node"]: _extern(graph, nodes[e["node"]]) for e in self.meta["externs"]}
-        self.graphs = CudaGraphs(f"@{graph.name}", why_not=_why_no_graphs(self.meta, cuda_graphs),
+        self.graphs = CudaGraphs(f"@{graph.name}", why_not=why_no_graphs,
                                  interpreted=self.interpreted)
         self.compile_seconds = time.perf_counter() - start
 
@@ -266,8 +266,7 @@ def _meta(program: Program) -> dict:
         "kernels": [{"name": k.name, "kind": k.kind, "nodes": list(k.nodes), "grid": k.grid,
                      "constexprs": k.constexprs, "args": list(k.args), "outputs": list(k.outputs),
                      "checked": bool(k.sites),
-                     "launches": [{"grid": list(u.grid), "constexprs": dict(u.constexprs), "num_warps": u.num_warps,
-                                   "num_stages": u.num_stages} for u in k.launches],
+                     "launches": [u.to_json() for u in k.launches],
                      "digest": hashlib.sha256(canonical_source(k).encode()).hexdigest()}
                     for k in program.kernels],
         "externs": [{"node": e.node.name, "op": e.node.op, "reason": e.reason} for e in program.externs],
